@@ -1,0 +1,262 @@
+//! The headless command line (SPEC §6): argument types (clap) and the commands that run
+//! without a window. A thin shell over [`ModelLibraryService`]: it opens the library, calls
+//! the service once, and prints. Exit status: 0 done, 1 failed, 2 bad usage (clap).
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::library::{
+    CacheInfo, Library, LibraryError, ListQuery, ModelInfo, ModelLibraryService, ModelStatus,
+    ServiceOptions, default_library_dir,
+};
+use crate::util::{format_unix_utc, human_bytes};
+
+/// `model-library`: the AI models on your disk, in one fast, filterable table.
+#[derive(Debug, Parser)]
+#[command(name = "model-library", version, about, long_about = None)]
+pub struct Cli {
+    /// Library folder (default: $MODEL_LIBRARY_DIR, else ~/.local/share/model-library).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub library: Option<PathBuf>,
+
+    /// What to do; without a command the window opens.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The headless commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the models of the library.
+    List(ListArgs),
+    /// Show the state of the caches.
+    CacheInfo(CacheInfoArgs),
+}
+
+/// Options of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array of ModelInfo objects instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Fast listing: registry and folder names only, no sizes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Bypass the caches.
+    #[arg(long)]
+    pub force_refresh: bool,
+    /// Only models of this provider.
+    #[arg(long, value_name = "P")]
+    pub provider: Option<String>,
+    /// Only models with this status (downloaded, downloading, partial, available, error).
+    #[arg(long, value_name = "S", value_parser = parse_status)]
+    pub status: Option<ModelStatus>,
+    /// Only models with this capability.
+    #[arg(long, value_name = "C")]
+    pub capability: Option<String>,
+}
+
+/// Options of `cache-info`.
+#[derive(Debug, Args)]
+pub struct CacheInfoArgs {
+    /// Print JSON in the original service's shape.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_status(s: &str) -> Result<ModelStatus, String> {
+    s.parse().map_err(|e: LibraryError| e.to_string())
+}
+
+/// Resolves the library to use: `--library DIR` (which must exist), else the default
+/// library, created with the built-in catalog if it is new.
+pub fn resolve_library(flag: Option<PathBuf>) -> Result<Library, LibraryError> {
+    match flag {
+        Some(dir) => {
+            let library = Library::new(dir);
+            library.check_reachable()?;
+            Ok(library)
+        }
+        None => {
+            let dir = default_library_dir().ok_or_else(|| LibraryError::LibraryUnreachable {
+                path: PathBuf::from("~/.local/share/model-library"),
+                reason: "no data directory on this system; set MODEL_LIBRARY_DIR or pass --library"
+                    .into(),
+            })?;
+            let library = Library::new(dir);
+            library.init_default()?;
+            Ok(library)
+        }
+    }
+}
+
+/// Runs a headless command; returns the process exit status. Errors are printed as one line
+/// on stderr.
+pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
+    let result = resolve_library(library).and_then(|library| {
+        let mut service = ModelLibraryService::new(library, ServiceOptions::default())?;
+        let mut out = io::stdout().lock();
+        let written = match command {
+            Command::List(args) => list(&mut service, &args, &mut out),
+            Command::CacheInfo(args) => cache_info(&service.cache_info(), args.json, &mut out),
+        };
+        match written {
+            Ok(()) => Ok(()),
+            Err(CommandError::Library(e)) => Err(e),
+            // A closed pipe (`| head`) is not a failure of ours.
+            Err(CommandError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(CommandError::Output(e)) => Err(LibraryError::io("<stdout>", e)),
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("model-library: error: {err}");
+            1
+        }
+    }
+}
+
+enum CommandError {
+    Library(LibraryError),
+    Output(io::Error),
+}
+
+impl From<LibraryError> for CommandError {
+    fn from(e: LibraryError) -> Self {
+        CommandError::Library(e)
+    }
+}
+
+impl From<io::Error> for CommandError {
+    fn from(e: io::Error) -> Self {
+        CommandError::Output(e)
+    }
+}
+
+fn list(
+    service: &mut ModelLibraryService,
+    args: &ListArgs,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let query = ListQuery {
+        quick: args.quick,
+        provider: args.provider.clone(),
+        status: args.status,
+        capability: args.capability.clone(),
+    };
+    let result = service.list_view(&query, args.force_refresh)?;
+    for problem in &result.view.listing.problems {
+        eprintln!(
+            "model-library: warning: {}: {problem}",
+            service.library().registry_path().display()
+        );
+    }
+    if args.json {
+        let models: Vec<&ModelInfo> = result.view.iter().collect();
+        serde_json::to_writer_pretty(&mut *out, &models).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write_table(result.view.iter(), out)?;
+    }
+    Ok(())
+}
+
+/// Writes models as an aligned text table with a summary line.
+pub fn write_table<'a>(
+    models: impl ExactSizeIterator<Item = &'a ModelInfo>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let header = [
+        "ID",
+        "PROVIDER",
+        "STATUS",
+        "SIZE",
+        "FORMAT",
+        "MODIFIED",
+        "CAPABILITIES",
+    ];
+    let count = models.len();
+    let mut total = 0u64;
+    let rows: Vec<[String; 7]> = models
+        .map(|m| {
+            total += m.size_bytes.unwrap_or(0);
+            [
+                m.id.clone(),
+                m.provider.clone(),
+                m.status.to_string(),
+                m.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                m.format.clone().unwrap_or_else(|| "-".into()),
+                m.modified
+                    .map(format_unix_utc)
+                    .unwrap_or_else(|| "-".into()),
+                if m.capabilities.is_empty() {
+                    "-".into()
+                } else {
+                    m.capabilities.join(",")
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str], out: &mut dyn Write| -> io::Result<()> {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(&header, out)?;
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str), out)?;
+    }
+    writeln!(
+        out,
+        "{count} model{}, {} on disk",
+        if count == 1 { "" } else { "s" },
+        human_bytes(total)
+    )
+}
+
+fn cache_info(info: &CacheInfo, json: bool, out: &mut impl Write) -> Result<(), CommandError> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, info).map_err(io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let s = &info.service_cache;
+    let a = &info.api_cache;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    writeln!(out, "library:            {}", s.library)?;
+    writeln!(
+        out,
+        "service cache:      {}",
+        if s.cache_valid {
+            "valid".to_string()
+        } else {
+            format!("stale ({})", s.stale_reason.as_deref().unwrap_or("unknown"))
+        }
+    )?;
+    writeln!(out, "cache timestamp:    {}", opt(s.cache_timestamp))?;
+    writeln!(out, "cache age:          {} s", opt(s.cache_age_seconds))?;
+    writeln!(out, "cache TTL:          {} s", s.cache_ttl_seconds)?;
+    writeln!(out, "cached models:      {}", s.cached_model_count)?;
+    writeln!(out, "cache keys:         {}", s.cache_keys.join(", "))?;
+    writeln!(out, "registry mtime:     {}", opt(s.registry_mtime))?;
+    writeln!(out, "models dir mtime:   {}", opt(s.models_dir_mtime))?;
+    writeln!(out, "service hits/miss:  {}/{}", s.hits, s.misses)?;
+    writeln!(out, "view cache entries: {}", a.api_cache_entries)?;
+    writeln!(out, "view hits/miss:     {}/{}", a.hits, a.misses)?;
+    Ok(())
+}

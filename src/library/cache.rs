@@ -1,0 +1,225 @@
+//! The two cache levels' data and rules (SPEC §5): a cached [`Listing`] with the file stamps
+//! it was built against, the validity check (TTL, registry and folder mtimes, racy
+//! timestamps), filtered [`View`]s that share their listing, and hit/miss counters.
+//! Reads file metadata (three `stat`s per check); never writes.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::library::clock::unix_seconds;
+use crate::library::layout::Library;
+use crate::library::model::{ListQuery, ModelInfo};
+use crate::library::scan::ListKind;
+
+/// Smallest TTL accepted, seconds.
+pub const TTL_MIN_SECS: u64 = 30;
+/// Largest TTL accepted, seconds.
+pub const TTL_MAX_SECS: u64 = 3600;
+/// TTL of a new service, seconds.
+pub const DEFAULT_TTL_SECS: u64 = 300;
+
+/// Modification times (unix seconds) of the paths whose change invalidates a listing,
+/// read before the scan that built it. `None`: the path did not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Stamps {
+    /// `model_registry.json`.
+    pub registry: Option<f64>,
+    /// `models/`.
+    pub models_dir: Option<f64>,
+    /// `.downloads/`.
+    pub downloads_dir: Option<f64>,
+}
+
+impl Stamps {
+    /// Reads the current stamps of a library (three `stat`s).
+    pub fn read(library: &Library) -> Stamps {
+        Stamps {
+            registry: mtime(&library.registry_path()),
+            models_dir: mtime(&library.models_dir()),
+            downloads_dir: mtime(&library.downloads_dir()),
+        }
+    }
+}
+
+fn mtime(path: &Path) -> Option<f64> {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(unix_seconds)
+}
+
+/// An immutable scan result, shared by every cache hit and view.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// Full or fast.
+    pub kind: ListKind,
+    /// The models, registered ones first in registry order, then unregistered by name.
+    pub models: Vec<ModelInfo>,
+    /// Registry entries that could not be listed, one line each.
+    pub problems: Vec<String>,
+    /// Clock time when the scan started.
+    pub scan_started: f64,
+    /// Clock time when the scan finished: the cache timestamp.
+    pub timestamp: f64,
+    /// How long the scan took (wall time).
+    pub scan_duration: Duration,
+    /// The stamps the scan was built against.
+    pub stamps: Stamps,
+}
+
+/// Why a cached listing cannot be served.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Staleness {
+    /// Nothing is cached.
+    Empty,
+    /// Older than the TTL.
+    TtlExpired {
+        /// Age in seconds.
+        age_seconds: f64,
+    },
+    /// `model_registry.json` changed (or appeared, or vanished).
+    RegistryChanged,
+    /// `models/` changed (a model folder was added, removed or renamed).
+    ModelsDirChanged,
+    /// `.downloads/` changed.
+    DownloadsDirChanged,
+    /// A stamp was as new as the scan itself, so a change in the same clock tick could
+    /// hide behind it (the racy-timestamp rule, as in git).
+    RacyTimestamp,
+    /// Dropped on purpose: refresh, download, delete.
+    Invalidated {
+        /// What dropped it.
+        by: String,
+    },
+}
+
+impl std::fmt::Display for Staleness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Staleness::Empty => f.write_str("not scanned yet"),
+            Staleness::TtlExpired { age_seconds } => {
+                write!(f, "TTL expired (age {age_seconds:.0} s)")
+            }
+            Staleness::RegistryChanged => f.write_str("registry changed"),
+            Staleness::ModelsDirChanged => f.write_str("models folder changed"),
+            Staleness::DownloadsDirChanged => f.write_str("downloads folder changed"),
+            Staleness::RacyTimestamp => f.write_str("changed during the last scan"),
+            Staleness::Invalidated { by } => write!(f, "invalidated by {by}"),
+        }
+    }
+}
+
+impl Listing {
+    /// Age in seconds at clock time `now`.
+    pub fn age(&self, now: f64) -> f64 {
+        now - self.timestamp
+    }
+
+    /// Whether this listing may still be served: under the TTL, stamps unchanged, and no
+    /// stamp at or after the scan's start (rounded down to the second, the coarsest common
+    /// file-system granularity) — such a stamp could hide a later change in the same tick.
+    pub fn check(&self, now: f64, ttl_secs: u64, current: &Stamps) -> Result<(), Staleness> {
+        let age = self.age(now);
+        // A clock that jumped back more than a second is as untrustworthy as an old one.
+        if age >= ttl_secs as f64 || age < -1.0 {
+            return Err(Staleness::TtlExpired { age_seconds: age });
+        }
+        if current.registry != self.stamps.registry {
+            return Err(Staleness::RegistryChanged);
+        }
+        if current.models_dir != self.stamps.models_dir {
+            return Err(Staleness::ModelsDirChanged);
+        }
+        if current.downloads_dir != self.stamps.downloads_dir {
+            return Err(Staleness::DownloadsDirChanged);
+        }
+        let racy_from = self.scan_started.floor();
+        let stamps = [
+            self.stamps.registry,
+            self.stamps.models_dir,
+            self.stamps.downloads_dir,
+        ];
+        if stamps.into_iter().flatten().any(|t| t >= racy_from) {
+            return Err(Staleness::RacyTimestamp);
+        }
+        Ok(())
+    }
+}
+
+/// A filtered view of a listing: the listing itself (shared) and the indices of the rows
+/// that pass the filters. Cloning is two reference-count increments.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The listing the rows point into.
+    pub listing: Arc<Listing>,
+    /// Indices into `listing.models`.
+    pub rows: Arc<[u32]>,
+}
+
+impl View {
+    /// Applies `query`'s filters to `listing`.
+    pub fn filter(listing: Arc<Listing>, query: &ListQuery) -> View {
+        let rows: Arc<[u32]> = listing
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| query.matches(m))
+            .map(|(i, _)| i as u32)
+            .collect();
+        View { listing, rows }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn get(&self, i: usize) -> Option<&ModelInfo> {
+        self.rows
+            .get(i)
+            .and_then(|&r| self.listing.models.get(r as usize))
+    }
+
+    /// The rows in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &ModelInfo> + '_ {
+        self.rows
+            .iter()
+            .map(move |&r| &self.listing.models[r as usize])
+    }
+}
+
+/// Hits and misses of one cache level, since the service started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Requests served from the cache.
+    pub hits: u64,
+    /// Requests that had to build the result.
+    pub misses: u64,
+}
+
+impl Counters {
+    /// Hits / (hits + misses), or `None` before the first request.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let total = self.hits + self.misses;
+        (total > 0).then(|| self.hits as f64 / total as f64)
+    }
+
+    pub(crate) fn record(&mut self, hit: bool) {
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+    }
+}

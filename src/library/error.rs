@@ -1,0 +1,92 @@
+//! The core's error type. Every fallible core operation returns [`LibraryError`]; each variant
+//! names the file or value at fault so a shell (CLI, window, HTTP) can show one clear line.
+//! Owns no I/O.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::library::cache::{TTL_MAX_SECS, TTL_MIN_SECS};
+
+/// What went wrong in the library core.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    /// A TTL outside the allowed range was asked for; nothing changed.
+    #[error("cache TTL {0} s is outside the allowed range {TTL_MIN_SECS}..={TTL_MAX_SECS} s")]
+    InvalidTtl(i64),
+
+    /// A file-system operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path the operation was about.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The library folder is missing or not a folder.
+    #[error("library folder {}: {reason}", path.display())]
+    LibraryUnreachable {
+        /// The library root.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+
+    /// `model_registry.json` is not valid JSON.
+    #[error("{}: invalid JSON at line {line}, column {column}: {message}", path.display())]
+    RegistrySyntax {
+        /// The registry file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+
+    /// `model_registry.json` is JSON but not a version 1 registry.
+    #[error("{}: {reason}", path.display())]
+    RegistryShape {
+        /// The registry file.
+        path: PathBuf,
+        /// What is wrong with its shape.
+        reason: String,
+    },
+
+    /// A model id that is not one safe path component.
+    #[error("invalid model id {id:?}: {reason}")]
+    InvalidId {
+        /// The id as given.
+        id: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A filter value that names no known status.
+    #[error(
+        "unknown status {0:?}; expected one of downloaded, downloading, partial, available, error"
+    )]
+    UnknownStatus(String),
+
+    /// Waiting for the registry lock took too long (another process holds it).
+    #[error("{}: timed out waiting for the registry lock", path.display())]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+impl LibraryError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        LibraryError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for the core.
+pub type Result<T, E = LibraryError> = std::result::Result<T, E>;

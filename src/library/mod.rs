@@ -1,0 +1,22 @@
+//! The core: library layout, registry, scanning, the two cache levels and
+//! [`ModelLibraryService`]. Plain synchronous Rust with `thiserror` errors. This module never
+//! imports egui, eframe or poll-promise: the window, the CLI and the HTTP server are shells
+//! around it.
+
+pub mod cache;
+pub mod clock;
+pub mod error;
+pub mod layout;
+pub mod model;
+pub mod registry;
+pub mod scan;
+pub mod service;
+
+pub use cache::{Counters, Listing, Staleness, View};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{LibraryError, Result};
+pub use layout::{Library, default_library_dir, validate_id};
+pub use model::{ListQuery, ModelInfo, ModelStatus};
+pub use registry::Registry;
+pub use scan::{ListKind, ProgressReading};
+pub use service::{CacheInfo, ModelLibraryService, RefreshInfo, ServiceOptions, ViewResult};

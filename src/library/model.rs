@@ -1,0 +1,191 @@
+//! What a listing is made of: [`ModelInfo`] (SPEC §4), [`ModelStatus`] (SPEC §3) and the
+//! filters a view applies. Plain data; no I/O.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::library::error::LibraryError;
+
+/// The status of a model (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStatus {
+    /// Every registry file present with its declared size; unregistered folders always.
+    Downloaded,
+    /// A download of it is running in this process.
+    Downloading,
+    /// Some files present, or leftovers in `.downloads/<id>/`.
+    Partial,
+    /// Registered, nothing on disk.
+    Available,
+    /// Present but wrong (size mismatch, unreadable); `error` says why.
+    Error,
+}
+
+impl ModelStatus {
+    /// Every status, in display order.
+    pub const ALL: [ModelStatus; 5] = [
+        ModelStatus::Downloaded,
+        ModelStatus::Downloading,
+        ModelStatus::Partial,
+        ModelStatus::Available,
+        ModelStatus::Error,
+    ];
+
+    /// The status as written in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Downloaded => "downloaded",
+            ModelStatus::Downloading => "downloading",
+            ModelStatus::Partial => "partial",
+            ModelStatus::Available => "available",
+            ModelStatus::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for ModelStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ModelStatus {
+    type Err = LibraryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| LibraryError::UnknownStatus(s.to_string()))
+    }
+}
+
+/// One model of a listing (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The model id (its folder name under `models/`).
+    pub id: String,
+    /// Display name; the id when the registry gives none.
+    pub name: String,
+    /// Who publishes it; `local` for unregistered folders.
+    pub provider: String,
+    /// Status per SPEC §3.
+    pub status: ModelStatus,
+    /// What it can do (`text-generation`, `chat`, `embedding`, …).
+    pub capabilities: Vec<String>,
+    /// File format (`gguf`, `safetensors`, …) when known.
+    pub format: Option<String>,
+    /// Free text from the registry.
+    pub description: Option<String>,
+    /// License identifier from the registry.
+    pub license: Option<String>,
+    /// Whether the registry has an entry for it.
+    pub registered: bool,
+    /// Absolute model folder (`LIBRARY/models/<id>`), whether or not it exists.
+    #[serde(serialize_with = "serialize_path_lossy")]
+    pub path: PathBuf,
+    /// Bytes on disk (apparent sizes of regular files and symlinks, not followed);
+    /// `None` in quick listings.
+    pub size_bytes: Option<u64>,
+    /// Number of files; `None` in quick listings.
+    pub file_count: Option<u64>,
+    /// Sum of the registry's declared file sizes; `None` when any is unknown.
+    pub expected_size_bytes: Option<u64>,
+    /// Newest modification time (unix seconds) of the folder and everything in it;
+    /// the folder's own time in quick listings; `None` when absent.
+    pub modified: Option<f64>,
+    /// Why the status is `error`, or a note about what could not be read.
+    pub error: Option<String>,
+}
+
+fn serialize_path_lossy<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// Which filters a view applies. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListQuery {
+    /// Use the fast listing (no recursion; sizes and file counts are `None`).
+    pub quick: bool,
+    /// Only models of this provider (case-insensitive).
+    pub provider: Option<String>,
+    /// Only models with this status.
+    pub status: Option<ModelStatus>,
+    /// Only models with this capability (case-insensitive).
+    pub capability: Option<String>,
+}
+
+impl ListQuery {
+    /// The view-cache key, exactly as the original service wrote it:
+    /// `quick=false|provider=None|status=None|capability=None`.
+    pub fn cache_key(&self) -> String {
+        fn opt(v: Option<&str>) -> &str {
+            v.unwrap_or("None")
+        }
+        format!(
+            "quick={}|provider={}|status={}|capability={}",
+            self.quick,
+            opt(self.provider.as_deref()),
+            opt(self.status.map(ModelStatus::as_str)),
+            opt(self.capability.as_deref()),
+        )
+    }
+
+    /// Whether a model passes the filters (`quick` is not a filter).
+    pub fn matches(&self, m: &ModelInfo) -> bool {
+        self.provider
+            .as_deref()
+            .is_none_or(|p| m.provider.eq_ignore_ascii_case(p))
+            && self.status.is_none_or(|s| m.status == s)
+            && self
+                .capability
+                .as_deref()
+                .is_none_or(|c| m.capabilities.iter().any(|mc| mc.eq_ignore_ascii_case(c)))
+    }
+
+    /// Whether no filter is set.
+    pub fn is_unfiltered(&self) -> bool {
+        self.provider.is_none() && self.status.is_none() && self.capability.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_matches_the_seed() {
+        assert_eq!(
+            ListQuery::default().cache_key(),
+            "quick=false|provider=None|status=None|capability=None"
+        );
+        let q = ListQuery {
+            quick: true,
+            provider: Some("huggingface".into()),
+            status: Some(ModelStatus::Downloaded),
+            capability: Some("chat".into()),
+        };
+        assert_eq!(
+            q.cache_key(),
+            "quick=true|provider=huggingface|status=downloaded|capability=chat"
+        );
+    }
+
+    #[test]
+    fn status_parses_case_insensitively() {
+        assert_eq!(
+            "Partial".parse::<ModelStatus>().unwrap(),
+            ModelStatus::Partial
+        );
+        let err = "broken".parse::<ModelStatus>().unwrap_err().to_string();
+        assert!(
+            err.contains("broken") && err.contains("downloaded"),
+            "{err}"
+        );
+    }
+}

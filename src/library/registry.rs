@@ -1,0 +1,419 @@
+//! `model_registry.json` version 1 (SPEC §2): reading it with its defaults and per-entry
+//! errors, and rewriting it atomically under a lock file while keeping fields it does not know.
+//! Touches only the registry file, its temp files and `.cache/registry.lock`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::library::error::{LibraryError, Result};
+use crate::library::layout::{Library, check_relative_path, validate_id};
+
+/// The only registry version this app reads and writes.
+pub const REGISTRY_VERSION: u64 = 1;
+/// How long a writer waits for another process to release the registry lock.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One file of a registry entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryFileSpec {
+    /// Path relative to the model folder (checked: not absolute, no `..`).
+    pub path: String,
+    /// Where to download it from.
+    pub url: Option<String>,
+    /// Declared size in bytes.
+    pub size: Option<u64>,
+    /// Declared sha256, lower-case hex.
+    pub sha256: Option<String>,
+}
+
+/// One model of the registry, with SPEC §2 defaults applied by the scanner.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistryEntry {
+    /// A valid model id.
+    pub id: String,
+    /// Display name, if given.
+    pub name: Option<String>,
+    /// Provider, if given.
+    pub provider: Option<String>,
+    /// Capabilities (default empty).
+    pub capabilities: Vec<String>,
+    /// File format, if given.
+    pub format: Option<String>,
+    /// Description, if given.
+    pub description: Option<String>,
+    /// License, if given.
+    pub license: Option<String>,
+    /// Declared files (the valid ones).
+    pub files: Vec<RegistryFileSpec>,
+    /// What is wrong with this entry (wrong types, bad file paths); the entry still lists,
+    /// with status `error`.
+    pub problem: Option<String>,
+}
+
+/// A registry entry that could not be used at all (no valid id, or a duplicate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryProblem {
+    /// Index in the `models` array.
+    pub index: usize,
+    /// The entry's id, when it had a string id.
+    pub id: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "models[{}] (id {:?}): {}", self.index, id, self.message),
+            None => write!(f, "models[{}]: {}", self.index, self.message),
+        }
+    }
+}
+
+/// A parsed registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    /// Usable entries, in file order, ids unique.
+    pub entries: Vec<RegistryEntry>,
+    /// Entries that were skipped, with the reason.
+    pub problems: Vec<EntryProblem>,
+}
+
+impl Registry {
+    /// Reads the library's registry. An absent file, or one that is empty or only
+    /// whitespace, is an empty catalog. Invalid JSON or a wrong shape is an error naming the
+    /// file (and the line for syntax errors).
+    pub fn load(library: &Library) -> Result<Registry> {
+        let path = library.registry_path();
+        match fs::read(&path) {
+            Ok(bytes) => Registry::parse(&path, &bytes),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Registry::default()),
+            Err(err) => Err(LibraryError::io(path, err)),
+        }
+    }
+
+    /// Parses registry bytes; `path` is only used in messages.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Registry> {
+        let Some(doc) = parse_document(path, bytes)? else {
+            return Ok(Registry::default());
+        };
+        let models = match doc.get("models") {
+            None | Some(Value::Null) => return Ok(Registry::default()),
+            Some(Value::Array(models)) => models,
+            Some(_) => {
+                return Err(LibraryError::RegistryShape {
+                    path: path.to_path_buf(),
+                    reason: "\"models\" must be an array".into(),
+                });
+            }
+        };
+        let mut registry = Registry::default();
+        let mut seen = std::collections::HashSet::new();
+        for (index, value) in models.iter().enumerate() {
+            match parse_entry(value) {
+                Ok(entry) => {
+                    if seen.insert(entry.id.clone()) {
+                        registry.entries.push(entry);
+                    } else {
+                        registry.problems.push(EntryProblem {
+                            index,
+                            id: Some(entry.id),
+                            message: "duplicate id; the first entry with this id is used".into(),
+                        });
+                    }
+                }
+                Err(problem) => registry.problems.push(EntryProblem { index, ..problem }),
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The entry with this id.
+    pub fn get(&self, id: &str) -> Option<&RegistryEntry> {
+        self.entries.iter().find(|e| e.id == id)
+    }
+}
+
+/// Parses the top level: `None` for an empty file; an object with `version` 1 (or no
+/// `version`) otherwise.
+fn parse_document(path: &Path, bytes: &[u8]) -> Result<Option<Map<String, Value>>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| LibraryError::RegistrySyntax {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })?;
+    let shape = |reason: String| LibraryError::RegistryShape {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Value::Object(doc) = value else {
+        return Err(shape("the registry must be a JSON object".into()));
+    };
+    match doc.get("version") {
+        None => {}
+        Some(v) if v.as_u64() == Some(REGISTRY_VERSION) => {}
+        Some(v) => {
+            return Err(shape(format!(
+                "unsupported registry version {v}; this app reads version {REGISTRY_VERSION}"
+            )));
+        }
+    }
+    Ok(Some(doc))
+}
+
+/// serde_json appends " at line L column C"; the error variant carries those separately.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn parse_entry(value: &Value) -> Result<RegistryEntry, EntryProblem> {
+    let fail = |id: Option<String>, message: String| EntryProblem {
+        index: 0,
+        id,
+        message,
+    };
+    let Value::Object(obj) = value else {
+        return Err(fail(None, "entry is not a JSON object".into()));
+    };
+    let id = match obj.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => return Err(fail(None, "\"id\" must be a string".into())),
+        None => return Err(fail(None, "entry has no \"id\"".into())),
+    };
+    validate_id(&id).map_err(|e| fail(Some(id.clone()), e.to_string()))?;
+
+    let mut problems: Vec<String> = Vec::new();
+    let mut text = |key: &str| -> Option<String> {
+        match obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                problems.push(format!("\"{key}\" must be a string"));
+                None
+            }
+        }
+    };
+    let name = text("name");
+    let provider = text("provider");
+    let format = text("format");
+    let description = text("description");
+    let license = text("license");
+
+    let capabilities = match obj.get("capabilities") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(_) => {
+            problems.push("\"capabilities\" must be an array of strings".into());
+            Vec::new()
+        }
+    };
+
+    let mut files = Vec::new();
+    match obj.get("files") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match parse_file(item) {
+                    Ok(spec) => files.push(spec),
+                    Err(msg) => problems.push(format!("files[{i}]: {msg}")),
+                }
+            }
+        }
+        Some(_) => problems.push("\"files\" must be an array".into()),
+    }
+
+    Ok(RegistryEntry {
+        id,
+        name,
+        provider,
+        capabilities,
+        format,
+        description,
+        license,
+        files,
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+    })
+}
+
+fn parse_file(value: &Value) -> Result<RegistryFileSpec, String> {
+    let Value::Object(obj) = value else {
+        return Err("must be an object".into());
+    };
+    let path = match obj.get("path") {
+        Some(Value::String(p)) => p.clone(),
+        Some(_) => return Err("\"path\" must be a string".into()),
+        None => return Err("has no \"path\"".into()),
+    };
+    check_relative_path(&path).map_err(|why| format!("path {path:?} {why}"))?;
+    let url = match obj.get("url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u.clone()),
+        Some(_) => return Err("\"url\" must be a string".into()),
+    };
+    let size = match obj.get("size") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| "\"size\" must be a non-negative integer".to_string())?,
+        ),
+    };
+    let sha256 = match obj.get("sha256") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(h.to_ascii_lowercase())
+        }
+        Some(_) => return Err("\"sha256\" must be 64 hex digits".into()),
+    };
+    Ok(RegistryFileSpec {
+        path,
+        url,
+        size,
+        sha256,
+    })
+}
+
+/// Changes the registry under the lock: re-reads the file (absent or empty: a new version 1
+/// document), lets `change` edit the JSON document, and writes it back atomically. Keys the
+/// app does not know, at any level, are kept as they were. If the current file is invalid,
+/// or `change` fails, nothing is written.
+pub fn update_registry<T>(
+    library: &Library,
+    change: impl FnOnce(&mut Map<String, Value>) -> Result<T>,
+) -> Result<T> {
+    let _lock = RegistryLock::acquire(library)?;
+    let path = library.registry_path();
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(LibraryError::io(path, err)),
+    };
+    let mut doc = parse_document(&path, &bytes)?.unwrap_or_default();
+    doc.entry("version")
+        .or_insert(Value::from(REGISTRY_VERSION));
+    if !doc.get("models").is_some_and(Value::is_array) {
+        if doc.get("models").is_some_and(|m| !m.is_null()) {
+            return Err(LibraryError::RegistryShape {
+                path,
+                reason: "\"models\" must be an array".into(),
+            });
+        }
+        doc.insert("models".into(), Value::Array(Vec::new()));
+    }
+    let out = change(&mut doc)?;
+    let mut text = serde_json::to_vec_pretty(&Value::Object(doc)).expect("JSON values serialize");
+    text.push(b'\n');
+    write_atomic(&path, &text)?;
+    Ok(out)
+}
+
+/// Inserts or updates the entry with `entry["id"]` in a registry document: keys of `entry`
+/// replace those of an existing entry with the same id, other keys of that entry stay.
+pub fn upsert_entry(doc: &mut Map<String, Value>, entry: Map<String, Value>) -> Result<()> {
+    let id = entry
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| LibraryError::InvalidId {
+            id: String::new(),
+            reason: "an entry needs a string \"id\"",
+        })?
+        .to_string();
+    validate_id(&id)?;
+    let models = doc
+        .entry("models")
+        .or_insert_with(|| Value::Array(Vec::new()))
+        .as_array_mut()
+        .expect("update_registry guarantees an array");
+    match models
+        .iter_mut()
+        .find(|m| m.get("id").and_then(Value::as_str) == Some(id.as_str()))
+        .and_then(Value::as_object_mut)
+    {
+        Some(existing) => existing.extend(entry),
+        None => models.push(Value::Object(entry)),
+    }
+    Ok(())
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync
+/// of the folder. On any failure (a full disk, say) the temp file is removed and `path` is
+/// left exactly as it was.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok::<(), io::Error>(())
+    })();
+    if let Err(err) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(LibraryError::io(path, err));
+    }
+    Ok(())
+}
+
+/// An exclusive lock on `.cache/registry.lock`, held until dropped. Serializes registry
+/// writers across threads and processes.
+pub struct RegistryLock {
+    _file: File,
+}
+
+impl RegistryLock {
+    /// Takes the lock, waiting up to [`LOCK_TIMEOUT`] for another holder.
+    pub fn acquire(library: &Library) -> Result<RegistryLock> {
+        let dir = library.cache_dir();
+        fs::create_dir_all(&dir).map_err(|e| LibraryError::io(&dir, e))?;
+        let path: PathBuf = dir.join("registry.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LibraryError::io(&path, e))?;
+        let deadline = Instant::now() + LOCK_TIMEOUT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(RegistryLock { _file: file }),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    // Polling a lock held by another process: nothing to wake us.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(LibraryError::LockTimeout { path });
+                }
+                Err(fs::TryLockError::Error(err)) => return Err(LibraryError::io(path, err)),
+            }
+        }
+    }
+}

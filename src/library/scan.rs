@@ -1,0 +1,597 @@
+//! Scanning a library into a list of [`ModelInfo`]: the fast listing (registry plus one read
+//! of `models/` and `.downloads/`, no recursion) and the full listing (a parallel walk of each
+//! model folder for sizes, file counts and newest mtimes, and the status rules of SPEC §3).
+//!
+//! Reads only inside the library: symlinks are never followed (not even to stat them), so a
+//! symlink loop or a link to elsewhere costs nothing and reveals nothing. A problem inside one
+//! model (unreadable folder, odd name) is recorded on that model and never aborts the scan;
+//! a file that vanishes between being listed and being measured is simply not counted.
+//! Never writes.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::library::clock::unix_seconds;
+use crate::library::error::{LibraryError, Result};
+use crate::library::layout::{Library, validate_id};
+use crate::library::model::{ModelInfo, ModelStatus};
+use crate::library::registry::{Registry, RegistryEntry};
+
+/// Which listing to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ListKind {
+    /// Recursive sizes, file counts, verified statuses (service cache key `"all"`).
+    Full,
+    /// Registry plus one read of `models/` (service cache key `"fast"`).
+    Fast,
+}
+
+impl ListKind {
+    /// The service-cache key of the original service.
+    pub fn cache_key(self) -> &'static str {
+        match self {
+            ListKind::Full => "all",
+            ListKind::Fast => "fast",
+        }
+    }
+}
+
+/// Progress of the running scan, readable from any thread without locking.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    done: AtomicU64,
+    total: AtomicU64,
+    running: AtomicBool,
+}
+
+/// A reading of [`ScanProgress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProgressReading {
+    /// Models scanned so far.
+    pub done: u64,
+    /// Models to scan.
+    pub total: u64,
+    /// Whether a scan is running.
+    pub running: bool,
+}
+
+impl ScanProgress {
+    /// The current progress.
+    pub fn read(&self) -> ProgressReading {
+        ProgressReading {
+            done: self.done.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+        }
+    }
+
+    fn start(&self, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.running.store(true, Ordering::Relaxed);
+    }
+
+    fn tick(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
+}
+
+/// What a scan needs besides the library.
+pub struct ScanInput<'a> {
+    /// The library to scan.
+    pub library: &'a Library,
+    /// Its registry, already loaded.
+    pub registry: &'a Registry,
+    /// Ids with a download running in this process.
+    pub downloading: &'a HashSet<String>,
+    /// Where to report progress.
+    pub progress: &'a ScanProgress,
+}
+
+/// What kind of thing stands at `models/<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Folder {
+    Missing,
+    Dir,
+    Symlink,
+}
+
+/// One model to scan: a registry entry, a folder, leftovers, or several of these.
+struct Candidate<'a> {
+    name: OsString,
+    entry: Option<&'a RegistryEntry>,
+    folder: Folder,
+    leftovers: bool,
+}
+
+/// Scans the library. Fails only when the library itself cannot be read (missing library
+/// folder, unreadable `models/`); everything else is recorded on the model concerned.
+pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
+    let library = input.library;
+    library.check_reachable()?;
+    let folders = read_top(&library.models_dir())?;
+    let leftovers: HashSet<OsString> = read_top(&library.downloads_dir())?
+        .into_iter()
+        .filter(|(_, ft)| ft.is_dir())
+        .map(|(name, _)| name)
+        .collect();
+
+    let mut folder_kinds: HashMap<OsString, Folder> = HashMap::with_capacity(folders.len());
+    let mut unregistered: Vec<OsString> = Vec::new();
+    for (name, ft) in folders {
+        let kind = if ft.is_dir() {
+            Folder::Dir
+        } else if ft.is_symlink() {
+            Folder::Symlink
+        } else {
+            continue; // stray files beside the model folders are not models
+        };
+        let registered = name
+            .to_str()
+            .is_some_and(|n| input.registry.get(n).is_some());
+        if !registered {
+            unregistered.push(name.clone());
+        }
+        folder_kinds.insert(name, kind);
+    }
+    unregistered.sort();
+    let mut downloads_only: Vec<OsString> = leftovers
+        .iter()
+        .filter(|n| !folder_kinds.contains_key(*n))
+        .filter(|n| n.to_str().is_none_or(|s| input.registry.get(s).is_none()))
+        .cloned()
+        .collect();
+    downloads_only.sort();
+
+    let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(
+        input.registry.entries.len() + unregistered.len() + downloads_only.len(),
+    );
+    for entry in &input.registry.entries {
+        let name = OsString::from(&entry.id);
+        candidates.push(Candidate {
+            folder: folder_kinds.get(&name).copied().unwrap_or(Folder::Missing),
+            leftovers: leftovers.contains(&name),
+            entry: Some(entry),
+            name,
+        });
+    }
+    for name in unregistered.into_iter().chain(downloads_only) {
+        candidates.push(Candidate {
+            folder: folder_kinds.get(&name).copied().unwrap_or(Folder::Missing),
+            leftovers: leftovers.contains(&name),
+            entry: None,
+            name,
+        });
+    }
+
+    let models_dir = library.models_dir();
+    match kind {
+        ListKind::Fast => Ok(candidates
+            .iter()
+            .map(|c| model_info(c, &models_dir, input, None))
+            .collect()),
+        ListKind::Full => {
+            input.progress.start(candidates.len() as u64);
+            let out = candidates
+                .par_iter()
+                .map(|c| {
+                    let walked = (c.folder == Folder::Dir).then(|| walk(&models_dir.join(&c.name)));
+                    let info = model_info(c, &models_dir, input, Some(walked));
+                    input.progress.tick();
+                    info
+                })
+                .collect();
+            input.progress.finish();
+            Ok(out)
+        }
+    }
+}
+
+/// Lists a top-level folder once: names and entry types (no stat on Linux). A missing
+/// folder is empty.
+fn read_top(dir: &Path) -> Result<Vec<(OsString, fs::FileType)>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(LibraryError::io(dir, err)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| LibraryError::io(dir, e))?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().first() == Some(&b'.') {
+            continue; // hidden entries (.DS_Store, editor temp files) are not models
+        }
+        match entry.file_type() {
+            Ok(ft) => out.push((name, ft)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {} // vanished
+            Err(err) => return Err(LibraryError::io(entry.path(), err)),
+        }
+    }
+    Ok(out)
+}
+
+/// What a recursive walk of one model folder found.
+#[derive(Debug, Default, Clone)]
+pub struct WalkSummary {
+    /// Sum of apparent sizes of everything that is not a folder.
+    pub size: u64,
+    /// Number of entries that are not folders.
+    pub files: u64,
+    /// Newest mtime of the folder and everything below it.
+    pub newest: Option<f64>,
+    /// Name of the largest file (for guessing the format).
+    pub largest: Option<(u64, PathBuf)>,
+    /// What could not be read.
+    pub errors: Vec<String>,
+}
+
+/// Walks a model folder without following symlinks. Unreadable parts are recorded in
+/// `errors`; entries that vanish mid-walk are skipped.
+pub fn walk(root: &Path) -> WalkSummary {
+    let mut sum = WalkSummary::default();
+    match fs::symlink_metadata(root) {
+        Ok(meta) => sum.newest = meta.modified().ok().map(unix_seconds),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return sum,
+        Err(err) => {
+            sum.errors
+                .push(format!("cannot read {}: {err}", root.display()));
+            return sum;
+        }
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match faults::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue, // vanished
+            Err(err) => {
+                sum.errors
+                    .push(format!("cannot read {}: {err}", dir.display()));
+                continue;
+            }
+        };
+        for entry in rd {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(err) => {
+                    sum.errors
+                        .push(format!("cannot read {}: {err}", dir.display()));
+                    continue;
+                }
+            };
+            // DirEntry::metadata does not follow symlinks.
+            let meta = match faults::entry_metadata(&entry) {
+                Ok(m) => m,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue, // vanished
+                Err(err) => {
+                    sum.errors
+                        .push(format!("cannot read {}: {err}", entry.path().display()));
+                    continue;
+                }
+            };
+            if let Ok(t) = meta.modified() {
+                let t = unix_seconds(t);
+                sum.newest = Some(sum.newest.map_or(t, |n| n.max(t)));
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let len = meta.len();
+                sum.size += len;
+                sum.files += 1;
+                if meta.is_file() && sum.largest.as_ref().is_none_or(|(l, _)| len > *l) {
+                    sum.largest = Some((len, entry.path()));
+                }
+            }
+        }
+    }
+    sum
+}
+
+/// Builds one model's info. `walked` is `None` for the fast listing, `Some(None)` for a full
+/// listing of a model with no folder to walk.
+fn model_info(
+    c: &Candidate<'_>,
+    models_dir: &Path,
+    input: &ScanInput<'_>,
+    walked: Option<Option<WalkSummary>>,
+) -> ModelInfo {
+    let full = walked.is_some();
+    let walked = walked.flatten();
+    let display = c.name.to_string_lossy().into_owned();
+    let path = models_dir.join(&c.name);
+    let mut errors: Vec<String> = Vec::new();
+
+    match c.name.to_str() {
+        None => errors.push("folder name is not valid UTF-8, so it cannot be a model id".into()),
+        Some(name) if c.entry.is_none() => {
+            if let Err(err) = validate_id(name) {
+                errors.push(format!("folder name is not a valid model id: {err}"));
+            }
+        }
+        Some(_) => {}
+    }
+    if let Some(problem) = c.entry.and_then(|e| e.problem.as_deref()) {
+        errors.push(format!("registry entry: {problem}"));
+    }
+    if c.folder == Folder::Symlink {
+        errors.push(format!(
+            "{} is a symbolic link; links are not followed",
+            path.display()
+        ));
+    }
+    if let Some(w) = &walked {
+        errors.extend(w.errors.iter().cloned());
+    }
+
+    // Declared files: present with the right size, missing, or wrong.
+    let mut declared_missing = 0usize;
+    if full
+        && c.folder == Folder::Dir
+        && let Some(entry) = c.entry
+    {
+        for spec in &entry.files {
+            let file = path.join(&spec.path);
+            match fs::symlink_metadata(&file) {
+                Ok(meta) if meta.file_type().is_symlink() => errors.push(format!(
+                    "{} is a symbolic link; links are not followed",
+                    spec.path
+                )),
+                Ok(meta) if !meta.is_file() => {
+                    errors.push(format!("{} is not a regular file", spec.path))
+                }
+                Ok(meta) => match spec.size {
+                    Some(want) if meta.len() != want => errors.push(format!(
+                        "size mismatch: {} is {} bytes, expected {want}",
+                        spec.path,
+                        meta.len()
+                    )),
+                    _ => {}
+                },
+                Err(err) if err.kind() == io::ErrorKind::NotFound => declared_missing += 1,
+                Err(err) => errors.push(format!("cannot read {}: {err}", spec.path)),
+            }
+        }
+    } else if let Some(entry) = c.entry {
+        declared_missing = if c.folder == Folder::Dir {
+            0
+        } else {
+            entry.files.len()
+        };
+    }
+
+    let has_content = match &walked {
+        Some(w) => w.files > 0,
+        None => c.folder == Folder::Dir,
+    };
+    let status = if input.downloading.contains(display.as_str()) {
+        ModelStatus::Downloading
+    } else if !errors.is_empty() {
+        ModelStatus::Error
+    } else if c.entry.is_none() {
+        if c.folder == Folder::Dir {
+            ModelStatus::Downloaded
+        } else {
+            ModelStatus::Partial // only leftovers in .downloads/
+        }
+    } else if c.folder == Folder::Missing || !has_content {
+        if c.leftovers {
+            ModelStatus::Partial
+        } else {
+            ModelStatus::Available
+        }
+    } else if declared_missing > 0 || c.leftovers {
+        ModelStatus::Partial
+    } else {
+        ModelStatus::Downloaded
+    };
+
+    let entry = c.entry;
+    let expected_size_bytes = entry.and_then(|e| {
+        if e.files.is_empty() {
+            None
+        } else {
+            e.files.iter().map(|f| f.size).sum::<Option<u64>>()
+        }
+    });
+    let format = entry.and_then(|e| e.format.clone()).or_else(|| {
+        walked
+            .as_ref()
+            .and_then(|w| w.largest.as_ref())
+            .and_then(|(_, p)| guess_format(p))
+            .map(str::to_string)
+    });
+    ModelInfo {
+        id: display.clone(),
+        name: entry
+            .and_then(|e| e.name.clone())
+            .unwrap_or_else(|| display.clone()),
+        provider: entry
+            .and_then(|e| e.provider.clone())
+            .unwrap_or_else(|| "local".to_string()),
+        status,
+        capabilities: entry.map(|e| e.capabilities.clone()).unwrap_or_default(),
+        format,
+        description: entry.and_then(|e| e.description.clone()),
+        license: entry.and_then(|e| e.license.clone()),
+        registered: entry.is_some(),
+        path,
+        size_bytes: full.then(|| walked.as_ref().map_or(0, |w| w.size)),
+        file_count: full.then(|| walked.as_ref().map_or(0, |w| w.files)),
+        expected_size_bytes,
+        modified: walked.as_ref().and_then(|w| w.newest),
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
+}
+
+/// The format a file's extension suggests.
+pub fn guess_format(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "gguf" => "gguf",
+        "safetensors" => "safetensors",
+        "onnx" => "onnx",
+        "ggml" => "ggml",
+        "pt" | "pth" => "pytorch",
+        "bin" => "bin",
+        "tflite" => "tflite",
+        "mlmodel" => "coreml",
+        "h5" | "keras" => "keras",
+        "pb" => "tensorflow",
+        _ => return None,
+    })
+}
+
+/// Fault injection for tests: lets a unit test make one path unreadable or make an entry
+/// vanish between being listed and being measured, deterministically and even as root.
+/// In non-test builds these are the plain `std` calls.
+mod faults {
+    #[cfg(not(test))]
+    use std::{fs, io, path::Path};
+
+    #[cfg(not(test))]
+    pub fn read_dir(dir: &Path) -> io::Result<fs::ReadDir> {
+        fs::read_dir(dir)
+    }
+
+    #[cfg(not(test))]
+    pub fn entry_metadata(entry: &fs::DirEntry) -> io::Result<fs::Metadata> {
+        entry.metadata()
+    }
+
+    #[cfg(test)]
+    pub use injected::*;
+
+    #[cfg(test)]
+    mod injected {
+        use std::fs;
+        use std::io;
+        use std::path::{Path, PathBuf};
+        use std::sync::Mutex;
+
+        /// A fault planted on one exact path.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Fault {
+            /// `read_dir` of this folder fails with permission denied.
+            DenyReadDir,
+            /// The entry is deleted right after its folder was listed.
+            VanishAfterListing,
+        }
+
+        static FAULTS: Mutex<Vec<(PathBuf, Fault)>> = Mutex::new(Vec::new());
+
+        pub fn plant(path: &Path, fault: Fault) {
+            FAULTS.lock().unwrap().push((path.to_path_buf(), fault));
+        }
+
+        fn planted(path: &Path, fault: Fault) -> bool {
+            FAULTS
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(p, f)| p == path && *f == fault)
+        }
+
+        pub fn read_dir(dir: &Path) -> io::Result<fs::ReadDir> {
+            if planted(dir, Fault::DenyReadDir) {
+                return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+            }
+            fs::read_dir(dir)
+        }
+
+        pub fn entry_metadata(entry: &fs::DirEntry) -> io::Result<fs::Metadata> {
+            let path = entry.path();
+            if planted(&path, Fault::VanishAfterListing) {
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+            entry.metadata()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::faults::{Fault, plant};
+    use super::*;
+
+    fn scan_dir(root: &Path, kind: ListKind) -> Vec<ModelInfo> {
+        let library = Library::new(root);
+        let registry = Registry::load(&library).unwrap();
+        let progress = ScanProgress::default();
+        scan(
+            &ScanInput {
+                library: &library,
+                registry: &registry,
+                downloading: &HashSet::new(),
+                progress: &progress,
+            },
+            kind,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn unreadable_subfolder_is_recorded_on_its_model_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("models/a");
+        fs::create_dir_all(a.join("locked")).unwrap();
+        fs::write(a.join("w.bin"), b"1234").unwrap();
+        fs::create_dir_all(dir.path().join("models/b")).unwrap();
+        fs::write(dir.path().join("models/b/x"), b"12").unwrap();
+        plant(&a.join("locked"), Fault::DenyReadDir);
+
+        let models = scan_dir(dir.path(), ListKind::Full);
+        let a = models.iter().find(|m| m.id == "a").unwrap();
+        assert_eq!(a.status, ModelStatus::Error);
+        let err = a.error.as_deref().unwrap();
+        assert!(
+            err.contains("locked") && err.contains("ermission denied"),
+            "{err}"
+        );
+        assert_eq!(a.size_bytes, Some(4), "what could be read is still counted");
+        let b = models.iter().find(|m| m.id == "b").unwrap();
+        assert_eq!((b.status, b.size_bytes), (ModelStatus::Downloaded, Some(2)));
+    }
+
+    #[test]
+    fn file_vanishing_mid_scan_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("models/a");
+        fs::create_dir_all(a.join("sub")).unwrap();
+        fs::write(a.join("keep.bin"), b"12345").unwrap();
+        fs::write(a.join("gone.bin"), b"123").unwrap();
+        fs::write(a.join("sub/inner"), b"1").unwrap();
+        plant(&a.join("gone.bin"), Fault::VanishAfterListing);
+        plant(&a.join("sub"), Fault::VanishAfterListing);
+
+        let models = scan_dir(dir.path(), ListKind::Full);
+        let a = &models[0];
+        assert_eq!(a.status, ModelStatus::Downloaded, "{:?}", a.error);
+        assert_eq!((a.size_bytes, a.file_count), (Some(5), Some(1)));
+        assert!(!dir.path().join("models/a/gone.bin").exists());
+    }
+
+    #[test]
+    fn formats_are_guessed_from_extensions() {
+        assert_eq!(guess_format(Path::new("x/model.Q4.GGUF")), Some("gguf"));
+        assert_eq!(
+            guess_format(Path::new("model.safetensors")),
+            Some("safetensors")
+        );
+        assert_eq!(guess_format(Path::new("README")), None);
+    }
+}

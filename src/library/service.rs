@@ -1,0 +1,438 @@
+//! [`ModelLibraryService`]: the library behind one `&mut self` API. It owns the service cache
+//! (keys `"all"` and `"fast"`), the view cache (filtered results keyed like the original
+//! service's API cache), their counters, the TTL and the invalidation triggers of SPEC §5.
+//! Time comes from an injected [`Clock`]. Reads the library through `scan`/`registry`; writes
+//! nothing on its own.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::library::cache::{
+    Counters, DEFAULT_TTL_SECS, Listing, Staleness, Stamps, TTL_MAX_SECS, TTL_MIN_SECS, View,
+};
+use crate::library::clock::{Clock, SystemClock};
+use crate::library::error::{LibraryError, Result};
+use crate::library::layout::{Library, validate_id};
+use crate::library::model::{ListQuery, ModelStatus};
+use crate::library::registry::Registry;
+use crate::library::scan::{ListKind, ProgressReading, ScanInput, ScanProgress, scan};
+
+/// How a service is set up.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Cache TTL in seconds (30..=3600).
+    pub ttl_secs: u64,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            ttl_secs: DEFAULT_TTL_SECS,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A filtered listing and whether it came from the view cache.
+#[derive(Debug, Clone)]
+pub struct ViewResult {
+    /// The rows.
+    pub view: View,
+    /// Whether the view cache answered.
+    pub cache_hit: bool,
+}
+
+/// What `refresh` did (the original service's `cache_info` in its refresh answer).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefreshInfo {
+    /// Always true: the caches were rebuilt.
+    pub cache_refreshed: bool,
+    /// Clock time of the refresh.
+    pub timestamp: f64,
+    /// Models in the full listing before.
+    pub old_model_count: usize,
+    /// Models in the full listing after.
+    pub new_model_count: usize,
+    /// Service cache keys now filled.
+    pub cache_keys: Vec<String>,
+}
+
+/// State of the service cache, in the original service's shape plus counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceCacheInfo {
+    /// Whether the main listing may be served now.
+    pub cache_valid: bool,
+    /// When the main listing was built (clock time), if any.
+    pub cache_timestamp: Option<f64>,
+    /// Its age in seconds.
+    pub cache_age_seconds: Option<f64>,
+    /// The TTL in seconds.
+    pub cache_ttl_seconds: u64,
+    /// Models in the main listing.
+    pub cached_model_count: usize,
+    /// Filled keys (`all`, `fast`).
+    pub cache_keys: Vec<String>,
+    /// Current mtime of `model_registry.json`.
+    pub registry_mtime: Option<f64>,
+    /// Current mtime of `models/`.
+    pub models_dir_mtime: Option<f64>,
+    /// Current mtime of `.downloads/`.
+    pub downloads_dir_mtime: Option<f64>,
+    /// Why the main listing cannot be served, when it cannot.
+    pub stale_reason: Option<String>,
+    /// Service cache hits since start.
+    pub hits: u64,
+    /// Service cache misses since start.
+    pub misses: u64,
+    /// hits / (hits + misses).
+    pub hit_rate: Option<f64>,
+    /// Wall time of the last scan, milliseconds.
+    pub last_scan_duration_ms: Option<f64>,
+    /// The last scan's error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Registry entries that could not be listed.
+    pub registry_problems: Vec<String>,
+    /// The library folder.
+    pub library: String,
+}
+
+/// State of the view cache, in the original service's shape plus counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewCacheInfo {
+    /// Keys of the cached views.
+    pub api_cache_keys: Vec<String>,
+    /// Number of cached views.
+    pub api_cache_entries: usize,
+    /// View cache hits since start.
+    pub hits: u64,
+    /// View cache misses since start.
+    pub misses: u64,
+    /// hits / (hits + misses).
+    pub hit_rate: Option<f64>,
+}
+
+/// Both levels, as `GET /api/models/cache-info` answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheInfo {
+    /// The service cache.
+    pub service_cache: ServiceCacheInfo,
+    /// The view (API) cache.
+    pub api_cache: ViewCacheInfo,
+}
+
+/// The latest full listing, readable from other threads without the service: a reader
+/// clones the `Arc` and always sees a whole listing, never a torn one.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotHandle(Arc<RwLock<Option<Arc<Listing>>>>);
+
+impl SnapshotHandle {
+    /// The latest full listing, if one was built.
+    pub fn latest(&self) -> Option<Arc<Listing>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn publish(&self, listing: Arc<Listing>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(listing);
+    }
+}
+
+/// The model library service: scanning plus two cache levels. `Send`; wrap it in a mutex
+/// (or give it to one worker thread) to share it.
+#[derive(Debug)]
+pub struct ModelLibraryService {
+    library: Library,
+    clock: Arc<dyn Clock>,
+    ttl_secs: u64,
+    listings: HashMap<ListKind, Arc<Listing>>,
+    views: BTreeMap<String, View>,
+    service_counters: Counters,
+    view_counters: Counters,
+    invalidated: Option<String>,
+    last_error: Option<String>,
+    downloading: HashSet<String>,
+    progress: Arc<ScanProgress>,
+    published: SnapshotHandle,
+}
+
+impl ModelLibraryService {
+    /// A service over `library`. Does no I/O; the first listing scans.
+    pub fn new(library: Library, options: ServiceOptions) -> Result<Self> {
+        check_ttl(options.ttl_secs as i64)?;
+        Ok(ModelLibraryService {
+            library,
+            clock: options.clock,
+            ttl_secs: options.ttl_secs,
+            listings: HashMap::new(),
+            views: BTreeMap::new(),
+            service_counters: Counters::default(),
+            view_counters: Counters::default(),
+            invalidated: None,
+            last_error: None,
+            downloading: HashSet::new(),
+            progress: Arc::new(ScanProgress::default()),
+            published: SnapshotHandle::default(),
+        })
+    }
+
+    /// The library this service reads.
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    /// The current TTL in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    /// Sets the TTL. Outside 30..=3600 it is refused with an error naming the range, and
+    /// nothing changes.
+    pub fn set_ttl(&mut self, secs: i64) -> Result<u64> {
+        self.ttl_secs = check_ttl(secs)?;
+        Ok(self.ttl_secs)
+    }
+
+    /// Progress of the running scan; the handle can be read from any thread.
+    pub fn progress(&self) -> Arc<ScanProgress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// A handle on the latest full listing for readers on other threads.
+    pub fn snapshot_handle(&self) -> SnapshotHandle {
+        self.published.clone()
+    }
+
+    /// The listing of `kind`, from the service cache while it is valid, else by scanning.
+    /// `force_refresh` skips the cache. On error the old listing stays cached (but is not
+    /// served while invalid) and the error is returned.
+    pub fn list(&mut self, kind: ListKind, force_refresh: bool) -> Result<Arc<Listing>> {
+        if !force_refresh
+            && let Some(listing) = self.listings.get(&kind)
+            && listing
+                .check(
+                    self.clock.now(),
+                    self.ttl_secs,
+                    &Stamps::read(&self.library),
+                )
+                .is_ok()
+        {
+            self.service_counters.record(true);
+            return Ok(Arc::clone(listing));
+        }
+        self.service_counters.record(false);
+        self.rescan(kind)
+    }
+
+    /// The listing filtered by `query`, from the view cache when the listing under it is
+    /// still the valid cached one.
+    pub fn list_view(&mut self, query: &ListQuery, force_refresh: bool) -> Result<ViewResult> {
+        let kind = if query.quick {
+            ListKind::Fast
+        } else {
+            ListKind::Full
+        };
+        let listing = self.list(kind, force_refresh)?;
+        let key = query.cache_key();
+        if let Some(view) = self.views.get(&key)
+            && Arc::ptr_eq(&view.listing, &listing)
+        {
+            self.view_counters.record(true);
+            return Ok(ViewResult {
+                view: view.clone(),
+                cache_hit: true,
+            });
+        }
+        self.view_counters.record(false);
+        let view = View::filter(listing, query);
+        self.views.insert(key, view.clone());
+        Ok(ViewResult {
+            view,
+            cache_hit: false,
+        })
+    }
+
+    /// Drops both cache levels and rebuilds both service keys.
+    pub fn refresh(&mut self) -> Result<RefreshInfo> {
+        let old_model_count = self
+            .listings
+            .get(&ListKind::Full)
+            .or_else(|| self.listings.get(&ListKind::Fast))
+            .map_or(0, |l| l.models.len());
+        self.invalidate("manual refresh");
+        let full = self.rescan(ListKind::Full)?;
+        self.rescan(ListKind::Fast)?;
+        Ok(RefreshInfo {
+            cache_refreshed: true,
+            timestamp: full.timestamp,
+            old_model_count,
+            new_model_count: full.models.len(),
+            cache_keys: self.cache_keys(),
+        })
+    }
+
+    /// Drops both cache levels; `by` is shown as the reason until the next scan.
+    pub fn invalidate(&mut self, by: &str) {
+        self.listings.clear();
+        self.views.clear();
+        self.invalidated = Some(by.to_string());
+    }
+
+    /// A download of `id` started in this process: its status becomes `downloading` in the
+    /// cached listings (patched, not rescanned) and the view cache is cleared.
+    pub fn download_started(&mut self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        self.downloading.insert(id.to_string());
+        self.patch_status(id, ModelStatus::Downloading);
+        self.views.clear();
+        Ok(())
+    }
+
+    /// A download of `id` ended (finished, failed or cancelled): both levels are invalidated
+    /// so the next listing shows what is on disk now.
+    pub fn download_finished(&mut self, id: &str) {
+        self.downloading.remove(id);
+        self.invalidate(&format!("download of {id}"));
+    }
+
+    /// `id` was deleted: both levels are invalidated.
+    pub fn model_deleted(&mut self, id: &str) {
+        self.invalidate(&format!("delete of {id}"));
+    }
+
+    /// Ids with a download running.
+    pub fn downloading(&self) -> &HashSet<String> {
+        &self.downloading
+    }
+
+    /// The cached listing of `kind`, valid or not (the last good one after an error).
+    pub fn cached(&self, kind: ListKind) -> Option<Arc<Listing>> {
+        self.listings.get(&kind).cloned()
+    }
+
+    /// Both levels' state. Reads three stamps.
+    pub fn cache_info(&self) -> CacheInfo {
+        let stamps = Stamps::read(&self.library);
+        let now = self.clock.now();
+        let main = self
+            .listings
+            .get(&ListKind::Full)
+            .or_else(|| self.listings.get(&ListKind::Fast));
+        let staleness = match main {
+            None => Some(match &self.invalidated {
+                Some(by) => Staleness::Invalidated { by: by.clone() },
+                None => Staleness::Empty,
+            }),
+            Some(l) => l.check(now, self.ttl_secs, &stamps).err(),
+        };
+        CacheInfo {
+            service_cache: ServiceCacheInfo {
+                cache_valid: staleness.is_none(),
+                cache_timestamp: main.map(|l| l.timestamp),
+                cache_age_seconds: main.map(|l| l.age(now)),
+                cache_ttl_seconds: self.ttl_secs,
+                cached_model_count: main.map_or(0, |l| l.models.len()),
+                cache_keys: self.cache_keys(),
+                registry_mtime: stamps.registry,
+                models_dir_mtime: stamps.models_dir,
+                downloads_dir_mtime: stamps.downloads_dir,
+                stale_reason: staleness.map(|s| s.to_string()),
+                hits: self.service_counters.hits,
+                misses: self.service_counters.misses,
+                hit_rate: self.service_counters.hit_rate(),
+                last_scan_duration_ms: main.map(|l| l.scan_duration.as_secs_f64() * 1000.0),
+                last_error: self.last_error.clone(),
+                registry_problems: main.map(|l| l.problems.clone()).unwrap_or_default(),
+                library: self.library.root().display().to_string(),
+            },
+            api_cache: ViewCacheInfo {
+                api_cache_keys: self.views.keys().cloned().collect(),
+                api_cache_entries: self.views.len(),
+                hits: self.view_counters.hits,
+                misses: self.view_counters.misses,
+                hit_rate: self.view_counters.hit_rate(),
+            },
+        }
+    }
+
+    /// Progress of the current scan.
+    pub fn progress_reading(&self) -> ProgressReading {
+        self.progress.read()
+    }
+
+    fn cache_keys(&self) -> Vec<String> {
+        [ListKind::Full, ListKind::Fast]
+            .into_iter()
+            .filter(|k| self.listings.contains_key(k))
+            .map(|k| k.cache_key().to_string())
+            .collect()
+    }
+
+    /// Scans and caches `kind`. Stamps are read before the registry and the folders, so a
+    /// change during the scan leaves the new listing already stale rather than wrong.
+    fn rescan(&mut self, kind: ListKind) -> Result<Arc<Listing>> {
+        let result = self.scan_now(kind);
+        match &result {
+            Ok(listing) => {
+                self.last_error = None;
+                self.invalidated = None;
+                self.listings.insert(kind, Arc::clone(listing));
+                // Views built on the replaced listing can never be served again.
+                self.views
+                    .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
+                if kind == ListKind::Full {
+                    self.published.publish(Arc::clone(listing));
+                }
+            }
+            Err(err) => self.last_error = Some(err.to_string()),
+        }
+        result
+    }
+
+    fn scan_now(&self, kind: ListKind) -> Result<Arc<Listing>> {
+        let started_wall = Instant::now();
+        let scan_started = self.clock.now();
+        self.library.check_reachable()?;
+        let stamps = Stamps::read(&self.library);
+        let registry = Registry::load(&self.library)?;
+        let models = scan(
+            &ScanInput {
+                library: &self.library,
+                registry: &registry,
+                downloading: &self.downloading,
+                progress: &self.progress,
+            },
+            kind,
+        )?;
+        Ok(Arc::new(Listing {
+            kind,
+            models,
+            problems: registry.problems.iter().map(|p| p.to_string()).collect(),
+            scan_started,
+            timestamp: self.clock.now(),
+            scan_duration: started_wall.elapsed(),
+            stamps,
+        }))
+    }
+
+    fn patch_status(&mut self, id: &str, status: ModelStatus) {
+        for listing in self.listings.values_mut() {
+            if let Some(i) = listing.models.iter().position(|m| m.id == id) {
+                let mut patched = Listing::clone(listing);
+                patched.models[i].status = status;
+                *listing = Arc::new(patched);
+            }
+        }
+    }
+}
+
+fn check_ttl(secs: i64) -> Result<u64> {
+    if (TTL_MIN_SECS as i64..=TTL_MAX_SECS as i64).contains(&secs) {
+        Ok(secs as u64)
+    } else {
+        Err(LibraryError::InvalidTtl(secs))
+    }
+}

@@ -1,0 +1,209 @@
+//! The command line as a user runs it: output shapes, filters and exit statuses.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{TestLib, registry_json};
+use serde_json::Value;
+
+fn run(args: &[&str], env_dir: Option<&std::path::Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_model-library"));
+    cmd.args(args).env_remove("MODEL_LIBRARY_DIR");
+    if let Some(dir) = env_dir {
+        cmd.env("MODEL_LIBRARY_DIR", dir);
+    }
+    cmd.output().expect("run model-library")
+}
+
+fn sample() -> TestLib {
+    let lib = TestLib::new();
+    lib.registry(&registry_json(&[
+        ("alpha", &[("w.bin", 4)]),
+        ("beta", &[("w.bin", 4)]),
+    ]))
+    .file("models/alpha/w.bin", 4)
+    .file("models/local-one/x.gguf", 7);
+    lib
+}
+
+#[test]
+fn list_json_reports_model_infos() {
+    let lib = sample();
+    let out = run(
+        &["--library", lib.root().to_str().unwrap(), "list", "--json"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(models.len(), 3);
+    let alpha = &models[0];
+    for key in [
+        "id",
+        "name",
+        "provider",
+        "status",
+        "capabilities",
+        "format",
+        "description",
+        "license",
+        "registered",
+        "path",
+        "size_bytes",
+        "file_count",
+        "expected_size_bytes",
+        "modified",
+        "error",
+    ] {
+        assert!(alpha.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(alpha["status"], "downloaded");
+    assert_eq!(alpha["size_bytes"], 4);
+    assert_eq!(models[1]["status"], "available");
+    assert_eq!(models[2]["id"], "local-one");
+    assert_eq!(models[2]["registered"], false);
+}
+
+#[test]
+fn list_filters_and_quick() {
+    let lib = sample();
+    let root = lib.root().to_str().unwrap();
+    let out = run(
+        &["--library", root, "list", "--json", "--status", "available"],
+        None,
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0]["id"], "beta");
+
+    let out = run(
+        &[
+            "--library",
+            root,
+            "list",
+            "--json",
+            "--provider",
+            "local",
+            "--quick",
+        ],
+        None,
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(models.len(), 1);
+    assert!(models[0]["size_bytes"].is_null());
+
+    let out = run(
+        &["--library", root, "list", "--json", "--capability", "chat"],
+        None,
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(models.len(), 2);
+}
+
+#[test]
+fn list_prints_a_table() {
+    let lib = sample();
+    let out = run(&["--library", lib.root().to_str().unwrap(), "list"], None);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("alpha") && lines[1].contains("downloaded"));
+    assert_eq!(lines.last().unwrap(), &"3 models, 11 B on disk");
+}
+
+#[test]
+fn cache_info_json_has_the_seed_shape() {
+    let lib = sample();
+    let out = run(
+        &[
+            "--library",
+            lib.root().to_str().unwrap(),
+            "cache-info",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "cache_valid",
+        "cache_timestamp",
+        "cache_age_seconds",
+        "cache_ttl_seconds",
+        "cached_model_count",
+        "cache_keys",
+        "registry_mtime",
+        "models_dir_mtime",
+        "hits",
+        "misses",
+    ] {
+        assert!(
+            info["service_cache"].get(key).is_some(),
+            "missing service_cache.{key}"
+        );
+    }
+    for key in ["api_cache_keys", "api_cache_entries", "hits", "misses"] {
+        assert!(
+            info["api_cache"].get(key).is_some(),
+            "missing api_cache.{key}"
+        );
+    }
+    assert_eq!(info["service_cache"]["cache_ttl_seconds"], 300);
+    assert!(info["service_cache"]["registry_mtime"].is_f64());
+}
+
+#[test]
+fn errors_are_one_line_and_exit_1() {
+    let lib = TestLib::new();
+    lib.registry("{\"version\": 1,\n \"models\": [,]}");
+    let out = run(&["--library", lib.root().to_str().unwrap(), "list"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("model_registry.json") && err.contains("line 2"),
+        "{err}"
+    );
+
+    let out = run(&["--library", "/definitely/not/here", "list"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("/definitely/not/here"), "{err}");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["list", "--bogus"][..],
+        &["list", "--status", "sleeping"],
+        &["frobnicate"],
+    ] {
+        let out = run(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn default_library_comes_from_the_environment_and_gets_the_catalog() {
+    let lib = TestLib::new();
+    let home = lib.path("default-lib");
+    let out = run(&["list", "--json"], Some(&home));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(models.len() >= 10);
+    assert!(models.iter().all(|m| m["status"] == "available"));
+    assert!(home.join("model_registry.json").is_file());
+}

@@ -1,0 +1,291 @@
+//! model_registry.json edge cases: absent, empty, invalid JSON, wrong version and shape,
+//! duplicate and hostile ids, hostile paths, wrong types, defaults, unknown fields kept on
+//! rewrite, and concurrent writers.
+
+mod common;
+
+use std::fs;
+
+use common::TestLib;
+use model_library::library::registry::{Registry, update_registry, upsert_entry};
+use model_library::library::{LibraryError, ListKind, ModelStatus};
+use serde_json::{Value, json};
+
+fn load(lib: &TestLib) -> Result<Registry, LibraryError> {
+    Registry::load(&lib.library())
+}
+
+#[test]
+fn absent_registry_is_an_empty_catalog() {
+    let lib = TestLib::new();
+    assert_eq!(load(&lib).unwrap(), Registry::default());
+}
+
+#[test]
+fn empty_and_whitespace_registries_are_empty_catalogs() {
+    let lib = TestLib::new();
+    for text in [
+        "",
+        "  \n\t",
+        r#"{"version": 1}"#,
+        r#"{"version": 1, "models": []}"#,
+    ] {
+        lib.registry(text);
+        assert_eq!(load(&lib).unwrap(), Registry::default(), "{text:?}");
+    }
+}
+
+#[test]
+fn invalid_json_names_file_and_line() {
+    let lib = TestLib::new();
+    lib.registry("{\n  \"version\": 1,\n  \"models\": [\n    { \"id\": \"a\" \n    { \"id\": \"b\" }\n  ]\n}\n");
+    let err = load(&lib).unwrap_err();
+    match &err {
+        LibraryError::RegistrySyntax { path, line, .. } => {
+            assert!(path.ends_with("model_registry.json"));
+            assert_eq!(*line, 5);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model_registry.json") && msg.contains("line 5"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_version_and_shapes_are_errors() {
+    let lib = TestLib::new();
+    for (text, needle) in [
+        (
+            r#"{"version": 2, "models": []}"#,
+            "unsupported registry version 2",
+        ),
+        (
+            r#"{"version": "1", "models": []}"#,
+            "unsupported registry version",
+        ),
+        (r#"[]"#, "must be a JSON object"),
+        (
+            r#"{"version": 1, "models": {}}"#,
+            "\"models\" must be an array",
+        ),
+    ] {
+        lib.registry(text);
+        let err = load(&lib).unwrap_err().to_string();
+        assert!(
+            err.contains(needle) && err.contains("model_registry.json"),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn defaults_apply() {
+    let lib = TestLib::new();
+    lib.registry(r#"{"version": 1, "models": [{"id": "only-id"}]}"#);
+    let (mut svc, _) = lib.service();
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let m = &listing.models[0];
+    assert_eq!((m.name.as_str(), m.provider.as_str()), ("only-id", "local"));
+    assert!(m.capabilities.is_empty());
+    assert_eq!(m.status, ModelStatus::Available);
+    assert!(m.registered);
+}
+
+#[test]
+fn duplicate_ids_keep_the_first_and_report_the_rest() {
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version":1,"models":[{"id":"a","name":"First"},{"id":"b"},{"id":"a","name":"Second"}]}"#,
+    );
+    let reg = load(&lib).unwrap();
+    assert_eq!(reg.entries.len(), 2);
+    assert_eq!(reg.get("a").unwrap().name.as_deref(), Some("First"));
+    assert_eq!(reg.problems.len(), 1);
+    assert_eq!(reg.problems[0].index, 2);
+    assert!(reg.problems[0].to_string().contains("duplicate id"));
+}
+
+#[test]
+fn hostile_ids_are_reported_and_the_rest_loads() {
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version":1,"models":[
+            {"id":"../escape"}, {"id":"a/b"}, {"id":"."}, {"id":""}, {"id":".hidden"},
+            {"id":"x y"}, {"id":42}, {"name":"no id"}, "not an object",
+            {"id":"good"}]}"#,
+    );
+    let reg = load(&lib).unwrap();
+    assert_eq!(
+        reg.entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["good"]
+    );
+    assert_eq!(reg.problems.len(), 9);
+    assert!(reg.problems[0].to_string().contains("\"../escape\""));
+    assert!(
+        reg.problems[6]
+            .to_string()
+            .contains("\"id\" must be a string")
+    );
+    assert!(reg.problems[7].to_string().contains("no \"id\""));
+
+    // The listing shows the good entry and carries the problems; nothing outside is touched.
+    let (mut svc, _) = lib.service();
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    assert_eq!(listing.models.len(), 1);
+    assert_eq!(listing.problems.len(), 9);
+}
+
+#[test]
+fn hostile_paths_and_wrong_types_put_that_entry_in_error() {
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version":1,"models":[
+            {"id":"abs","files":[{"path":"/etc/passwd"}]},
+            {"id":"up","files":[{"path":"../../x"}]},
+            {"id":"types","name":7,"capabilities":"chat","files":[{"path":"a","size":-1}]},
+            {"id":"sha","files":[{"path":"a","sha256":"xyz"}]},
+            {"id":"fine","files":[{"path":"sub/a.bin","size":3}]}]}"#,
+    )
+    .file("models/fine/sub/a.bin", 3);
+    let (mut svc, _) = lib.service();
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let get = |id: &str| listing.models.iter().find(|m| m.id == id).unwrap();
+    let err = |id: &str| get(id).error.clone().unwrap_or_default();
+    assert_eq!(get("abs").status, ModelStatus::Error);
+    assert!(err("abs").contains("is absolute"), "{}", err("abs"));
+    assert!(err("up").contains("'..'"), "{}", err("up"));
+    let t = err("types");
+    assert!(
+        t.contains("\"name\" must be a string")
+            && t.contains("\"capabilities\" must be an array of strings")
+            && t.contains("non-negative integer"),
+        "{t}"
+    );
+    assert!(err("sha").contains("64 hex digits"));
+    assert_eq!(get("fine").status, ModelStatus::Downloaded);
+    assert!(!lib.root().parent().unwrap().join("x").exists());
+}
+
+#[test]
+fn unknown_fields_survive_a_rewrite() {
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version":1,"generator":"hand","models":[
+            {"id":"a","custom":{"deep":[1,2,3]},"files":[{"path":"f","mirror":"m"}]},
+            {"id":"b"}]}"#,
+    );
+    update_registry(&lib.library(), |doc| {
+        let mut entry = serde_json::Map::new();
+        entry.insert("id".into(), json!("a"));
+        entry.insert("name".into(), json!("Renamed"));
+        upsert_entry(doc, entry)?;
+        let mut new = serde_json::Map::new();
+        new.insert("id".into(), json!("c"));
+        upsert_entry(doc, new)
+    })
+    .unwrap();
+    let doc: Value =
+        serde_json::from_str(&fs::read_to_string(lib.path("model_registry.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["generator"], "hand");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["models"][0]["name"], "Renamed");
+    assert_eq!(doc["models"][0]["custom"]["deep"], json!([1, 2, 3]));
+    assert_eq!(doc["models"][0]["files"][0]["mirror"], "m");
+    assert_eq!(doc["models"][1]["id"], "b");
+    assert_eq!(doc["models"][2]["id"], "c");
+    // No temp files are left beside it.
+    let names: Vec<_> = fs::read_dir(lib.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+}
+
+#[test]
+fn a_rewrite_of_a_corrupt_registry_writes_nothing() {
+    let lib = TestLib::new();
+    lib.registry("{ not json");
+    let err = update_registry(&lib.library(), |_| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("line 1"));
+    assert_eq!(
+        fs::read_to_string(lib.path("model_registry.json")).unwrap(),
+        "{ not json"
+    );
+}
+
+#[test]
+fn a_failed_change_writes_nothing() {
+    let lib = TestLib::new();
+    lib.registry(r#"{"version":1,"models":[{"id":"a"}]}"#);
+    let before = fs::read(lib.path("model_registry.json")).unwrap();
+    let err = update_registry(&lib.library(), |doc| {
+        let mut bad = serde_json::Map::new();
+        bad.insert("id".into(), json!("../x"));
+        upsert_entry(doc, bad)
+    })
+    .unwrap_err();
+    assert!(matches!(err, LibraryError::InvalidId { .. }));
+    assert_eq!(fs::read(lib.path("model_registry.json")).unwrap(), before);
+}
+
+#[test]
+fn concurrent_writers_lose_no_update() {
+    let lib = TestLib::new();
+    let library = lib.library();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let library = library.clone();
+            s.spawn(move || {
+                for i in 0..10 {
+                    update_registry(&library, |doc| {
+                        let mut e = serde_json::Map::new();
+                        e.insert("id".into(), json!(format!("t{t}-{i}")));
+                        upsert_entry(doc, e)
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let reg = load(&lib).unwrap();
+    assert_eq!(reg.entries.len(), 40);
+    assert!(reg.problems.is_empty());
+}
+
+#[test]
+fn default_library_starts_with_the_builtin_catalog() {
+    let lib = TestLib::new();
+    let root = lib.path("fresh/library");
+    let library = model_library::library::Library::new(&root);
+    library.init_default().unwrap();
+    let reg = Registry::load(&library).unwrap();
+    assert!(reg.entries.len() >= 10, "{}", reg.entries.len());
+    assert!(reg.problems.is_empty(), "{:?}", reg.problems);
+    for e in &reg.entries {
+        assert!(e.problem.is_none(), "{}: {:?}", e.id, e.problem);
+        assert!(!e.files.is_empty());
+        for f in &e.files {
+            let url = f.url.as_deref().unwrap();
+            assert!(
+                url.starts_with("https://") && url.ends_with(&f.path),
+                "{url}"
+            );
+        }
+    }
+    assert!(root.join("models").is_dir());
+    // A second start does not overwrite a registry the user changed.
+    fs::write(
+        root.join("model_registry.json"),
+        r#"{"version":1,"models":[]}"#,
+    )
+    .unwrap();
+    library.init_default().unwrap();
+    assert!(Registry::load(&library).unwrap().entries.is_empty());
+}

@@ -1,0 +1,280 @@
+//! Scanning edge cases: statuses of SPEC §3, size mismatches, symlinks (never followed),
+//! symlink loops, odd names, a missing or unreadable library, stray files, progress.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use common::{TestLib, registry_json};
+use model_library::library::{LibraryError, ListKind, ModelInfo, ModelStatus};
+
+fn full(lib: &TestLib) -> Vec<ModelInfo> {
+    let (mut svc, _) = lib.service();
+    svc.list(ListKind::Full, false).unwrap().models.clone()
+}
+
+fn get<'a>(models: &'a [ModelInfo], id: &str) -> &'a ModelInfo {
+    models
+        .iter()
+        .find(|m| m.id == id)
+        .unwrap_or_else(|| panic!("no {id}"))
+}
+
+#[test]
+fn statuses_follow_the_spec() {
+    let lib = TestLib::new();
+    lib.registry(&registry_json(&[
+        ("complete", &[("a.bin", 4), ("sub/b.bin", 6)]),
+        ("half", &[("a.bin", 4), ("b.bin", 6)]),
+        ("nothing", &[("a.bin", 4)]),
+        ("wrong-size", &[("a.bin", 4)]),
+        ("leftovers", &[("a.bin", 4)]),
+        ("complete-but-leftovers", &[("a.bin", 4)]),
+        ("empty-folder", &[("a.bin", 4)]),
+        ("no-files-listed", &[]),
+    ]))
+    .file("models/complete/a.bin", 4)
+    .file("models/complete/sub/b.bin", 6)
+    .file("models/half/a.bin", 4)
+    .file("models/wrong-size/a.bin", 5)
+    .file(".downloads/leftovers/a.bin.part", 2)
+    .file("models/complete-but-leftovers/a.bin", 4)
+    .file(".downloads/complete-but-leftovers/x.part", 1)
+    .file("models/no-files-listed/whatever.gguf", 9)
+    .file("models/unregistered/model.safetensors", 3)
+    .file(".downloads/stray-download/f.part", 1);
+    fs::create_dir_all(lib.path("models/empty-folder")).unwrap();
+
+    let models = full(&lib);
+    let status = |id: &str| get(&models, id).status;
+    assert_eq!(status("complete"), ModelStatus::Downloaded);
+    assert_eq!(status("half"), ModelStatus::Partial);
+    assert_eq!(status("nothing"), ModelStatus::Available);
+    assert_eq!(status("wrong-size"), ModelStatus::Error);
+    assert_eq!(status("leftovers"), ModelStatus::Partial);
+    assert_eq!(status("complete-but-leftovers"), ModelStatus::Partial);
+    assert_eq!(status("empty-folder"), ModelStatus::Available);
+    assert_eq!(status("no-files-listed"), ModelStatus::Downloaded);
+    assert_eq!(status("unregistered"), ModelStatus::Downloaded);
+    assert_eq!(status("stray-download"), ModelStatus::Partial);
+
+    let wrong = get(&models, "wrong-size");
+    assert_eq!(
+        wrong.error.as_deref(),
+        Some("size mismatch: a.bin is 5 bytes, expected 4")
+    );
+    let complete = get(&models, "complete");
+    assert_eq!(complete.size_bytes, Some(10));
+    assert_eq!(complete.file_count, Some(2));
+    assert_eq!(complete.expected_size_bytes, Some(10));
+    assert!(complete.modified.is_some());
+    assert!(complete.path.ends_with("models/complete"));
+    let unregistered = get(&models, "unregistered");
+    assert!(!unregistered.registered);
+    assert_eq!(unregistered.provider, "local");
+    assert_eq!(unregistered.format.as_deref(), Some("safetensors"));
+    assert_eq!(get(&models, "nothing").modified, None);
+}
+
+#[test]
+fn fast_listing_does_not_recurse() {
+    let lib = TestLib::new();
+    lib.registry(&registry_json(&[("a", &[("w", 1)]), ("b", &[("w", 1)])]))
+        .file("models/a/deep/deeper/w", 1)
+        .file("models/c/w", 1);
+    let (mut svc, _) = lib.service();
+    let listing = svc.list(ListKind::Fast, false).unwrap();
+    let models = &listing.models;
+    assert_eq!(models.len(), 3);
+    assert!(
+        models
+            .iter()
+            .all(|m| m.size_bytes.is_none() && m.file_count.is_none())
+    );
+    assert_eq!(get(models, "a").status, ModelStatus::Downloaded);
+    assert_eq!(get(models, "b").status, ModelStatus::Available);
+    assert_eq!(get(models, "c").status, ModelStatus::Downloaded);
+}
+
+#[test]
+fn symlinks_are_never_followed() {
+    let lib = TestLib::new();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("huge.bin"), vec![0u8; 100_000]).unwrap();
+    lib.registry(&registry_json(&[("linked-file", &[("w.bin", 100_000)])]))
+        .file("models/inside/real.bin", 10);
+    // A symlink inside a model folder pointing outside: counted as a link, not followed.
+    symlink(outside.path(), lib.path("models/inside/escape")).unwrap();
+    // A whole model folder that is a symlink to outside.
+    symlink(outside.path(), lib.path("models/linked-folder")).unwrap();
+    // A registered file that is a symlink.
+    fs::create_dir_all(lib.path("models/linked-file")).unwrap();
+    symlink(
+        outside.path().join("huge.bin"),
+        lib.path("models/linked-file/w.bin"),
+    )
+    .unwrap();
+
+    let models = full(&lib);
+    let inside = get(&models, "inside");
+    assert_eq!(inside.status, ModelStatus::Downloaded);
+    assert_eq!(inside.file_count, Some(2));
+    assert!(inside.size_bytes.unwrap() < 1000, "{:?}", inside.size_bytes);
+    let folder = get(&models, "linked-folder");
+    assert_eq!(folder.status, ModelStatus::Error);
+    assert!(folder.error.as_deref().unwrap().contains("symbolic link"));
+    assert!(folder.size_bytes.unwrap() < 1000);
+    let file = get(&models, "linked-file");
+    assert_eq!(file.status, ModelStatus::Error);
+    assert!(
+        file.error
+            .as_deref()
+            .unwrap()
+            .contains("w.bin is a symbolic link")
+    );
+}
+
+#[test]
+fn symlink_loops_are_harmless() {
+    let lib = TestLib::new();
+    lib.file("models/loopy/w.bin", 3);
+    symlink(lib.path("models/loopy"), lib.path("models/loopy/self")).unwrap();
+    symlink(lib.path("models/loopy/b"), lib.path("models/loopy/a")).unwrap();
+    symlink(lib.path("models/loopy/a"), lib.path("models/loopy/b")).unwrap();
+    symlink(lib.path("models/loop2"), lib.path("models/loop2")).unwrap_or(());
+    let models = full(&lib);
+    let loopy = get(&models, "loopy");
+    assert_eq!(loopy.status, ModelStatus::Downloaded);
+    assert_eq!(loopy.file_count, Some(4));
+}
+
+#[test]
+fn odd_folder_names_are_recorded_on_that_model() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let lib = TestLib::new();
+    let bad = OsStr::from_bytes(b"caf\xe9");
+    let dir = lib.path("models").join(bad);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("w"), b"12").unwrap();
+    lib.file("models/has space/w", 1).file("models/ok/w", 1);
+    let models = full(&lib);
+    assert_eq!(models.len(), 3);
+    let nonutf8 = get(&models, "caf\u{FFFD}");
+    assert_eq!(nonutf8.status, ModelStatus::Error);
+    assert!(
+        nonutf8
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not valid UTF-8")
+    );
+    assert_eq!(nonutf8.size_bytes, Some(2), "still measured");
+    let spaced = get(&models, "has space");
+    assert_eq!(spaced.status, ModelStatus::Error);
+    assert!(
+        spaced
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not a valid model id")
+    );
+    assert_eq!(get(&models, "ok").status, ModelStatus::Downloaded);
+}
+
+#[test]
+fn stray_files_and_hidden_entries_are_not_models() {
+    let lib = TestLib::new();
+    lib.file("models/loose.gguf", 5)
+        .file("models/.DS_Store", 1)
+        .file("models/.hidden-dir/w", 1)
+        .file("models/real/w", 1);
+    let models = full(&lib);
+    assert_eq!(
+        models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["real"]
+    );
+}
+
+#[test]
+fn missing_library_is_a_clear_error() {
+    let lib = TestLib::new();
+    let gone = lib.path("does-not-exist");
+    let library = model_library::library::Library::new(&gone);
+    let mut svc =
+        model_library::library::ModelLibraryService::new(library, Default::default()).unwrap();
+    let err = svc.list(ListKind::Full, false).unwrap_err();
+    assert!(matches!(err, LibraryError::LibraryUnreachable { .. }));
+    assert!(err.to_string().contains("does-not-exist"));
+}
+
+#[test]
+fn library_vanishing_keeps_the_last_listing() {
+    let lib = TestLib::new();
+    lib.file("models/a/w", 1);
+    let (mut svc, _) = lib.service();
+    svc.list(ListKind::Full, false).unwrap();
+    let moved = lib.root().with_extension("moved");
+    fs::rename(lib.root(), &moved).unwrap();
+    let err = svc.list(ListKind::Full, false).unwrap_err();
+    assert!(err.to_string().contains("library folder"), "{err}");
+    assert_eq!(svc.cached(ListKind::Full).unwrap().models.len(), 1);
+    fs::rename(&moved, lib.root()).unwrap();
+    assert_eq!(svc.list(ListKind::Full, false).unwrap().models.len(), 1);
+}
+
+#[test]
+fn models_folder_that_is_a_file_is_a_clear_error() {
+    let lib = TestLib::new();
+    fs::remove_dir(lib.path("models")).unwrap();
+    fs::write(lib.path("models"), b"oops").unwrap();
+    let (mut svc, _) = lib.service();
+    let err = svc.list(ListKind::Full, false).unwrap_err().to_string();
+    assert!(err.contains("models"), "{err}");
+}
+
+#[test]
+fn missing_models_folder_is_an_empty_library() {
+    let lib = TestLib::new();
+    fs::remove_dir(lib.path("models")).unwrap();
+    lib.registry(&registry_json(&[("a", &[("w", 1)])]));
+    let models = full(&lib);
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0].status, ModelStatus::Available);
+}
+
+#[test]
+fn progress_counts_every_model() {
+    let lib = TestLib::new();
+    for i in 0..50 {
+        lib.file(&format!("models/m{i}/w"), 1);
+    }
+    let (mut svc, _) = lib.service();
+    let progress = svc.progress();
+    assert!(!progress.read().running);
+    svc.list(ListKind::Full, false).unwrap();
+    let p = progress.read();
+    assert_eq!((p.done, p.total, p.running), (50, 50, false));
+}
+
+#[test]
+fn many_models_in_parallel_match_a_sequential_count() {
+    let lib = TestLib::new();
+    let mut expected = 0u64;
+    for i in 0..300 {
+        let size = (i * 37 % 101) + 1;
+        expected += size as u64;
+        lib.file(&format!("models/m{i:04}/a/b/w{}", i % 3), size);
+    }
+    let models = full(&lib);
+    assert_eq!(models.len(), 300);
+    assert_eq!(
+        models.iter().map(|m| m.size_bytes.unwrap()).sum::<u64>(),
+        expected
+    );
+    let ids: Vec<_> = models.iter().map(|m| m.id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "unregistered models are listed by name");
+}
