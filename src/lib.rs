@@ -3,5 +3,6 @@
 
 pub mod app;
 pub mod cli;
+pub mod fixtures;
 pub mod library;
 pub mod util;

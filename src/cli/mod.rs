@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::library::{
-    CacheInfo, Library, LibraryError, ListQuery, ModelInfo, ModelLibraryService, ModelStatus,
-    ServiceOptions, default_library_dir,
+    CacheInfo, LibraryError, ListQuery, ModelInfo, ModelLibraryService, ModelStatus,
+    ServiceOptions, resolve_library,
 };
 use crate::util::{format_unix_utc, human_bytes};
 
@@ -68,28 +68,6 @@ pub struct CacheInfoArgs {
 
 fn parse_status(s: &str) -> Result<ModelStatus, String> {
     s.parse().map_err(|e: LibraryError| e.to_string())
-}
-
-/// Resolves the library to use: `--library DIR` (which must exist), else the default
-/// library, created with the built-in catalog if it is new.
-pub fn resolve_library(flag: Option<PathBuf>) -> Result<Library, LibraryError> {
-    match flag {
-        Some(dir) => {
-            let library = Library::new(dir);
-            library.check_reachable()?;
-            Ok(library)
-        }
-        None => {
-            let dir = default_library_dir().ok_or_else(|| LibraryError::LibraryUnreachable {
-                path: PathBuf::from("~/.local/share/model-library"),
-                reason: "no data directory on this system; set MODEL_LIBRARY_DIR or pass --library"
-                    .into(),
-            })?;
-            let library = Library::new(dir);
-            library.init_default()?;
-            Ok(library)
-        }
-    }
 }
 
 /// Runs a headless command; returns the process exit status. Errors are printed as one line

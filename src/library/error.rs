@@ -70,6 +70,13 @@ pub enum LibraryError {
     )]
     UnknownStatus(String),
 
+    /// A delete found neither `models/<id>` nor `.downloads/<id>`.
+    #[error("model {id:?} has nothing on disk to delete")]
+    NothingToDelete {
+        /// The id asked for.
+        id: String,
+    },
+
     /// Waiting for the registry lock took too long (another process holds it).
     #[error("{}: timed out waiting for the registry lock", path.display())]
     LockTimeout {

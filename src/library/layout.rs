@@ -121,6 +121,28 @@ pub fn default_library_dir() -> Option<PathBuf> {
     }
 }
 
+/// Resolves the library to use: `--library DIR` (which must exist), else the default
+/// library, created with the built-in catalog if it is new.
+pub fn resolve_library(flag: Option<PathBuf>) -> Result<Library> {
+    match flag {
+        Some(dir) => {
+            let library = Library::new(dir);
+            library.check_reachable()?;
+            Ok(library)
+        }
+        None => {
+            let dir = default_library_dir().ok_or_else(|| LibraryError::LibraryUnreachable {
+                path: PathBuf::from("~/.local/share/model-library"),
+                reason: "no data directory on this system; set MODEL_LIBRARY_DIR or pass --library"
+                    .into(),
+            })?;
+            let library = Library::new(dir);
+            library.init_default()?;
+            Ok(library)
+        }
+    }
+}
+
 /// Checks a model id: 1–128 characters of `[A-Za-z0-9._-]`, not starting with `.`.
 /// Such an id is always exactly one safe path component.
 pub fn validate_id(id: &str) -> Result<()> {

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod delete;
 pub mod error;
 pub mod layout;
 pub mod model;
@@ -14,8 +15,9 @@ pub mod service;
 
 pub use cache::{Counters, Listing, Staleness, View};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use delete::{DeleteMode, DeleteOutcome, DeletePlan};
 pub use error::{LibraryError, Result};
-pub use layout::{Library, default_library_dir, validate_id};
+pub use layout::{Library, default_library_dir, resolve_library, validate_id};
 pub use model::{ListQuery, ModelInfo, ModelStatus};
 pub use registry::Registry;
 pub use scan::{ListKind, ProgressReading};

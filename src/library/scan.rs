@@ -81,7 +81,8 @@ impl ScanProgress {
         self.done.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn finish(&self) {
+    /// Marks the scan as over (also used after a scan was abandoned by a panic).
+    pub fn finish(&self) {
         self.running.store(false, Ordering::Relaxed);
     }
 }

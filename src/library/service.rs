@@ -14,6 +14,7 @@ use crate::library::cache::{
     Counters, DEFAULT_TTL_SECS, Listing, Staleness, Stamps, TTL_MAX_SECS, TTL_MIN_SECS, View,
 };
 use crate::library::clock::{Clock, SystemClock};
+use crate::library::delete::{self, DeleteMode, DeleteOutcome, DeletePlan};
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
 use crate::library::model::{ListQuery, ModelStatus};
@@ -27,6 +28,8 @@ pub struct ServiceOptions {
     pub ttl_secs: u64,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
+    /// Where scans report progress (share it to watch a scan from another thread).
+    pub progress: Arc<ScanProgress>,
 }
 
 impl Default for ServiceOptions {
@@ -34,6 +37,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             ttl_secs: DEFAULT_TTL_SECS,
             clock: Arc::new(SystemClock),
+            progress: Arc::default(),
         }
     }
 }
@@ -174,7 +178,7 @@ impl ModelLibraryService {
             invalidated: None,
             last_error: None,
             downloading: HashSet::new(),
-            progress: Arc::new(ScanProgress::default()),
+            progress: options.progress,
             published: SnapshotHandle::default(),
         })
     }
@@ -301,6 +305,24 @@ impl ModelLibraryService {
     /// `id` was deleted: both levels are invalidated.
     pub fn model_deleted(&mut self, id: &str) {
         self.invalidate(&format!("delete of {id}"));
+    }
+
+    /// What deleting `id` would remove (for a confirmation showing the bytes it frees).
+    pub fn plan_delete(&self, id: &str) -> Result<DeletePlan> {
+        delete::plan_delete(&self.library, id)
+    }
+
+    /// Deletes `id`'s folder and partial downloads (see [`delete::delete_model`]); both
+    /// cache levels are invalidated whether or not every part could be removed.
+    pub fn delete_model(&mut self, id: &str, mode: DeleteMode) -> Result<DeleteOutcome> {
+        let result = delete::delete_model(&self.library, id, mode);
+        if !matches!(
+            result,
+            Err(LibraryError::InvalidId { .. } | LibraryError::NothingToDelete { .. })
+        ) {
+            self.model_deleted(id);
+        }
+        result
     }
 
     /// Ids with a download running.

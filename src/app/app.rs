@@ -1,0 +1,810 @@
+//! The window's state and its frame: lays out the panels, turns their actions into worker
+//! requests, and applies the worker's replies. Never touches the file system and never
+//! waits: every request is a `Promise` polled once per frame.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use poll_promise::Promise;
+
+use crate::app::settings::{Settings, SortKey};
+use crate::app::ui::cache_panel::{CacheAction, CachePanelInput, Sample, cache_panel_ui};
+use crate::app::ui::details::{DetailsAction, details_ui};
+use crate::app::ui::dialogs::{DeleteDialogInput, DialogAction, delete_dialog_ui};
+use crate::app::ui::notices::{Level, Notice, NoticeAction, notices_ui};
+use crate::app::ui::status_bar::{StatusInput, status_bar_ui};
+use crate::app::ui::table::{TableAction, TableInput, table_ui};
+use crate::app::ui::toolbar::{ToolbarAction, ToolbarInput, ToolbarText, toolbar_ui};
+use crate::app::worker::{Reply, Request, Response, Worker};
+use crate::library::clock::unix_seconds;
+use crate::library::{CacheInfo, DeletePlan, Library, ListQuery, ModelInfo, ModelStatus, View};
+
+/// How often the window asks the worker for the cache state while idle, seconds.
+const CACHE_POLL_SECS: f64 = 2.0;
+/// Samples kept for the plots.
+const HISTORY_LEN: usize = 240;
+/// Notices kept at most.
+const MAX_NOTICES: usize = 5;
+
+/// How the window starts.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// `--library DIR`: overrides the library remembered in the settings.
+    pub library: Option<PathBuf>,
+    /// Settings to start from instead of the stored ones (tests).
+    pub settings: Option<Settings>,
+}
+
+/// One-off operations; at most one runs at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Refresh,
+    SetTtl,
+    PlanDelete,
+    Delete,
+}
+
+/// The delete confirmation in progress.
+#[derive(Debug, Clone)]
+struct DeleteState {
+    id: String,
+    name: String,
+    plan: Option<DeletePlan>,
+}
+
+/// The window.
+pub struct ModelLibraryApp {
+    /// What persists.
+    pub settings: Settings,
+    worker: Worker,
+    started: Instant,
+
+    open_req: Option<Promise<Response>>,
+    list_req: Option<Promise<Response>>,
+    list_queued: Option<bool>,
+    info_req: Option<Promise<Response>>,
+    op_req: Option<(Op, Promise<Response>)>,
+    picker: Option<Promise<Option<PathBuf>>>,
+
+    library: Option<Library>,
+    view: Option<View>,
+    order: Vec<u32>,
+    providers: Vec<String>,
+    capabilities: Vec<String>,
+    counts: [usize; 5],
+    total_bytes: Option<u64>,
+    cache: Option<CacheInfo>,
+    history: VecDeque<Sample>,
+    stale_rows: bool,
+    notices: Vec<Notice>,
+
+    search: String,
+    typed_path: String,
+    ttl_slider: f64,
+    focus_search: bool,
+    selected: Option<String>,
+    delete: Option<DeleteState>,
+    last_info_poll: f64,
+    auto_key: Option<String>,
+}
+
+impl ModelLibraryApp {
+    /// Creates the window state and starts the worker; the first listing is requested at
+    /// once and fills in when the worker replies.
+    pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
+        let mut settings = options
+            .settings
+            .or_else(|| {
+                cc.storage
+                    .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            })
+            .unwrap_or_default();
+        if options.library.is_some() {
+            settings.library = options.library;
+        }
+        let ctx = cc.egui_ctx.clone();
+        let worker = Worker::spawn(move || ctx.request_repaint());
+        let mut app = ModelLibraryApp {
+            ttl_slider: settings.ttl_secs as f64,
+            settings,
+            worker,
+            started: Instant::now(),
+            open_req: None,
+            list_req: None,
+            list_queued: None,
+            info_req: None,
+            op_req: None,
+            picker: None,
+            library: None,
+            view: None,
+            order: Vec::new(),
+            providers: Vec::new(),
+            capabilities: Vec::new(),
+            counts: [0; 5],
+            total_bytes: None,
+            cache: None,
+            history: VecDeque::new(),
+            stale_rows: false,
+            notices: Vec::new(),
+            search: String::new(),
+            typed_path: String::new(),
+            focus_search: false,
+            selected: None,
+            delete: None,
+            last_info_poll: 0.0,
+            auto_key: None,
+        };
+        app.open_library(app.settings.library.clone());
+        app
+    }
+
+    /// Whether any request to the worker is still unanswered.
+    pub fn is_busy(&self) -> bool {
+        self.open_req.is_some()
+            || self.list_req.is_some()
+            || self.info_req.is_some()
+            || self.op_req.is_some()
+            || self.list_queued.is_some()
+    }
+
+    /// The rows on screen, in display order.
+    pub fn visible_models(&self) -> Vec<&ModelInfo> {
+        match &self.view {
+            Some(view) => self
+                .order
+                .iter()
+                .filter_map(|&i| view.get(i as usize))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The notices on screen.
+    pub fn notices(&self) -> &[Notice] {
+        &self.notices
+    }
+
+    /// The latest cache state received.
+    pub fn cache_info(&self) -> Option<&CacheInfo> {
+        self.cache.as_ref()
+    }
+
+    /// Whether the rows on screen are the last good listing after a failure.
+    pub fn rows_are_stale(&self) -> bool {
+        self.stale_rows
+    }
+
+    /// The open library.
+    pub fn library(&self) -> Option<&Library> {
+        self.library.as_ref()
+    }
+
+    /// Sends a raw request to the worker as a one-off operation (tests use this to prove
+    /// the window survives a failing worker).
+    #[doc(hidden)]
+    pub fn send_for_test(&mut self, request: Request) {
+        self.op_req = Some((Op::Refresh, self.worker.request(request)));
+    }
+
+    fn query(&self) -> ListQuery {
+        ListQuery {
+            quick: self.settings.quick,
+            provider: self.settings.provider.clone(),
+            status: self.settings.status,
+            capability: self.settings.capability.clone(),
+        }
+    }
+
+    fn open_library(&mut self, path: Option<PathBuf>) {
+        self.open_req = Some(self.worker.request(Request::OpenLibrary {
+            path,
+            ttl_secs: self.settings.ttl_secs,
+        }));
+    }
+
+    fn request_list(&mut self, force_refresh: bool) {
+        if self.list_req.is_some() || self.open_req.is_some() {
+            // Coalesce: one more listing after the running one, with the newest filters.
+            self.list_queued = Some(self.list_queued.unwrap_or(false) || force_refresh);
+            return;
+        }
+        self.list_req = Some(self.worker.request(Request::List {
+            query: self.query(),
+            force_refresh,
+        }));
+    }
+
+    fn start_op(&mut self, op: Op, request: Request) {
+        if self.op_req.is_some() {
+            self.notify(
+                Level::Info,
+                "Another operation is still running; try again in a moment.",
+            );
+            return;
+        }
+        self.op_req = Some((op, self.worker.request(request)));
+    }
+
+    fn notify(&mut self, level: Level, text: impl Into<String>) {
+        let text = text.into();
+        self.notices.retain(|n| n.text != text);
+        self.notices.push(Notice { level, text });
+        if self.notices.len() > MAX_NOTICES {
+            self.notices.remove(0);
+        }
+    }
+
+    /// Polls every promise once; applies what arrived.
+    fn poll_worker(&mut self, ctx: &egui::Context) {
+        if let Some(p) = self.open_req.take() {
+            match p.try_take() {
+                Err(p) => self.open_req = Some(p),
+                Ok(Ok(Reply::Opened { library, ttl_secs })) => {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
+                        "Model Library — {}",
+                        library.display_name()
+                    )));
+                    self.settings.ttl_secs = ttl_secs;
+                    self.ttl_slider = ttl_secs as f64;
+                    self.library = Some(library);
+                    self.view = None;
+                    self.selected = None;
+                    self.stale_rows = false;
+                    self.list_queued = None;
+                    self.request_list(false);
+                }
+                Ok(Ok(other)) => self.unexpected(&other),
+                Ok(Err(e)) => {
+                    self.notify(Level::Error, format!("Cannot open the library: {e}"));
+                    self.list_queued = None;
+                }
+            }
+        }
+        if let Some(p) = self.list_req.take() {
+            match p.try_take() {
+                Err(p) => self.list_req = Some(p),
+                Ok(Ok(Reply::Listed {
+                    view,
+                    cache_hit,
+                    elapsed,
+                    cache,
+                })) => {
+                    self.record_sample(cache_hit, elapsed.as_secs_f64() * 1000.0, &cache);
+                    self.cache = Some(*cache);
+                    self.set_view(view);
+                    self.stale_rows = false;
+                }
+                Ok(Ok(other)) => self.unexpected(&other),
+                Ok(Err(e)) => {
+                    self.stale_rows = self.view.is_some();
+                    self.notify(Level::Error, e);
+                }
+            }
+            if self.list_req.is_none()
+                && let Some(force) = self.list_queued.take()
+            {
+                self.request_list(force);
+            }
+        }
+        if let Some(p) = self.info_req.take() {
+            match p.try_take() {
+                Err(p) => self.info_req = Some(p),
+                Ok(Ok(Reply::CacheInfo(info))) => {
+                    self.cache = Some(*info);
+                    self.maybe_auto_relist();
+                }
+                Ok(Ok(other)) => self.unexpected(&other),
+                Ok(Err(_)) => {} // no library open yet: nothing to show
+            }
+        }
+        if let Some((op, p)) = self.op_req.take() {
+            match p.try_take() {
+                Err(p) => self.op_req = Some((op, p)),
+                Ok(result) => self.finish_op(op, result),
+            }
+        }
+        if let Some(p) = self.picker.take() {
+            match p.try_take() {
+                Err(p) => self.picker = Some(p),
+                Ok(Some(path)) => {
+                    self.typed_path = path.display().to_string();
+                    self.open_library(Some(path));
+                }
+                Ok(None) => self.notify(
+                    Level::Info,
+                    "No folder chosen. If no dialog appeared, type the library path in the \
+                     Library box and press Enter.",
+                ),
+            }
+        }
+    }
+
+    fn finish_op(&mut self, op: Op, result: Response) {
+        match (op, result) {
+            (_, Err(e)) => {
+                if op == Op::PlanDelete {
+                    self.delete = None;
+                }
+                if op == Op::SetTtl {
+                    self.ttl_slider = self.settings.ttl_secs as f64;
+                }
+                if op == Op::Refresh {
+                    // The rows on screen are the last good listing now.
+                    self.stale_rows = self.view.is_some();
+                }
+                self.notify(Level::Error, e);
+            }
+            (_, Ok(Reply::Refreshed { cache, .. })) => {
+                self.cache = Some(*cache);
+                self.request_list(false);
+            }
+            (_, Ok(Reply::TtlSet { cache })) => {
+                self.settings.ttl_secs = cache.service_cache.cache_ttl_seconds;
+                self.ttl_slider = self.settings.ttl_secs as f64;
+                self.cache = Some(*cache);
+            }
+            (_, Ok(Reply::DeletePlanned(plan))) => {
+                if let Some(d) = self.delete.as_mut()
+                    && d.id == plan.id
+                {
+                    d.plan = Some(plan);
+                }
+            }
+            (_, Ok(Reply::Deleted(outcome))) => {
+                let how = if outcome.trashed {
+                    "moved to the trash"
+                } else {
+                    "deleted"
+                };
+                self.notify(
+                    Level::Info,
+                    format!(
+                        "{} {how}; {} freed.",
+                        outcome.id,
+                        crate::util::human_bytes(outcome.freed_bytes)
+                    ),
+                );
+                self.request_list(false);
+            }
+            (_, Ok(other)) => self.unexpected(&other),
+        }
+    }
+
+    fn unexpected(&mut self, reply: &Reply) {
+        self.notify(
+            Level::Error,
+            format!("internal error: unexpected reply {reply:?}"),
+        );
+    }
+
+    fn record_sample(&mut self, cache_hit: bool, latency_ms: f64, cache: &CacheInfo) {
+        self.history.push_back(Sample {
+            t: self.started.elapsed().as_secs_f64(),
+            latency_ms,
+            cache_hit,
+            service_hit_rate: cache.service_cache.hit_rate,
+            view_hit_rate: cache.api_cache.hit_rate,
+        });
+        while self.history.len() > HISTORY_LEN {
+            self.history.pop_front();
+        }
+    }
+
+    /// When the cache turned stale (files changed, TTL ran out), list again — once per
+    /// distinct state, so a failing listing is not retried in a loop.
+    fn maybe_auto_relist(&mut self) {
+        let Some(info) = &self.cache else { return };
+        let s = &info.service_cache;
+        if s.cache_valid || self.view.is_none() || self.list_req.is_some() {
+            return;
+        }
+        let key = format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            s.registry_mtime, s.models_dir_mtime, s.downloads_dir_mtime, s.cache_timestamp
+        );
+        if self.auto_key.as_deref() != Some(key.as_str()) {
+            self.auto_key = Some(key);
+            self.request_list(false);
+        }
+    }
+
+    fn set_view(&mut self, view: View) {
+        let mut providers = std::collections::BTreeSet::new();
+        let mut capabilities = std::collections::BTreeSet::new();
+        for m in &view.listing.models {
+            providers.insert(m.provider.as_str());
+            for c in &m.capabilities {
+                capabilities.insert(c.as_str());
+            }
+        }
+        self.providers = providers.into_iter().map(str::to_string).collect();
+        self.capabilities = capabilities.into_iter().map(str::to_string).collect();
+        let mut counts = [0usize; 5];
+        let mut total = 0u64;
+        for m in view.iter() {
+            counts[ModelStatus::ALL
+                .iter()
+                .position(|s| *s == m.status)
+                .unwrap_or(4)] += 1;
+            total += m.size_bytes.unwrap_or(0);
+        }
+        self.counts = counts;
+        self.total_bytes = (!self.settings.quick).then_some(total);
+        self.view = Some(view);
+        self.recompute_order();
+    }
+
+    /// Applies search and sort to the view (on change only, never per frame).
+    fn recompute_order(&mut self) {
+        let Some(view) = &self.view else {
+            self.order.clear();
+            return;
+        };
+        let needle = self.search.trim().to_lowercase();
+        let matches = |m: &ModelInfo| {
+            needle.is_empty()
+                || m.name.to_lowercase().contains(&needle)
+                || m.id.to_lowercase().contains(&needle)
+                || m.description
+                    .as_deref()
+                    .is_some_and(|d| d.to_lowercase().contains(&needle))
+        };
+        let mut order: Vec<u32> = (0..view.len() as u32)
+            .filter(|&i| view.get(i as usize).is_some_and(matches))
+            .collect();
+        let get = |i: &u32| view.get(*i as usize).expect("index from this view");
+        match self.settings.sort {
+            SortKey::Name => order.sort_by_cached_key(|i| get(i).name.to_lowercase()),
+            SortKey::Provider => order.sort_by_cached_key(|i| {
+                let m = get(i);
+                (m.provider.to_lowercase(), m.name.to_lowercase())
+            }),
+            SortKey::Status => order.sort_by_cached_key(|i| {
+                let m = get(i);
+                (m.status, m.name.to_lowercase())
+            }),
+            SortKey::Size => order.sort_by_key(|i| get(i).size_bytes),
+            SortKey::Modified => order.sort_by(|a, b| {
+                let t = |i: &u32| get(i).modified.unwrap_or(f64::NEG_INFINITY);
+                t(a).total_cmp(&t(b))
+            }),
+        }
+        if !self.settings.ascending {
+            order.reverse();
+        }
+        self.order = order;
+    }
+
+    fn selected_model(&self) -> Option<&ModelInfo> {
+        let id = self.selected.as_deref()?;
+        self.view.as_ref()?.iter().find(|m| m.id == id)
+    }
+
+    fn ask_delete(&mut self, id: String) {
+        let name = self
+            .view
+            .as_ref()
+            .and_then(|v| v.iter().find(|m| m.id == id))
+            .map_or_else(|| id.clone(), |m| m.name.clone());
+        self.delete = Some(DeleteState {
+            id: id.clone(),
+            name,
+            plan: None,
+        });
+        self.start_op(Op::PlanDelete, Request::PlanDelete { id });
+    }
+
+    fn refresh(&mut self) {
+        if matches!(self.op_req, Some((Op::Refresh, _))) {
+            return; // the refresh already running will do
+        }
+        self.start_op(Op::Refresh, Request::Refresh);
+    }
+
+    fn apply_toolbar(&mut self, action: ToolbarAction) {
+        match action {
+            ToolbarAction::Refresh => self.refresh(),
+            ToolbarAction::ForceRefresh => self.request_list(true),
+            ToolbarAction::PickFolder => {
+                self.picker = Some(Promise::spawn_thread("folder-picker", || {
+                    rfd::FileDialog::new()
+                        .set_title("Choose a model library folder")
+                        .pick_folder()
+                }));
+            }
+            ToolbarAction::OpenPath(path) => {
+                self.settings.library = Some(path.clone());
+                self.open_library(Some(path));
+            }
+            ToolbarAction::SetQuick(q) => {
+                self.settings.quick = q;
+                self.request_list(false);
+            }
+            ToolbarAction::SetProvider(p) => {
+                self.settings.provider = p;
+                self.request_list(false);
+            }
+            ToolbarAction::SetStatus(s) => {
+                self.settings.status = s;
+                self.request_list(false);
+            }
+            ToolbarAction::SetCapability(c) => {
+                self.settings.capability = c;
+                self.request_list(false);
+            }
+            ToolbarAction::SearchChanged => self.recompute_order(),
+            ToolbarAction::ClearFilters => {
+                self.settings.provider = None;
+                self.settings.status = None;
+                self.settings.capability = None;
+                self.search.clear();
+                self.request_list(false);
+            }
+        }
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        let (refresh, find, delete) = ctx.input_mut(|i| {
+            let refresh = i.consume_key(egui::Modifiers::NONE, egui::Key::F5)
+                || i.consume_key(egui::Modifiers::COMMAND, egui::Key::R);
+            let find = i.consume_key(egui::Modifiers::COMMAND, egui::Key::F);
+            (refresh, find, i.key_pressed(egui::Key::Delete))
+        });
+        if refresh {
+            self.refresh();
+        }
+        if find {
+            self.focus_search = true;
+        }
+        if delete
+            && self.delete.is_none()
+            && !ctx.egui_wants_keyboard_input()
+            && let Some(m) = self.selected_model()
+            && m.status != ModelStatus::Available
+        {
+            let id = m.id.clone();
+            self.ask_delete(id);
+        }
+    }
+
+    /// Draws one frame.
+    fn frame_ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.shortcuts(&ctx);
+        let now = unix_seconds(SystemTime::now());
+        let busy = self.open_req.is_some() || self.list_req.is_some() || self.op_req.is_some();
+        let refreshing = matches!(self.op_req, Some((Op::Refresh, _)));
+
+        let root = self
+            .library
+            .as_ref()
+            .map(|l| l.root().display().to_string());
+        let mut toolbar_action = None;
+        let mut notice_action = None;
+        egui::Panel::top("toolbar").show(ui, |ui| {
+            ui.add_space(4.0);
+            toolbar_action = toolbar_ui(
+                ui,
+                &ToolbarInput {
+                    library: root.as_deref(),
+                    refreshing,
+                    picking: self.picker.is_some(),
+                    providers: &self.providers,
+                    capabilities: &self.capabilities,
+                    provider: self.settings.provider.as_deref(),
+                    status: self.settings.status,
+                    capability: self.settings.capability.as_deref(),
+                    quick: self.settings.quick,
+                    focus_search: std::mem::take(&mut self.focus_search),
+                },
+                ToolbarText {
+                    search: &mut self.search,
+                    typed_path: &mut self.typed_path,
+                },
+            );
+            notice_action = notices_ui(ui, &self.notices);
+            ui.add_space(2.0);
+        });
+
+        let progress = self.worker.progress().read();
+        egui::Panel::bottom("status").show(ui, |ui| {
+            status_bar_ui(
+                ui,
+                &StatusInput {
+                    counts: &self.counts,
+                    total_bytes: self.total_bytes,
+                    shown: self.order.len(),
+                    total: self.view.as_ref().map_or(0, |v| v.listing.models.len()),
+                    progress: progress.running.then_some(progress),
+                    stale: self.stale_rows,
+                },
+            );
+        });
+
+        let mut cache_action = None;
+        egui::Panel::right("cache_panel")
+            .resizable(true)
+            .default_size(320.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    cache_action = cache_panel_ui(
+                        ui,
+                        &CachePanelInput {
+                            info: self.cache.as_ref(),
+                            now,
+                            history: &self.history,
+                            refreshing,
+                        },
+                        &mut self.ttl_slider,
+                    );
+                });
+            });
+
+        let mut details_action = None;
+        if let Some(m) = self.selected_model().cloned() {
+            egui::Panel::bottom("details")
+                .resizable(true)
+                .default_size(230.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical().show(ui, |ui| {
+                        details_action = details_ui(ui, &m);
+                    });
+                });
+        }
+
+        let mut table_action = None;
+        egui::CentralPanel::default().show(ui, |ui| match &self.view {
+            None => {
+                ui.add_space(40.0);
+                ui.vertical_centered(|ui| {
+                    if self.library.is_none() && self.open_req.is_none() {
+                        ui.heading("No library open");
+                        ui.label("Choose a folder with “Open folder…”, or type its path.");
+                    } else {
+                        ui.heading("Scanning the library…");
+                        if progress.running && progress.total > 0 {
+                            ui.add(
+                                egui::ProgressBar::new(
+                                    progress.done as f32 / progress.total as f32,
+                                )
+                                .desired_width(360.0)
+                                .text(format!("{} / {} models", progress.done, progress.total)),
+                            );
+                        }
+                    }
+                });
+            }
+            Some(view) if self.order.is_empty() => {
+                ui.add_space(40.0);
+                ui.vertical_centered(|ui| {
+                    if view.listing.models.is_empty() {
+                        ui.heading("This library has no models yet");
+                    } else {
+                        ui.heading("No models match the filters");
+                    }
+                });
+            }
+            Some(view) => {
+                table_action = table_ui(
+                    ui,
+                    &TableInput {
+                        view,
+                        order: &self.order,
+                        sort: self.settings.sort,
+                        ascending: self.settings.ascending,
+                        selected: self.selected.as_deref(),
+                        scroll_to: None,
+                    },
+                );
+            }
+        });
+
+        let mut dialog_action = None;
+        if let Some(d) = &self.delete {
+            dialog_action = delete_dialog_ui(
+                &ctx,
+                &DeleteDialogInput {
+                    name: &d.name,
+                    plan: d.plan.as_ref(),
+                    mode: self.settings.delete_mode,
+                },
+            );
+        } else if self.selected.is_some() && ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+            self.selected = None;
+        }
+
+        // Apply what the user asked for.
+        if let Some(a) = toolbar_action {
+            self.apply_toolbar(a);
+        }
+        if let Some(NoticeAction::Dismiss(i)) = notice_action
+            && i < self.notices.len()
+        {
+            self.notices.remove(i);
+        }
+        match cache_action {
+            Some(CacheAction::SetTtl(secs)) => {
+                self.start_op(Op::SetTtl, Request::SetTtl { secs: secs as i64 })
+            }
+            Some(CacheAction::Refresh) => self.refresh(),
+            Some(CacheAction::ForceRefresh) => self.request_list(true),
+            None => {}
+        }
+        match table_action {
+            Some(TableAction::Select(id)) => self.selected = Some(id),
+            Some(TableAction::Sort(key)) => {
+                if self.settings.sort == key {
+                    self.settings.ascending = !self.settings.ascending;
+                } else {
+                    self.settings.sort = key;
+                    self.settings.ascending = true;
+                }
+                self.recompute_order();
+            }
+            Some(TableAction::Delete(id)) => self.ask_delete(id),
+            None => {}
+        }
+        match details_action {
+            Some(DetailsAction::OpenFolder(path)) => open_in_file_manager(path),
+            Some(DetailsAction::Delete(id)) => self.ask_delete(id),
+            Some(DetailsAction::Close) => self.selected = None,
+            None => {}
+        }
+        match dialog_action {
+            Some(DialogAction::ConfirmDelete(mode)) => {
+                if let Some(d) = self.delete.take() {
+                    self.settings.delete_mode = mode;
+                    self.start_op(Op::Delete, Request::Delete { id: d.id, mode });
+                }
+            }
+            Some(DialogAction::SetMode(mode)) => self.settings.delete_mode = mode,
+            Some(DialogAction::Cancel) => self.delete = None,
+            None => {}
+        }
+
+        if busy || progress.running {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        } else {
+            ctx.request_repaint_after(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+/// Opens a folder with the desktop's file manager, off the UI thread.
+fn open_in_file_manager(path: PathBuf) {
+    std::thread::spawn(move || {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else if cfg!(windows) {
+            "explorer"
+        } else {
+            "xdg-open"
+        };
+        let _ = std::process::Command::new(opener).arg(path).status();
+    });
+}
+
+impl eframe::App for ModelLibraryApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.poll_worker(ctx);
+        let t = ctx.input(|i| i.time);
+        if self.library.is_some()
+            && self.info_req.is_none()
+            && self.list_req.is_none()
+            && self.op_req.is_none()
+            && t - self.last_info_poll >= CACHE_POLL_SECS
+        {
+            self.last_info_poll = t;
+            self.info_req = Some(self.worker.request(Request::CacheInfo));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.frame_ui(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+}

@@ -1,0 +1,79 @@
+//! The small settings struct the window persists through eframe storage. Every field has a
+//! default, so settings written by an older or newer version always load.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::library::cache::DEFAULT_TTL_SECS;
+use crate::library::{DeleteMode, ModelStatus};
+
+/// A column the table can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SortKey {
+    /// Display name.
+    #[default]
+    Name,
+    /// Provider.
+    Provider,
+    /// Status.
+    Status,
+    /// Size on disk.
+    Size,
+    /// Newest modification time.
+    Modified,
+}
+
+/// What persists across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Library folder; `None` is the default library.
+    pub library: Option<PathBuf>,
+    /// Cache TTL, seconds.
+    pub ttl_secs: u64,
+    /// Quick (fast listing) instead of full.
+    pub quick: bool,
+    /// Provider filter.
+    pub provider: Option<String>,
+    /// Status filter.
+    pub status: Option<ModelStatus>,
+    /// Capability filter.
+    pub capability: Option<String>,
+    /// Sort column.
+    pub sort: SortKey,
+    /// Sort direction.
+    pub ascending: bool,
+    /// How deletes remove folders.
+    pub delete_mode: DeleteMode,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            library: None,
+            ttl_secs: DEFAULT_TTL_SECS,
+            quick: false,
+            provider: None,
+            status: None,
+            capability: None,
+            sort: SortKey::Name,
+            ascending: true,
+            delete_mode: DeleteMode::Trash,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_unknown_fields_load() {
+        let s: Settings =
+            serde_json::from_str(r#"{"ttl_secs": 60, "future_field": true}"#).unwrap();
+        assert_eq!(s.ttl_secs, 60);
+        assert_eq!(s.sort, SortKey::Name);
+        assert!(s.ascending);
+    }
+}

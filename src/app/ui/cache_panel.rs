@@ -1,0 +1,227 @@
+//! The cache panel: valid/stale badge with the reason, cache age filling toward the TTL, the
+//! TTL slider (logarithmic, 30 s – 3600 s), both levels' hits/misses/hit rate, last scan
+//! duration, keys, stamps, and a live plot of hit rate and request latency.
+
+use std::collections::VecDeque;
+
+use egui::{Color32, RichText};
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+
+use crate::library::CacheInfo;
+use crate::library::cache::{TTL_MAX_SECS, TTL_MIN_SECS};
+use crate::util::format_unix_utc;
+
+/// One listing request, for the plot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Seconds since the window opened.
+    pub t: f64,
+    /// Time the service took, milliseconds.
+    pub latency_ms: f64,
+    /// Whether the view cache answered.
+    pub cache_hit: bool,
+    /// Service-cache hit rate after the request.
+    pub service_hit_rate: Option<f64>,
+    /// View-cache hit rate after the request.
+    pub view_hit_rate: Option<f64>,
+}
+
+/// What the user asked for in the cache panel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheAction {
+    /// Apply this TTL (seconds).
+    SetTtl(u64),
+    /// Refresh (rebuild both levels).
+    Refresh,
+    /// Force a rescan of the current listing.
+    ForceRefresh,
+}
+
+/// What the panel shows.
+pub struct CachePanelInput<'a> {
+    /// The latest cache state, if any arrived yet.
+    pub info: Option<&'a CacheInfo>,
+    /// Wall-clock now, unix seconds (the age is computed live from it).
+    pub now: f64,
+    /// Request history for the plot.
+    pub history: &'a VecDeque<Sample>,
+    /// Whether a refresh is running (the refresh buttons wait for it).
+    pub refreshing: bool,
+}
+
+/// Badge text and colour for the service cache, computed live.
+pub fn badge(info: &CacheInfo, now: f64) -> (String, Color32) {
+    let s = &info.service_cache;
+    let age = s.cache_timestamp.map(|t| now - t);
+    let expired = age.is_some_and(|a| a >= s.cache_ttl_seconds as f64);
+    if s.cache_valid && !expired {
+        ("Valid".into(), Color32::from_rgb(60, 170, 90))
+    } else {
+        let reason = if s.cache_valid && expired {
+            "TTL expired".to_string()
+        } else {
+            s.stale_reason.clone().unwrap_or_else(|| "unknown".into())
+        };
+        (format!("Stale: {reason}"), Color32::from_rgb(220, 160, 40))
+    }
+}
+
+fn rate(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{:.0}%", r * 100.0))
+}
+
+fn stamp(t: Option<f64>) -> String {
+    t.map_or("absent".into(), format_unix_utc)
+}
+
+/// Draws the panel. `ttl_slider` holds the slider's position between frames.
+pub fn cache_panel_ui(
+    ui: &mut egui::Ui,
+    input: &CachePanelInput<'_>,
+    ttl_slider: &mut f64,
+) -> Option<CacheAction> {
+    let mut action = None;
+    ui.heading("Cache");
+    let Some(info) = input.info else {
+        ui.label("Waiting for the first listing…");
+        return None;
+    };
+    let s = &info.service_cache;
+    let a = &info.api_cache;
+
+    let (text, color) = badge(info, input.now);
+    ui.label(RichText::new(text).color(color).strong());
+
+    let ttl = s.cache_ttl_seconds as f64;
+    let age = s.cache_timestamp.map(|t| (input.now - t).max(0.0));
+    let fraction = age.map_or(0.0, |a| (a / ttl).clamp(0.0, 1.0)) as f32;
+    ui.add(
+        egui::ProgressBar::new(fraction)
+            .desired_width(ui.available_width())
+            .text(match age {
+                Some(a) => format!("age {a:.0} s of {ttl:.0} s TTL"),
+                None => "no cached listing".into(),
+            }),
+    );
+
+    let slider = ui.add(
+        egui::Slider::new(ttl_slider, TTL_MIN_SECS as f64..=TTL_MAX_SECS as f64)
+            .logarithmic(true)
+            .integer()
+            .suffix(" s")
+            .text("TTL"),
+    );
+    if slider.drag_stopped() || (slider.changed() && !slider.dragged()) {
+        let secs = ttl_slider.round() as u64;
+        if secs != s.cache_ttl_seconds {
+            action = Some(CacheAction::SetTtl(secs));
+        }
+    }
+
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(!input.refreshing, egui::Button::new("Refresh"))
+            .on_hover_text("Drop both cache levels and rescan (F5, Ctrl+R)")
+            .clicked()
+        {
+            action = Some(CacheAction::Refresh);
+        }
+        if ui
+            .add_enabled(!input.refreshing, egui::Button::new("Force refresh"))
+            .on_hover_text("Rescan the current listing, bypassing the caches")
+            .clicked()
+        {
+            action = Some(CacheAction::ForceRefresh);
+        }
+    });
+
+    ui.separator();
+    egui::Grid::new("cache_stats")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            let mut row = |k: &str, v: String| {
+                ui.label(k);
+                ui.label(v);
+                ui.end_row();
+            };
+            row(
+                "Service hits / misses",
+                format!("{} / {}", s.hits, s.misses),
+            );
+            row("Service hit rate", rate(s.hit_rate));
+            row("View hits / misses", format!("{} / {}", a.hits, a.misses));
+            row("View hit rate", rate(a.hit_rate));
+            row(
+                "Last scan",
+                s.last_scan_duration_ms
+                    .map_or("-".into(), |ms| format!("{ms:.1} ms")),
+            );
+            row("Cached models", s.cached_model_count.to_string());
+            row("Cache keys", s.cache_keys.join(", "));
+            row("View entries", a.api_cache_entries.to_string());
+            row("Registry changed", stamp(s.registry_mtime));
+            row("Models folder changed", stamp(s.models_dir_mtime));
+        });
+    if !a.api_cache_keys.is_empty() {
+        ui.collapsing("View cache keys", |ui| {
+            for key in &a.api_cache_keys {
+                ui.monospace(key);
+            }
+        });
+    }
+
+    ui.separator();
+    history_plots(ui, input.history);
+    action
+}
+
+fn history_plots(ui: &mut egui::Ui, history: &VecDeque<Sample>) {
+    ui.label(RichText::new("Hit rate").strong());
+    let line = |name: &str, pick: fn(&Sample) -> Option<f64>| {
+        let points: PlotPoints = history
+            .iter()
+            .filter_map(|s| pick(s).map(|r| [s.t, r * 100.0]))
+            .collect();
+        Line::new(name.to_string(), points)
+    };
+    Plot::new("hit_rate_plot")
+        .height(110.0)
+        .include_y(0.0)
+        .include_y(100.0)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .legend(Legend::default())
+        .show(ui, |plot| {
+            plot.line(line("service %", |s| s.service_hit_rate));
+            plot.line(line("view %", |s| s.view_hit_rate));
+        });
+    ui.label(RichText::new("Request latency (ms)").strong());
+    let points = |hit: bool| -> PlotPoints {
+        history
+            .iter()
+            .filter(|s| s.cache_hit == hit)
+            .map(|s| [s.t, s.latency_ms])
+            .collect()
+    };
+    Plot::new("latency_plot")
+        .height(110.0)
+        .include_y(0.0)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .legend(Legend::default())
+        .show(ui, |plot| {
+            plot.points(
+                Points::new("hits", points(true))
+                    .radius(3.0)
+                    .color(Color32::from_rgb(60, 170, 90)),
+            );
+            plot.points(
+                Points::new("misses", points(false))
+                    .radius(3.0)
+                    .color(Color32::from_rgb(220, 70, 60)),
+            );
+        });
+}

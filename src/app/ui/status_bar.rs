@@ -1,0 +1,58 @@
+//! The status bar: counts by status, total size on disk, rows shown, and scan progress.
+
+use egui::RichText;
+
+use crate::app::ui::table::status_color;
+use crate::library::{ModelStatus, ProgressReading};
+use crate::util::human_bytes;
+
+/// What the status bar shows.
+pub struct StatusInput<'a> {
+    /// Models per status, in `ModelStatus::ALL` order.
+    pub counts: &'a [usize; 5],
+    /// Total bytes on disk of the listing, when known (full listings).
+    pub total_bytes: Option<u64>,
+    /// Rows shown after filters and search.
+    pub shown: usize,
+    /// Models in the listing.
+    pub total: usize,
+    /// The running scan, if any.
+    pub progress: Option<ProgressReading>,
+    /// Whether the rows on screen are known to be out of date.
+    pub stale: bool,
+}
+
+/// Draws the status bar.
+pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
+    ui.horizontal(|ui| {
+        ui.label(format!("{} of {} models", input.shown, input.total));
+        ui.separator();
+        for (status, n) in ModelStatus::ALL.iter().zip(input.counts) {
+            if *n > 0 {
+                ui.label(RichText::new(format!("{n} {status}")).color(status_color(*status)));
+            }
+        }
+        ui.separator();
+        match input.total_bytes {
+            Some(b) => ui.label(format!("{} on disk", human_bytes(b))),
+            None => ui.label("size not measured (quick)"),
+        };
+        if input.stale {
+            ui.separator();
+            ui.label(RichText::new("showing the last good listing").italics());
+        }
+        if let Some(p) = input.progress {
+            ui.separator();
+            let fraction = if p.total == 0 {
+                0.0
+            } else {
+                p.done as f32 / p.total as f32
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .desired_width(220.0)
+                    .text(format!("scanning {} / {}", p.done, p.total)),
+            );
+        }
+    });
+}

@@ -1,0 +1,171 @@
+//! The model table: virtualized rows (only visible rows are built, so 100 000 rows scroll
+//! smoothly), clickable headers for sorting, coloured statuses, per-row actions. Returns the
+//! user's intent; changes nothing itself.
+
+use egui::{Color32, RichText, Sense};
+use egui_extras::{Column, TableBuilder};
+
+use crate::app::settings::SortKey;
+use crate::library::{ModelInfo, ModelStatus, View};
+use crate::util::{format_unix_utc, human_bytes};
+
+/// What the user asked for in the table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableAction {
+    /// Select (or, if already selected, keep) this model.
+    Select(String),
+    /// Sort by this column (toggles direction when it is already the sort column).
+    Sort(SortKey),
+    /// Ask to delete this model.
+    Delete(String),
+}
+
+/// What the table shows.
+pub struct TableInput<'a> {
+    /// The listing rows.
+    pub view: &'a View,
+    /// Display order: positions in `view`, after search and sort.
+    pub order: &'a [u32],
+    /// Current sort column.
+    pub sort: SortKey,
+    /// Current sort direction.
+    pub ascending: bool,
+    /// Selected model id.
+    pub selected: Option<&'a str>,
+    /// Row to scroll into view this frame.
+    pub scroll_to: Option<usize>,
+}
+
+/// Colour of a status.
+pub fn status_color(status: ModelStatus) -> Color32 {
+    match status {
+        ModelStatus::Downloaded => Color32::from_rgb(60, 170, 90),
+        ModelStatus::Downloading => Color32::from_rgb(70, 140, 230),
+        ModelStatus::Partial => Color32::from_rgb(220, 160, 40),
+        ModelStatus::Available => Color32::from_gray(140),
+        ModelStatus::Error => Color32::from_rgb(220, 70, 60),
+    }
+}
+
+/// Size cell text: blank in quick listings.
+pub fn size_text(m: &ModelInfo) -> String {
+    m.size_bytes.map(human_bytes).unwrap_or_default()
+}
+
+/// A small triangle pointing up (ascending) or down, painted (no font needed).
+fn sort_arrow(ui: &mut egui::Ui, ascending: bool) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), Sense::hover());
+    let c = rect.center();
+    let (tip, base) = if ascending { (-4.0, 3.0) } else { (4.0, -3.0) };
+    let points = vec![
+        egui::pos2(c.x, c.y + tip),
+        egui::pos2(c.x - 4.5, c.y + base),
+        egui::pos2(c.x + 4.5, c.y + base),
+    ];
+    let color = ui.visuals().strong_text_color();
+    ui.painter().add(egui::Shape::convex_polygon(
+        points,
+        color,
+        egui::Stroke::NONE,
+    ));
+}
+
+/// Draws the table.
+pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction> {
+    let mut action = None;
+    ui.style_mut().interaction.selectable_labels = false;
+    let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
+    let mut table = TableBuilder::new(ui)
+        .id_salt("models")
+        .striped(true)
+        .resizable(true)
+        .sense(Sense::click())
+        .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+        .column(Column::initial(260.0).at_least(80.0).clip(true))
+        .column(Column::initial(100.0).at_least(50.0).clip(true))
+        .column(Column::initial(95.0).at_least(60.0).clip(true))
+        .column(Column::initial(170.0).at_least(60.0).clip(true))
+        .column(Column::initial(85.0).at_least(40.0).clip(true))
+        .column(Column::initial(85.0).at_least(50.0).clip(true))
+        .column(Column::initial(125.0).at_least(60.0).clip(true))
+        .column(Column::remainder().at_least(70.0))
+        .min_scrolled_height(0.0);
+    if let Some(row) = input.scroll_to {
+        table = table.scroll_to_row(row, None);
+    }
+    let headers: [(&str, Option<SortKey>); 8] = [
+        ("Name", Some(SortKey::Name)),
+        ("Provider", Some(SortKey::Provider)),
+        ("Status", Some(SortKey::Status)),
+        ("Capabilities", None),
+        ("Format", None),
+        ("Size", Some(SortKey::Size)),
+        ("Modified", Some(SortKey::Modified)),
+        ("Actions", None),
+    ];
+    table
+        .header(row_height + 2.0, |mut header| {
+            for (title, key) in headers {
+                let (_, response) = header.col(|ui| {
+                    ui.label(RichText::new(title).strong());
+                    if key == Some(input.sort) {
+                        sort_arrow(ui, input.ascending);
+                    }
+                });
+                if let Some(key) = key
+                    && response.clicked()
+                {
+                    action = Some(TableAction::Sort(key));
+                }
+            }
+        })
+        .body(|body| {
+            body.rows(row_height, input.order.len(), |mut row| {
+                let Some(m) = input.view.get(input.order[row.index()] as usize) else {
+                    return;
+                };
+                row.set_selected(input.selected == Some(m.id.as_str()));
+                row.col(|ui| {
+                    ui.label(&m.name).on_hover_text(&m.id);
+                });
+                row.col(|ui| {
+                    ui.label(&m.provider);
+                });
+                row.col(|ui| {
+                    let text = RichText::new(m.status.as_str()).color(status_color(m.status));
+                    let label = ui.label(text);
+                    if let Some(err) = &m.error {
+                        label.on_hover_text(err);
+                    }
+                });
+                row.col(|ui| {
+                    ui.label(m.capabilities.join(", "));
+                });
+                row.col(|ui| {
+                    ui.label(m.format.as_deref().unwrap_or(""));
+                });
+                row.col(|ui| {
+                    ui.label(size_text(m));
+                });
+                row.col(|ui| {
+                    ui.label(m.modified.map(format_unix_utc).unwrap_or_default());
+                });
+                row.col(|ui| {
+                    let on_disk =
+                        !matches!(m.status, ModelStatus::Available | ModelStatus::Downloading);
+                    if m.status == ModelStatus::Available && m.registered {
+                        ui.add_enabled(false, egui::Button::new("Download").small())
+                            .on_disabled_hover_text(
+                                "Not available yet: downloads are not built into this version",
+                            );
+                    } else if on_disk && ui.small_button("Delete").clicked() {
+                        action = Some(TableAction::Delete(m.id.clone()));
+                    }
+                });
+                if action.is_none() && row.response().clicked() {
+                    action = Some(TableAction::Select(m.id.clone()));
+                }
+            });
+        });
+    action
+}

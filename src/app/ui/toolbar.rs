@@ -1,0 +1,193 @@
+//! The toolbar: library folder (picker and typed path), refresh buttons, quick/full toggle,
+//! search box and the provider / status / capability pickers built from the data.
+
+use std::path::PathBuf;
+
+use crate::library::ModelStatus;
+
+/// What the user asked for in the toolbar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolbarAction {
+    /// Refresh both cache levels.
+    Refresh,
+    /// Rescan bypassing the caches.
+    ForceRefresh,
+    /// Open the system folder picker.
+    PickFolder,
+    /// Open the library at this typed path.
+    OpenPath(PathBuf),
+    /// Switch quick (fast) / full listing.
+    SetQuick(bool),
+    /// Provider filter.
+    SetProvider(Option<String>),
+    /// Status filter.
+    SetStatus(Option<ModelStatus>),
+    /// Capability filter.
+    SetCapability(Option<String>),
+    /// The search text changed.
+    SearchChanged,
+    /// Clear every filter and the search.
+    ClearFilters,
+}
+
+/// What the toolbar shows.
+pub struct ToolbarInput<'a> {
+    /// The open library folder, if one is open.
+    pub library: Option<&'a str>,
+    /// Whether a refresh is running (the refresh buttons wait for it).
+    pub refreshing: bool,
+    /// Whether the folder picker is open.
+    pub picking: bool,
+    /// Providers present in the listing.
+    pub providers: &'a [String],
+    /// Capabilities present in the listing.
+    pub capabilities: &'a [String],
+    /// Current provider filter.
+    pub provider: Option<&'a str>,
+    /// Current status filter.
+    pub status: Option<ModelStatus>,
+    /// Current capability filter.
+    pub capability: Option<&'a str>,
+    /// Quick listing on.
+    pub quick: bool,
+    /// Give the search box keyboard focus this frame.
+    pub focus_search: bool,
+}
+
+/// Text fields the toolbar edits in place (they live in the app between frames).
+pub struct ToolbarText<'a> {
+    /// Search text.
+    pub search: &'a mut String,
+    /// Typed library path.
+    pub typed_path: &'a mut String,
+}
+
+/// Draws the toolbar.
+pub fn toolbar_ui(
+    ui: &mut egui::Ui,
+    input: &ToolbarInput<'_>,
+    text: ToolbarText<'_>,
+) -> Option<ToolbarAction> {
+    let mut action = None;
+    ui.horizontal(|ui| {
+        ui.strong("Library");
+        let path_edit = ui.add(
+            egui::TextEdit::singleline(text.typed_path)
+                .hint_text(input.library.unwrap_or("library folder"))
+                .desired_width(320.0),
+        );
+        if path_edit.lost_focus()
+            && ui.input(|i| i.key_pressed(egui::Key::Enter))
+            && !text.typed_path.trim().is_empty()
+        {
+            action = Some(ToolbarAction::OpenPath(PathBuf::from(
+                text.typed_path.trim(),
+            )));
+        }
+        if ui
+            .add_enabled(!input.picking, egui::Button::new("Open folder…"))
+            .on_hover_text("Choose a library folder (or type a path and press Enter)")
+            .clicked()
+        {
+            action = Some(ToolbarAction::PickFolder);
+        }
+        ui.separator();
+        if ui
+            .add_enabled(!input.refreshing, egui::Button::new("Refresh"))
+            .on_hover_text("Drop both cache levels and rescan (F5, Ctrl+R)")
+            .clicked()
+        {
+            action = Some(ToolbarAction::Refresh);
+        }
+        if ui
+            .add_enabled(!input.refreshing, egui::Button::new("Force refresh"))
+            .on_hover_text("Rescan the current listing, bypassing the caches")
+            .clicked()
+        {
+            action = Some(ToolbarAction::ForceRefresh);
+        }
+        ui.separator();
+        let mut quick = input.quick;
+        if ui
+            .checkbox(&mut quick, "Quick")
+            .on_hover_text("Fast listing: registry and folder names only, no sizes")
+            .changed()
+        {
+            action = Some(ToolbarAction::SetQuick(quick));
+        }
+    });
+    ui.horizontal(|ui| {
+        let search = ui.add(
+            egui::TextEdit::singleline(text.search)
+                .hint_text("Search name, id, description (Ctrl+F)")
+                .desired_width(280.0),
+        );
+        if input.focus_search {
+            search.request_focus();
+        }
+        if search.changed() {
+            action = Some(ToolbarAction::SearchChanged);
+        }
+        if let Some(a) = text_picker(ui, "provider", "Provider", input.providers, input.provider) {
+            action = Some(ToolbarAction::SetProvider(a));
+        }
+        let mut status = input.status;
+        let label = ui.label("Status");
+        egui::ComboBox::from_id_salt("status_filter")
+            .selected_text(status.map_or("any", ModelStatus::as_str))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut status, None, "any");
+                for s in ModelStatus::ALL {
+                    ui.selectable_value(&mut status, Some(s), s.as_str());
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        if status != input.status {
+            action = Some(ToolbarAction::SetStatus(status));
+        }
+        if let Some(a) = text_picker(
+            ui,
+            "capability",
+            "Capability",
+            input.capabilities,
+            input.capability,
+        ) {
+            action = Some(ToolbarAction::SetCapability(a));
+        }
+        let filtered = input.provider.is_some()
+            || input.status.is_some()
+            || input.capability.is_some()
+            || !text.search.is_empty();
+        if ui
+            .add_enabled(filtered, egui::Button::new("Clear filters"))
+            .clicked()
+        {
+            action = Some(ToolbarAction::ClearFilters);
+        }
+    });
+    action
+}
+
+/// A combo box over `options` plus "any"; returns the new choice when it changed.
+fn text_picker(
+    ui: &mut egui::Ui,
+    id: &str,
+    label: &str,
+    options: &[String],
+    current: Option<&str>,
+) -> Option<Option<String>> {
+    let mut choice: Option<&str> = current;
+    let label = ui.label(label);
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(current.unwrap_or("any"))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut choice, None, "any");
+            for o in options {
+                ui.selectable_value(&mut choice, Some(o.as_str()), o);
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    (choice != current).then(|| choice.map(str::to_string))
+}

@@ -1,0 +1,269 @@
+//! The worker thread: the only owner of the [`ModelLibraryService`] in the window. It is a
+//! plain loop — receive a [`Request`], call the service, send exactly one [`Reply`] through
+//! the request's promise, `request_repaint()` — and it answers every request even when the
+//! service fails or panics. The UI thread only sends requests and polls promises.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use poll_promise::Promise;
+
+use crate::library::scan::ScanProgress;
+use crate::library::{
+    CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, Library, ListQuery, ModelLibraryService,
+    RefreshInfo, ServiceOptions, View,
+};
+
+/// What the window can ask of the worker. A closed set; every variant gets one reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Open a library: `None` for the default one (created with the built-in catalog).
+    OpenLibrary {
+        /// The folder, which must exist when given.
+        path: Option<PathBuf>,
+        /// TTL to apply, seconds.
+        ttl_secs: u64,
+    },
+    /// A filtered listing (through both cache levels).
+    List {
+        /// Filters and quick/full.
+        query: ListQuery,
+        /// Skip the caches.
+        force_refresh: bool,
+    },
+    /// Drop both cache levels and rescan.
+    Refresh,
+    /// Set the cache TTL.
+    SetTtl {
+        /// Seconds, 30..=3600.
+        secs: i64,
+    },
+    /// The state of both caches.
+    CacheInfo,
+    /// What deleting a model would remove.
+    PlanDelete {
+        /// The model id.
+        id: String,
+    },
+    /// Delete a model's folder and partial downloads.
+    Delete {
+        /// The model id.
+        id: String,
+        /// Trash or permanent.
+        mode: DeleteMode,
+    },
+    /// Panic inside the worker (used by tests to prove the worker survives).
+    #[doc(hidden)]
+    Crash,
+}
+
+/// The worker's answer to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A library is open.
+    Opened {
+        /// The library.
+        library: Library,
+        /// The TTL in force.
+        ttl_secs: u64,
+    },
+    /// A listing.
+    Listed {
+        /// The rows (shared with the service's cache).
+        view: View,
+        /// Whether the view cache answered.
+        cache_hit: bool,
+        /// Time the service took.
+        elapsed: Duration,
+        /// Cache state right after.
+        cache: Box<CacheInfo>,
+    },
+    /// Caches rebuilt.
+    Refreshed {
+        /// What the refresh did.
+        info: RefreshInfo,
+        /// Cache state right after.
+        cache: Box<CacheInfo>,
+    },
+    /// TTL applied.
+    TtlSet {
+        /// Cache state right after.
+        cache: Box<CacheInfo>,
+    },
+    /// Cache state.
+    CacheInfo(Box<CacheInfo>),
+    /// What a delete would remove.
+    DeletePlanned(DeletePlan),
+    /// A delete happened.
+    Deleted(DeleteOutcome),
+}
+
+/// The one answer to a request: the reply, or why it failed (one line).
+pub type Response = Result<Reply, String>;
+
+type Job = (Request, poll_promise::Sender<Response>);
+
+/// The UI's handle on the worker thread. Dropping it stops the thread.
+pub struct Worker {
+    jobs: Sender<Job>,
+    progress: Arc<ScanProgress>,
+}
+
+impl Worker {
+    /// Starts the worker thread. `repaint` is called after every reply (the window passes
+    /// `ctx.request_repaint`).
+    pub fn spawn(repaint: impl Fn() + Send + 'static) -> Worker {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let progress = Arc::new(ScanProgress::default());
+        let shared = Arc::clone(&progress);
+        std::thread::Builder::new()
+            .name("model-library-worker".into())
+            .spawn(move || worker_loop(rx, shared, repaint))
+            .expect("spawn the worker thread");
+        Worker { jobs, progress }
+    }
+
+    /// Sends a request; the promise resolves with exactly one response.
+    pub fn request(&self, request: Request) -> Promise<Response> {
+        let (sender, promise) = Promise::new();
+        if let Err(mpsc::SendError((_, sender))) = self.jobs.send((request, sender)) {
+            sender.send(Err("the worker thread has stopped".into()));
+        }
+        promise
+    }
+
+    /// Progress of the scan the worker is running, readable without waiting.
+    pub fn progress(&self) -> &ScanProgress {
+        &self.progress
+    }
+}
+
+fn worker_loop(rx: Receiver<Job>, progress: Arc<ScanProgress>, repaint: impl Fn()) {
+    let mut state = WorkerState {
+        service: None,
+        progress,
+    };
+    while let Ok((request, sender)) = rx.recv() {
+        let response = match catch_unwind(AssertUnwindSafe(|| state.handle(request))) {
+            Ok(response) => response,
+            Err(panic) => {
+                // The service may be half-way through something: start it afresh.
+                state.reopen();
+                Err(format!(
+                    "internal error in the worker: {}",
+                    panic_message(&*panic)
+                ))
+            }
+        };
+        sender.send(response);
+        repaint();
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".into()
+    }
+}
+
+struct WorkerState {
+    service: Option<ModelLibraryService>,
+    progress: Arc<ScanProgress>,
+}
+
+impl WorkerState {
+    fn handle(&mut self, request: Request) -> Response {
+        if let Request::OpenLibrary { path, ttl_secs } = request {
+            return self.open(path, ttl_secs);
+        }
+        let service = self
+            .service
+            .as_mut()
+            .ok_or_else(|| "no library is open".to_string())?;
+        let text = |e: crate::library::LibraryError| e.to_string();
+        Ok(match request {
+            Request::OpenLibrary { .. } => unreachable!("handled above"),
+            Request::List {
+                query,
+                force_refresh,
+            } => {
+                let started = Instant::now();
+                let result = service.list_view(&query, force_refresh).map_err(text)?;
+                let elapsed = started.elapsed();
+                Reply::Listed {
+                    view: result.view,
+                    cache_hit: result.cache_hit,
+                    elapsed,
+                    cache: Box::new(service.cache_info()),
+                }
+            }
+            Request::Refresh => {
+                let info = service.refresh().map_err(text)?;
+                Reply::Refreshed {
+                    info,
+                    cache: Box::new(service.cache_info()),
+                }
+            }
+            Request::SetTtl { secs } => {
+                service.set_ttl(secs).map_err(text)?;
+                Reply::TtlSet {
+                    cache: Box::new(service.cache_info()),
+                }
+            }
+            Request::CacheInfo => Reply::CacheInfo(Box::new(service.cache_info())),
+            Request::PlanDelete { id } => {
+                Reply::DeletePlanned(service.plan_delete(&id).map_err(text)?)
+            }
+            Request::Delete { id, mode } => {
+                Reply::Deleted(service.delete_model(&id, mode).map_err(text)?)
+            }
+            Request::Crash => panic!("crash requested"),
+        })
+    }
+
+    fn open(&mut self, path: Option<PathBuf>, ttl_secs: u64) -> Response {
+        let library = crate::library::resolve_library(path).map_err(|e| e.to_string())?;
+        let ttl = ttl_secs.clamp(
+            crate::library::cache::TTL_MIN_SECS,
+            crate::library::cache::TTL_MAX_SECS,
+        );
+        let service = ModelLibraryService::new(
+            library.clone(),
+            ServiceOptions {
+                ttl_secs: ttl,
+                progress: Arc::clone(&self.progress),
+                ..ServiceOptions::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        self.service = Some(service);
+        Ok(Reply::Opened {
+            library,
+            ttl_secs: ttl,
+        })
+    }
+
+    fn reopen(&mut self) {
+        self.progress.finish();
+        if let Some(old) = self.service.take() {
+            let ttl = old.ttl_secs();
+            self.service = ModelLibraryService::new(
+                old.library().clone(),
+                ServiceOptions {
+                    ttl_secs: ttl,
+                    progress: Arc::clone(&self.progress),
+                    ..ServiceOptions::default()
+                },
+            )
+            .ok();
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The window, headless (egui_kittest): refresh, TTL slider, filters, search, sorting, the
+//! delete flow, a corrupt registry, and a failing worker. The worker is waited for by
+//! stepping frames until no request is pending, with a bounded deadline.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{TestLib, registry_json};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use model_library::app::settings::Settings;
+use model_library::app::worker::Request;
+use model_library::app::{AppOptions, ModelLibraryApp};
+use model_library::library::DeleteMode;
+
+type H = Harness<'static, ModelLibraryApp>;
+
+fn open(lib: &TestLib) -> H {
+    let path = lib.root().to_path_buf();
+    let settings = Settings {
+        delete_mode: DeleteMode::Permanent,
+        ..Settings::default()
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .with_max_steps(200)
+        .build_eframe(move |cc| {
+            ModelLibraryApp::new(
+                cc,
+                AppOptions {
+                    library: Some(path),
+                    settings: Some(settings),
+                },
+            )
+        });
+    settle(&mut h);
+    h
+}
+
+/// Steps frames until the window has no request pending (bounded), then runs to rest; again
+/// if running to rest started another request (a cache-state poll, an automatic relist).
+fn settle(h: &mut H) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        while h.state().is_busy() {
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not answer in time"
+            );
+            h.step();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        h.run();
+        if !h.state().is_busy() {
+            return;
+        }
+    }
+}
+
+fn ids(h: &H) -> Vec<String> {
+    h.state()
+        .visible_models()
+        .iter()
+        .map(|m| m.id.clone())
+        .collect()
+}
+
+fn sample() -> TestLib {
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version":1,"models":[
+        {"id":"llama-chat","name":"Llama Chat","provider":"huggingface","capabilities":["chat"],
+         "description":"a friendly llama","files":[{"path":"w.gguf","size":30}]},
+        {"id":"embedder","name":"Embedder","provider":"ollama","capabilities":["embedding"],
+         "files":[{"path":"w.bin","size":10}]},
+        {"id":"whisper","name":"Whisper","provider":"huggingface","capabilities":["speech"]}]}"#,
+    )
+    .file("models/llama-chat/w.gguf", 30)
+    .file("models/embedder/w.bin", 10)
+    .file("models/zeta-local/x.safetensors", 20);
+    lib
+}
+
+#[test]
+fn first_listing_fills_in() {
+    let lib = sample();
+    let h = open(&lib);
+    assert_eq!(ids(&h), ["embedder", "llama-chat", "whisper", "zeta-local"]);
+    assert!(h.query_by_label("Llama Chat").is_some());
+    let info = h.state().cache_info().unwrap();
+    assert_eq!(info.service_cache.cached_model_count, 4);
+}
+
+#[test]
+fn refresh_relists_after_a_model_folder_is_added() {
+    let lib = sample();
+    let mut h = open(&lib);
+    lib.file("models/new-model/w.bin", 5);
+    h.key_press(egui::Key::F5);
+    settle(&mut h);
+    assert!(ids(&h).contains(&"new-model".to_string()), "{:?}", ids(&h));
+    // Ctrl+R and the toolbar button refresh too.
+    lib.file("models/another/w.bin", 5);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::R);
+    settle(&mut h);
+    assert!(ids(&h).contains(&"another".to_string()));
+    lib.file("models/third/w.bin", 5);
+    h.get_all_by_label("Refresh").next().unwrap().click();
+    settle(&mut h);
+    assert!(
+        ids(&h).contains(&"third".to_string()),
+        "{:?} {:?}",
+        ids(&h),
+        h.state().notices()
+    );
+}
+
+#[test]
+fn ttl_slider_changes_the_service_ttl() {
+    let lib = sample();
+    let mut h = open(&lib);
+    assert_eq!(
+        h.state()
+            .cache_info()
+            .unwrap()
+            .service_cache
+            .cache_ttl_seconds,
+        300
+    );
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "TTL")
+        .focus();
+    h.run();
+    for _ in 0..5 {
+        h.key_press(egui::Key::ArrowRight);
+    }
+    settle(&mut h);
+    let ttl = h
+        .state()
+        .cache_info()
+        .unwrap()
+        .service_cache
+        .cache_ttl_seconds;
+    assert!(ttl > 300, "TTL reported by the service: {ttl}");
+    assert_eq!(h.state().settings.ttl_secs, ttl);
+}
+
+#[test]
+fn each_filter_narrows_the_rows() {
+    let lib = sample();
+    let mut h = open(&lib);
+
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Provider")
+        .click();
+    h.run();
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "ollama")
+        .click();
+    settle(&mut h);
+    assert_eq!(ids(&h), ["embedder"]);
+
+    h.get_by_label("Clear filters").click();
+    settle(&mut h);
+    assert_eq!(ids(&h).len(), 4);
+
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Status")
+        .click();
+    h.run();
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "available")
+        .click();
+    settle(&mut h);
+    assert_eq!(ids(&h), ["whisper"]);
+
+    h.get_by_label("Clear filters").click();
+    settle(&mut h);
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Capability")
+        .click();
+    h.run();
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "chat")
+        .click();
+    settle(&mut h);
+    assert_eq!(ids(&h), ["llama-chat"]);
+}
+
+#[test]
+fn search_narrows_the_rows() {
+    let lib = sample();
+    let mut h = open(&lib);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::F);
+    h.run();
+    h.event(egui::Event::Text("friendly".into()));
+    h.run();
+    assert_eq!(ids(&h), ["llama-chat"], "description matches");
+    h.event(egui::Event::Key {
+        key: egui::Key::A,
+        physical_key: None,
+        pressed: true,
+        repeat: false,
+        modifiers: egui::Modifiers::COMMAND,
+    });
+    h.event(egui::Event::Text("ZETA".into()));
+    h.run();
+    assert_eq!(ids(&h), ["zeta-local"], "id matches, case-insensitively");
+}
+
+#[test]
+fn header_click_sorts() {
+    let lib = sample();
+    let mut h = open(&lib);
+    h.get_by_label("Size").click();
+    h.run();
+    assert_eq!(ids(&h), ["whisper", "embedder", "zeta-local", "llama-chat"]);
+    h.get_by_label("Size").click();
+    h.run();
+    assert_eq!(ids(&h), ["llama-chat", "zeta-local", "embedder", "whisper"]);
+    h.get_by_label("Name").click();
+    h.run();
+    assert_eq!(ids(&h), ["embedder", "llama-chat", "whisper", "zeta-local"]);
+}
+
+#[test]
+fn delete_asks_first_and_deletes_only_after_yes() {
+    let lib = sample();
+    let mut h = open(&lib);
+    let target = lib.path("models/zeta-local");
+
+    // Select the row, press Delete: the dialog asks and shows what it frees.
+    h.get_by_label("zeta-local").click();
+    h.run();
+    h.key_press(egui::Key::Delete);
+    settle(&mut h);
+    assert!(h.query_by_label("Delete zeta-local?").is_some());
+    assert!(h.query_by_label_contains("This frees 20 B").is_some());
+    h.get_by_label("Cancel").click();
+    settle(&mut h);
+    assert!(h.query_by_label("Delete zeta-local?").is_none());
+    assert!(target.exists(), "cancel deletes nothing");
+
+    // Escape closes the dialog too.
+    h.key_press(egui::Key::Delete);
+    settle(&mut h);
+    assert!(h.query_by_label("Delete zeta-local?").is_some());
+    h.key_press(egui::Key::Escape);
+    settle(&mut h);
+    assert!(h.query_by_label("Delete zeta-local?").is_none());
+    assert!(target.exists());
+
+    // Yes deletes, and the listing follows.
+    h.key_press(egui::Key::Delete);
+    settle(&mut h);
+    h.get_by_label("Yes, delete").click();
+    settle(&mut h);
+    assert!(!target.exists());
+    assert!(
+        lib.path("models/llama-chat/w.gguf").exists(),
+        "nothing else touched"
+    );
+    assert!(!ids(&h).contains(&"zeta-local".to_string()));
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.text.contains("zeta-local deleted; 20 B freed"))
+    );
+}
+
+#[test]
+fn a_corrupt_registry_shows_an_error_and_the_rows_stay() {
+    let lib = sample();
+    let mut h = open(&lib);
+    let before = ids(&h);
+    lib.registry("{\n \"version\": 1,\n \"models\": [ oops ]\n}");
+    h.key_press(egui::Key::F5);
+    settle(&mut h);
+    assert_eq!(ids(&h), before, "the last good rows stay");
+    assert!(h.state().rows_are_stale());
+    let notice = &h.state().notices()[0].text;
+    assert!(
+        notice.contains("model_registry.json") && notice.contains("line 3"),
+        "{notice}"
+    );
+    assert!(h.query_by_label_contains("model_registry.json").is_some());
+    assert!(h.query_by_label("showing the last good listing").is_some());
+    // Fixing the file recovers.
+    lib.registry(&registry_json(&[]));
+    h.key_press(egui::Key::F5);
+    settle(&mut h);
+    assert!(!h.state().rows_are_stale());
+}
+
+#[test]
+fn the_window_survives_a_worker_panic() {
+    let lib = sample();
+    let mut h = open(&lib);
+    h.state_mut().send_for_test(Request::Crash);
+    settle(&mut h);
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.text.contains("internal error in the worker"))
+    );
+    lib.file("models/after-crash/w", 1);
+    h.key_press(egui::Key::F5);
+    settle(&mut h);
+    assert!(ids(&h).contains(&"after-crash".to_string()));
+}
+
+#[test]
+fn a_missing_library_is_reported() {
+    let lib = TestLib::new();
+    let gone = lib.path("nope");
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .with_max_steps(200)
+        .build_eframe(move |cc| {
+            ModelLibraryApp::new(
+                cc,
+                AppOptions {
+                    library: Some(gone),
+                    settings: Some(Settings::default()),
+                },
+            )
+        });
+    settle(&mut h);
+    let notice = &h.state().notices()[0].text;
+    assert!(
+        notice.contains("Cannot open the library") && notice.contains("nope"),
+        "{notice}"
+    );
+    assert!(h.query_by_label("No library open").is_some());
+
+    // The typed-path fallback opens another library.
+    fs::create_dir_all(lib.path("other/models/m1")).unwrap();
+    h.get_by(|n| n.placeholder() == Some("library folder"))
+        .click();
+    h.run();
+    h.event(egui::Event::Text(lib.path("other").display().to_string()));
+    h.key_press(egui::Key::Enter);
+    settle(&mut h);
+    assert_eq!(ids(&h), ["m1"]);
+    assert_eq!(
+        h.state().settings.library.as_deref(),
+        Some(lib.path("other").as_path())
+    );
+}
