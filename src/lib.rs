@@ -5,4 +5,5 @@ pub mod app;
 pub mod cli;
 pub mod fixtures;
 pub mod library;
+pub mod server;
 pub mod util;

@@ -473,6 +473,15 @@ impl ModelLibraryApp {
         if !self.settings.ascending {
             order.reverse();
         }
+        let mut counts = [0usize; 5];
+        let mut total = 0u64;
+        for &i in &order {
+            let m = get(&i);
+            counts[ModelStatus::ALL.iter().position(|s| *s == m.status).unwrap_or(4)] += 1;
+            total += m.size_bytes.unwrap_or(0);
+        }
+        self.counts = counts;
+        self.total_bytes = (!self.settings.quick).then_some(total);
         self.order = order;
     }
 

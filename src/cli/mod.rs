@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::library::{
-    CacheInfo, LibraryError, ListQuery, ModelInfo, ModelLibraryService, ModelStatus,
+    CacheInfo, DeleteMode, LibraryError, ListQuery, ModelInfo, ModelLibraryService, ModelStatus,
     ServiceOptions, resolve_library,
 };
 use crate::util::{format_unix_utc, human_bytes};
@@ -33,6 +33,31 @@ pub enum Command {
     List(ListArgs),
     /// Show the state of the caches.
     CacheInfo(CacheInfoArgs),
+    /// Delete a model's folder and partial downloads (to the trash unless --permanent).
+    Delete(DeleteArgs),
+    /// Serve the original service's HTTP API on 127.0.0.1.
+    Serve(ServeArgs),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+}
+
+/// Options of `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The model id.
+    pub id: String,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Remove for good instead of moving to the trash.
+    #[arg(long)]
+    pub permanent: bool,
 }
 
 /// Options of `list`.
@@ -73,12 +98,25 @@ fn parse_status(s: &str) -> Result<ModelStatus, String> {
 /// Runs a headless command; returns the process exit status. Errors are printed as one line
 /// on stderr.
 pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
+    if let Command::Serve(args) = &command {
+        return match resolve_library(library).map_err(|e| e.to_string()).and_then(|library| {
+            crate::server::serve_blocking(library, args.port)
+        }) {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("model-library: error: {err}");
+                1
+            }
+        };
+    }
     let result = resolve_library(library).and_then(|library| {
         let mut service = ModelLibraryService::new(library, ServiceOptions::default())?;
         let mut out = io::stdout().lock();
         let written = match command {
             Command::List(args) => list(&mut service, &args, &mut out),
             Command::CacheInfo(args) => cache_info(&service.cache_info(), args.json, &mut out),
+            Command::Delete(args) => delete(&mut service, &args, &mut out),
+            Command::Serve(_) => unreachable!("handled above"),
         };
         match written {
             Ok(()) => Ok(()),
@@ -205,6 +243,50 @@ pub fn write_table<'a>(
         if count == 1 { "" } else { "s" },
         human_bytes(total)
     )
+}
+
+fn delete(
+    service: &mut ModelLibraryService,
+    args: &DeleteArgs,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let plan = service.plan_delete(&args.id)?;
+    if !args.yes {
+        let mut err = io::stderr().lock();
+        writeln!(
+            err,
+            "This {} {} ({} files) from:",
+            if args.permanent { "permanently deletes" } else { "moves to the trash" },
+            human_bytes(plan.bytes),
+            plan.files
+        )?;
+        for t in &plan.targets {
+            writeln!(err, "  {}", t.display())?;
+        }
+        write!(err, "Type the model id to confirm: ")?;
+        err.flush()?;
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer)?;
+        if answer.trim() != args.id {
+            return Err(CommandError::Library(LibraryError::NotConfirmed {
+                id: args.id.clone(),
+            }));
+        }
+    }
+    let mode = if args.permanent {
+        DeleteMode::Permanent
+    } else {
+        DeleteMode::Trash
+    };
+    let outcome = service.delete_model(&args.id, mode)?;
+    writeln!(
+        out,
+        "{} {}; {} freed",
+        outcome.id,
+        if outcome.trashed { "moved to the trash" } else { "deleted" },
+        human_bytes(outcome.freed_bytes)
+    )?;
+    Ok(())
 }
 
 fn cache_info(info: &CacheInfo, json: bool, out: &mut impl Write) -> Result<(), CommandError> {

@@ -77,6 +77,13 @@ pub enum LibraryError {
         id: String,
     },
 
+    /// A destructive command was not confirmed.
+    #[error("delete of {id:?} not confirmed; nothing was deleted (pass --yes to skip the question)")]
+    NotConfirmed {
+        /// The model id.
+        id: String,
+    },
+
     /// Waiting for the registry lock took too long (another process holds it).
     #[error("{}: timed out waiting for the registry lock", path.display())]
     LockTimeout {

@@ -2,6 +2,7 @@
 //! errors, and rewriting it atomically under a lock file while keeping fields it does not know.
 //! Touches only the registry file, its temp files and `.cache/registry.lock`.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ pub struct Registry {
     pub entries: Vec<RegistryEntry>,
     /// Entries that were skipped, with the reason.
     pub problems: Vec<EntryProblem>,
+    /// Position of each id in `entries`.
+    index: HashMap<String, usize>,
 }
 
 impl Registry {
@@ -113,11 +116,11 @@ impl Registry {
             }
         };
         let mut registry = Registry::default();
-        let mut seen = std::collections::HashSet::new();
         for (index, value) in models.iter().enumerate() {
             match parse_entry(value) {
                 Ok(entry) => {
-                    if seen.insert(entry.id.clone()) {
+                    if !registry.index.contains_key(&entry.id) {
+                        registry.index.insert(entry.id.clone(), registry.entries.len());
                         registry.entries.push(entry);
                     } else {
                         registry.problems.push(EntryProblem {
@@ -135,7 +138,7 @@ impl Registry {
 
     /// The entry with this id.
     pub fn get(&self, id: &str) -> Option<&RegistryEntry> {
-        self.entries.iter().find(|e| e.id == id)
+        self.index.get(id).map(|&i| &self.entries[i])
     }
 }
 

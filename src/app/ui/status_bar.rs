@@ -32,11 +32,13 @@ pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
                 ui.label(RichText::new(format!("{n} {status}")).color(status_color(*status)));
             }
         }
-        ui.separator();
-        match input.total_bytes {
-            Some(b) => ui.label(format!("{} on disk", human_bytes(b))),
-            None => ui.label("size not measured (quick)"),
-        };
+        if input.total > 0 {
+            ui.separator();
+            match input.total_bytes {
+                Some(b) => ui.label(format!("{} on disk", human_bytes(b))),
+                None => ui.label("size not measured (quick)"),
+            };
+        }
         if input.stale {
             ui.separator();
             ui.label(RichText::new("showing the last good listing").italics());

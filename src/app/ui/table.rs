@@ -47,9 +47,12 @@ pub fn status_color(status: ModelStatus) -> Color32 {
     }
 }
 
-/// Size cell text: blank in quick listings.
+/// Size cell text: blank in quick listings and for models with nothing on disk.
 pub fn size_text(m: &ModelInfo) -> String {
-    m.size_bytes.map(human_bytes).unwrap_or_default()
+    match m.size_bytes {
+        Some(b) if m.status != ModelStatus::Available => human_bytes(b),
+        _ => String::new(),
+    }
 }
 
 /// A small triangle pointing up (ascending) or down, painted (no font needed).

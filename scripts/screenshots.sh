@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the real app under Xvfb on a generated library and saves PNGs into screenshots/.
+# Needs: xvfb xauth imagemagick xdotool (apt-get install -y xvfb xauth imagemagick xdotool
+# mesa-vulkan-drivers libvulkan1 libgl1-mesa-dri libxkbcommon-x11-0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/model-library-target}"
+cargo build --quiet --bin model-library --example gen_library
+BIN="$CARGO_TARGET_DIR/debug/model-library"
+GEN="$CARGO_TARGET_DIR/debug/examples/gen_library"
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+"$GEN" "$WORK/library" --models 2000 --files 3 >/dev/null
+mkdir -p screenshots
+
+# Everything below runs inside one Xvfb session.
+cat > "$WORK/session.sh" <<'SESSION'
+set -euo pipefail
+BIN=$1; LIB=$2; OUT=$3
+export XDG_CONFIG_HOME=$(dirname "$LIB")/config XDG_DATA_HOME=$(dirname "$LIB")/data
+unset WAYLAND_DISPLAY
+"$BIN" --library "$LIB" &
+APP=$!
+trap 'kill $APP 2>/dev/null || true' EXIT
+# Wait (bounded) for the window to appear.
+for _ in $(seq 1 100); do
+  WIN=$(xdotool search --name "Model Library" 2>/dev/null | head -1 || true)
+  [ -n "$WIN" ] && break
+  sleep 0.1
+done
+[ -n "$WIN" ] || { echo "window did not appear" >&2; exit 1; }
+shot() { sleep "${2:-1.5}"; import -window root -crop 1360x820+0+0 +repage "$OUT/$1.png"; }
+xdotool windowmove "$WIN" 0 0 windowfocus "$WIN"
+shot main-view 3
+# Filtered view: a provider filter through the search box and a status filter key path.
+xdotool key --window "$WIN" ctrl+f
+xdotool type --window "$WIN" --delay 40 "qwen"
+shot filtered-view
+xdotool key --window "$WIN" ctrl+a BackSpace Escape
+# Select the first row and ask to delete it.
+xdotool mousemove --window "$WIN" 120 101 click 1
+sleep 0.5
+xdotool mousemove --window "$WIN" 700 500
+xdotool key --window "$WIN" Delete
+shot delete-confirmation
+xdotool key --window "$WIN" Escape
+SESSION
+xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/session.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
+ls -1 screenshots/*.png
