@@ -33,6 +33,8 @@ pub enum Command {
     List(ListArgs),
     /// Show the state of the caches.
     CacheInfo(CacheInfoArgs),
+    /// Download a registered model (resumes a partial download); progress on stderr.
+    Download(DownloadArgs),
     /// Delete a model's folder and partial downloads (to the trash unless --permanent).
     Delete(DeleteArgs),
     /// Serve the original service's HTTP API on 127.0.0.1.
@@ -45,6 +47,13 @@ pub struct ServeArgs {
     /// TCP port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
+}
+
+/// Options of `download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The model id.
+    pub id: String,
 }
 
 /// Options of `delete`.
@@ -99,9 +108,10 @@ fn parse_status(s: &str) -> Result<ModelStatus, String> {
 /// on stderr.
 pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
     if let Command::Serve(args) = &command {
-        return match resolve_library(library).map_err(|e| e.to_string()).and_then(|library| {
-            crate::server::serve_blocking(library, args.port)
-        }) {
+        return match resolve_library(library)
+            .map_err(|e| e.to_string())
+            .and_then(|library| crate::server::serve_blocking(library, args.port))
+        {
             Ok(()) => 0,
             Err(err) => {
                 eprintln!("model-library: error: {err}");
@@ -116,6 +126,7 @@ pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
             Command::List(args) => list(&mut service, &args, &mut out),
             Command::CacheInfo(args) => cache_info(&service.cache_info(), args.json, &mut out),
             Command::Delete(args) => delete(&mut service, &args, &mut out),
+            Command::Download(args) => download(&mut service, &args, &mut out),
             Command::Serve(_) => unreachable!("handled above"),
         };
         match written {
@@ -245,6 +256,81 @@ pub fn write_table<'a>(
     )
 }
 
+fn download(
+    service: &mut ModelLibraryService,
+    args: &DownloadArgs,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    use std::io::IsTerminal;
+    use std::time::{Duration, Instant};
+    service.start_download(&args.id)?;
+    let board = service.download_board();
+    let tty = io::stderr().is_terminal();
+    let mut last_line = Instant::now();
+    let event = loop {
+        if let Some(event) = service.wait_download(Duration::from_millis(200)) {
+            break event;
+        }
+        if let Some(p) = board.get(&args.id)
+            && (tty || last_line.elapsed() >= Duration::from_secs(5))
+        {
+            last_line = Instant::now();
+            let mut err = io::stderr().lock();
+            let line = progress_line(&p);
+            if tty {
+                let _ = write!(err, "\r{line:<100}");
+            } else {
+                let _ = writeln!(err, "{line}");
+            }
+        }
+    };
+    if tty {
+        eprintln!();
+    }
+    match event.result {
+        Ok(fetched) => {
+            writeln!(
+                out,
+                "{} downloaded and verified; {} transferred",
+                args.id,
+                human_bytes(fetched)
+            )?;
+            Ok(())
+        }
+        Err(reason) => Err(CommandError::Library(LibraryError::CannotDownload {
+            id: args.id.clone(),
+            reason: format!("{reason} (run the same command again to resume)"),
+        })),
+    }
+}
+
+/// One line of download progress: bar, bytes, speed, ETA.
+pub fn progress_line(p: &crate::library::DownloadProgress) -> String {
+    let bar = match p.fraction() {
+        Some(f) => {
+            let filled = (f * 30.0).round() as usize;
+            format!(
+                "[{}{}] {:>3.0}%",
+                "#".repeat(filled),
+                ".".repeat(30 - filled),
+                f * 100.0
+            )
+        }
+        None => "[ size unknown ]".to_string(),
+    };
+    let total = p.bytes_total.map_or("?".into(), human_bytes);
+    let eta = p
+        .eta_seconds
+        .map_or(String::new(), |s| format!(" ETA {:.0} s", s.ceil()));
+    format!(
+        "{bar} {} / {total}  {}/s{eta}  file {}/{}",
+        human_bytes(p.bytes_done),
+        human_bytes(p.speed_bytes_per_sec as u64),
+        (p.files_done + 1).min(p.files_total),
+        p.files_total
+    )
+}
+
 fn delete(
     service: &mut ModelLibraryService,
     args: &DeleteArgs,
@@ -256,7 +342,11 @@ fn delete(
         writeln!(
             err,
             "This {} {} ({} files) from:",
-            if args.permanent { "permanently deletes" } else { "moves to the trash" },
+            if args.permanent {
+                "permanently deletes"
+            } else {
+                "moves to the trash"
+            },
             human_bytes(plan.bytes),
             plan.files
         )?;
@@ -283,7 +373,11 @@ fn delete(
         out,
         "{} {}; {} freed",
         outcome.id,
-        if outcome.trashed { "moved to the trash" } else { "deleted" },
+        if outcome.trashed {
+            "moved to the trash"
+        } else {
+            "deleted"
+        },
         human_bytes(outcome.freed_bytes)
     )?;
     Ok(())

@@ -119,3 +119,22 @@ pub fn delete_model(library: &Library, id: &str, mode: DeleteMode) -> Result<Del
     outcome.freed_bytes = plan.bytes;
     Ok(outcome)
 }
+
+/// Removes `.downloads/<id>` (a symlink there is unlinked, not followed). Returns the bytes
+/// freed; an absent folder frees nothing.
+pub fn discard_partial(library: &Library, id: &str) -> Result<u64> {
+    validate_id(id)?;
+    let target = library.downloads_dir().join(id);
+    let meta = match fs::symlink_metadata(&target) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(LibraryError::io(target, err)),
+    };
+    let (bytes, result) = if meta.is_dir() {
+        (walk(&target).size, fs::remove_dir_all(&target))
+    } else {
+        (meta.len(), fs::remove_file(&target))
+    };
+    result.map_err(|e| LibraryError::io(&target, e))?;
+    Ok(bytes)
+}

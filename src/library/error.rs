@@ -77,8 +77,23 @@ pub enum LibraryError {
         id: String,
     },
 
+    /// No registry entry has this id.
+    #[error("no model {0:?} in the registry")]
+    UnknownModel(String),
+
+    /// A download cannot start, or there is none to cancel.
+    #[error("cannot download {id:?}: {reason}")]
+    CannotDownload {
+        /// The model id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A destructive command was not confirmed.
-    #[error("delete of {id:?} not confirmed; nothing was deleted (pass --yes to skip the question)")]
+    #[error(
+        "delete of {id:?} not confirmed; nothing was deleted (pass --yes to skip the question)"
+    )]
     NotConfirmed {
         /// The model id.
         id: String,

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod clock;
 pub mod delete;
+pub mod download;
 pub mod error;
 pub mod layout;
 pub mod model;
@@ -16,6 +17,9 @@ pub mod service;
 pub use cache::{Counters, Listing, Staleness, View};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use delete::{DeleteMode, DeleteOutcome, DeletePlan};
+pub use download::{
+    DownloadBoard, DownloadEvent, DownloadOptions, DownloadProgress, DownloadState,
+};
 pub use error::{LibraryError, Result};
 pub use layout::{Library, default_library_dir, resolve_library, validate_id};
 pub use model::{ListQuery, ModelInfo, ModelStatus};

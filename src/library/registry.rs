@@ -120,7 +120,9 @@ impl Registry {
             match parse_entry(value) {
                 Ok(entry) => {
                     if !registry.index.contains_key(&entry.id) {
-                        registry.index.insert(entry.id.clone(), registry.entries.len());
+                        registry
+                            .index
+                            .insert(entry.id.clone(), registry.entries.len());
                         registry.entries.push(entry);
                     } else {
                         registry.problems.push(EntryProblem {

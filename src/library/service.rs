@@ -15,9 +15,10 @@ use crate::library::cache::{
 };
 use crate::library::clock::{Clock, SystemClock};
 use crate::library::delete::{self, DeleteMode, DeleteOutcome, DeletePlan};
+use crate::library::download::{DownloadBoard, DownloadEvent, DownloadManager, DownloadOptions};
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
-use crate::library::model::{ListQuery, ModelStatus};
+use crate::library::model::{ListQuery, ModelInfo, ModelStatus};
 use crate::library::registry::Registry;
 use crate::library::scan::{ListKind, ProgressReading, ScanInput, ScanProgress, scan};
 
@@ -30,6 +31,10 @@ pub struct ServiceOptions {
     pub clock: Arc<dyn Clock>,
     /// Where scans report progress (share it to watch a scan from another thread).
     pub progress: Arc<ScanProgress>,
+    /// Where downloads report progress (share it to draw progress bars).
+    pub downloads: Arc<DownloadBoard>,
+    /// Timeouts and parallelism of downloads.
+    pub download_options: DownloadOptions,
 }
 
 impl Default for ServiceOptions {
@@ -38,6 +43,8 @@ impl Default for ServiceOptions {
             ttl_secs: DEFAULT_TTL_SECS,
             clock: Arc::new(SystemClock),
             progress: Arc::default(),
+            downloads: Arc::default(),
+            download_options: DownloadOptions::default(),
         }
     }
 }
@@ -161,6 +168,7 @@ pub struct ModelLibraryService {
     downloading: HashSet<String>,
     progress: Arc<ScanProgress>,
     published: SnapshotHandle,
+    downloads: DownloadManager,
 }
 
 impl ModelLibraryService {
@@ -179,6 +187,7 @@ impl ModelLibraryService {
             last_error: None,
             downloading: HashSet::new(),
             progress: options.progress,
+            downloads: DownloadManager::new(options.downloads, &options.download_options),
             published: SnapshotHandle::default(),
         })
     }
@@ -283,6 +292,106 @@ impl ModelLibraryService {
         self.listings.clear();
         self.views.clear();
         self.invalidated = Some(by.to_string());
+    }
+
+    /// Starts downloading registered model `id` in the background (queued when others
+    /// run). Returns its info with status `downloading`. Refused for an unknown id, an entry
+    /// with problems, no files, a file without URL, or a download already running.
+    pub fn start_download(&mut self, id: &str) -> Result<ModelInfo> {
+        validate_id(id)?;
+        let registry = Registry::load(&self.library)?;
+        let entry = registry
+            .get(id)
+            .ok_or_else(|| LibraryError::UnknownModel(id.to_string()))?;
+        let refuse = |reason: &str| LibraryError::CannotDownload {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(problem) = &entry.problem {
+            return Err(refuse(&format!("its registry entry is invalid: {problem}")));
+        }
+        if entry.files.is_empty() {
+            return Err(refuse("its registry entry lists no files"));
+        }
+        if let Some(f) = entry.files.iter().find(|f| f.url.is_none()) {
+            return Err(refuse(&format!("{} has no URL", f.path)));
+        }
+        if self.downloads.is_running(id) {
+            return Err(refuse("a download of it is already running"));
+        }
+        self.downloads
+            .start(self.library.clone(), id.to_string(), entry.files.clone());
+        self.download_started(id)?;
+        let cached = self
+            .listings
+            .values()
+            .find_map(|l| l.models.iter().find(|m| m.id == id).cloned());
+        Ok(cached.unwrap_or_else(|| ModelInfo {
+            id: id.to_string(),
+            name: entry.name.clone().unwrap_or_else(|| id.to_string()),
+            provider: entry.provider.clone().unwrap_or_else(|| "local".into()),
+            status: ModelStatus::Downloading,
+            capabilities: entry.capabilities.clone(),
+            format: entry.format.clone(),
+            description: entry.description.clone(),
+            license: entry.license.clone(),
+            registered: true,
+            path: self.library.models_dir().join(id),
+            size_bytes: None,
+            file_count: None,
+            expected_size_bytes: entry.files.iter().map(|f| f.size).sum(),
+            modified: None,
+            error: None,
+        }))
+    }
+
+    /// Asks the download of `id` to stop; its partial data stays for a resume.
+    pub fn cancel_download(&mut self, id: &str) -> Result<()> {
+        if self.downloads.cancel(id) {
+            Ok(())
+        } else {
+            Err(LibraryError::CannotDownload {
+                id: id.to_string(),
+                reason: "no download of it is running".into(),
+            })
+        }
+    }
+
+    /// Handles downloads that ended since the last call (each invalidates the caches) and
+    /// returns them.
+    pub fn poll_downloads(&mut self) -> Vec<DownloadEvent> {
+        let events = self.downloads.poll();
+        for e in &events {
+            self.download_finished(&e.id);
+        }
+        events
+    }
+
+    /// Waits up to `timeout` for a download to end, and handles it like `poll_downloads`.
+    pub fn wait_download(&mut self, timeout: std::time::Duration) -> Option<DownloadEvent> {
+        let event = self.downloads.wait_next(timeout)?;
+        self.download_finished(&event.id);
+        Some(event)
+    }
+
+    /// The shared progress board of this service's downloads.
+    pub fn download_board(&self) -> Arc<DownloadBoard> {
+        Arc::clone(self.downloads.board())
+    }
+
+    /// Discards the partial download of `id` (`.downloads/<id>` only). Returns the bytes
+    /// freed. Refused while it downloads.
+    pub fn discard_partial(&mut self, id: &str) -> Result<u64> {
+        validate_id(id)?;
+        if self.downloads.is_running(id) {
+            return Err(LibraryError::CannotDownload {
+                id: id.to_string(),
+                reason: "it is downloading; cancel it first".into(),
+            });
+        }
+        let freed = delete::discard_partial(&self.library, id)?;
+        self.invalidate(&format!("discard of {id}'s partial download"));
+        Ok(freed)
     }
 
     /// A download of `id` started in this process: its status becomes `downloading` in the

@@ -2,6 +2,8 @@
 //! manual clock.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
