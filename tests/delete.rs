@@ -17,7 +17,10 @@ fn hostile_ids_delete_nothing() {
     let (mut svc, _) = lib.service();
     for id in ["../x", "a/b", ".", "..", "", "/etc", "a/../..", ".cache"] {
         let err = svc.delete_model(id, DeleteMode::Permanent).unwrap_err();
-        assert!(matches!(err, LibraryError::InvalidId { .. }), "{id:?}: {err}");
+        assert!(
+            matches!(err, LibraryError::InvalidId { .. }),
+            "{id:?}: {err}"
+        );
     }
     assert!(lib.path("models/a/w").exists());
     assert!(lib.path("outside.txt").exists());
@@ -84,10 +87,17 @@ fn registered_model_becomes_available_unregistered_disappears() {
     let info = svc.cache_info().service_cache;
     assert!(!info.cache_valid, "delete invalidates");
     let listing = svc.list(ListKind::Full, false).unwrap();
-    let ids: Vec<_> = listing.models.iter().map(|m| (m.id.as_str(), m.status)).collect();
+    let ids: Vec<_> = listing
+        .models
+        .iter()
+        .map(|m| (m.id.as_str(), m.status))
+        .collect();
     assert_eq!(
         ids,
-        [("reg", ModelStatus::Available), ("keep", ModelStatus::Downloaded)]
+        [
+            ("reg", ModelStatus::Available),
+            ("keep", ModelStatus::Downloaded)
+        ]
     );
 }
 
@@ -95,7 +105,9 @@ fn registered_model_becomes_available_unregistered_disappears() {
 fn deleting_what_is_not_there_is_a_clear_error() {
     let lib = TestLib::new();
     let (mut svc, _) = lib.service();
-    let err = svc.delete_model("ghost", DeleteMode::Permanent).unwrap_err();
+    let err = svc
+        .delete_model("ghost", DeleteMode::Permanent)
+        .unwrap_err();
     assert!(matches!(err, LibraryError::NothingToDelete { .. }));
     assert!(err.to_string().contains("ghost"));
 }
@@ -132,11 +144,18 @@ fn cli_delete_asks_for_the_id_and_uses_the_trash() {
     let out = cli(&lib, &["delete", "victim"], "wrong\n", &xdg);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("6 B") && err.contains("not confirmed"), "{err}");
+    assert!(
+        err.contains("6 B") && err.contains("not confirmed"),
+        "{err}"
+    );
     assert!(lib.path("models/victim/w.bin").exists());
 
     let out = cli(&lib, &["delete", "victim"], "victim\n", &xdg);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!lib.path("models/victim").exists());
     assert!(
         xdg.join("Trash/files/victim/w.bin").exists(),

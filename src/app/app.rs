@@ -477,7 +477,10 @@ impl ModelLibraryApp {
         let mut total = 0u64;
         for &i in &order {
             let m = get(&i);
-            counts[ModelStatus::ALL.iter().position(|s| *s == m.status).unwrap_or(4)] += 1;
+            counts[ModelStatus::ALL
+                .iter()
+                .position(|s| *s == m.status)
+                .unwrap_or(4)] += 1;
             total += m.size_bytes.unwrap_or(0);
         }
         self.counts = counts;
