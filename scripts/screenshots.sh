@@ -14,6 +14,43 @@ trap 'rm -rf "$WORK"' EXIT
 "$GEN" "$WORK/library" --models 2000 --files 3 >/dev/null
 mkdir -p screenshots
 
+# A slow local HTTP server, so a download is visibly in progress (127.0.0.1 only).
+cat > "$WORK/slow_server.py" <<'PY'
+import http.server, sys, time
+class Slow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        size = 400 * 1024 * 1024
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = b"\0" * 65536
+        try:
+            for _ in range(size // len(chunk)):
+                self.wfile.write(chunk)
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Slow).serve_forever()
+PY
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 "$WORK/slow_server.py" "$PORT" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+python3 - "$WORK/library/model_registry.json" "$PORT" <<'PY'
+import json, sys
+path, port = sys.argv[1], sys.argv[2]
+doc = json.load(open(path))
+doc["models"].insert(0, {
+    "id": "aaa-demo-download", "name": "AAA Demo download (local server)",
+    "provider": "huggingface", "capabilities": ["text-generation", "chat"], "format": "gguf",
+    "description": "Served slowly by a local test server so the progress bar shows.",
+    "files": [{"path": "demo.gguf", "url": f"http://127.0.0.1:{port}/demo.gguf", "size": 400 * 1024 * 1024}],
+})
+json.dump(doc, open(path, "w"), indent=1)
+PY
+
 # Everything below runs inside one Xvfb session.
 cat > "$WORK/session.sh" <<'SESSION'
 set -euo pipefail
@@ -45,6 +82,14 @@ xdotool mousemove --window "$WIN" 700 500
 xdotool key --window "$WIN" Delete
 shot delete-confirmation
 xdotool key --window "$WIN" Escape
+# Start the demo download (first row by name, Actions column) and show it in progress.
+xdotool key --window "$WIN" ctrl+f
+xdotool type --window "$WIN" --delay 40 "demo download"
+sleep 1
+xdotool mousemove --window "$WIN" 1010 101 click 1
+sleep 0.5
+xdotool mousemove --window "$WIN" 120 101 click 1
+shot download-in-progress 3
 SESSION
 xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/session.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
 ls -1 screenshots/*.png

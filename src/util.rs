@@ -42,6 +42,33 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// One line of download progress: bar, bytes, speed, ETA.
+pub fn progress_line(p: &crate::library::DownloadProgress) -> String {
+    let bar = match p.fraction() {
+        Some(f) => {
+            let filled = (f * 30.0).round() as usize;
+            format!(
+                "[{}{}] {:>3.0}%",
+                "#".repeat(filled),
+                ".".repeat(30 - filled),
+                f * 100.0
+            )
+        }
+        None => "[ size unknown ]".to_string(),
+    };
+    let total = p.bytes_total.map_or("?".into(), human_bytes);
+    let eta = p
+        .eta_seconds
+        .map_or(String::new(), |s| format!(" ETA {:.0} s", s.ceil()));
+    format!(
+        "{bar} {} / {total}  {}/s{eta}  file {}/{}",
+        human_bytes(p.bytes_done),
+        human_bytes(p.speed_bytes_per_sec as u64),
+        (p.files_done + 1).min(p.files_total),
+        p.files_total
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,3 +344,67 @@ fn a_missing_library_is_reported() {
         Some(lib.path("other").as_path())
     );
 }
+
+/// Steps until no request is pending and no download runs (bounded).
+fn settle_downloads(h: &mut H) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        settle(h);
+        if h.state().downloads().is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the download did not end in time"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn download_from_the_table_and_see_it_land() {
+    use common::http::{Behavior, TestServer};
+    let lib = TestLib::new();
+    let server = TestServer::start();
+    server.route("/w.gguf", vec![7u8; 50_000], Behavior::Normal);
+    server.route("/missing", vec![], Behavior::NotFound);
+    lib.registry(
+        &serde_json::json!({"version": 1, "models": [
+            {"id": "fetch-me", "files": [{"path": "w.gguf", "url": server.url("/w.gguf"), "size": 50_000}]},
+            {"id": "broken-link", "files": [{"path": "w", "url": server.url("/missing")}]},
+        ]})
+        .to_string(),
+    );
+    let mut h = open(&lib);
+    assert_eq!(h.get_all_by_label("Download").count(), 2);
+    // Rows are sorted by name: broken-link, then fetch-me.
+    h.get_all_by_label("Download").nth(1).unwrap().click();
+    h.run();
+    settle_downloads(&mut h);
+    let models = h.state().visible_models();
+    let m = models.iter().find(|m| m.id == "fetch-me").unwrap();
+    assert_eq!(m.status, model_library::library::ModelStatus::Downloaded);
+    assert_eq!(
+        fs::read(lib.path("models/fetch-me/w.gguf")).unwrap().len(),
+        50_000
+    );
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.text == "fetch-me downloaded and verified.")
+    );
+
+    h.get_by_label("Download").click();
+    settle_downloads(&mut h);
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.text.contains("Download of broken-link failed")
+                && n.text.contains("HTTP 404")),
+        "{:?}",
+        h.state().notices()
+    );
+}

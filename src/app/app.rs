@@ -2,7 +2,7 @@
 //! requests, and applies the worker's replies. Never touches the file system and never
 //! waits: every request is a `Promise` polled once per frame.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -18,7 +18,10 @@ use crate::app::ui::table::{TableAction, TableInput, table_ui};
 use crate::app::ui::toolbar::{ToolbarAction, ToolbarInput, ToolbarText, toolbar_ui};
 use crate::app::worker::{Reply, Request, Response, Worker};
 use crate::library::clock::unix_seconds;
-use crate::library::{CacheInfo, DeletePlan, Library, ListQuery, ModelInfo, ModelStatus, View};
+use crate::library::{
+    CacheInfo, DeletePlan, DownloadProgress, DownloadState, Library, ListQuery, ModelInfo,
+    ModelStatus, View,
+};
 
 /// How often the window asks the worker for the cache state while idle, seconds.
 const CACHE_POLL_SECS: f64 = 2.0;
@@ -65,6 +68,8 @@ pub struct ModelLibraryApp {
     list_queued: Option<bool>,
     info_req: Option<Promise<Response>>,
     op_req: Option<(Op, Promise<Response>)>,
+    download_reqs: Vec<Promise<Response>>,
+    downloads: BTreeMap<String, DownloadProgress>,
     picker: Option<Promise<Option<PathBuf>>>,
 
     library: Option<Library>,
@@ -115,6 +120,8 @@ impl ModelLibraryApp {
             list_queued: None,
             info_req: None,
             op_req: None,
+            download_reqs: Vec::new(),
+            downloads: BTreeMap::new(),
             picker: None,
             library: None,
             view: None,
@@ -146,6 +153,12 @@ impl ModelLibraryApp {
             || self.info_req.is_some()
             || self.op_req.is_some()
             || self.list_queued.is_some()
+            || !self.download_reqs.is_empty()
+    }
+
+    /// Downloads of this session, by id, as of this frame.
+    pub fn downloads(&self) -> &BTreeMap<String, DownloadProgress> {
+        &self.downloads
     }
 
     /// The rows on screen, in display order.
@@ -304,6 +317,28 @@ impl ModelLibraryApp {
                 Ok(result) => self.finish_op(op, result),
             }
         }
+        let mut still = Vec::new();
+        for p in std::mem::take(&mut self.download_reqs) {
+            match p.try_take() {
+                Err(p) => still.push(p),
+                Ok(Ok(Reply::DownloadStarted(_))) => self.request_list(false),
+                Ok(Ok(Reply::DownloadCancelled { .. })) => {}
+                Ok(Ok(Reply::PartialDiscarded { id, freed })) => {
+                    self.notify(
+                        Level::Info,
+                        format!(
+                            "Partial download of {id} discarded; {} freed.",
+                            crate::util::human_bytes(freed)
+                        ),
+                    );
+                    self.request_list(false);
+                }
+                Ok(Ok(other)) => self.unexpected(&other),
+                Ok(Err(e)) => self.notify(Level::Error, e),
+            }
+        }
+        self.download_reqs = still;
+        self.poll_download_board();
         if let Some(p) = self.picker.take() {
             match p.try_take() {
                 Err(p) => self.picker = Some(p),
@@ -318,6 +353,43 @@ impl ModelLibraryApp {
                 ),
             }
         }
+    }
+
+    /// Reads the shared download board: reports downloads that ended (once), then lists
+    /// again so the table shows what is on disk now.
+    fn poll_download_board(&mut self) {
+        let board = self.worker.downloads();
+        let mut ended = false;
+        self.downloads.clear();
+        for p in board.snapshot() {
+            if p.state.is_finished() {
+                board.dismiss(&p.id);
+                ended = true;
+                match &p.state {
+                    DownloadState::Done => {
+                        self.notify(Level::Info, format!("{} downloaded and verified.", p.id))
+                    }
+                    DownloadState::Cancelled => self.notify(
+                        Level::Info,
+                        format!("Download of {} cancelled; the partial data is kept.", p.id),
+                    ),
+                    DownloadState::Failed { reason } => self.notify(
+                        Level::Error,
+                        format!("Download of {} failed: {reason}", p.id),
+                    ),
+                    _ => {}
+                }
+            } else {
+                self.downloads.insert(p.id.clone(), p);
+            }
+        }
+        if ended {
+            self.request_list(false);
+        }
+    }
+
+    fn download_request(&mut self, request: Request) {
+        self.download_reqs.push(self.worker.request(request));
     }
 
     fn finish_op(&mut self, op: Op, result: Response) {
@@ -660,7 +732,7 @@ impl ModelLibraryApp {
                 .default_size(230.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| {
-                        details_action = details_ui(ui, &m);
+                        details_action = details_ui(ui, &m, self.downloads.get(&m.id));
                     });
                 });
         }
@@ -707,6 +779,7 @@ impl ModelLibraryApp {
                         ascending: self.settings.ascending,
                         selected: self.selected.as_deref(),
                         scroll_to: None,
+                        downloads: &self.downloads,
                     },
                 );
             }
@@ -755,11 +828,22 @@ impl ModelLibraryApp {
                 self.recompute_order();
             }
             Some(TableAction::Delete(id)) => self.ask_delete(id),
+            Some(TableAction::Download(id)) => self.download_request(Request::Download { id }),
+            Some(TableAction::CancelDownload(id)) => {
+                self.download_request(Request::CancelDownload { id })
+            }
             None => {}
         }
         match details_action {
             Some(DetailsAction::OpenFolder(path)) => open_in_file_manager(path),
             Some(DetailsAction::Delete(id)) => self.ask_delete(id),
+            Some(DetailsAction::Download(id)) => self.download_request(Request::Download { id }),
+            Some(DetailsAction::CancelDownload(id)) => {
+                self.download_request(Request::CancelDownload { id })
+            }
+            Some(DetailsAction::DiscardPartial(id)) => {
+                self.download_request(Request::DiscardPartial { id })
+            }
             Some(DetailsAction::Close) => self.selected = None,
             None => {}
         }
@@ -775,7 +859,7 @@ impl ModelLibraryApp {
             None => {}
         }
 
-        if busy || progress.running {
+        if busy || progress.running || !self.downloads.is_empty() {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         } else {
             ctx.request_repaint_after(std::time::Duration::from_secs(1));

@@ -14,8 +14,8 @@ use poll_promise::Promise;
 
 use crate::library::scan::ScanProgress;
 use crate::library::{
-    CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, Library, ListQuery, ModelLibraryService,
-    RefreshInfo, ServiceOptions, View,
+    CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, Library, ListQuery, ModelInfo,
+    ModelLibraryService, RefreshInfo, ServiceOptions, View,
 };
 
 /// What the window can ask of the worker. A closed set; every variant gets one reply.
@@ -55,6 +55,21 @@ pub enum Request {
         id: String,
         /// Trash or permanent.
         mode: DeleteMode,
+    },
+    /// Start downloading a registered model (resumes partial data).
+    Download {
+        /// The model id.
+        id: String,
+    },
+    /// Stop a running download; its partial data stays.
+    CancelDownload {
+        /// The model id.
+        id: String,
+    },
+    /// Remove a model's partial download (`.downloads/<id>`).
+    DiscardPartial {
+        /// The model id.
+        id: String,
     },
     /// Panic inside the worker (used by tests to prove the worker survives).
     #[doc(hidden)]
@@ -100,6 +115,20 @@ pub enum Reply {
     DeletePlanned(DeletePlan),
     /// A delete happened.
     Deleted(DeleteOutcome),
+    /// A download started (its progress is on the download board).
+    DownloadStarted(Box<ModelInfo>),
+    /// A download was asked to stop.
+    DownloadCancelled {
+        /// The model id.
+        id: String,
+    },
+    /// A partial download was removed.
+    PartialDiscarded {
+        /// The model id.
+        id: String,
+        /// Bytes freed.
+        freed: u64,
+    },
 }
 
 /// The one answer to a request: the reply, or why it failed (one line).
@@ -111,6 +140,7 @@ type Job = (Request, poll_promise::Sender<Response>);
 pub struct Worker {
     jobs: Sender<Job>,
     progress: Arc<ScanProgress>,
+    downloads: Arc<DownloadBoard>,
 }
 
 impl Worker {
@@ -119,12 +149,21 @@ impl Worker {
     pub fn spawn(repaint: impl Fn() + Send + 'static) -> Worker {
         let (jobs, rx) = mpsc::channel::<Job>();
         let progress = Arc::new(ScanProgress::default());
-        let shared = Arc::clone(&progress);
+        let downloads = Arc::new(DownloadBoard::default());
+        let state = WorkerState {
+            service: None,
+            progress: Arc::clone(&progress),
+            downloads: Arc::clone(&downloads),
+        };
         std::thread::Builder::new()
             .name("model-library-worker".into())
-            .spawn(move || worker_loop(rx, shared, repaint))
+            .spawn(move || worker_loop(rx, state, repaint))
             .expect("spawn the worker thread");
-        Worker { jobs, progress }
+        Worker {
+            jobs,
+            progress,
+            downloads,
+        }
     }
 
     /// Sends a request; the promise resolves with exactly one response.
@@ -140,14 +179,30 @@ impl Worker {
     pub fn progress(&self) -> &ScanProgress {
         &self.progress
     }
+
+    /// Progress of the downloads the worker runs, readable without waiting.
+    pub fn downloads(&self) -> Arc<DownloadBoard> {
+        Arc::clone(&self.downloads)
+    }
 }
 
-fn worker_loop(rx: Receiver<Job>, progress: Arc<ScanProgress>, repaint: impl Fn()) {
-    let mut state = WorkerState {
-        service: None,
-        progress,
-    };
-    while let Ok((request, sender)) = rx.recv() {
+/// How often the idle worker checks for downloads that ended.
+const DOWNLOAD_POLL: Duration = Duration::from_millis(200);
+
+fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
+    loop {
+        let (request, sender) = match rx.recv_timeout(DOWNLOAD_POLL) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if state.poll_downloads() {
+                    repaint();
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        // Ended downloads invalidate the caches before anything is answered.
+        state.poll_downloads();
         let response = match catch_unwind(AssertUnwindSafe(|| state.handle(request))) {
             Ok(response) => response,
             Err(panic) => {
@@ -177,9 +232,17 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 struct WorkerState {
     service: Option<ModelLibraryService>,
     progress: Arc<ScanProgress>,
+    downloads: Arc<DownloadBoard>,
 }
 
 impl WorkerState {
+    /// Lets the service handle downloads that ended; true if any did.
+    fn poll_downloads(&mut self) -> bool {
+        self.service
+            .as_mut()
+            .is_some_and(|s| !s.poll_downloads().is_empty())
+    }
+
     fn handle(&mut self, request: Request) -> Response {
         if let Request::OpenLibrary { path, ttl_secs } = request {
             return self.open(path, ttl_secs);
@@ -225,6 +288,17 @@ impl WorkerState {
             Request::Delete { id, mode } => {
                 Reply::Deleted(service.delete_model(&id, mode).map_err(text)?)
             }
+            Request::Download { id } => {
+                Reply::DownloadStarted(Box::new(service.start_download(&id).map_err(text)?))
+            }
+            Request::CancelDownload { id } => {
+                service.cancel_download(&id).map_err(text)?;
+                Reply::DownloadCancelled { id }
+            }
+            Request::DiscardPartial { id } => {
+                let freed = service.discard_partial(&id).map_err(text)?;
+                Reply::PartialDiscarded { id, freed }
+            }
             Request::Crash => panic!("crash requested"),
         })
     }
@@ -235,35 +309,34 @@ impl WorkerState {
             crate::library::cache::TTL_MIN_SECS,
             crate::library::cache::TTL_MAX_SECS,
         );
-        let service = ModelLibraryService::new(
-            library.clone(),
-            ServiceOptions {
-                ttl_secs: ttl,
-                progress: Arc::clone(&self.progress),
-                ..ServiceOptions::default()
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        self.service = Some(service);
+        self.service = Some(self.make_service(library.clone(), ttl)?);
         Ok(Reply::Opened {
             library,
             ttl_secs: ttl,
         })
     }
 
+    fn make_service(&self, library: Library, ttl_secs: u64) -> Result<ModelLibraryService, String> {
+        ModelLibraryService::new(
+            library,
+            ServiceOptions {
+                ttl_secs,
+                progress: Arc::clone(&self.progress),
+                downloads: Arc::clone(&self.downloads),
+                ..ServiceOptions::default()
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// After a panic: a fresh service on the same library (downloads already running keep
+    /// going and keep updating the board; the new service rescans when asked).
     fn reopen(&mut self) {
         self.progress.finish();
         if let Some(old) = self.service.take() {
-            let ttl = old.ttl_secs();
-            self.service = ModelLibraryService::new(
-                old.library().clone(),
-                ServiceOptions {
-                    ttl_secs: ttl,
-                    progress: Arc::clone(&self.progress),
-                    ..ServiceOptions::default()
-                },
-            )
-            .ok();
+            self.service = self
+                .make_service(old.library().clone(), old.ttl_secs())
+                .ok();
         }
     }
 }

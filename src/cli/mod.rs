@@ -276,7 +276,7 @@ fn download(
         {
             last_line = Instant::now();
             let mut err = io::stderr().lock();
-            let line = progress_line(&p);
+            let line = crate::util::progress_line(&p);
             if tty {
                 let _ = write!(err, "\r{line:<100}");
             } else {
@@ -302,33 +302,6 @@ fn download(
             reason: format!("{reason} (run the same command again to resume)"),
         })),
     }
-}
-
-/// One line of download progress: bar, bytes, speed, ETA.
-pub fn progress_line(p: &crate::library::DownloadProgress) -> String {
-    let bar = match p.fraction() {
-        Some(f) => {
-            let filled = (f * 30.0).round() as usize;
-            format!(
-                "[{}{}] {:>3.0}%",
-                "#".repeat(filled),
-                ".".repeat(30 - filled),
-                f * 100.0
-            )
-        }
-        None => "[ size unknown ]".to_string(),
-    };
-    let total = p.bytes_total.map_or("?".into(), human_bytes);
-    let eta = p
-        .eta_seconds
-        .map_or(String::new(), |s| format!(" ETA {:.0} s", s.ceil()));
-    format!(
-        "{bar} {} / {total}  {}/s{eta}  file {}/{}",
-        human_bytes(p.bytes_done),
-        human_bytes(p.speed_bytes_per_sec as u64),
-        (p.files_done + 1).min(p.files_total),
-        p.files_total
-    )
 }
 
 fn delete(

@@ -3,8 +3,8 @@
 
 use egui::RichText;
 
-use crate::app::ui::table::status_color;
-use crate::library::{ModelInfo, ModelStatus};
+use crate::app::ui::table::{can_download, download_bar, status_color};
+use crate::library::{DownloadProgress, ModelInfo, ModelStatus};
 use crate::util::{format_unix_utc, human_bytes};
 
 /// What the user asked for in the details panel.
@@ -14,12 +14,22 @@ pub enum DetailsAction {
     OpenFolder(std::path::PathBuf),
     /// Ask to delete the model.
     Delete(String),
+    /// Download or resume the model.
+    Download(String),
+    /// Cancel its download.
+    CancelDownload(String),
+    /// Remove its partial download.
+    DiscardPartial(String),
     /// Close the panel.
     Close,
 }
 
-/// Draws the details of `m`.
-pub fn details_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<DetailsAction> {
+/// Draws the details of `m`, with its download's progress when one runs.
+pub fn details_ui(
+    ui: &mut egui::Ui,
+    m: &ModelInfo,
+    download: Option<&DownloadProgress>,
+) -> Option<DetailsAction> {
     let mut action = None;
     ui.horizontal(|ui| {
         ui.heading(&m.name);
@@ -36,6 +46,11 @@ pub fn details_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<DetailsAction> {
     );
     if let Some(err) = &m.error {
         ui.label(RichText::new(err).color(status_color(ModelStatus::Error)));
+    }
+    let running = download.filter(|p| !p.state.is_finished());
+    if let Some(p) = running {
+        ui.add(download_bar(p, ui.available_width().min(420.0)));
+        ui.label(crate::util::progress_line(p));
     }
     ui.separator();
     egui::Grid::new("details_grid")
@@ -85,8 +100,27 @@ pub fn details_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<DetailsAction> {
         {
             action = Some(DetailsAction::OpenFolder(m.path.clone()));
         }
-        if exists && m.status != ModelStatus::Downloading && ui.button("Delete…").clicked() {
-            action = Some(DetailsAction::Delete(m.id.clone()));
+        if running.is_some() || m.status == ModelStatus::Downloading {
+            if ui.button("Cancel download").clicked() {
+                action = Some(DetailsAction::CancelDownload(m.id.clone()));
+            }
+        } else {
+            if can_download(m) {
+                let label = if m.status == ModelStatus::Partial {
+                    "Resume download"
+                } else {
+                    "Download"
+                };
+                if ui.button(label).clicked() {
+                    action = Some(DetailsAction::Download(m.id.clone()));
+                }
+            }
+            if m.status == ModelStatus::Partial && ui.button("Discard partial download").clicked() {
+                action = Some(DetailsAction::DiscardPartial(m.id.clone()));
+            }
+            if exists && ui.button("Delete…").clicked() {
+                action = Some(DetailsAction::Delete(m.id.clone()));
+            }
         }
     });
     action

@@ -6,7 +6,9 @@ use egui::{Color32, RichText, Sense};
 use egui_extras::{Column, TableBuilder};
 
 use crate::app::settings::SortKey;
-use crate::library::{ModelInfo, ModelStatus, View};
+use std::collections::BTreeMap;
+
+use crate::library::{DownloadProgress, DownloadState, ModelInfo, ModelStatus, View};
 use crate::util::{format_unix_utc, human_bytes};
 
 /// What the user asked for in the table.
@@ -18,6 +20,10 @@ pub enum TableAction {
     Sort(SortKey),
     /// Ask to delete this model.
     Delete(String),
+    /// Download (or resume) this model.
+    Download(String),
+    /// Cancel this model's download.
+    CancelDownload(String),
 }
 
 /// What the table shows.
@@ -34,6 +40,26 @@ pub struct TableInput<'a> {
     pub selected: Option<&'a str>,
     /// Row to scroll into view this frame.
     pub scroll_to: Option<usize>,
+    /// Downloads of this process, by id.
+    pub downloads: &'a BTreeMap<String, DownloadProgress>,
+}
+
+/// Whether the row offers a download (registered, not fully there, not running).
+pub fn can_download(m: &ModelInfo) -> bool {
+    m.registered && matches!(m.status, ModelStatus::Available | ModelStatus::Partial)
+}
+
+/// A download progress bar with percent or bytes.
+pub fn download_bar(p: &DownloadProgress, width: f32) -> egui::ProgressBar {
+    let text = match (&p.state, p.fraction()) {
+        (DownloadState::Queued, _) => "queued".to_string(),
+        (DownloadState::Verifying, _) => "verifying".to_string(),
+        (_, Some(f)) => format!("{:.0}%", f * 100.0),
+        (_, None) => human_bytes(p.bytes_done),
+    };
+    egui::ProgressBar::new(p.fraction().unwrap_or(0.0) as f32)
+        .desired_width(width)
+        .text(text)
 }
 
 /// Colour of a status.
@@ -73,6 +99,11 @@ fn sort_arrow(ui: &mut egui::Ui, ascending: bool) {
     ));
 }
 
+/// A table cell's text: one line, truncated, clickable.
+fn cell(ui: &mut egui::Ui, text: impl Into<egui::WidgetText>) -> egui::Response {
+    ui.add(egui::Label::new(text).sense(Sense::click()).truncate())
+}
+
 /// Draws the table.
 pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction> {
     let mut action = None;
@@ -82,7 +113,6 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
         .id_salt("models")
         .striped(true)
         .resizable(true)
-        .sense(Sense::click())
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
         .column(Column::initial(260.0).at_least(80.0).clip(true))
         .column(Column::initial(100.0).at_least(50.0).clip(true))
@@ -91,7 +121,7 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
         .column(Column::initial(85.0).at_least(40.0).clip(true))
         .column(Column::initial(85.0).at_least(50.0).clip(true))
         .column(Column::initial(125.0).at_least(60.0).clip(true))
-        .column(Column::remainder().at_least(70.0))
+        .column(Column::remainder().at_least(130.0))
         .min_scrolled_height(0.0);
     if let Some(row) = input.scroll_to {
         table = table.scroll_to_row(row, None);
@@ -109,17 +139,23 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
     table
         .header(row_height + 2.0, |mut header| {
             for (title, key) in headers {
-                let (_, response) = header.col(|ui| {
-                    ui.label(RichText::new(title).strong());
+                header.col(|ui| {
+                    let sense = if key.is_some() {
+                        Sense::click()
+                    } else {
+                        Sense::hover()
+                    };
+                    let title =
+                        ui.add(egui::Label::new(RichText::new(title).strong()).sense(sense));
                     if key == Some(input.sort) {
                         sort_arrow(ui, input.ascending);
                     }
+                    if let Some(key) = key
+                        && title.clicked()
+                    {
+                        action = Some(TableAction::Sort(key));
+                    }
                 });
-                if let Some(key) = key
-                    && response.clicked()
-                {
-                    action = Some(TableAction::Sort(key));
-                }
             }
         })
         .body(|body| {
@@ -128,44 +164,66 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     return;
                 };
                 row.set_selected(input.selected == Some(m.id.as_str()));
+                // Cells are clickable labels (a click selects the row); the table itself
+                // senses nothing, so the buttons of the last column get their clicks.
+                let mut clicked = false;
                 row.col(|ui| {
-                    ui.label(&m.name).on_hover_text(&m.id);
+                    clicked |= cell(ui, &m.name).on_hover_text(&m.id).clicked();
                 });
                 row.col(|ui| {
-                    ui.label(&m.provider);
+                    clicked |= cell(ui, &m.provider).clicked();
                 });
+                let download = input
+                    .downloads
+                    .get(&m.id)
+                    .filter(|p| !p.state.is_finished());
                 row.col(|ui| {
-                    let text = RichText::new(m.status.as_str()).color(status_color(m.status));
-                    let label = ui.label(text);
-                    if let Some(err) = &m.error {
-                        label.on_hover_text(err);
+                    if let Some(p) = download {
+                        ui.add(download_bar(p, ui.available_width()));
+                        return;
                     }
+                    let text = RichText::new(m.status.as_str()).color(status_color(m.status));
+                    let mut label = cell(ui, text);
+                    if let Some(err) = &m.error {
+                        label = label.on_hover_text(err);
+                    }
+                    clicked |= label.clicked();
                 });
                 row.col(|ui| {
-                    ui.label(m.capabilities.join(", "));
+                    clicked |= cell(ui, m.capabilities.join(", ")).clicked();
                 });
                 row.col(|ui| {
-                    ui.label(m.format.as_deref().unwrap_or(""));
+                    clicked |= cell(ui, m.format.as_deref().unwrap_or("")).clicked();
                 });
                 row.col(|ui| {
-                    ui.label(size_text(m));
+                    clicked |= cell(ui, size_text(m)).clicked();
                 });
                 row.col(|ui| {
-                    ui.label(m.modified.map(format_unix_utc).unwrap_or_default());
+                    clicked |=
+                        cell(ui, m.modified.map(format_unix_utc).unwrap_or_default()).clicked();
                 });
                 row.col(|ui| {
-                    let on_disk =
-                        !matches!(m.status, ModelStatus::Available | ModelStatus::Downloading);
-                    if m.status == ModelStatus::Available && m.registered {
-                        ui.add_enabled(false, egui::Button::new("Download").small())
-                            .on_disabled_hover_text(
-                                "Not available yet: downloads are not built into this version",
-                            );
-                    } else if on_disk && ui.small_button("Delete").clicked() {
+                    if download.is_some() || m.status == ModelStatus::Downloading {
+                        if ui.small_button("Cancel").clicked() {
+                            action = Some(TableAction::CancelDownload(m.id.clone()));
+                        }
+                        return;
+                    }
+                    if can_download(m) {
+                        let label = if m.status == ModelStatus::Partial {
+                            "Resume"
+                        } else {
+                            "Download"
+                        };
+                        if ui.small_button(label).clicked() {
+                            action = Some(TableAction::Download(m.id.clone()));
+                        }
+                    }
+                    if m.status != ModelStatus::Available && ui.small_button("Delete").clicked() {
                         action = Some(TableAction::Delete(m.id.clone()));
                     }
                 });
-                if action.is_none() && row.response().clicked() {
+                if action.is_none() && clicked {
                     action = Some(TableAction::Select(m.id.clone()));
                 }
             });
