@@ -74,7 +74,8 @@ shot main-view 3
 xdotool key --window "$WIN" ctrl+f
 xdotool type --window "$WIN" --delay 40 "qwen"
 shot filtered-view
-xdotool key --window "$WIN" ctrl+a BackSpace Escape
+# "Clear filters" empties the search box again.
+xdotool mousemove --window "$WIN" 827 39 click 1
 # Select the first row and ask to delete it.
 xdotool mousemove --window "$WIN" 120 101 click 1
 sleep 0.5
@@ -82,6 +83,7 @@ xdotool mousemove --window "$WIN" 700 500
 xdotool key --window "$WIN" Delete
 shot delete-confirmation
 xdotool key --window "$WIN" Escape
+xdotool mousemove --window "$WIN" 1068 578 click 1  # close the details panel
 # Start the demo download (first row by name, Actions column) and show it in progress.
 xdotool key --window "$WIN" ctrl+f
 xdotool type --window "$WIN" --delay 40 "demo download"
