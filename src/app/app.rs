@@ -71,6 +71,7 @@ pub struct ModelLibraryApp {
     download_reqs: Vec<Promise<Response>>,
     downloads: BTreeMap<String, DownloadProgress>,
     picker: Option<Promise<Option<PathBuf>>>,
+    import_picker: Option<Promise<Option<PathBuf>>>,
 
     library: Option<Library>,
     view: Option<View>,
@@ -123,6 +124,7 @@ impl ModelLibraryApp {
             download_reqs: Vec::new(),
             downloads: BTreeMap::new(),
             picker: None,
+            import_picker: None,
             library: None,
             view: None,
             order: Vec::new(),
@@ -323,6 +325,19 @@ impl ModelLibraryApp {
                 Err(p) => still.push(p),
                 Ok(Ok(Reply::DownloadStarted(_))) => self.request_list(false),
                 Ok(Ok(Reply::DownloadCancelled { .. })) => {}
+                Ok(Ok(Reply::Imported(outcome))) => {
+                    self.notify(
+                        Level::Info,
+                        format!(
+                            "Imported {} ({} files, {}).",
+                            outcome.id,
+                            outcome.files,
+                            crate::util::human_bytes(outcome.bytes)
+                        ),
+                    );
+                    self.selected = Some(outcome.id);
+                    self.request_list(false);
+                }
                 Ok(Ok(Reply::PartialDiscarded { id, freed })) => {
                     self.notify(
                         Level::Info,
@@ -339,6 +354,17 @@ impl ModelLibraryApp {
         }
         self.download_reqs = still;
         self.poll_download_board();
+        if let Some(p) = self.import_picker.take() {
+            match p.try_take() {
+                Err(p) => self.import_picker = Some(p),
+                Ok(Some(source)) => self.download_request(Request::Import { source }),
+                Ok(None) => self.notify(
+                    Level::Info,
+                    "No file chosen. Without a file dialog, import from a terminal: \
+                     model-library import PATH",
+                ),
+            }
+        }
         if let Some(p) = self.picker.take() {
             match p.try_take() {
                 Err(p) => self.picker = Some(p),
@@ -597,6 +623,13 @@ impl ModelLibraryApp {
                         .pick_folder()
                 }));
             }
+            ToolbarAction::PickImport => {
+                self.import_picker = Some(Promise::spawn_thread("import-picker", || {
+                    rfd::FileDialog::new()
+                        .set_title("Choose a model file to import")
+                        .pick_file()
+                }));
+            }
             ToolbarAction::OpenPath(path) => {
                 self.settings.library = Some(path.clone());
                 self.open_library(Some(path));
@@ -673,7 +706,7 @@ impl ModelLibraryApp {
                 &ToolbarInput {
                     library: root.as_deref(),
                     refreshing,
-                    picking: self.picker.is_some(),
+                    picking: self.picker.is_some() || self.import_picker.is_some(),
                     providers: &self.providers,
                     capabilities: &self.capabilities,
                     provider: self.settings.provider.as_deref(),

@@ -14,8 +14,9 @@ use poll_promise::Promise;
 
 use crate::library::scan::ScanProgress;
 use crate::library::{
-    CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, Library, ListQuery, ModelInfo,
-    ModelLibraryService, RefreshInfo, ServiceOptions, View,
+    CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, ImportMode, ImportOutcome,
+    ImportRequest, Library, ListQuery, ModelInfo, ModelLibraryService, RefreshInfo, ServiceOptions,
+    View,
 };
 
 /// What the window can ask of the worker. A closed set; every variant gets one reply.
@@ -71,6 +72,11 @@ pub enum Request {
         /// The model id.
         id: String,
     },
+    /// Import a model file or folder (copied in).
+    Import {
+        /// The file or folder.
+        source: PathBuf,
+    },
     /// Panic inside the worker (used by tests to prove the worker survives).
     #[doc(hidden)]
     Crash,
@@ -122,6 +128,8 @@ pub enum Reply {
         /// The model id.
         id: String,
     },
+    /// A model was imported.
+    Imported(ImportOutcome),
     /// A partial download was removed.
     PartialDiscarded {
         /// The model id.
@@ -299,6 +307,15 @@ impl WorkerState {
                 let freed = service.discard_partial(&id).map_err(text)?;
                 Reply::PartialDiscarded { id, freed }
             }
+            Request::Import { source } => Reply::Imported(
+                service
+                    .import_model(&ImportRequest {
+                        source,
+                        id: None,
+                        mode: ImportMode::Copy,
+                    })
+                    .map_err(text)?,
+            ),
             Request::Crash => panic!("crash requested"),
         })
     }

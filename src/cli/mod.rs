@@ -35,6 +35,8 @@ pub enum Command {
     CacheInfo(CacheInfoArgs),
     /// Download a registered model (resumes a partial download); progress on stderr.
     Download(DownloadArgs),
+    /// Import a model file or folder into the library, with a registry entry.
+    Import(ImportArgs),
     /// Delete a model's folder and partial downloads (to the trash unless --permanent).
     Delete(DeleteArgs),
     /// Serve the original service's HTTP API on 127.0.0.1.
@@ -54,6 +56,19 @@ pub struct ServeArgs {
 pub struct DownloadArgs {
     /// The model id.
     pub id: String,
+}
+
+/// Options of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The model file or folder.
+    pub path: PathBuf,
+    /// Id of the new model (default: made from the file or folder name).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// copy, move, hardlink or symlink.
+    #[arg(long, default_value = "copy")]
+    pub mode: crate::library::ImportMode,
 }
 
 /// Options of `delete`.
@@ -127,6 +142,23 @@ pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
             Command::CacheInfo(args) => cache_info(&service.cache_info(), args.json, &mut out),
             Command::Delete(args) => delete(&mut service, &args, &mut out),
             Command::Download(args) => download(&mut service, &args, &mut out),
+            Command::Import(args) => {
+                let outcome = service.import_model(&crate::library::ImportRequest {
+                    source: args.path.clone(),
+                    id: args.id.clone(),
+                    mode: args.mode,
+                })?;
+                writeln!(
+                    out,
+                    "imported {} as {} ({} files, {}, format {})",
+                    args.path.display(),
+                    outcome.id,
+                    outcome.files,
+                    human_bytes(outcome.bytes),
+                    outcome.format.as_deref().unwrap_or("unknown")
+                )
+                .map_err(CommandError::from)
+            }
             Command::Serve(_) => unreachable!("handled above"),
         };
         match written {

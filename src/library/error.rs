@@ -90,6 +90,13 @@ pub enum LibraryError {
         reason: String,
     },
 
+    /// An import cannot be done as asked.
+    #[error("cannot import: {reason}")]
+    ImportRefused {
+        /// Why.
+        reason: String,
+    },
+
     /// A destructive command was not confirmed.
     #[error(
         "delete of {id:?} not confirmed; nothing was deleted (pass --yes to skip the question)"

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod delete;
 pub mod download;
 pub mod error;
+pub mod import;
 pub mod layout;
 pub mod model;
 pub mod registry;
@@ -21,6 +22,7 @@ pub use download::{
     DownloadBoard, DownloadEvent, DownloadOptions, DownloadProgress, DownloadState,
 };
 pub use error::{LibraryError, Result};
+pub use import::{ImportMode, ImportOutcome, ImportRequest};
 pub use layout::{Library, default_library_dir, resolve_library, validate_id};
 pub use model::{ListQuery, ModelInfo, ModelStatus};
 pub use registry::Registry;

@@ -17,6 +17,7 @@ use crate::library::clock::{Clock, SystemClock};
 use crate::library::delete::{self, DeleteMode, DeleteOutcome, DeletePlan};
 use crate::library::download::{DownloadBoard, DownloadEvent, DownloadManager, DownloadOptions};
 use crate::library::error::{LibraryError, Result};
+use crate::library::import::{self, ImportOutcome, ImportRequest};
 use crate::library::layout::{Library, validate_id};
 use crate::library::model::{ListQuery, ModelInfo, ModelStatus};
 use crate::library::registry::Registry;
@@ -432,6 +433,14 @@ impl ModelLibraryService {
             self.model_deleted(id);
         }
         result
+    }
+
+    /// Imports a model file or folder (see [`import::import_model`]); both cache levels are
+    /// invalidated.
+    pub fn import_model(&mut self, request: &ImportRequest) -> Result<ImportOutcome> {
+        let outcome = import::import_model(&self.library, request)?;
+        self.invalidate(&format!("import of {}", outcome.id));
+        Ok(outcome)
     }
 
     /// Ids with a download running.

@@ -16,6 +16,8 @@ pub enum ToolbarAction {
     PickFolder,
     /// Open the library at this typed path.
     OpenPath(PathBuf),
+    /// Pick a model file to import.
+    PickImport,
     /// Switch quick (fast) / full listing.
     SetQuick(bool),
     /// Provider filter.
@@ -105,6 +107,16 @@ pub fn toolbar_ui(
             .clicked()
         {
             action = Some(ToolbarAction::ForceRefresh);
+        }
+        if ui
+            .add_enabled(
+                !input.picking && input.library.is_some(),
+                egui::Button::new("Import…"),
+            )
+            .on_hover_text("Copy a model file into the library and register it")
+            .clicked()
+        {
+            action = Some(ToolbarAction::PickImport);
         }
         ui.separator();
         let mut quick = input.quick;
