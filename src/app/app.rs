@@ -83,6 +83,7 @@ pub struct ModelLibraryApp {
     cache: Option<CacheInfo>,
     history: VecDeque<Sample>,
     stale_rows: bool,
+    revalidating: bool,
     notices: Vec<Notice>,
 
     search: String,
@@ -135,6 +136,7 @@ impl ModelLibraryApp {
             cache: None,
             history: VecDeque::new(),
             stale_rows: false,
+            revalidating: false,
             notices: Vec::new(),
             search: String::new(),
             typed_path: String::new(),
@@ -183,6 +185,11 @@ impl ModelLibraryApp {
     /// The latest cache state received.
     pub fn cache_info(&self) -> Option<&CacheInfo> {
         self.cache.as_ref()
+    }
+
+    /// Whether the rows on screen are the listing saved by the last run, being revalidated.
+    pub fn is_revalidating(&self) -> bool {
+        self.revalidating
     }
 
     /// Whether the rows on screen are the last good listing after a failure.
@@ -255,7 +262,11 @@ impl ModelLibraryApp {
         if let Some(p) = self.open_req.take() {
             match p.try_take() {
                 Err(p) => self.open_req = Some(p),
-                Ok(Ok(Reply::Opened { library, ttl_secs })) => {
+                Ok(Ok(Reply::Opened {
+                    library,
+                    ttl_secs,
+                    warm,
+                })) => {
                     ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
                         "Model Library — {}",
                         library.display_name()
@@ -267,6 +278,11 @@ impl ModelLibraryApp {
                     self.selected = None;
                     self.stale_rows = false;
                     self.list_queued = None;
+                    if let Some(listing) = warm {
+                        // Shown at once; the first listing below revalidates it.
+                        self.revalidating = true;
+                        self.set_view(View::filter(listing, &self.query()));
+                    }
                     self.request_list(false);
                 }
                 Ok(Ok(other)) => self.unexpected(&other),
@@ -289,6 +305,7 @@ impl ModelLibraryApp {
                     self.cache = Some(*cache);
                     self.set_view(view);
                     self.stale_rows = false;
+                    self.revalidating = false;
                 }
                 Ok(Ok(other)) => self.unexpected(&other),
                 Ok(Err(e)) => {
@@ -735,6 +752,7 @@ impl ModelLibraryApp {
                     total: self.view.as_ref().map_or(0, |v| v.listing.models.len()),
                     progress: progress.running.then_some(progress),
                     stale: self.stale_rows,
+                    revalidating: self.revalidating,
                 },
             );
         });

@@ -15,8 +15,8 @@ use poll_promise::Promise;
 use crate::library::scan::ScanProgress;
 use crate::library::{
     CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, ImportMode, ImportOutcome,
-    ImportRequest, Library, ListQuery, ModelInfo, ModelLibraryService, RefreshInfo, ServiceOptions,
-    View,
+    ImportRequest, Library, ListQuery, Listing, ModelInfo, ModelLibraryService, RefreshInfo,
+    ServiceOptions, View,
 };
 
 /// What the window can ask of the worker. A closed set; every variant gets one reply.
@@ -91,6 +91,8 @@ pub enum Reply {
         library: Library,
         /// The TTL in force.
         ttl_secs: u64,
+        /// The listing saved by the last run, to show until the first scan replaces it.
+        warm: Option<Arc<Listing>>,
     },
     /// A listing.
     Listed {
@@ -326,10 +328,13 @@ impl WorkerState {
             crate::library::cache::TTL_MIN_SECS,
             crate::library::cache::TTL_MAX_SECS,
         );
-        self.service = Some(self.make_service(library.clone(), ttl)?);
+        let mut service = self.make_service(library.clone(), ttl)?;
+        let warm = service.warm_start();
+        self.service = Some(service);
         Ok(Reply::Opened {
             library,
             ttl_secs: ttl,
+            warm,
         })
     }
 

@@ -139,7 +139,11 @@ pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
         let mut out = io::stdout().lock();
         let written = match command {
             Command::List(args) => list(&mut service, &args, &mut out),
-            Command::CacheInfo(args) => cache_info(&service.cache_info(), args.json, &mut out),
+            Command::CacheInfo(args) => {
+                // A fresh process has only what the last run saved: report that.
+                service.warm_start();
+                cache_info(&service.cache_info(), args.json, &mut out)
+            }
             Command::Delete(args) => delete(&mut service, &args, &mut out),
             Command::Download(args) => download(&mut service, &args, &mut out),
             Command::Import(args) => {

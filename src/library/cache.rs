@@ -91,6 +91,8 @@ pub enum Staleness {
     /// A stamp was as new as the scan itself, so a change in the same clock tick could
     /// hide behind it (the racy-timestamp rule, as in git).
     RacyTimestamp,
+    /// Only the listing persisted by an earlier run is at hand; a scan is revalidating it.
+    Revalidating,
     /// Dropped on purpose: refresh, download, delete.
     Invalidated {
         /// What dropped it.
@@ -109,6 +111,7 @@ impl std::fmt::Display for Staleness {
             Staleness::ModelsDirChanged => f.write_str("models folder changed"),
             Staleness::DownloadsDirChanged => f.write_str("downloads folder changed"),
             Staleness::RacyTimestamp => f.write_str("changed during the last scan"),
+            Staleness::Revalidating => f.write_str("revalidating the listing saved last time"),
             Staleness::Invalidated { by } => write!(f, "invalidated by {by}"),
         }
     }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod import;
 pub mod layout;
 pub mod model;
+pub mod persist;
 pub mod registry;
 pub mod scan;
 pub mod service;

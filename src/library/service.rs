@@ -20,6 +20,7 @@ use crate::library::error::{LibraryError, Result};
 use crate::library::import::{self, ImportOutcome, ImportRequest};
 use crate::library::layout::{Library, validate_id};
 use crate::library::model::{ListQuery, ModelInfo, ModelStatus};
+use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
 use crate::library::scan::{ListKind, ProgressReading, ScanInput, ScanProgress, scan};
 
@@ -36,6 +37,8 @@ pub struct ServiceOptions {
     pub downloads: Arc<DownloadBoard>,
     /// Timeouts and parallelism of downloads.
     pub download_options: DownloadOptions,
+    /// Save each full listing under `.cache/` and offer it at the next start.
+    pub persist: bool,
 }
 
 impl Default for ServiceOptions {
@@ -46,6 +49,7 @@ impl Default for ServiceOptions {
             progress: Arc::default(),
             downloads: Arc::default(),
             download_options: DownloadOptions::default(),
+            persist: true,
         }
     }
 }
@@ -111,6 +115,10 @@ pub struct ServiceCacheInfo {
     pub registry_problems: Vec<String>,
     /// The library folder.
     pub library: String,
+    /// Whether the listing on offer is the persisted one, being revalidated.
+    pub revalidating: bool,
+    /// What happened to the persisted listing (loaded, saved, ignored and why).
+    pub persisted: Option<String>,
 }
 
 /// State of the view cache, in the original service's shape plus counters.
@@ -170,6 +178,9 @@ pub struct ModelLibraryService {
     progress: Arc<ScanProgress>,
     published: SnapshotHandle,
     downloads: DownloadManager,
+    persist: bool,
+    persist_note: Option<String>,
+    warm: Option<Arc<Listing>>,
 }
 
 impl ModelLibraryService {
@@ -189,6 +200,9 @@ impl ModelLibraryService {
             downloading: HashSet::new(),
             progress: options.progress,
             downloads: DownloadManager::new(options.downloads, &options.download_options),
+            persist: options.persist,
+            persist_note: None,
+            warm: None,
             published: SnapshotHandle::default(),
         })
     }
@@ -218,6 +232,38 @@ impl ModelLibraryService {
     /// A handle on the latest full listing for readers on other threads.
     pub fn snapshot_handle(&self) -> SnapshotHandle {
         self.published.clone()
+    }
+
+    /// Loads the listing persisted by an earlier run, to show at once while the first real
+    /// listing is built (stale-while-revalidate). It is never served as a cache hit: the
+    /// first `list` scans. A corrupt, truncated, foreign or old-version file is ignored, and
+    /// the reason is kept for `cache_info`.
+    pub fn warm_start(&mut self) -> Option<Arc<Listing>> {
+        if !self.persist {
+            return None;
+        }
+        match persist::load(&self.library) {
+            Ok(listing) => {
+                self.persist_note = Some(format!(
+                    "loaded {} models from {}",
+                    listing.models.len(),
+                    persist::path(&self.library).display()
+                ));
+                let listing = Arc::new(listing);
+                self.warm = Some(Arc::clone(&listing));
+                Some(listing)
+            }
+            Err(LoadProblem::Absent) => None,
+            Err(LoadProblem::Ignored(why)) => {
+                self.persist_note = Some(format!("ignored persisted listing: {why}"));
+                None
+            }
+        }
+    }
+
+    /// Whether the listing on offer is the persisted one, not yet revalidated by a scan.
+    pub fn revalidating(&self) -> bool {
+        self.warm.is_some()
     }
 
     /// The listing of `kind`, from the service cache while it is valid, else by scanning.
@@ -457,16 +503,18 @@ impl ModelLibraryService {
     pub fn cache_info(&self) -> CacheInfo {
         let stamps = Stamps::read(&self.library);
         let now = self.clock.now();
-        let main = self
+        let cached = self
             .listings
             .get(&ListKind::Full)
             .or_else(|| self.listings.get(&ListKind::Fast));
-        let staleness = match main {
-            None => Some(match &self.invalidated {
+        let main = cached.or(self.warm.as_ref());
+        let staleness = match (cached, &self.warm) {
+            (Some(l), _) => l.check(now, self.ttl_secs, &stamps).err(),
+            (None, Some(_)) => Some(Staleness::Revalidating),
+            (None, None) => Some(match &self.invalidated {
                 Some(by) => Staleness::Invalidated { by: by.clone() },
                 None => Staleness::Empty,
             }),
-            Some(l) => l.check(now, self.ttl_secs, &stamps).err(),
         };
         CacheInfo {
             service_cache: ServiceCacheInfo {
@@ -487,6 +535,8 @@ impl ModelLibraryService {
                 last_error: self.last_error.clone(),
                 registry_problems: main.map(|l| l.problems.clone()).unwrap_or_default(),
                 library: self.library.root().display().to_string(),
+                revalidating: self.warm.is_some(),
+                persisted: self.persist_note.clone(),
             },
             api_cache: ViewCacheInfo {
                 api_cache_keys: self.views.keys().cloned().collect(),
@@ -525,6 +575,15 @@ impl ModelLibraryService {
                     .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
                 if kind == ListKind::Full {
                     self.published.publish(Arc::clone(listing));
+                    self.warm = None;
+                    if self.persist {
+                        self.persist_note = Some(match persist::save(&self.library, listing) {
+                            Ok(()) => {
+                                format!("saved to {}", persist::path(&self.library).display())
+                            }
+                            Err(e) => format!("could not save the listing: {e}"),
+                        });
+                    }
                 }
             }
             Err(err) => self.last_error = Some(err.to_string()),

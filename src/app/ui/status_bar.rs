@@ -20,6 +20,8 @@ pub struct StatusInput<'a> {
     pub progress: Option<ProgressReading>,
     /// Whether the rows on screen are known to be out of date.
     pub stale: bool,
+    /// Whether the rows are the listing saved last time, being revalidated.
+    pub revalidating: bool,
 }
 
 /// Draws the status bar.
@@ -42,6 +44,9 @@ pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
         if input.stale {
             ui.separator();
             ui.label(RichText::new("showing the last good listing").italics());
+        } else if input.revalidating {
+            ui.separator();
+            ui.label(RichText::new("revalidating the listing saved last time…").italics());
         }
         if let Some(p) = input.progress {
             ui.separator();

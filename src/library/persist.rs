@@ -1,0 +1,207 @@
+//! The persisted full listing: `LIBRARY/.cache/listing.bin`, written atomically after each
+//! full scan and read at startup so a window can show the library at once while it is
+//! revalidated. The format is versioned and checksummed: a missing, truncated, corrupt,
+//! foreign or old-version file is ignored (with the reason) and rebuilt, never trusted.
+//! Touches only that file.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::library::cache::{Listing, Stamps};
+use crate::library::error::{LibraryError, Result};
+use crate::library::layout::Library;
+use crate::library::model::ModelInfo;
+use crate::library::registry::write_atomic;
+use crate::library::scan::ListKind;
+
+/// File name of the persisted listing under `.cache/`.
+pub const FILE_NAME: &str = "listing.bin";
+const MAGIC: &[u8; 8] = b"MLCACHE\0";
+/// Version of the on-disk format; bump on any change to [`Persisted`].
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 8;
+
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    library_root: String,
+    timestamp: f64,
+    scan_started: f64,
+    scan_duration_secs: f64,
+    registry_mtime: Option<f64>,
+    models_dir_mtime: Option<f64>,
+    downloads_dir_mtime: Option<f64>,
+    problems: Vec<String>,
+    models: Vec<StoredModel>,
+}
+
+/// `ModelInfo` as stored (the JSON shape writes paths lossily; this keeps them exact
+/// where they are UTF-8, which every valid id is).
+#[derive(Serialize, Deserialize)]
+struct StoredModel {
+    id: String,
+    name: String,
+    provider: String,
+    status: crate::library::ModelStatus,
+    capabilities: Vec<String>,
+    format: Option<String>,
+    description: Option<String>,
+    license: Option<String>,
+    registered: bool,
+    path: String,
+    size_bytes: Option<u64>,
+    file_count: Option<u64>,
+    expected_size_bytes: Option<u64>,
+    modified: Option<f64>,
+    error: Option<String>,
+}
+
+impl From<&ModelInfo> for StoredModel {
+    fn from(m: &ModelInfo) -> Self {
+        StoredModel {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            provider: m.provider.clone(),
+            status: m.status,
+            capabilities: m.capabilities.clone(),
+            format: m.format.clone(),
+            description: m.description.clone(),
+            license: m.license.clone(),
+            registered: m.registered,
+            path: m.path.to_string_lossy().into_owned(),
+            size_bytes: m.size_bytes,
+            file_count: m.file_count,
+            expected_size_bytes: m.expected_size_bytes,
+            modified: m.modified,
+            error: m.error.clone(),
+        }
+    }
+}
+
+impl From<StoredModel> for ModelInfo {
+    fn from(m: StoredModel) -> Self {
+        ModelInfo {
+            id: m.id,
+            name: m.name,
+            provider: m.provider,
+            status: m.status,
+            capabilities: m.capabilities,
+            format: m.format,
+            description: m.description,
+            license: m.license,
+            registered: m.registered,
+            path: PathBuf::from(m.path),
+            size_bytes: m.size_bytes,
+            file_count: m.file_count,
+            expected_size_bytes: m.expected_size_bytes,
+            modified: m.modified,
+            error: m.error,
+        }
+    }
+}
+
+/// Path of the persisted listing of `library`.
+pub fn path(library: &Library) -> PathBuf {
+    library.cache_dir().join(FILE_NAME)
+}
+
+/// 64-bit FNV-1a over 8-byte words (fast enough for tens of megabytes at startup).
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    for &b in chunks.remainder() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Saves a full listing (atomic write; the previous file stays whole if this fails).
+pub fn save(library: &Library, listing: &Listing) -> Result<()> {
+    debug_assert_eq!(listing.kind, ListKind::Full);
+    let persisted = Persisted {
+        library_root: library.root().to_string_lossy().into_owned(),
+        timestamp: listing.timestamp,
+        scan_started: listing.scan_started,
+        scan_duration_secs: listing.scan_duration.as_secs_f64(),
+        registry_mtime: listing.stamps.registry,
+        models_dir_mtime: listing.stamps.models_dir,
+        downloads_dir_mtime: listing.stamps.downloads_dir,
+        problems: listing.problems.clone(),
+        models: listing.models.iter().map(StoredModel::from).collect(),
+    };
+    let payload = postcard::to_stdvec(&persisted)
+        .map_err(|e| LibraryError::io(path(library), io::Error::other(e)))?;
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&checksum(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let dir = library.cache_dir();
+    fs::create_dir_all(&dir).map_err(|e| LibraryError::io(&dir, e))?;
+    write_atomic(&path(library), &bytes)
+}
+
+/// Why a persisted listing was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadProblem {
+    /// There is none (first start).
+    Absent,
+    /// There is one, but it cannot be trusted; the reason says why.
+    Ignored(String),
+}
+
+/// Loads the persisted listing of `library`.
+pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
+    let file = path(library);
+    let bytes = match fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LoadProblem::Absent),
+        Err(e) => return Err(LoadProblem::Ignored(format!("{}: {e}", file.display()))),
+    };
+    let bad = |why: &str| LoadProblem::Ignored(format!("{}: {why}", file.display()));
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return Err(bad("not a listing cache file"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(bad(&format!(
+            "format version {version}, this app reads {FORMAT_VERSION}"
+        )));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let sum = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() as u64 != len {
+        return Err(bad("truncated"));
+    }
+    if checksum(payload) != sum {
+        return Err(bad("checksum mismatch"));
+    }
+    let p: Persisted =
+        postcard::from_bytes(payload).map_err(|e| bad(&format!("unreadable: {e}")))?;
+    if p.library_root != library.root().to_string_lossy() {
+        return Err(bad("written for another library folder"));
+    }
+    Ok(Listing {
+        kind: ListKind::Full,
+        models: p.models.into_iter().map(ModelInfo::from).collect(),
+        problems: p.problems,
+        scan_started: p.scan_started,
+        timestamp: p.timestamp,
+        scan_duration: Duration::from_secs_f64(p.scan_duration_secs.max(0.0)),
+        stamps: Stamps {
+            registry: p.registry_mtime,
+            models_dir: p.models_dir_mtime,
+            downloads_dir: p.downloads_dir_mtime,
+        },
+    })
+}

@@ -1,0 +1,168 @@
+//! The persisted listing: saved after each full scan, offered at the next start while a scan
+//! revalidates it, and ignored (never trusted) when corrupt, truncated, old or foreign.
+
+mod common;
+
+use std::fs;
+use std::sync::Arc;
+
+use common::TestLib;
+use model_library::library::persist;
+use model_library::library::{
+    ListKind, ManualClock, ModelLibraryService, ServiceOptions, SystemClock, clock::Clock,
+};
+
+fn service(lib: &TestLib) -> ModelLibraryService {
+    ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn sample() -> TestLib {
+    let lib = TestLib::new();
+    lib.registry(&common::registry_json(&[("reg", &[("w.bin", 3)])]))
+        .file("models/reg/w.bin", 3)
+        .file("models/loose/sub/x.gguf", 9);
+    lib
+}
+
+#[test]
+fn a_full_listing_is_saved_and_offered_at_the_next_start() {
+    let lib = sample();
+    let first = service(&lib).list(ListKind::Full, false).unwrap();
+    assert!(persist::path(&lib.library()).is_file());
+
+    let mut svc = service(&lib);
+    let warm = svc.warm_start().expect("persisted listing");
+    assert_eq!(warm.models, first.models);
+    assert_eq!(warm.timestamp, first.timestamp);
+    assert!(svc.revalidating());
+    let info = svc.cache_info().service_cache;
+    assert!(
+        !info.cache_valid,
+        "a persisted listing is never served as valid"
+    );
+    assert!(info.revalidating);
+    assert_eq!(info.cached_model_count, 2);
+    assert_eq!(
+        info.stale_reason.as_deref(),
+        Some("revalidating the listing saved last time")
+    );
+    assert!(info.persisted.unwrap().contains("loaded 2 models"));
+
+    // The first listing scans (a miss) and ends the revalidation.
+    lib.file("models/new/w", 1);
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    assert_eq!(listing.models.len(), 3);
+    assert_eq!(svc.cache_info().service_cache.misses, 1);
+    assert!(!svc.revalidating());
+}
+
+#[test]
+fn damaged_or_foreign_files_are_ignored_with_the_reason() {
+    let lib = sample();
+    service(&lib).list(ListKind::Full, false).unwrap();
+    let file = persist::path(&lib.library());
+    let good = fs::read(&file).unwrap();
+
+    let mut flipped = good.clone();
+    let last = flipped.len() - 5;
+    flipped[last] ^= 0xff;
+    let mut old_version = good.clone();
+    old_version[8] = 0;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (flipped, "checksum mismatch"),
+        (good[..good.len() / 2].to_vec(), "truncated"),
+        (old_version, "format version 0"),
+        (b"garbage".to_vec(), "not a listing cache file"),
+        (Vec::new(), "not a listing cache file"),
+    ];
+    for (bytes, needle) in cases {
+        fs::write(&file, &bytes).unwrap();
+        let mut svc = service(&lib);
+        assert!(svc.warm_start().is_none(), "{needle}");
+        let note = svc.cache_info().service_cache.persisted.unwrap();
+        assert!(note.contains(needle), "{needle}: {note}");
+        // It is rebuilt by the next scan.
+        svc.list(ListKind::Full, false).unwrap();
+        assert!(service(&lib).warm_start().is_some(), "{needle}: rebuilt");
+    }
+
+    // A cache file copied from another library is not trusted.
+    let other = TestLib::new();
+    fs::create_dir_all(other.path(".cache")).unwrap();
+    fs::copy(&file, persist::path(&other.library())).unwrap();
+    let mut svc = service(&other);
+    assert!(svc.warm_start().is_none());
+    assert!(
+        svc.cache_info()
+            .service_cache
+            .persisted
+            .unwrap()
+            .contains("another library")
+    );
+}
+
+#[test]
+fn an_unreachable_library_overwrites_nothing() {
+    let lib = sample();
+    let mut svc = service(&lib);
+    svc.list(ListKind::Full, false).unwrap();
+    let file = persist::path(&lib.library());
+    let saved = fs::read(&file).unwrap();
+    let moved = lib.root().with_extension("unmounted");
+    fs::rename(lib.root(), &moved).unwrap();
+    assert!(svc.list(ListKind::Full, true).is_err());
+    assert!(svc.refresh().is_err());
+    fs::rename(&moved, lib.root()).unwrap();
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        saved,
+        "the good cache is untouched"
+    );
+    assert_eq!(
+        svc.list(ListKind::Full, false).unwrap().models.len(),
+        2,
+        "recovers"
+    );
+}
+
+#[test]
+fn persistence_can_be_switched_off() {
+    let lib = sample();
+    let mut svc = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            persist: false,
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    svc.list(ListKind::Full, false).unwrap();
+    assert!(!persist::path(&lib.library()).exists());
+    assert!(svc.warm_start().is_none());
+}
+
+#[test]
+fn cli_cache_info_reports_the_saved_listing() {
+    let lib = sample();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_model-library"))
+            .arg("--library")
+            .arg(lib.root())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["list"]).status.success());
+    let out = run(&["cache-info", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["service_cache"]["cached_model_count"], 2);
+    assert_eq!(info["service_cache"]["revalidating"], true);
+    assert!(info["service_cache"]["cache_timestamp"].is_f64());
+}
