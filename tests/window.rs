@@ -408,3 +408,38 @@ fn download_from_the_table_and_see_it_land() {
         h.state().notices()
     );
 }
+
+#[test]
+fn files_landing_in_a_model_folder_show_up_without_a_click() {
+    let lib = sample();
+    let mut h = open(&lib);
+    // Watching starts after the first listing; wait (bounded) for the mode to show.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h
+        .state()
+        .cache_info()
+        .is_none_or(|i| i.service_cache.watch_mode != "watching file events")
+    {
+        assert!(Instant::now() < deadline, "watching never started");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    lib.file("models/zeta-local/more/weights.bin", 1000);
+    let size = |h: &H| {
+        h.state()
+            .visible_models()
+            .iter()
+            .find(|m| m.id == "zeta-local")
+            .and_then(|m| m.size_bytes)
+    };
+    while size(&h) != Some(1020) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "the change never showed"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("file landed -> row updated in {:?}", started.elapsed());
+}

@@ -94,6 +94,7 @@ pub struct ModelLibraryApp {
     delete: Option<DeleteState>,
     last_info_poll: f64,
     auto_key: Option<String>,
+    seen_generation: u64,
 }
 
 impl ModelLibraryApp {
@@ -145,6 +146,7 @@ impl ModelLibraryApp {
             delete: None,
             last_info_poll: 0.0,
             auto_key: None,
+            seen_generation: 0,
         };
         app.open_library(app.settings.library.clone());
         app
@@ -371,6 +373,14 @@ impl ModelLibraryApp {
         }
         self.download_reqs = still;
         self.poll_download_board();
+        // The watcher changed the library: list again (a view-cache miss on a fresh listing).
+        let generation = self.worker.generation();
+        if generation != self.seen_generation {
+            self.seen_generation = generation;
+            if self.view.is_some() {
+                self.request_list(false);
+            }
+        }
         if let Some(p) = self.import_picker.take() {
             match p.try_take() {
                 Err(p) => self.import_picker = Some(p),

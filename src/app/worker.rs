@@ -7,6 +7,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,7 @@ pub struct Worker {
     jobs: Sender<Job>,
     progress: Arc<ScanProgress>,
     downloads: Arc<DownloadBoard>,
+    generation: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -160,10 +162,13 @@ impl Worker {
         let (jobs, rx) = mpsc::channel::<Job>();
         let progress = Arc::new(ScanProgress::default());
         let downloads = Arc::new(DownloadBoard::default());
+        let generation = Arc::new(AtomicU64::new(0));
         let state = WorkerState {
             service: None,
             progress: Arc::clone(&progress),
             downloads: Arc::clone(&downloads),
+            generation: Arc::clone(&generation),
+            watching: false,
         };
         std::thread::Builder::new()
             .name("model-library-worker".into())
@@ -173,6 +178,7 @@ impl Worker {
             jobs,
             progress,
             downloads,
+            generation,
         }
     }
 
@@ -190,6 +196,12 @@ impl Worker {
         &self.progress
     }
 
+    /// Bumped whenever the library changed on disk in a way the listing shows (file
+    /// watching); list again when it moves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// Progress of the downloads the worker runs, readable without waiting.
     pub fn downloads(&self) -> Arc<DownloadBoard> {
         Arc::clone(&self.downloads)
@@ -204,15 +216,19 @@ fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
         let (request, sender) = match rx.recv_timeout(DOWNLOAD_POLL) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if state.poll_downloads() {
+                let downloads = state.poll_downloads();
+                if state.apply_changes() || downloads {
                     repaint();
                 }
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        // Ended downloads invalidate the caches before anything is answered.
+        // Ended downloads and watched changes reach the caches before anything is answered.
         state.poll_downloads();
+        if state.apply_changes() {
+            repaint();
+        }
         let response = match catch_unwind(AssertUnwindSafe(|| state.handle(request))) {
             Ok(response) => response,
             Err(panic) => {
@@ -226,6 +242,8 @@ fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
         };
         sender.send(response);
         repaint();
+        // Set up file watching once a listing exists (it walks the library: after the reply).
+        state.start_watching_once();
     }
 }
 
@@ -243,9 +261,26 @@ struct WorkerState {
     service: Option<ModelLibraryService>,
     progress: Arc<ScanProgress>,
     downloads: Arc<DownloadBoard>,
+    generation: Arc<AtomicU64>,
+    watching: bool,
 }
 
 impl WorkerState {
+    /// Lets the service apply what its watcher saw; true if the listing changed.
+    fn apply_changes(&mut self) -> bool {
+        self.service.as_mut().is_some_and(|s| s.apply_changes())
+    }
+
+    fn start_watching_once(&mut self) {
+        if let Some(service) = self.service.as_mut()
+            && !self.watching
+            && service.cached(crate::library::ListKind::Full).is_some()
+        {
+            service.start_watching();
+            self.watching = true;
+        }
+    }
+
     /// Lets the service handle downloads that ended; true if any did.
     fn poll_downloads(&mut self) -> bool {
         self.service
@@ -331,6 +366,7 @@ impl WorkerState {
         let mut service = self.make_service(library.clone(), ttl)?;
         let warm = service.warm_start();
         self.service = Some(service);
+        self.watching = false;
         Ok(Reply::Opened {
             library,
             ttl_secs: ttl,
@@ -345,6 +381,7 @@ impl WorkerState {
                 ttl_secs,
                 progress: Arc::clone(&self.progress),
                 downloads: Arc::clone(&self.downloads),
+                generation: Arc::clone(&self.generation),
                 ..ServiceOptions::default()
             },
         )

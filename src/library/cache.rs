@@ -123,10 +123,17 @@ impl Listing {
         now - self.timestamp
     }
 
-    /// Whether this listing may still be served: under the TTL, stamps unchanged, and no
-    /// stamp at or after the scan's start (rounded down to the second, the coarsest common
-    /// file-system granularity) — such a stamp could hide a later change in the same tick.
-    pub fn check(&self, now: f64, ttl_secs: u64, current: &Stamps) -> Result<(), Staleness> {
+    /// Whether this listing may still be served: under the TTL, stamps unchanged, and (when
+    /// `racy_check`) no stamp at or after the scan's start (rounded down to the second, the
+    /// coarsest common file-system granularity) — such a stamp could hide a later change in
+    /// the same tick.
+    pub fn check(
+        &self,
+        now: f64,
+        ttl_secs: u64,
+        current: &Stamps,
+        racy_check: bool,
+    ) -> Result<(), Staleness> {
         let age = self.age(now);
         // A clock that jumped back more than a second is as untrustworthy as an old one.
         if age >= ttl_secs as f64 || age < -1.0 {
@@ -147,7 +154,7 @@ impl Listing {
             self.stamps.models_dir,
             self.stamps.downloads_dir,
         ];
-        if stamps.into_iter().flatten().any(|t| t >= racy_from) {
+        if racy_check && stamps.into_iter().flatten().any(|t| t >= racy_from) {
             return Err(Staleness::RacyTimestamp);
         }
         Ok(())

@@ -15,6 +15,7 @@ pub mod persist;
 pub mod registry;
 pub mod scan;
 pub mod service;
+pub mod watch;
 
 pub use cache::{Counters, Listing, Staleness, View};
 pub use clock::{Clock, ManualClock, SystemClock};

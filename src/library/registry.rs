@@ -138,6 +138,11 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Position of the entry with this id.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
     /// The entry with this id.
     pub fn get(&self, id: &str) -> Option<&RegistryEntry> {
         self.index.get(id).map(|&i| &self.entries[i])

@@ -198,6 +198,60 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
     }
 }
 
+/// Rescans only the models named `names` (ids or folder names), for a selective update:
+/// each comes back with its fresh info, or `None` when nothing of it is left (no registry
+/// entry, no folder, no partial download).
+pub fn scan_some(
+    input: &ScanInput<'_>,
+    names: &[String],
+) -> Result<Vec<(String, Option<ModelInfo>)>> {
+    let library = input.library;
+    library.check_reachable()?;
+    let models_dir = library.models_dir();
+    let downloads_dir = library.downloads_dir();
+    Ok(names
+        .par_iter()
+        .map(|name| {
+            if name.starts_with('.') || name.contains('/') || name.is_empty() {
+                return (name.clone(), None);
+            }
+            let folder = match fs::symlink_metadata(models_dir.join(name)) {
+                Ok(m) if m.is_dir() => Folder::Dir,
+                Ok(m) if m.file_type().is_symlink() => Folder::Symlink,
+                _ => Folder::Missing,
+            };
+            let leftovers =
+                fs::symlink_metadata(downloads_dir.join(name)).is_ok_and(|m| m.is_dir());
+            let entry = input.registry.get(name);
+            if entry.is_none() && folder == Folder::Missing && !leftovers {
+                return (name.clone(), None);
+            }
+            let c = Candidate {
+                name: OsString::from(name),
+                entry,
+                folder,
+                leftovers,
+            };
+            let walked = (folder == Folder::Dir).then(|| walk(&models_dir.join(name)));
+            (
+                name.clone(),
+                Some(model_info(&c, &models_dir, input, Some(walked))),
+            )
+        })
+        .collect())
+}
+
+/// Where a model sits in a listing: registered ones in registry order, then unregistered
+/// folders by name, then partial downloads without folder or entry by name — the order
+/// [`scan`] produces, so a selectively updated listing matches a fresh one.
+pub fn order_key(m: &ModelInfo, registry: &Registry) -> (u8, usize, String) {
+    match registry.position(&m.id) {
+        Some(i) if m.registered => (0, i, String::new()),
+        _ if m.status == ModelStatus::Partial => (2, 0, m.id.clone()),
+        _ => (1, 0, m.id.clone()),
+    }
+}
+
 /// Lists a top-level folder once: names and entry types (no stat on Linux). A missing
 /// folder is empty.
 fn read_top(dir: &Path) -> Result<Vec<(OsString, fs::FileType)>> {

@@ -5,6 +5,7 @@
 //! nothing on its own.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -22,7 +23,8 @@ use crate::library::layout::{Library, validate_id};
 use crate::library::model::{ListQuery, ModelInfo, ModelStatus};
 use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
-use crate::library::scan::{ListKind, ProgressReading, ScanInput, ScanProgress, scan};
+use crate::library::scan::{self, ListKind, ProgressReading, ScanInput, ScanProgress};
+use crate::library::watch::{LibraryWatcher, WatchMode};
 
 /// How a service is set up.
 #[derive(Debug, Clone)]
@@ -39,6 +41,9 @@ pub struct ServiceOptions {
     pub download_options: DownloadOptions,
     /// Save each full listing under `.cache/` and offer it at the next start.
     pub persist: bool,
+    /// Bumped each time watching changes what a listing shows (share it to know when to
+    /// list again).
+    pub generation: Arc<AtomicU64>,
 }
 
 impl Default for ServiceOptions {
@@ -50,6 +55,7 @@ impl Default for ServiceOptions {
             downloads: Arc::default(),
             download_options: DownloadOptions::default(),
             persist: true,
+            generation: Arc::default(),
         }
     }
 }
@@ -119,6 +125,8 @@ pub struct ServiceCacheInfo {
     pub revalidating: bool,
     /// What happened to the persisted listing (loaded, saved, ignored and why).
     pub persisted: Option<String>,
+    /// How changes are noticed: file events, polling (and why), or not watching.
+    pub watch_mode: String,
 }
 
 /// State of the view cache, in the original service's shape plus counters.
@@ -181,6 +189,9 @@ pub struct ModelLibraryService {
     persist: bool,
     persist_note: Option<String>,
     warm: Option<Arc<Listing>>,
+    watcher: Option<LibraryWatcher>,
+    registry_cache: Option<(Option<f64>, Arc<Registry>)>,
+    generation: Arc<AtomicU64>,
 }
 
 impl ModelLibraryService {
@@ -203,6 +214,9 @@ impl ModelLibraryService {
             persist: options.persist,
             persist_note: None,
             warm: None,
+            watcher: None,
+            registry_cache: None,
+            generation: options.generation,
             published: SnapshotHandle::default(),
         })
     }
@@ -261,6 +275,163 @@ impl ModelLibraryService {
         }
     }
 
+    /// Starts watching the library for changes (file events, else polling). Walks the
+    /// library to set up the watches: call it from a worker thread.
+    pub fn start_watching(&mut self) {
+        self.watcher = Some(LibraryWatcher::start(&self.library));
+    }
+
+    /// Watches in polling mode only (for tests and file systems without events).
+    pub fn start_polling(&mut self, reason: &str) {
+        self.watcher = Some(LibraryWatcher::polling(&self.library, reason.to_string()));
+    }
+
+    /// How changes are noticed.
+    pub fn watch_mode(&self) -> WatchMode {
+        self.watcher
+            .as_ref()
+            .map_or(WatchMode::Off, |w| w.mode().clone())
+    }
+
+    /// The racy-timestamp rule guards mtime-based checks; with file events, a change in
+    /// the same clock tick is reported by its event instead.
+    fn racy_check(&self) -> bool {
+        self.watch_mode() != WatchMode::Events
+    }
+
+    /// The generation counter, bumped whenever watching changed the listing.
+    pub fn generation(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.generation)
+    }
+
+    /// Applies what the watcher saw since the last call: touched models are rescanned and
+    /// the rest of the full listing is reused (selective invalidation); a registry edit or
+    /// an event that cannot be pinned down invalidates everything; in polling mode, changed
+    /// stamps do. Returns whether anything changed (and bumps the generation then).
+    pub fn apply_changes(&mut self) -> bool {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return false;
+        };
+        let changed = match watcher.mode() {
+            WatchMode::Off => false,
+            WatchMode::Polling { .. } => {
+                let stamps = Stamps::read(&self.library);
+                let stale = self.listings.values().any(|l| l.stamps != stamps);
+                if stale {
+                    self.invalidate("files changed");
+                }
+                stale
+            }
+            WatchMode::Events => {
+                let changes = watcher.drain();
+                if changes.is_empty() {
+                    false
+                } else if changes.everything || changes.registry {
+                    self.invalidate("files changed");
+                    true
+                } else {
+                    self.apply_model_changes(changes.models.into_iter().collect());
+                    true
+                }
+            }
+        };
+        if changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        changed
+    }
+
+    fn apply_model_changes(&mut self, names: Vec<String>) {
+        // The fast listing is one read of the top folders: cheaper to redo than to patch.
+        self.listings.remove(&ListKind::Fast);
+        let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
+            return;
+        };
+        match self.rescan_some(&full, &names) {
+            Ok(listing) => {
+                let listing = Arc::new(listing);
+                self.listings.insert(ListKind::Full, Arc::clone(&listing));
+                self.views
+                    .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
+                self.published.publish(listing);
+            }
+            Err(_) => self.invalidate("files changed"),
+        }
+    }
+
+    /// A copy of `full` with the models `names` rescanned (added, updated or removed).
+    fn rescan_some(&mut self, full: &Listing, names: &[String]) -> Result<Listing> {
+        let started_wall = Instant::now();
+        let scan_started = self.clock.now();
+        let stamps = Stamps::read(&self.library);
+        let registry = self.registry_for(stamps.registry)?;
+        let updates = scan::scan_some(
+            &ScanInput {
+                library: &self.library,
+                registry: &registry,
+                downloading: &self.downloading,
+                progress: &self.progress,
+            },
+            names,
+        )?;
+        let mut models = full.models.clone();
+        let index: HashMap<String, usize> = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        let mut removed: HashSet<usize> = HashSet::new();
+        let mut reorder = false;
+        for (name, info) in updates {
+            match (index.get(&name), info) {
+                (Some(&i), Some(m)) => {
+                    reorder |= models[i].status != m.status;
+                    models[i] = m;
+                }
+                (Some(&i), None) => {
+                    removed.insert(i);
+                }
+                (None, Some(m)) => {
+                    models.push(m);
+                    reorder = true;
+                }
+                (None, None) => {}
+            }
+        }
+        if !removed.is_empty() {
+            let mut i = 0;
+            models.retain(|_| {
+                let keep = !removed.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+        if reorder {
+            models.sort_by_cached_key(|m| scan::order_key(m, &registry));
+        }
+        Ok(Listing {
+            kind: ListKind::Full,
+            models,
+            problems: registry.problems.iter().map(|p| p.to_string()).collect(),
+            scan_started,
+            timestamp: full.timestamp,
+            scan_duration: started_wall.elapsed(),
+            stamps,
+        })
+    }
+
+    /// The registry as of `mtime`: the parse of the last scan when the file is unchanged.
+    fn registry_for(&mut self, mtime: Option<f64>) -> Result<Arc<Registry>> {
+        if let Some((cached_mtime, registry)) = &self.registry_cache
+            && *cached_mtime == mtime
+        {
+            return Ok(Arc::clone(registry));
+        }
+        let registry = Arc::new(Registry::load(&self.library)?);
+        self.registry_cache = Some((mtime, Arc::clone(&registry)));
+        Ok(registry)
+    }
+
     /// Whether the listing on offer is the persisted one, not yet revalidated by a scan.
     pub fn revalidating(&self) -> bool {
         self.warm.is_some()
@@ -270,6 +441,7 @@ impl ModelLibraryService {
     /// `force_refresh` skips the cache. On error the old listing stays cached (but is not
     /// served while invalid) and the error is returned.
     pub fn list(&mut self, kind: ListKind, force_refresh: bool) -> Result<Arc<Listing>> {
+        let racy_check = self.racy_check();
         if !force_refresh
             && let Some(listing) = self.listings.get(&kind)
             && listing
@@ -277,6 +449,7 @@ impl ModelLibraryService {
                     self.clock.now(),
                     self.ttl_secs,
                     &Stamps::read(&self.library),
+                    racy_check,
                 )
                 .is_ok()
         {
@@ -509,7 +682,9 @@ impl ModelLibraryService {
             .or_else(|| self.listings.get(&ListKind::Fast));
         let main = cached.or(self.warm.as_ref());
         let staleness = match (cached, &self.warm) {
-            (Some(l), _) => l.check(now, self.ttl_secs, &stamps).err(),
+            (Some(l), _) => l
+                .check(now, self.ttl_secs, &stamps, self.racy_check())
+                .err(),
             (None, Some(_)) => Some(Staleness::Revalidating),
             (None, None) => Some(match &self.invalidated {
                 Some(by) => Staleness::Invalidated { by: by.clone() },
@@ -537,6 +712,7 @@ impl ModelLibraryService {
                 library: self.library.root().display().to_string(),
                 revalidating: self.warm.is_some(),
                 persisted: self.persist_note.clone(),
+                watch_mode: self.watch_mode().to_string(),
             },
             api_cache: ViewCacheInfo {
                 api_cache_keys: self.views.keys().cloned().collect(),
@@ -591,13 +767,14 @@ impl ModelLibraryService {
         result
     }
 
-    fn scan_now(&self, kind: ListKind) -> Result<Arc<Listing>> {
+    fn scan_now(&mut self, kind: ListKind) -> Result<Arc<Listing>> {
         let started_wall = Instant::now();
         let scan_started = self.clock.now();
         self.library.check_reachable()?;
         let stamps = Stamps::read(&self.library);
-        let registry = Registry::load(&self.library)?;
-        let models = scan(
+        let registry = Arc::new(Registry::load(&self.library)?);
+        self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
+        let models = scan::scan(
             &ScanInput {
                 library: &self.library,
                 registry: &registry,

@@ -160,6 +160,7 @@ pub fn cache_panel_ui(
             row("Cached models", s.cached_model_count.to_string());
             row("Cache keys", s.cache_keys.join(", "));
             row("View entries", a.api_cache_entries.to_string());
+            row("Watching", s.watch_mode.clone());
             row("Registry changed", stamp(s.registry_mtime));
             row("Models folder changed", stamp(s.models_dir_mtime));
         });

@@ -1,0 +1,272 @@
+//! Live freshness: file events invalidate just the models they touch, bursts settle, the
+//! polling fallback notices top-level changes, and — a property test — after random file
+//! activity settles, the watched listing equals a fresh full scan.
+
+mod common;
+
+use std::fs;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::TestLib;
+use model_library::library::watch::WatchMode;
+use model_library::library::{
+    ListKind, ManualClock, ModelInfo, ModelLibraryService, ServiceOptions, SystemClock,
+    clock::Clock,
+};
+use proptest::prelude::*;
+
+fn service(lib: &TestLib) -> ModelLibraryService {
+    ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn fresh_scan(lib: &TestLib) -> Vec<ModelInfo> {
+    service(lib)
+        .list(ListKind::Full, true)
+        .unwrap()
+        .models
+        .clone()
+}
+
+/// Applies watcher changes until the watched listing equals a fresh scan (bounded).
+fn settles_to_fresh(svc: &mut ModelLibraryService, lib: &TestLib) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        svc.apply_changes();
+        if svc.cached(ListKind::Full).is_none() {
+            svc.list(ListKind::Full, false).map_err(|e| e.to_string())?;
+        }
+        let watched = svc.cached(ListKind::Full).unwrap().models.clone();
+        let fresh = fresh_scan(lib);
+        if watched == fresh {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "never settled:\nwatched {watched:#?}\nfresh {fresh:#?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn watched(lib: &TestLib) -> ModelLibraryService {
+    let mut svc = service(lib);
+    svc.list(ListKind::Full, false).unwrap();
+    svc.start_watching();
+    assert_eq!(
+        svc.watch_mode(),
+        WatchMode::Events,
+        "inotify is expected on this machine"
+    );
+    svc
+}
+
+#[test]
+fn a_file_added_deep_in_a_model_is_picked_up_without_a_full_rescan() {
+    let lib = TestLib::new();
+    lib.file("models/a/w.bin", 10).file("models/b/w.bin", 20);
+    let mut svc = watched(&lib);
+    let generation = svc.generation();
+    let before = generation.load(std::sync::atomic::Ordering::SeqCst);
+    let misses = svc.cache_info().service_cache.misses;
+    lib.file("models/a/deep/er/new.bin", 5);
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let a = listing.models.iter().find(|m| m.id == "a").unwrap();
+    assert_eq!(a.size_bytes, Some(15));
+    assert_eq!(
+        svc.cache_info().service_cache.misses,
+        misses,
+        "served from the selectively updated listing, not a rescan"
+    );
+    assert!(generation.load(std::sync::atomic::Ordering::SeqCst) > before);
+    assert_eq!(
+        svc.cache_info().service_cache.watch_mode,
+        "watching file events"
+    );
+}
+
+#[test]
+fn folders_added_removed_and_renamed_show_up() {
+    let lib = TestLib::new();
+    lib.file("models/a/w", 1).file("models/b/w", 2);
+    let mut svc = watched(&lib);
+    lib.file("models/c/w", 3);
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    fs::remove_dir_all(lib.path("models/a")).unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    fs::rename(lib.path("models/b"), lib.path("models/zz")).unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let ids: Vec<_> = svc
+        .cached(ListKind::Full)
+        .unwrap()
+        .models
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    assert_eq!(ids, ["c", "zz"]);
+}
+
+#[test]
+fn a_burst_settles_into_a_coherent_listing() {
+    let lib = TestLib::new();
+    lib.file("models/a/w", 1);
+    let mut svc = watched(&lib);
+    for i in 0..300 {
+        let p = lib.path(&format!("models/a/chunk-{}", i % 7));
+        fs::write(&p, vec![0u8; i]).unwrap();
+        if i % 3 == 0 {
+            let _ = fs::remove_file(&p);
+        }
+    }
+    lib.file("models/a/tmp", 5);
+    fs::remove_file(lib.path("models/a/tmp")).unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+}
+
+#[test]
+fn registry_edits_invalidate_everything() {
+    let lib = TestLib::new();
+    lib.file("models/a/w", 1);
+    let mut svc = watched(&lib);
+    lib.registry(&common::registry_json(&[("a", &[("w", 1)]), ("b", &[])]));
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let listing = svc.cached(ListKind::Full).unwrap();
+    assert!(listing.models.iter().any(|m| m.id == "b"));
+}
+
+#[test]
+fn polling_notices_top_level_changes() {
+    let lib = TestLib::new();
+    lib.file("models/a/w", 1);
+    let mut svc = service(&lib);
+    svc.list(ListKind::Full, false).unwrap();
+    svc.start_polling("test");
+    assert!(
+        svc.cache_info()
+            .service_cache
+            .watch_mode
+            .starts_with("polling")
+    );
+    assert!(!svc.apply_changes(), "nothing changed yet");
+    lib.file("models/b/w", 1);
+    assert!(svc.apply_changes());
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    assert_eq!(listing.models.len(), 2);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        model: usize,
+        file: usize,
+        size: usize,
+    },
+    Delete {
+        model: usize,
+        file: usize,
+    },
+    Resize {
+        model: usize,
+        file: usize,
+        size: u64,
+    },
+    RemoveModel {
+        model: usize,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Registry {
+        registered: Vec<bool>,
+    },
+    List,
+}
+
+const MODELS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "eps"];
+const FILES: [&str; 3] = ["w.bin", "sub/x.gguf", "sub/deeper/y"];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..5usize, 0..3usize, 0..300usize).prop_map(|(model, file, size)| Op::Write { model, file, size }),
+        2 => (0..5usize, 0..3usize).prop_map(|(model, file)| Op::Delete { model, file }),
+        2 => (0..5usize, 0..3usize, 0..300u64).prop_map(|(model, file, size)| Op::Resize { model, file, size }),
+        1 => (0..5usize).prop_map(|model| Op::RemoveModel { model }),
+        1 => (0..5usize, 0..5usize).prop_map(|(from, to)| Op::Rename { from, to }),
+        1 => proptest::collection::vec(any::<bool>(), 5).prop_map(|registered| Op::Registry { registered }),
+        2 => Just(Op::List),
+    ]
+}
+
+fn apply(lib: &TestLib, svc: &mut ModelLibraryService, op: &Op) {
+    let model_dir = |m: usize| lib.path(&format!("models/{}", MODELS[m]));
+    match op {
+        Op::Write { model, file, size } => {
+            let p = model_dir(*model).join(FILES[*file]);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, vec![1u8; *size]).unwrap();
+        }
+        Op::Delete { model, file } => {
+            let _ = fs::remove_file(model_dir(*model).join(FILES[*file]));
+        }
+        Op::Resize { model, file, size } => {
+            if let Ok(f) = fs::OpenOptions::new()
+                .write(true)
+                .open(model_dir(*model).join(FILES[*file]))
+            {
+                f.set_len(*size).unwrap();
+            }
+        }
+        Op::RemoveModel { model } => {
+            let _ = fs::remove_dir_all(model_dir(*model));
+        }
+        Op::Rename { from, to } => {
+            if model_dir(*from).exists() && !model_dir(*to).exists() {
+                fs::rename(model_dir(*from), model_dir(*to)).unwrap();
+            }
+        }
+        Op::Registry { registered } => {
+            let entries: Vec<(&str, &[(&str, u64)])> = MODELS
+                .iter()
+                .zip(registered)
+                .filter(|(_, r)| **r)
+                .map(|(m, _)| (*m, &[("w.bin", 100u64)][..]))
+                .collect();
+            lib.registry(&common::registry_json(&entries));
+        }
+        Op::List => {
+            svc.apply_changes();
+            svc.list(ListKind::Full, false).unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn after_activity_settles_the_watched_listing_equals_a_fresh_scan(
+        batches in proptest::collection::vec(proptest::collection::vec(op(), 1..8), 1..4)
+    ) {
+        let lib = TestLib::new();
+        lib.file("models/alpha/w.bin", 100);
+        let mut svc = watched(&lib);
+        for batch in &batches {
+            for op in batch {
+                apply(&lib, &mut svc, op);
+            }
+            let settled = settles_to_fresh(&mut svc, &lib);
+            prop_assert!(settled.is_ok(), "{}", settled.unwrap_err());
+        }
+    }
+}
