@@ -10,11 +10,13 @@ pub mod download;
 pub mod error;
 pub mod import;
 pub mod layout;
+pub mod metadata;
 pub mod model;
 pub mod persist;
 pub mod registry;
 pub mod scan;
 pub mod service;
+pub mod sources;
 pub mod watch;
 
 pub use cache::{Counters, Listing, Staleness, View};
@@ -26,7 +28,7 @@ pub use download::{
 pub use error::{LibraryError, Result};
 pub use import::{ImportMode, ImportOutcome, ImportRequest};
 pub use layout::{Library, default_library_dir, resolve_library, validate_id};
-pub use model::{ListQuery, ModelInfo, ModelStatus};
+pub use model::{ListQuery, ModelInfo, ModelMetadata, ModelStatus};
 pub use registry::Registry;
 pub use scan::{ListKind, ProgressReading};
 pub use service::{CacheInfo, ModelLibraryService, RefreshInfo, ServiceOptions, ViewResult};

@@ -100,6 +100,36 @@ pub struct ModelInfo {
     pub modified: Option<f64>,
     /// Why the status is `error`, or a note about what could not be read.
     pub error: Option<String>,
+    /// Where the model was found: `library`, or a read-only store (`huggingface`,
+    /// `ollama`, `lmstudio`).
+    #[serde(default = "library_source")]
+    pub source: String,
+    /// What the model's file headers say, when they were read.
+    #[serde(default)]
+    pub metadata: Option<ModelMetadata>,
+}
+
+/// The source name of models in the library folder itself.
+pub const LIBRARY_SOURCE: &str = "library";
+
+fn library_source() -> String {
+    LIBRARY_SOURCE.to_string()
+}
+
+/// Facts read from a model's file headers (GGUF, safetensors, Ollama config).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelMetadata {
+    /// Architecture (`llama`, `qwen2`, …).
+    pub architecture: Option<String>,
+    /// Number of parameters.
+    pub parameter_count: Option<u64>,
+    /// Quantization or file type (`Q4_K_M`, `F16`, …).
+    pub quantization: Option<String>,
+    /// Context length in tokens.
+    pub context_length: Option<u64>,
+    /// Tensor data types present (`F32`, `BF16`, …).
+    pub dtypes: Vec<String>,
 }
 
 fn serialize_path_lossy<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {

@@ -22,7 +22,7 @@ use crate::library::scan::ListKind;
 pub const FILE_NAME: &str = "listing.bin";
 const MAGIC: &[u8; 8] = b"MLCACHE\0";
 /// Version of the on-disk format; bump on any change to [`Persisted`].
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +57,8 @@ struct StoredModel {
     expected_size_bytes: Option<u64>,
     modified: Option<f64>,
     error: Option<String>,
+    source: String,
+    metadata: Option<crate::library::model::ModelMetadata>,
 }
 
 impl From<&ModelInfo> for StoredModel {
@@ -77,6 +79,8 @@ impl From<&ModelInfo> for StoredModel {
             expected_size_bytes: m.expected_size_bytes,
             modified: m.modified,
             error: m.error.clone(),
+            source: m.source.clone(),
+            metadata: m.metadata.clone(),
         }
     }
 }
@@ -99,6 +103,8 @@ impl From<StoredModel> for ModelInfo {
             expected_size_bytes: m.expected_size_bytes,
             modified: m.modified,
             error: m.error,
+            source: m.source,
+            metadata: m.metadata,
         }
     }
 }

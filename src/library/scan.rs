@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::library::clock::unix_seconds;
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
-use crate::library::model::{ModelInfo, ModelStatus};
+use crate::library::model::{LIBRARY_SOURCE, ModelInfo, ModelStatus};
 use crate::library::registry::{Registry, RegistryEntry};
 
 /// Which listing to build.
@@ -486,6 +486,8 @@ fn model_info(
         expected_size_bytes,
         modified: walked.as_ref().and_then(|w| w.newest),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
+        source: LIBRARY_SOURCE.to_string(),
+        metadata: None,
     }
 }
 

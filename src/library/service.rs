@@ -562,6 +562,8 @@ impl ModelLibraryService {
             expected_size_bytes: entry.files.iter().map(|f| f.size).sum(),
             modified: None,
             error: None,
+            source: crate::library::model::LIBRARY_SOURCE.to_string(),
+            metadata: None,
         }))
     }
 
