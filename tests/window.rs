@@ -443,3 +443,78 @@ fn files_landing_in_a_model_folder_show_up_without_a_click() {
     }
     eprintln!("file landed -> row updated in {:?}", started.elapsed());
 }
+
+/// eframe storage in memory.
+#[derive(Default)]
+struct MemStorage(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for MemStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn settings_persist_across_restarts() {
+    use eframe::App;
+    let lib = sample();
+    let mut h = open(&lib);
+    h.get_by_label("Size").click();
+    h.run();
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Provider")
+        .click();
+    h.run();
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "huggingface")
+        .click();
+    settle(&mut h);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "TTL")
+        .focus();
+    h.run();
+    h.key_press(egui::Key::ArrowRight);
+    settle(&mut h);
+    let ttl = h.state().settings.ttl_secs;
+    assert_ne!(ttl, 300);
+
+    let mut storage = MemStorage::default();
+    h.state_mut().save(&mut storage);
+    let saved: Settings = eframe::get_value(&storage, eframe::APP_KEY).expect("saved");
+    assert_eq!(saved.sort, model_library::app::settings::SortKey::Size);
+    assert_eq!(saved.provider.as_deref(), Some("huggingface"));
+    assert_eq!(saved.ttl_secs, ttl);
+    assert_eq!(saved.library.as_deref(), Some(lib.root()));
+
+    // A restart with those settings comes back the same way.
+    let mut h2 = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .with_max_steps(200)
+        .build_eframe(move |cc| {
+            ModelLibraryApp::new(
+                cc,
+                AppOptions {
+                    library: None,
+                    settings: Some(saved),
+                },
+            )
+        });
+    settle(&mut h2);
+    assert_eq!(
+        ids(&h2),
+        ["whisper", "llama-chat"],
+        "filtered and sorted by size"
+    );
+    assert_eq!(
+        h2.state()
+            .cache_info()
+            .unwrap()
+            .service_cache
+            .cache_ttl_seconds,
+        ttl
+    );
+}

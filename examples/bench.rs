@@ -1,0 +1,387 @@
+//! Benchmarks: generates libraries of 1 000, 10 000 and 100 000 models (sparse files, so no
+//! real disk space) and prints a table of what the service costs at each size, with
+//! `du -sb` on the same tree as the reference, and the time to build one frame of the
+//! model table. Run with:
+//!
+//! `cargo run --release --example bench [-- --sizes 1000,10000,100000 --dir /tmp/x]`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use model_library::app::settings::SortKey;
+use model_library::app::ui::table::{TableInput, table_ui};
+use model_library::fixtures::{GenSpec, generate_library};
+use model_library::library::cache::{Stamps, View};
+use model_library::library::{
+    Library, ListKind, ListQuery, ModelLibraryService, ModelStatus, ServiceOptions, persist,
+};
+
+#[derive(Parser)]
+struct Args {
+    /// Library sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    sizes: Vec<usize>,
+    /// Files per model.
+    #[arg(long, default_value_t = 3)]
+    files: usize,
+    /// Where to generate the libraries (default: a temp dir, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Repetitions of the slow measurements (median reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+/// One row of the report: a name, one figure per size, the target.
+struct Row {
+    name: &'static str,
+    target: &'static str,
+    values: Vec<String>,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let out = f();
+    (t.elapsed(), out)
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.1} µs")
+    } else if us < 1e6 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+/// Drops the OS page cache if allowed (root on Linux); returns whether it did.
+fn drop_page_cache() -> bool {
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn service(library: &Library) -> ModelLibraryService {
+    ModelLibraryService::new(
+        library.clone(),
+        ServiceOptions {
+            persist: false,
+            ..ServiceOptions::default()
+        },
+    )
+    .expect("service")
+}
+
+/// Median of many repetitions of a fast operation.
+fn micro(reps: usize, mut f: impl FnMut()) -> Duration {
+    let mut v = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        v.push(t.elapsed());
+    }
+    median(v)
+}
+
+fn du(models: &Path) -> Duration {
+    let t = Instant::now();
+    let out = Command::new("du").arg("-sb").arg(models).output();
+    let d = t.elapsed();
+    assert!(out.is_ok_and(|o| o.status.success()), "du -sb failed");
+    d
+}
+
+/// Frame times of the model table with every row of `view`, scrolling through it.
+fn frame_times(view: &View) -> (Duration, Duration) {
+    let ctx = egui::Context::default();
+    let order: Vec<u32> = (0..view.len() as u32).collect();
+    let downloads = Default::default();
+    let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1360.0, 820.0));
+    let mut times = Vec::new();
+    let steps = 60;
+    for i in 0..steps + 5 {
+        let row = (i * view.len() / steps).min(view.len().saturating_sub(1));
+        let raw = egui::RawInput {
+            screen_rect: Some(screen),
+            time: Some(i as f64 / 60.0),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let out = ctx.run_ui(raw, |ui| {
+            egui::CentralPanel::default().show(ui, |ui| {
+                table_ui(
+                    ui,
+                    &TableInput {
+                        view,
+                        order: &order,
+                        sort: SortKey::Name,
+                        ascending: true,
+                        selected: None,
+                        scroll_to: Some(row),
+                        downloads: &downloads,
+                    },
+                );
+            });
+        });
+        let mut out = out;
+        let _ = ctx.tessellate(std::mem::take(&mut out.shapes), out.pixels_per_point);
+        out.textures_delta.clear(); // no renderer here: nothing uploads the font atlas
+        if i >= 5 {
+            times.push(t.elapsed()); // the first frames warm up fonts and caches
+        }
+    }
+    let worst = *times.iter().max().expect("frames");
+    (median(times), worst)
+}
+
+fn main() {
+    let args = Args::parse();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let mut rows: Vec<Row> = [
+        ("models (files each)", ""),
+        ("generate library", ""),
+        ("cold full scan (median)", ""),
+        ("  du -sb models/ (median)", "reference"),
+        ("  ratio scan / du", "≤ 1.0 at 10k"),
+        ("fast scan", ""),
+        ("service cache hit", "≤ 50 µs at 100k"),
+        ("view cache hit", "≤ 50 µs at 100k"),
+        ("view cache miss (filter)", ""),
+        ("validity check (3 stats)", ""),
+        ("incremental rescan, 1 model", "≤ 1 % of full at 10k"),
+        ("  as % of full scan", ""),
+        ("persisted cache save", ""),
+        ("persisted cache load", "≤ 150 ms at 100k"),
+        ("resident memory / model", "≤ 1 KiB"),
+        ("table frame, median", "≤ 4 ms at 100k"),
+        ("table frame, worst", ""),
+        ("sort by name (UI)", ""),
+    ]
+    .into_iter()
+    .map(|(name, target)| Row {
+        name,
+        target,
+        values: Vec::new(),
+    })
+    .collect();
+    let mut dropped_any = false;
+    let mut dropped_all = true;
+
+    for &n in &args.sizes {
+        let root = base.join(format!("lib-{n}"));
+        let _ = std::fs::remove_dir_all(&root);
+        let (gen_time, _) = time(|| {
+            generate_library(
+                &root,
+                &GenSpec {
+                    models: n,
+                    files_per_model: args.files,
+                    file_size: 64 << 20,
+                },
+            )
+            .expect("generate")
+        });
+        let library = Library::new(&root);
+        let mut v = Vec::new();
+        v.push(format!("{n} ({})", args.files));
+        v.push(fmt(gen_time));
+
+        // Cold full scan vs du -sb, alternating, each after dropping the page cache if we can.
+        let mut scans = Vec::new();
+        let mut dus = Vec::new();
+        for _ in 0..args.reps {
+            let d = drop_page_cache();
+            dropped_any |= d;
+            dropped_all &= d;
+            let mut svc = service(&library);
+            scans.push(time(|| svc.list(ListKind::Full, true).expect("scan")).0);
+            let d = drop_page_cache();
+            dropped_all &= d;
+            dus.push(du(&library.models_dir()));
+        }
+        let (scan, dut) = (median(scans), median(dus));
+        v.push(fmt(scan));
+        v.push(fmt(dut));
+        v.push(format!("{:.2}", scan.as_secs_f64() / dut.as_secs_f64()));
+
+        let mut svc = service(&library);
+        let fast = median(
+            (0..args.reps)
+                .map(|_| time(|| svc.list(ListKind::Fast, true).expect("fast")).0)
+                .collect(),
+        );
+        v.push(fmt(fast));
+
+        // Memory: resident growth while one full listing is alive.
+        let before = rss_bytes();
+        let mut svc = service(&library);
+        let listing = svc.list(ListKind::Full, false).expect("scan");
+        let after = rss_bytes();
+        let hit = micro(2000, || {
+            let l = svc.list(ListKind::Full, false).expect("hit");
+            std::hint::black_box(l);
+        });
+        v.push(fmt(hit));
+        let q = ListQuery::default();
+        svc.list_view(&q, false).expect("view");
+        let view_hit = micro(2000, || {
+            let r = svc.list_view(&q, false).expect("view hit");
+            assert!(r.cache_hit);
+            std::hint::black_box(r);
+        });
+        v.push(fmt(view_hit));
+        let filter = ListQuery {
+            status: Some(ModelStatus::Downloaded),
+            ..Default::default()
+        };
+        let view_miss = micro(20, || {
+            let l = Arc::clone(&listing);
+            std::hint::black_box(View::filter(l, &filter));
+        });
+        v.push(fmt(view_miss));
+        let check = micro(2000, || {
+            let stamps = Stamps::read(&library);
+            std::hint::black_box(
+                listing
+                    .check(listing.timestamp + 1.0, 300, &stamps, true)
+                    .is_ok(),
+            );
+        });
+        v.push(fmt(check));
+
+        // Incremental: one file lands in one model; the watcher's change is applied.
+        svc.start_watching();
+        let incremental = if svc.watch_mode() == model_library::library::watch::WatchMode::Events {
+            let target = listing.models[listing.models.len() / 2]
+                .path
+                .join("landed.bin");
+            std::fs::write(&target, b"new weights").expect("write");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut took = None;
+            while Instant::now() < deadline {
+                let (d, changed) = time(|| svc.apply_changes());
+                if changed {
+                    took = Some(d);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = std::fs::remove_file(&target);
+            took
+        } else {
+            None
+        };
+        match incremental {
+            Some(d) => {
+                v.push(fmt(d));
+                v.push(format!(
+                    "{:.2} %",
+                    100.0 * d.as_secs_f64() / scan.as_secs_f64()
+                ));
+            }
+            None => {
+                v.push(format!("n/a ({})", svc.watch_mode()));
+                v.push("-".into());
+            }
+        }
+
+        let (save, _) = time(|| persist::save(&library, &listing).expect("save"));
+        v.push(fmt(save));
+        let load = median(
+            (0..args.reps)
+                .map(|_| time(|| persist::load(&library).expect("load")).0)
+                .collect(),
+        );
+        v.push(fmt(load));
+        v.push(format!(
+            "{:.0} B",
+            after.saturating_sub(before) as f64 / n as f64
+        ));
+
+        let view = View::filter(Arc::clone(&listing), &ListQuery::default());
+        let (frame_median, frame_worst) = frame_times(&view);
+        v.push(fmt(frame_median));
+        v.push(fmt(frame_worst));
+        let sort = micro(3, || {
+            let mut order: Vec<u32> = (0..view.len() as u32).collect();
+            order.sort_by_cached_key(|&i| view.get(i as usize).expect("row").name.to_lowercase());
+            std::hint::black_box(order);
+        });
+        v.push(fmt(sort));
+
+        for (row, value) in rows.iter_mut().zip(v) {
+            row.values.push(value);
+        }
+        drop(svc);
+        if args.dir.is_none() {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        eprintln!("measured {n} models");
+    }
+
+    let cache_note = if dropped_all {
+        "cold: the OS page cache was dropped before each full scan and each du"
+    } else if dropped_any {
+        "mixed: the OS page cache could be dropped only some of the time"
+    } else {
+        "warm-cache figures: the OS page cache could not be dropped (not root?)"
+    };
+    println!(
+        "| metric | {} | target |",
+        args.sizes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|{}---|", "---|".repeat(args.sizes.len()));
+    for row in &rows {
+        println!(
+            "| {} | {} | {} |",
+            row.name,
+            row.values.join(" | "),
+            row.target
+        );
+    }
+    println!();
+    println!("Page cache: {cache_note}.");
+    println!(
+        "Machine: {} cores; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |s| s.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_else(|| "unknown CPU".into())
+    );
+}
