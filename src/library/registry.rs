@@ -102,6 +102,18 @@ impl Registry {
 
     /// Parses registry bytes; `path` is only used in messages.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Registry> {
+        // Fast path: a well-formed registry deserializes straight into typed entries
+        // (several times faster than a JSON tree at 100 000 entries). Anything it cannot
+        // take — wrong types, an odd shape — goes the slow path, which reports each problem.
+        if let Ok(doc) = serde_json::from_slice::<FastDoc>(bytes)
+            && doc.version.is_none_or(|v| v == REGISTRY_VERSION)
+        {
+            let mut registry = Registry::default();
+            for (index, raw) in doc.models.unwrap_or_default().into_iter().enumerate() {
+                registry.add(index, raw.into_entry());
+            }
+            return Ok(registry);
+        }
         let Some(doc) = parse_document(path, bytes)? else {
             return Ok(Registry::default());
         };
@@ -117,25 +129,25 @@ impl Registry {
         };
         let mut registry = Registry::default();
         for (index, value) in models.iter().enumerate() {
-            match parse_entry(value) {
-                Ok(entry) => {
-                    if !registry.index.contains_key(&entry.id) {
-                        registry
-                            .index
-                            .insert(entry.id.clone(), registry.entries.len());
-                        registry.entries.push(entry);
-                    } else {
-                        registry.problems.push(EntryProblem {
-                            index,
-                            id: Some(entry.id),
-                            message: "duplicate id; the first entry with this id is used".into(),
-                        });
-                    }
-                }
-                Err(problem) => registry.problems.push(EntryProblem { index, ..problem }),
-            }
+            registry.add(index, parse_entry(value));
         }
         Ok(registry)
+    }
+
+    /// Adds a parsed entry (or its problem); a repeated id is a problem.
+    fn add(&mut self, index: usize, parsed: Result<RegistryEntry, EntryProblem>) {
+        match parsed {
+            Ok(entry) if !self.index.contains_key(&entry.id) => {
+                self.index.insert(entry.id.clone(), self.entries.len());
+                self.entries.push(entry);
+            }
+            Ok(entry) => self.problems.push(EntryProblem {
+                index,
+                id: Some(entry.id),
+                message: "duplicate id; the first entry with this id is used".into(),
+            }),
+            Err(problem) => self.problems.push(EntryProblem { index, ..problem }),
+        }
     }
 
     /// Position of the entry with this id.
@@ -269,7 +281,6 @@ fn parse_file(value: &Value) -> Result<RegistryFileSpec, String> {
         Some(_) => return Err("\"path\" must be a string".into()),
         None => return Err("has no \"path\"".into()),
     };
-    check_relative_path(&path).map_err(|why| format!("path {path:?} {why}"))?;
     let url = match obj.get("url") {
         None | Some(Value::Null) => None,
         Some(Value::String(u)) => Some(u.clone()),
@@ -284,7 +295,23 @@ fn parse_file(value: &Value) -> Result<RegistryFileSpec, String> {
     };
     let sha256 = match obj.get("sha256") {
         None | Some(Value::Null) => None,
-        Some(Value::String(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        Some(Value::String(h)) => Some(h.clone()),
+        Some(_) => return Err("\"sha256\" must be 64 hex digits".into()),
+    };
+    checked_file(path, url, size, sha256)
+}
+
+/// The checks every file spec passes, whichever path parsed it.
+fn checked_file(
+    path: String,
+    url: Option<String>,
+    size: Option<u64>,
+    sha256: Option<String>,
+) -> Result<RegistryFileSpec, String> {
+    check_relative_path(&path).map_err(|why| format!("path {path:?} {why}"))?;
+    let sha256 = match sha256 {
+        None => None,
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Some(h.to_ascii_lowercase())
         }
         Some(_) => return Err("\"sha256\" must be 64 hex digits".into()),
@@ -295,6 +322,64 @@ fn parse_file(value: &Value) -> Result<RegistryFileSpec, String> {
         size,
         sha256,
     })
+}
+
+/// The registry as the fast path reads it: only typed fields, unknown ones skipped.
+#[derive(serde::Deserialize)]
+struct FastDoc {
+    version: Option<u64>,
+    models: Option<Vec<FastEntry>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastEntry {
+    id: String,
+    name: Option<String>,
+    provider: Option<String>,
+    capabilities: Option<Vec<String>>,
+    format: Option<String>,
+    description: Option<String>,
+    license: Option<String>,
+    files: Option<Vec<FastFile>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastFile {
+    path: String,
+    url: Option<String>,
+    size: Option<u64>,
+    sha256: Option<String>,
+}
+
+impl FastEntry {
+    fn into_entry(self) -> Result<RegistryEntry, EntryProblem> {
+        if let Err(e) = validate_id(&self.id) {
+            return Err(EntryProblem {
+                index: 0,
+                id: Some(self.id),
+                message: e.to_string(),
+            });
+        }
+        let mut problems = Vec::new();
+        let mut files = Vec::new();
+        for (i, f) in self.files.unwrap_or_default().into_iter().enumerate() {
+            match checked_file(f.path, f.url, f.size, f.sha256) {
+                Ok(spec) => files.push(spec),
+                Err(msg) => problems.push(format!("files[{i}]: {msg}")),
+            }
+        }
+        Ok(RegistryEntry {
+            id: self.id,
+            name: self.name,
+            provider: self.provider,
+            capabilities: self.capabilities.unwrap_or_default(),
+            format: self.format,
+            description: self.description,
+            license: self.license,
+            files,
+            problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        })
+    }
 }
 
 /// Changes the registry under the lock: re-reads the file (absent or empty: a new version 1
