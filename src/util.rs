@@ -15,6 +15,20 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A count with a short suffix: `135M`, `1.1B`, `7.0B`.
+pub fn human_count(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.0}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.0}K", n / 1e3)
+    } else {
+        format!("{n}")
+    }
+}
+
 /// Unix seconds as `YYYY-MM-DD HH:MM` in UTC (no time-zone database needed).
 pub fn format_unix_utc(secs: f64) -> String {
     let secs = secs.floor() as i64;

@@ -10,6 +10,17 @@ use serde_json::Value;
 fn run(args: &[&str], env_dir: Option<&std::path::Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_model-library"));
     cmd.args(args).env_remove("MODEL_LIBRARY_DIR");
+    // No store of this machine (Hugging Face cache, Ollama, LM Studio) leaks into a test.
+    for var in [
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HOME",
+        "XDG_CACHE_HOME",
+        "OLLAMA_MODELS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", "/nonexistent-home-for-tests");
     if let Some(dir) = env_dir {
         cmd.env("MODEL_LIBRARY_DIR", dir);
     }
@@ -206,4 +217,66 @@ fn default_library_comes_from_the_environment_and_gets_the_catalog() {
     assert!(models.len() >= 10);
     assert!(models.iter().all(|m| m["status"] == "available"));
     assert!(home.join("model_registry.json").is_file());
+}
+
+/// A Hugging Face hub cache in its real layout: snapshot files are symlinks into blobs.
+fn hf_cache(root: &std::path::Path) {
+    let repo = root.join("models--acme--tiny-model");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+    std::fs::write(repo.join("blobs/deadbeef"), vec![0u8; 1234]).unwrap();
+    std::os::unix::fs::symlink(
+        "../../blobs/deadbeef",
+        repo.join("snapshots/abc123/model.safetensors"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_default_library_lists_other_stores_beside_it() {
+    let lib = TestLib::new();
+    let home = lib.path("default-lib");
+    let hub = lib.path("hub");
+    hf_cache(&hub);
+    let with_hub = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_model-library"));
+        cmd.args(args)
+            .env("MODEL_LIBRARY_DIR", &home)
+            .env("HF_HUB_CACHE", &hub)
+            .env("HOME", "/nonexistent-home-for-tests")
+            .env_remove("OLLAMA_MODELS")
+            .env_remove("HF_HOME");
+        cmd.output().unwrap()
+    };
+    let out = with_hub(&["list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let hf: Vec<&Value> = models
+        .iter()
+        .filter(|m| m["source"] == "huggingface")
+        .collect();
+    assert_eq!(hf.len(), 1, "{models:#?}");
+    assert_eq!(hf[0]["id"], "huggingface/acme/tiny-model");
+    assert_eq!(hf[0]["size_bytes"], 1234);
+    assert_eq!(hf[0]["status"], "downloaded");
+    assert!(models.iter().filter(|m| m["source"] == "library").count() >= 10);
+
+    // --no-sources, or a named library, lists the library alone.
+    let out = with_hub(&["--no-sources", "list", "--json"]);
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(models.iter().all(|m| m["source"] == "library"));
+    let out = with_hub(&["--library", home.to_str().unwrap(), "list", "--json"]);
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(models.iter().all(|m| m["source"] == "library"));
+
+    // A store's model cannot be deleted through the library.
+    let out = with_hub(&["delete", "huggingface/acme/tiny-model", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(hub.join("models--acme--tiny-model/blobs/deadbeef").exists());
 }

@@ -32,6 +32,7 @@ fn open(lib: &TestLib) -> H {
                 AppOptions {
                     library: Some(path),
                     settings: Some(settings),
+                    stores: false,
                 },
             )
         });
@@ -319,6 +320,7 @@ fn a_missing_library_is_reported() {
                 AppOptions {
                     library: Some(gone),
                     settings: Some(Settings::default()),
+                    stores: false,
                 },
             )
         });
@@ -500,6 +502,7 @@ fn settings_persist_across_restarts() {
                 AppOptions {
                     library: None,
                     settings: Some(saved),
+                    stores: false,
                 },
             )
         });

@@ -31,12 +31,15 @@ const HISTORY_LEN: usize = 240;
 const MAX_NOTICES: usize = 5;
 
 /// How the window starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AppOptions {
     /// `--library DIR`: overrides the library remembered in the settings.
     pub library: Option<PathBuf>,
     /// Settings to start from instead of the stored ones (tests).
     pub settings: Option<Settings>,
+    /// List the read-only stores (Hugging Face cache, Ollama, LM Studio) beside the
+    /// library, as the settings say; `false` never lists them (tests, `--no-sources`).
+    pub stores: bool,
 }
 
 /// One-off operations; at most one runs at a time.
@@ -60,6 +63,7 @@ struct DeleteState {
 pub struct ModelLibraryApp {
     /// What persists.
     pub settings: Settings,
+    stores_allowed: bool,
     worker: Worker,
     started: Instant,
 
@@ -116,6 +120,7 @@ impl ModelLibraryApp {
         let mut app = ModelLibraryApp {
             ttl_slider: settings.ttl_secs as f64,
             settings,
+            stores_allowed: options.stores,
             worker,
             started: Instant::now(),
             open_req: None,
@@ -224,6 +229,7 @@ impl ModelLibraryApp {
         self.open_req = Some(self.worker.request(Request::OpenLibrary {
             path,
             ttl_secs: self.settings.ttl_secs,
+            stores: self.stores_allowed && self.settings.other_stores,
         }));
     }
 
@@ -661,6 +667,10 @@ impl ModelLibraryApp {
                 self.settings.library = Some(path.clone());
                 self.open_library(Some(path));
             }
+            ToolbarAction::SetStores(on) => {
+                self.settings.other_stores = on;
+                self.open_library(self.settings.library.clone());
+            }
             ToolbarAction::SetQuick(q) => {
                 self.settings.quick = q;
                 self.request_list(false);
@@ -706,6 +716,7 @@ impl ModelLibraryApp {
             && !ctx.egui_wants_keyboard_input()
             && let Some(m) = self.selected_model()
             && m.status != ModelStatus::Available
+            && m.source == crate::library::model::LIBRARY_SOURCE
         {
             let id = m.id.clone();
             self.ask_delete(id);
@@ -740,6 +751,7 @@ impl ModelLibraryApp {
                     status: self.settings.status,
                     capability: self.settings.capability.as_deref(),
                     quick: self.settings.quick,
+                    stores: self.stores_allowed.then_some(self.settings.other_stores),
                     focus_search: std::mem::take(&mut self.focus_search),
                 },
                 ToolbarText {

@@ -14,7 +14,7 @@ pub use app::{AppOptions, ModelLibraryApp};
 
 /// Opens the window on `library` (or the remembered / default library) and runs until it is
 /// closed. Returns the process exit status.
-pub fn run_window(library: Option<PathBuf>) -> i32 {
+pub fn run_window(library: Option<PathBuf>, no_sources: bool) -> i32 {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Model Library")
@@ -32,6 +32,7 @@ pub fn run_window(library: Option<PathBuf>) -> i32 {
                 AppOptions {
                     library,
                     settings: None,
+                    stores: !no_sources,
                 },
             )))
         }),

@@ -46,6 +46,8 @@ pub struct Settings {
     pub ascending: bool,
     /// How deletes remove folders.
     pub delete_mode: DeleteMode,
+    /// List the read-only stores beside the library.
+    pub other_stores: bool,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             sort: SortKey::Name,
             ascending: true,
             delete_mode: DeleteMode::Trash,
+            other_stores: true,
         }
     }
 }

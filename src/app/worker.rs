@@ -29,6 +29,8 @@ pub enum Request {
         path: Option<PathBuf>,
         /// TTL to apply, seconds.
         ttl_secs: u64,
+        /// Also list the read-only stores found on this machine.
+        stores: bool,
     },
     /// A filtered listing (through both cache levels).
     List {
@@ -169,6 +171,7 @@ impl Worker {
             downloads: Arc::clone(&downloads),
             generation: Arc::clone(&generation),
             watching: false,
+            sources: Vec::new(),
         };
         std::thread::Builder::new()
             .name("model-library-worker".into())
@@ -242,8 +245,9 @@ fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
         };
         sender.send(response);
         repaint();
-        // Set up file watching once a listing exists (it walks the library: after the reply).
-        state.start_watching_once();
+        // Once a listing exists: warm the fast key and set up file watching (it walks the
+        // library, so after the reply).
+        state.after_first_listing();
     }
 }
 
@@ -263,6 +267,7 @@ struct WorkerState {
     downloads: Arc<DownloadBoard>,
     generation: Arc<AtomicU64>,
     watching: bool,
+    sources: Vec<crate::library::sources::SourceConfig>,
 }
 
 impl WorkerState {
@@ -271,11 +276,13 @@ impl WorkerState {
         self.service.as_mut().is_some_and(|s| s.apply_changes())
     }
 
-    fn start_watching_once(&mut self) {
+    fn after_first_listing(&mut self) {
         if let Some(service) = self.service.as_mut()
             && !self.watching
             && service.cached(crate::library::ListKind::Full).is_some()
         {
+            // Warm the other cache key too, so switching to the quick listing is instant.
+            let _ = service.list(crate::library::ListKind::Fast, false);
             service.start_watching();
             self.watching = true;
         }
@@ -289,8 +296,13 @@ impl WorkerState {
     }
 
     fn handle(&mut self, request: Request) -> Response {
-        if let Request::OpenLibrary { path, ttl_secs } = request {
-            return self.open(path, ttl_secs);
+        if let Request::OpenLibrary {
+            path,
+            ttl_secs,
+            stores,
+        } = request
+        {
+            return self.open(path, ttl_secs, stores);
         }
         let service = self
             .service
@@ -357,12 +369,20 @@ impl WorkerState {
         })
     }
 
-    fn open(&mut self, path: Option<PathBuf>, ttl_secs: u64) -> Response {
+    fn open(&mut self, path: Option<PathBuf>, ttl_secs: u64, stores: bool) -> Response {
         let library = crate::library::resolve_library(path).map_err(|e| e.to_string())?;
         let ttl = ttl_secs.clamp(
             crate::library::cache::TTL_MIN_SECS,
             crate::library::cache::TTL_MAX_SECS,
         );
+        self.sources = if stores {
+            crate::library::sources::default_sources(
+                &|k| std::env::var_os(k),
+                dirs::home_dir().as_deref(),
+            )
+        } else {
+            Vec::new()
+        };
         let mut service = self.make_service(library.clone(), ttl)?;
         let warm = service.warm_start();
         self.service = Some(service);
@@ -382,6 +402,7 @@ impl WorkerState {
                 progress: Arc::clone(&self.progress),
                 downloads: Arc::clone(&self.downloads),
                 generation: Arc::clone(&self.generation),
+                sources: self.sources.clone(),
                 ..ServiceOptions::default()
             },
         )

@@ -21,6 +21,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub library: Option<PathBuf>,
 
+    /// Do not list the read-only stores (Hugging Face cache, Ollama, LM Studio) beside the
+    /// default library. They are never listed with --library.
+    #[arg(long, global = true)]
+    pub no_sources: bool,
+
     /// What to do; without a command the window opens.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -121,11 +126,21 @@ fn parse_status(s: &str) -> Result<ModelStatus, String> {
 
 /// Runs a headless command; returns the process exit status. Errors are printed as one line
 /// on stderr.
-pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
+pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 {
+    // The stores beside the library are part of "every model on this disk", which is what
+    // the default invocation shows; a named library folder is listed on its own.
+    let sources = if library.is_none() && !no_sources {
+        crate::library::sources::default_sources(
+            &|k| std::env::var_os(k),
+            dirs::home_dir().as_deref(),
+        )
+    } else {
+        Vec::new()
+    };
     if let Command::Serve(args) = &command {
         return match resolve_library(library)
             .map_err(|e| e.to_string())
-            .and_then(|library| crate::server::serve_blocking(library, args.port))
+            .and_then(|library| crate::server::serve_blocking(library, args.port, sources.clone()))
         {
             Ok(()) => 0,
             Err(err) => {
@@ -135,7 +150,13 @@ pub fn run(library: Option<PathBuf>, command: Command) -> i32 {
         };
     }
     let result = resolve_library(library).and_then(|library| {
-        let mut service = ModelLibraryService::new(library, ServiceOptions::default())?;
+        let mut service = ModelLibraryService::new(
+            library,
+            ServiceOptions {
+                sources,
+                ..ServiceOptions::default()
+            },
+        )?;
         let mut out = io::stdout().lock();
         let written = match command {
             Command::List(args) => list(&mut service, &args, &mut out),

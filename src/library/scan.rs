@@ -243,8 +243,12 @@ pub fn scan_some(
 
 /// Where a model sits in a listing: registered ones in registry order, then unregistered
 /// folders by name, then partial downloads without folder or entry by name — the order
-/// [`scan`] produces, so a selectively updated listing matches a fresh one.
+/// [`scan`] produces, then models of read-only stores by id, so a selectively updated
+/// listing matches a fresh one.
 pub fn order_key(m: &ModelInfo, registry: &Registry) -> (u8, usize, String) {
+    if m.source != LIBRARY_SOURCE {
+        return (3, 0, m.id.clone()); // read-only stores come last, by id
+    }
     match registry.position(&m.id) {
         Some(i) if m.registered => (0, i, String::new()),
         _ if m.status == ModelStatus::Partial => (2, 0, m.id.clone()),

@@ -20,10 +20,12 @@ use crate::library::download::{DownloadBoard, DownloadEvent, DownloadManager, Do
 use crate::library::error::{LibraryError, Result};
 use crate::library::import::{self, ImportOutcome, ImportRequest};
 use crate::library::layout::{Library, validate_id};
-use crate::library::model::{ListQuery, ModelInfo, ModelStatus};
+use crate::library::metadata::MetadataCache;
+use crate::library::model::{LIBRARY_SOURCE, ListQuery, ModelInfo, ModelStatus};
 use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
 use crate::library::scan::{self, ListKind, ProgressReading, ScanInput, ScanProgress};
+use crate::library::sources::{self, SourceConfig};
 use crate::library::watch::{LibraryWatcher, WatchMode};
 
 /// How a service is set up.
@@ -44,6 +46,9 @@ pub struct ServiceOptions {
     /// Bumped each time watching changes what a listing shows (share it to know when to
     /// list again).
     pub generation: Arc<AtomicU64>,
+    /// Read-only stores listed beside the library (Hugging Face cache, Ollama, LM Studio);
+    /// none by default. See [`crate::library::sources::default_sources`].
+    pub sources: Vec<SourceConfig>,
 }
 
 impl Default for ServiceOptions {
@@ -56,6 +61,7 @@ impl Default for ServiceOptions {
             download_options: DownloadOptions::default(),
             persist: true,
             generation: Arc::default(),
+            sources: Vec::new(),
         }
     }
 }
@@ -192,6 +198,9 @@ pub struct ModelLibraryService {
     watcher: Option<LibraryWatcher>,
     registry_cache: Option<(Option<f64>, Arc<Registry>)>,
     generation: Arc<AtomicU64>,
+    sources: Vec<SourceConfig>,
+    metadata: MetadataCache,
+    source_problems: Vec<String>,
 }
 
 impl ModelLibraryService {
@@ -217,6 +226,9 @@ impl ModelLibraryService {
             watcher: None,
             registry_cache: None,
             generation: options.generation,
+            sources: options.sources,
+            metadata: MetadataCache::new(),
+            source_problems: Vec::new(),
             published: SnapshotHandle::default(),
         })
     }
@@ -412,7 +424,12 @@ impl ModelLibraryService {
         Ok(Listing {
             kind: ListKind::Full,
             models,
-            problems: registry.problems.iter().map(|p| p.to_string()).collect(),
+            problems: registry
+                .problems
+                .iter()
+                .map(|p| p.to_string())
+                .chain(self.source_problems.iter().cloned())
+                .collect(),
             scan_started,
             timestamp: full.timestamp,
             scan_duration: started_wall.elapsed(),
@@ -785,10 +802,29 @@ impl ModelLibraryService {
             },
             kind,
         )?;
+        let mut models = models;
+        let mut problems: Vec<String> = registry.problems.iter().map(|p| p.to_string()).collect();
+        // Read-only stores beside the library: their own layouts, header metadata cached
+        // by (path, size, mtime), a store that cannot be read reported, never fatal.
+        self.source_problems.clear();
+        for source in self.sources.iter().filter(|s| s.enabled) {
+            match sources::scan_source(source, &mut self.metadata) {
+                Ok(found) => models.extend(found),
+                Err(e) => self
+                    .source_problems
+                    .push(format!("{}: {e}", source.kind.display_name())),
+            }
+        }
+        problems.extend(self.source_problems.iter().cloned());
+        let library_count = models
+            .iter()
+            .take_while(|m| m.source == LIBRARY_SOURCE)
+            .count();
+        models[library_count..].sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Arc::new(Listing {
             kind,
             models,
-            problems: registry.problems.iter().map(|p| p.to_string()).collect(),
+            problems,
             scan_started,
             timestamp: self.clock.now(),
             scan_duration: started_wall.elapsed(),

@@ -68,9 +68,19 @@ use crate::library::{Library, ModelLibraryService, ServiceOptions};
 /// Serves the API for `library` on `127.0.0.1:port` (0 picks a free port) until Ctrl-C or
 /// SIGTERM, then finishes the requests in flight and returns. Prints
 /// `listening on http://127.0.0.1:PORT` on stderr once the port is bound. Blocks.
-pub fn serve_blocking(library: Library, port: u16) -> Result<(), String> {
-    let service =
-        ModelLibraryService::new(library, ServiceOptions::default()).map_err(|e| e.to_string())?;
+pub fn serve_blocking(
+    library: Library,
+    port: u16,
+    sources: Vec<crate::library::sources::SourceConfig>,
+) -> Result<(), String> {
+    let service = ModelLibraryService::new(
+        library,
+        ServiceOptions {
+            sources,
+            ..ServiceOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let listener = bind(port)?;
     let addr = local_addr(&listener)?;
     let runtime = runtime()?;

@@ -63,6 +63,30 @@ pub fn details_ui(
                 ui.end_row();
             };
             row("Id", m.id.clone());
+            row("Source", m.source.clone());
+            if let Some(meta) = &m.metadata {
+                row(
+                    "Architecture",
+                    meta.architecture.clone().unwrap_or_else(|| "-".into()),
+                );
+                row(
+                    "Parameters",
+                    meta.parameter_count
+                        .map_or("-".into(), crate::util::human_count),
+                );
+                row(
+                    "Quantization",
+                    meta.quantization.clone().unwrap_or_else(|| "-".into()),
+                );
+                row(
+                    "Context length",
+                    meta.context_length
+                        .map_or("-".into(), |c| format!("{c} tokens")),
+                );
+                if !meta.dtypes.is_empty() {
+                    row("Tensor types", meta.dtypes.join(", "));
+                }
+            }
             row("Provider", m.provider.clone());
             row("Registered", if m.registered { "yes" } else { "no" }.into());
             row("Path", m.path.display().to_string());
@@ -100,7 +124,9 @@ pub fn details_ui(
         {
             action = Some(DetailsAction::OpenFolder(m.path.clone()));
         }
-        if running.is_some() || m.status == ModelStatus::Downloading {
+        if m.source != crate::library::model::LIBRARY_SOURCE {
+            ui.weak(format!("Read-only: managed by {}", m.source));
+        } else if running.is_some() || m.status == ModelStatus::Downloading {
             if ui.button("Cancel download").clicked() {
                 action = Some(DetailsAction::CancelDownload(m.id.clone()));
             }

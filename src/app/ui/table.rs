@@ -8,7 +8,10 @@ use egui_extras::{Column, TableBuilder};
 use crate::app::settings::SortKey;
 use std::collections::BTreeMap;
 
-use crate::library::{DownloadProgress, DownloadState, ModelInfo, ModelStatus, View};
+use crate::library::model::LIBRARY_SOURCE;
+use crate::library::{
+    DownloadProgress, DownloadState, ModelInfo, ModelMetadata, ModelStatus, View,
+};
 use crate::util::{format_unix_utc, human_bytes};
 
 /// What the user asked for in the table.
@@ -46,7 +49,9 @@ pub struct TableInput<'a> {
 
 /// Whether the row offers a download (registered, not fully there, not running).
 pub fn can_download(m: &ModelInfo) -> bool {
-    m.registered && matches!(m.status, ModelStatus::Available | ModelStatus::Partial)
+    m.source == LIBRARY_SOURCE
+        && m.registered
+        && matches!(m.status, ModelStatus::Available | ModelStatus::Partial)
 }
 
 /// A download progress bar with percent or bytes.
@@ -97,6 +102,27 @@ fn sort_arrow(ui: &mut egui::Ui, ascending: bool) {
         color,
         egui::Stroke::NONE,
     ));
+}
+
+/// One line about a model's header metadata: architecture, parameters, context.
+pub fn metadata_summary(meta: &ModelMetadata) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = &meta.architecture {
+        parts.push(a.clone());
+    }
+    if let Some(p) = meta.parameter_count {
+        parts.push(format!("{} parameters", crate::util::human_count(p)));
+    }
+    if let Some(q) = &meta.quantization {
+        parts.push(q.clone());
+    }
+    if let Some(c) = meta.context_length {
+        parts.push(format!("{c} tokens context"));
+    }
+    if !meta.dtypes.is_empty() {
+        parts.push(meta.dtypes.join("/"));
+    }
+    parts.join(", ")
 }
 
 /// A table cell's text: one line, truncated, clickable.
@@ -193,7 +219,20 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     clicked |= cell(ui, m.capabilities.join(", ")).clicked();
                 });
                 row.col(|ui| {
-                    clicked |= cell(ui, m.format.as_deref().unwrap_or("")).clicked();
+                    let text = match (
+                        &m.format,
+                        m.metadata.as_ref().and_then(|d| d.quantization.as_ref()),
+                    ) {
+                        (Some(f), Some(q)) => format!("{f} {q}"),
+                        (Some(f), None) => f.clone(),
+                        (None, Some(q)) => q.clone(),
+                        (None, None) => String::new(),
+                    };
+                    let mut label = cell(ui, text);
+                    if let Some(meta) = &m.metadata {
+                        label = label.on_hover_text(metadata_summary(meta));
+                    }
+                    clicked |= label.clicked();
                 });
                 row.col(|ui| {
                     clicked |= cell(ui, size_text(m)).clicked();
@@ -203,6 +242,13 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                         cell(ui, m.modified.map(format_unix_utc).unwrap_or_default()).clicked();
                 });
                 row.col(|ui| {
+                    if m.source != LIBRARY_SOURCE {
+                        ui.weak("read-only").on_hover_text(format!(
+                            "In the {} store: listed, never changed by this app",
+                            m.source
+                        ));
+                        return;
+                    }
                     if download.is_some() || m.status == ModelStatus::Downloading {
                         if ui.small_button("Cancel").clicked() {
                             action = Some(TableAction::CancelDownload(m.id.clone()));

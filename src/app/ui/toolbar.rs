@@ -20,6 +20,8 @@ pub enum ToolbarAction {
     PickImport,
     /// Switch quick (fast) / full listing.
     SetQuick(bool),
+    /// List the read-only stores beside the library, or not.
+    SetStores(bool),
     /// Provider filter.
     SetProvider(Option<String>),
     /// Status filter.
@@ -52,6 +54,8 @@ pub struct ToolbarInput<'a> {
     pub capability: Option<&'a str>,
     /// Quick listing on.
     pub quick: bool,
+    /// Other stores listed (`None`: not offered).
+    pub stores: Option<bool>,
     /// Give the search box keyboard focus this frame.
     pub focus_search: bool,
 }
@@ -126,6 +130,16 @@ pub fn toolbar_ui(
             .changed()
         {
             action = Some(ToolbarAction::SetQuick(quick));
+        }
+        if let Some(mut stores) = input.stores
+            && ui
+                .checkbox(&mut stores, "Other stores")
+                .on_hover_text(
+                    "Also list the Hugging Face cache, Ollama and LM Studio models (read-only)",
+                )
+                .changed()
+        {
+            action = Some(ToolbarAction::SetStores(stores));
         }
     });
     ui.horizontal(|ui| {

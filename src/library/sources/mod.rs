@@ -1,2 +1,712 @@
-//! Read-only model stores besides the library: the Hugging Face hub cache, Ollama and
-//! LM Studio. (Being written: see issue 8.)
+//! Read-only model stores besides the library: the Hugging Face hub cache
+//! ([`SourceKind::HuggingFace`]), Ollama ([`SourceKind::Ollama`]) and LM Studio
+//! ([`SourceKind::LmStudio`]). Each is scanned into [`ModelInfo`]s with `source` set to the
+//! store's name, plus the files behind each model ([`SourceScan`]) so disk usage can count
+//! shared bytes once ([`DiskUsage`], [`bytes_freed_by_deleting`]).
+//!
+//! Owns: finding each store's root ([`default_sources`], with the environment and the home
+//! folder injected so tests never touch the real home), reading each store's layout, the
+//! status rules for store models, and the disk-usage arithmetic.
+//!
+//! Must not touch: it never writes anything, anywhere. Inside a store it never follows a
+//! symlink (not even to stat it), except that a Hugging Face snapshot link is *resolved by
+//! name* into the same repository's `blobs/` folder, whose files were listed directly; a
+//! link that points anywhere else is neither followed nor counted. Paths taken from file
+//! contents (Ollama digests, `refs/main`) are validated as single safe components before
+//! use. Only the configured root itself may be a symlink (e.g. a cache moved to another disk).
+//!
+//! Ids: `huggingface/<org>/<name>`, `ollama/<namespace>/<model>:<tag>` (registry host
+//! inserted first when it is not `registry.ollama.ai`), `lmstudio/<publisher>/<model>`. They
+//! are unique within a listing and stable across scans, and are **not** library ids: they
+//! contain `/` and `:`, are never used as paths, and the library's id rules (SPEC §1) do not
+//! apply to them. `provider` is the store's name (`huggingface`, `ollama`, `lmstudio`), so the
+//! provider filter also works as a store filter and matches the registry's vocabulary; the
+//! publisher (HF org, Ollama namespace, LM Studio publisher) is in the id and the name.
+
+mod huggingface;
+mod lmstudio;
+mod ollama;
+mod usage;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub use usage::{
+    DiskUsage, bytes_freed_by_deleting, disk_usage, largest_models, least_recently_used,
+};
+
+use crate::library::clock::unix_seconds;
+use crate::library::error::LibraryError;
+use crate::library::metadata::{MetadataCache, fill_missing, merge_parts};
+use crate::library::model::{ModelInfo, ModelMetadata, ModelStatus};
+
+/// Which store a source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The Hugging Face hub cache (`models--org--name/{blobs,snapshots,refs}`).
+    HuggingFace,
+    /// Ollama's model store (`manifests/…`, `blobs/sha256-…`).
+    Ollama,
+    /// LM Studio's models folder (`publisher/model/*.gguf`).
+    LmStudio,
+}
+
+impl SourceKind {
+    /// Every kind, in display order.
+    pub const ALL: [SourceKind; 3] = [
+        SourceKind::HuggingFace,
+        SourceKind::Ollama,
+        SourceKind::LmStudio,
+    ];
+
+    /// The name used as `source` and `provider`: `huggingface`, `ollama`, `lmstudio`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::HuggingFace => "huggingface",
+            SourceKind::Ollama => "ollama",
+            SourceKind::LmStudio => "lmstudio",
+        }
+    }
+
+    /// A name for people: `Hugging Face`, `Ollama`, `LM Studio`.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            SourceKind::HuggingFace => "Hugging Face",
+            SourceKind::Ollama => "Ollama",
+            SourceKind::LmStudio => "LM Studio",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SourceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SourceKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("unknown source {s:?}; expected one of huggingface, ollama, lmstudio")
+            })
+    }
+}
+
+/// One store to scan: its kind, its root folder, and whether it is switched on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceConfig {
+    /// Which store.
+    pub kind: SourceKind,
+    /// Its root: the hub cache folder, Ollama's `models` folder, LM Studio's models folder.
+    pub root: PathBuf,
+    /// Whether to scan it. A disabled source scans to an empty list.
+    pub enabled: bool,
+}
+
+impl SourceConfig {
+    /// An enabled source.
+    pub fn new(kind: SourceKind, root: impl Into<PathBuf>) -> Self {
+        SourceConfig {
+            kind,
+            root: root.into(),
+            enabled: true,
+        }
+    }
+
+    /// Whether the root is an existing folder (following a symlinked root).
+    pub fn root_exists(&self) -> bool {
+        self.root.is_dir()
+    }
+}
+
+/// Reads an environment variable; injected so tests never see the real environment.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The standard sources, one per kind whose root can be determined (all three when `home`
+/// is known), all enabled, **whether or not their root exists**: a missing root scans to
+/// an empty list, and the settings can show it as "not found" and let the user point it
+/// elsewhere ([`SourceConfig::root_exists`]). Roots: [`huggingface_root`], [`ollama_root`],
+/// [`lmstudio_root`].
+pub fn default_sources(env: Env<'_>, home: Option<&Path>) -> Vec<SourceConfig> {
+    [
+        (SourceKind::HuggingFace, huggingface_root(env, home)),
+        (SourceKind::Ollama, ollama_root(env, home)),
+        (SourceKind::LmStudio, lmstudio_root(env, home)),
+    ]
+    .into_iter()
+    .filter_map(|(kind, root)| root.map(|r| SourceConfig::new(kind, r)))
+    .collect()
+}
+
+/// A non-empty variable as a path, `~/…` expanded against `home`.
+fn env_path(env: Env<'_>, key: &str, home: Option<&Path>) -> Option<PathBuf> {
+    let v = env(key).filter(|v| !v.is_empty())?;
+    Some(expand_tilde(PathBuf::from(v), home))
+}
+
+fn expand_tilde(p: PathBuf, home: Option<&Path>) -> PathBuf {
+    match (p.strip_prefix("~"), home) {
+        (Ok(rest), Some(h)) => h.join(rest),
+        _ => p,
+    }
+}
+
+/// The Hugging Face hub cache, as `huggingface_hub` finds it: `$HF_HUB_CACHE`, else the
+/// legacy `$HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`,
+/// else `~/.cache/huggingface/hub`.
+pub fn huggingface_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
+    env_path(env, "HF_HUB_CACHE", home)
+        .or_else(|| env_path(env, "HUGGINGFACE_HUB_CACHE", home))
+        .or_else(|| env_path(env, "HF_HOME", home).map(|h| h.join("hub")))
+        .or_else(|| {
+            env_path(env, "XDG_CACHE_HOME", home).map(|c| c.join("huggingface").join("hub"))
+        })
+        .or_else(|| home.map(|h| h.join(".cache").join("huggingface").join("hub")))
+}
+
+/// Ollama's models folder: `$OLLAMA_MODELS`, else `~/.ollama/models`. (Linux service installs
+/// keep theirs in `/usr/share/ollama/.ollama/models`; point the source there by hand.)
+pub fn ollama_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
+    env_path(env, "OLLAMA_MODELS", home).or_else(|| home.map(|h| h.join(".ollama").join("models")))
+}
+
+/// LM Studio's models folder, first found of:
+/// 1. the `downloadsFolder` of LM Studio's `settings.json` (best effort: looked for in the
+///    app's settings folder — `$APPDATA/LM Studio`, `$XDG_CONFIG_HOME/LM Studio`,
+///    `~/.config/LM Studio`, `~/Library/Application Support/LM Studio` — and in its home),
+///    used when it is an absolute path;
+/// 2. `<home>/models`, where `<home>` is the path written in `~/.lmstudio-home-pointer`;
+/// 3. `~/.lmstudio/models` if it exists;
+/// 4. `~/.cache/lm-studio/models` (older versions) if it exists;
+/// 5. else `~/.lmstudio/models`.
+pub fn lmstudio_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
+    let home = home?;
+    let pointed_home = read_text(&home.join(".lmstudio-home-pointer"), 4096)
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| p.is_absolute());
+    let lm_home = pointed_home
+        .clone()
+        .unwrap_or_else(|| home.join(".lmstudio"));
+
+    let mut settings: Vec<PathBuf> = Vec::new();
+    if let Some(d) = env_path(env, "APPDATA", Some(home)) {
+        settings.push(d.join("LM Studio").join("settings.json"));
+    }
+    if let Some(d) = env_path(env, "XDG_CONFIG_HOME", Some(home)) {
+        settings.push(d.join("LM Studio").join("settings.json"));
+    }
+    settings.push(home.join(".config").join("LM Studio").join("settings.json"));
+    settings.push(
+        home.join("Library")
+            .join("Application Support")
+            .join("LM Studio")
+            .join("settings.json"),
+    );
+    settings.push(lm_home.join("settings.json"));
+    for file in settings {
+        let folder = read_text(&file, 1 << 20)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("downloadsFolder")?.as_str().map(PathBuf::from))
+            .filter(|p| p.is_absolute());
+        if folder.is_some() {
+            return folder;
+        }
+    }
+    if let Some(h) = pointed_home {
+        return Some(h.join("models"));
+    }
+    let current = home.join(".lmstudio").join("models");
+    let legacy = home.join(".cache").join("lm-studio").join("models");
+    Some(if !current.is_dir() && legacy.is_dir() {
+        legacy
+    } else {
+        current
+    })
+}
+
+/// A small text file, or `None` when absent, unreadable, larger than `max` or not UTF-8.
+fn read_text(path: &Path, max: u64) -> Option<String> {
+    String::from_utf8(read_bounded(path, max).ok()?).ok()
+}
+
+/// Reads a whole file of at most `max` bytes; a longer one is an error, and is not read.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{len} bytes, more than the {max} accepted"),
+        ));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The result of scanning one store: its models and the files behind them.
+#[derive(Debug, Clone)]
+pub struct SourceScan {
+    /// Which store.
+    pub kind: SourceKind,
+    /// The root that was scanned.
+    pub root: PathBuf,
+    /// Its models, sorted by id.
+    pub models: Vec<ModelInfo>,
+    /// Every file counted in some model's size, once: absolute path → bytes. For Hugging
+    /// Face the repository's blobs (and any plain files in snapshots), for Ollama the blobs
+    /// (complete and partial), for LM Studio the model folder's files.
+    pub blobs: BTreeMap<PathBuf, u64>,
+    /// Model id → the keys of [`SourceScan::blobs`] it uses.
+    pub model_blobs: BTreeMap<String, BTreeSet<PathBuf>>,
+}
+
+impl SourceScan {
+    fn new(config: &SourceConfig) -> Self {
+        SourceScan {
+            kind: config.kind,
+            root: config.root.clone(),
+            models: Vec::new(),
+            blobs: BTreeMap::new(),
+            model_blobs: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, draft: Draft) {
+        let (info, files) = draft.finish(self.kind);
+        let keys = files.keys().cloned().collect();
+        self.blobs.extend(files);
+        self.model_blobs.insert(info.id.clone(), keys);
+        self.models.push(info);
+    }
+
+    /// Bytes of all the files of all its models, each file counted once.
+    pub fn unique_bytes(&self) -> u64 {
+        self.blobs.values().sum()
+    }
+
+    /// Bytes that deleting `model_id` would free: its files that no other model of this scan
+    /// uses. `None` for an unknown id.
+    pub fn bytes_freed_by_deleting(&self, model_id: &str) -> Option<u64> {
+        bytes_freed_by_deleting(std::slice::from_ref(self), model_id)
+    }
+}
+
+/// Scans one store into its models (see [`scan_source_detailed`]).
+pub fn scan_source(
+    config: &SourceConfig,
+    cache: &mut MetadataCache,
+) -> Result<Vec<ModelInfo>, LibraryError> {
+    scan_source_detailed(config, cache).map(|s| s.models)
+}
+
+/// Scans one store, read-only: its models (sorted by id) with sizes that count each file
+/// once, statuses, formats and header metadata (read through `cache`), and which files each
+/// model uses. A disabled source or a missing root gives an empty scan; a root that exists
+/// but cannot be read (or is not a folder) is an error naming it. Problems inside one model
+/// are recorded on that model (status `error`, `error` saying why) and never abort the scan.
+pub fn scan_source_detailed(
+    config: &SourceConfig,
+    cache: &mut MetadataCache,
+) -> Result<SourceScan, LibraryError> {
+    let mut scan = SourceScan::new(config);
+    if !config.enabled {
+        return Ok(scan);
+    }
+    let root = config.root.as_path();
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(LibraryError::io(
+                root,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a folder"),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
+        Err(e) => return Err(LibraryError::io(root, e)),
+    }
+    match config.kind {
+        SourceKind::HuggingFace => huggingface::scan(root, cache, &mut scan)?,
+        SourceKind::Ollama => ollama::scan(root, cache, &mut scan)?,
+        SourceKind::LmStudio => lmstudio::scan(root, cache, &mut scan)?,
+    }
+    scan.models.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(scan)
+}
+
+/// Lists a folder's entries (name and type, symlinks not followed), hidden ones skipped,
+/// sorted by name.
+fn list_dir(dir: &Path) -> io::Result<Vec<(OsString, fs::FileType)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().first() == Some(&b'.') {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(ft) => out.push((name, ft)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// What a walk of a folder found, symlinks not followed.
+#[derive(Debug, Default)]
+struct Walked {
+    /// Regular files: (path relative to the walked folder, absolute path, size, mtime).
+    files: Vec<(PathBuf, PathBuf, u64, Option<SystemTime>)>,
+    /// Symlinks: (relative path, absolute path).
+    links: Vec<(PathBuf, PathBuf)>,
+    /// Newest mtime of the folder and everything in it (links included, not followed).
+    newest: Option<SystemTime>,
+    /// What could not be read.
+    errors: Vec<String>,
+}
+
+/// The deepest a model folder is walked.
+const MAX_WALK_DEPTH: usize = 32;
+
+/// Walks `root` without following symlinks. Hidden entries are included (a download's
+/// temporary file may be hidden). Entries that vanish mid-walk are skipped.
+fn walk(root: &Path) -> Walked {
+    let mut w = Walked::default();
+    if let Ok(m) = fs::symlink_metadata(root) {
+        w.newest = m.modified().ok();
+    }
+    let mut stack = vec![(PathBuf::new(), 0usize)];
+    while let Some((rel, depth)) = stack.pop() {
+        let dir = root.join(&rel);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                w.errors.push(format!("cannot read {}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for entry in rd {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    w.errors.push(format!("cannot read {}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    w.errors
+                        .push(format!("cannot read {}: {e}", entry.path().display()));
+                    continue;
+                }
+            };
+            let mtime = meta.modified().ok();
+            w.newest = newest(w.newest, mtime);
+            let rel_child = rel.join(entry.file_name());
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                w.links.push((rel_child, entry.path()));
+            } else if ft.is_dir() {
+                if depth + 1 >= MAX_WALK_DEPTH {
+                    w.errors.push(format!(
+                        "{} is nested too deeply; not scanned",
+                        entry.path().display()
+                    ));
+                } else {
+                    stack.push((rel_child, depth + 1));
+                }
+            } else if ft.is_file() {
+                w.files.push((rel_child, entry.path(), meta.len(), mtime));
+            }
+        }
+    }
+    w.files.sort_by(|a, b| a.0.cmp(&b.0));
+    w.links.sort();
+    w
+}
+
+fn newest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `p` with `.` and `..` resolved lexically (no file-system access).
+fn lexical_normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// A weight file of a model: its path inside the model (for grouping and the format), where
+/// its bytes are (a blob for Hugging Face), and its size.
+#[derive(Debug, Clone)]
+struct WeightFile {
+    rel: PathBuf,
+    real: PathBuf,
+    size: u64,
+}
+
+/// Whether a file name is a weight file whose header can be read.
+fn is_weight_name(name: &Path) -> bool {
+    matches!(
+        name.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("gguf" | "safetensors")
+    )
+}
+
+/// Whether a file is a vision projector (`mmproj*.gguf`), not the model itself.
+fn is_projector(rel: &Path) -> bool {
+    rel.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.to_ascii_lowercase().starts_with("mmproj"))
+}
+
+/// The group a weight file belongs to: its path without the extension and without a shard
+/// suffix `-00001-of-00004`, plus the extension. Shards and splits of one weight set share
+/// a group; different quantizations or copies do not.
+fn weight_group(rel: &Path) -> String {
+    let ext = rel
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let stem = rel.with_extension("");
+    let stem = stem.to_string_lossy();
+    let base = strip_shard_suffix(&stem).unwrap_or(&stem);
+    format!("{base}.{ext}")
+}
+
+fn strip_shard_suffix(stem: &str) -> Option<&str> {
+    let (before, total) = stem.rsplit_once("-of-")?;
+    if total.is_empty() || !total.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (base, index) = before.rsplit_once('-')?;
+    (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())).then_some(base)
+}
+
+/// The model's main weight set: the group (see [`weight_group`]) with the most bytes,
+/// vision projectors left out unless they are all there is.
+fn main_weight_set(files: &[WeightFile]) -> Vec<&WeightFile> {
+    let non_proj: Vec<&WeightFile> = files.iter().filter(|f| !is_projector(&f.rel)).collect();
+    let pool: Vec<&WeightFile> = if non_proj.is_empty() {
+        files.iter().collect()
+    } else {
+        non_proj
+    };
+    let mut groups: BTreeMap<String, (u64, Vec<&WeightFile>)> = BTreeMap::new();
+    for f in pool {
+        let g = groups.entry(weight_group(&f.rel)).or_default();
+        g.0 = g.0.saturating_add(f.size);
+        g.1.push(f);
+    }
+    groups
+        .into_iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)))
+        .map(|(_, (_, files))| files)
+        .unwrap_or_default()
+}
+
+/// The metadata of a weight set, each file's header read through `cache`. `None` when no
+/// header could be read; when only some could, the parameter count is left out.
+fn weight_set_metadata(files: &[&WeightFile], cache: &mut MetadataCache) -> Option<ModelMetadata> {
+    let parts: Vec<Option<ModelMetadata>> =
+        files.iter().map(|f| cache.get_or_read(&f.real)).collect();
+    let ok: Vec<&ModelMetadata> = parts.iter().flatten().collect();
+    if ok.is_empty() {
+        return None;
+    }
+    let mut merged = merge_parts(ok.iter().copied());
+    if ok.len() < parts.len() {
+        merged.parameter_count = None;
+    }
+    Some(merged)
+}
+
+/// Capabilities an architecture name suggests: `embedding` for BERT-like encoders, nothing
+/// for vision encoders (CLIP projectors), else `text-generation`.
+fn arch_capabilities(arch: &str) -> Vec<String> {
+    let a = arch.to_ascii_lowercase();
+    if a.contains("bert") || a == "t5encoder" {
+        vec!["embedding".into()]
+    } else if a.contains("clip") {
+        Vec::new()
+    } else {
+        vec!["text-generation".into()]
+    }
+}
+
+fn push_unique(caps: &mut Vec<String>, cap: &str) {
+    if !caps.iter().any(|c| c == cap) {
+        caps.push(cap.to_string());
+    }
+}
+
+/// A model being assembled by a store scanner.
+#[derive(Debug)]
+struct Draft {
+    id: String,
+    name: String,
+    path: PathBuf,
+    files: BTreeMap<PathBuf, u64>,
+    newest: Option<SystemTime>,
+    errors: Vec<String>,
+    partial: bool,
+    empty_is_error: bool,
+    capabilities: Vec<String>,
+    format: Option<String>,
+    metadata: Option<ModelMetadata>,
+}
+
+impl Draft {
+    fn new(id: String, name: String, path: PathBuf) -> Self {
+        Draft {
+            id,
+            name,
+            path,
+            files: BTreeMap::new(),
+            newest: None,
+            errors: Vec::new(),
+            partial: false,
+            empty_is_error: true,
+            capabilities: Vec::new(),
+            format: None,
+            metadata: None,
+        }
+    }
+
+    fn count(&mut self, path: PathBuf, size: u64, mtime: Option<SystemTime>) {
+        self.newest = newest(self.newest, mtime);
+        self.files.insert(path, size);
+    }
+
+    fn error(&mut self, e: impl Into<String>) {
+        self.errors.push(e.into());
+    }
+
+    fn fill_metadata(&mut self, extra: &ModelMetadata) {
+        if *extra == ModelMetadata::default() {
+            return;
+        }
+        match &mut self.metadata {
+            Some(m) => fill_missing(m, extra),
+            None => self.metadata = Some(extra.clone()),
+        }
+    }
+
+    /// The info and the files counted. Status: `error` when anything was wrong, else
+    /// `partial` when an incomplete download is present or nothing complete is, else
+    /// `downloaded`.
+    fn finish(self, kind: SourceKind) -> (ModelInfo, BTreeMap<PathBuf, u64>) {
+        let mut errors = self.errors;
+        if self.files.is_empty() && !self.partial && errors.is_empty() && self.empty_is_error {
+            errors.push("nothing downloaded: no file found".into());
+        }
+        let status = if !errors.is_empty() {
+            ModelStatus::Error
+        } else if self.partial {
+            ModelStatus::Partial
+        } else {
+            ModelStatus::Downloaded
+        };
+        let info = ModelInfo {
+            id: self.id,
+            name: self.name,
+            provider: kind.as_str().to_string(),
+            status,
+            capabilities: self.capabilities,
+            format: self.format,
+            description: None,
+            license: None,
+            registered: false,
+            path: self.path,
+            size_bytes: Some(self.files.values().sum()),
+            file_count: Some(self.files.len() as u64),
+            expected_size_bytes: None,
+            modified: self.newest.map(unix_seconds),
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
+            source: kind.as_str().to_string(),
+            metadata: self.metadata,
+        };
+        (info, self.files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_suffixes_are_grouped() {
+        assert_eq!(
+            weight_group(Path::new("model-00001-of-00004.safetensors")),
+            "model.safetensors"
+        );
+        assert_eq!(
+            weight_group(Path::new("Q4/x-Q4_K_M-00002-of-00003.gguf")),
+            "Q4/x-Q4_K_M.gguf"
+        );
+        assert_eq!(
+            weight_group(Path::new("model.fp16.safetensors")),
+            "model.fp16.safetensors"
+        );
+        assert_eq!(weight_group(Path::new("a-of-b.gguf")), "a-of-b.gguf");
+    }
+
+    #[test]
+    fn normalizes_lexically() {
+        assert_eq!(
+            lexical_normalize(Path::new("/s/models--a/snapshots/r/../../blobs/x")),
+            PathBuf::from("/s/models--a/blobs/x")
+        );
+        assert_eq!(
+            lexical_normalize(Path::new("a/../../b")),
+            PathBuf::from("../b")
+        );
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in SourceKind::ALL {
+            assert_eq!(k.as_str().parse::<SourceKind>().unwrap(), k);
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        assert!("nope".parse::<SourceKind>().is_err());
+    }
+}

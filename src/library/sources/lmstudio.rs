@@ -1,0 +1,139 @@
+//! LM Studio's models folder: `<publisher>/<model>/<files>` (GGUF files, with `mmproj*`
+//! vision projectors beside them; MLX models as safetensors). Each `publisher/model` folder
+//! is one model; files elsewhere are ignored, as LM Studio ignores them.
+//!
+//! Size: the regular files of the model folder, each once (LM Studio shares nothing between
+//! models). Symlinks (LM Studio can import by link) are never followed: a linked file or
+//! folder is not counted and makes the model an `error` naming it, as in the library. Status:
+//! `error` (a link, an unreadable folder), else `partial` when a file with an
+//! incomplete-download suffix is present (`.part`, `.partial`, `.download`, `.crdownload`,
+//! `.incomplete`: LM Studio's own temporary naming is not documented, so these generic
+//! suffixes are a heuristic), else `downloaded`. Empty model folders are not listed.
+//! Never writes.
+
+use std::path::Path;
+
+use super::{
+    Draft, SourceScan, WeightFile, arch_capabilities, is_projector, is_weight_name, list_dir,
+    main_weight_set, push_unique, walk, weight_set_metadata,
+};
+use crate::library::error::LibraryError;
+use crate::library::metadata::MetadataCache;
+use crate::library::scan::guess_format;
+
+/// File-name suffixes taken as an incomplete download.
+const PARTIAL_SUFFIXES: [&str; 5] = [
+    ".part",
+    ".partial",
+    ".download",
+    ".crdownload",
+    ".incomplete",
+];
+
+fn is_partial_name(name: &Path) -> bool {
+    let n = name.to_string_lossy().to_ascii_lowercase();
+    PARTIAL_SUFFIXES.iter().any(|s| n.ends_with(s))
+}
+
+pub(super) fn scan(
+    root: &Path,
+    cache: &mut MetadataCache,
+    out: &mut SourceScan,
+) -> Result<(), LibraryError> {
+    for (publisher, ft) in list_dir(root).map_err(|e| LibraryError::io(root, e))? {
+        let publisher = publisher.to_string_lossy().into_owned();
+        let pub_dir = root.join(&publisher);
+        if ft.is_symlink() {
+            let mut d = Draft::new(format!("lmstudio/{publisher}"), publisher, pub_dir.clone());
+            d.error(format!(
+                "{} is a symbolic link; links are not followed",
+                pub_dir.display()
+            ));
+            out.push(d);
+            continue;
+        }
+        if !ft.is_dir() {
+            continue;
+        }
+        let models = match list_dir(&pub_dir) {
+            Ok(v) => v,
+            Err(e) => {
+                let mut d = Draft::new(
+                    format!("lmstudio/{publisher}"),
+                    publisher.clone(),
+                    pub_dir.clone(),
+                );
+                d.error(format!("cannot read {}: {e}", pub_dir.display()));
+                out.push(d);
+                continue;
+            }
+        };
+        for (model, ft) in models {
+            let model = model.to_string_lossy().into_owned();
+            let dir = pub_dir.join(&model);
+            let name = format!("{publisher}/{model}");
+            let mut d = Draft::new(format!("lmstudio/{name}"), name, dir.clone());
+            if ft.is_symlink() {
+                d.error(format!(
+                    "{} is a symbolic link; links are not followed",
+                    dir.display()
+                ));
+            } else if ft.is_dir() {
+                if !scan_model(&dir, cache, &mut d) {
+                    continue;
+                }
+            } else {
+                continue;
+            }
+            out.push(d);
+        }
+    }
+    Ok(())
+}
+
+/// Fills `d` from the model folder; `false` when the folder holds nothing at all.
+fn scan_model(dir: &Path, cache: &mut MetadataCache, d: &mut Draft) -> bool {
+    let w = walk(dir);
+    if w.files.is_empty() && w.links.is_empty() && w.errors.is_empty() {
+        return false;
+    }
+    d.newest = w.newest;
+    d.errors.extend(w.errors);
+    for (rel, _) in &w.links {
+        d.error(format!(
+            "{} is a symbolic link; links are not followed",
+            rel.display()
+        ));
+    }
+    let mut weights = Vec::new();
+    let mut largest: Option<(u64, &'static str)> = None;
+    for (rel, abs, size, mtime) in &w.files {
+        d.count(abs.clone(), *size, *mtime);
+        if is_partial_name(rel) {
+            d.partial = true;
+            continue;
+        }
+        if let Some(fmt) = guess_format(rel)
+            && largest.is_none_or(|(s, _)| *size > s)
+        {
+            largest = Some((*size, fmt));
+        }
+        if is_weight_name(rel) {
+            weights.push(WeightFile {
+                rel: rel.clone(),
+                real: abs.clone(),
+                size: *size,
+            });
+        }
+    }
+    d.format = largest.map(|(_, f)| f.to_string());
+    let set = main_weight_set(&weights);
+    d.metadata = weight_set_metadata(&set, cache);
+    if let Some(arch) = d.metadata.as_ref().and_then(|m| m.architecture.as_deref()) {
+        d.capabilities = arch_capabilities(arch);
+    }
+    if weights.iter().any(|f| is_projector(&f.rel)) {
+        push_unique(&mut d.capabilities, "vision");
+    }
+    true
+}

@@ -1,0 +1,875 @@
+//! Read-only stores (Hugging Face hub cache, Ollama, LM Studio) scanned from fixtures built
+//! here in each store's real layout; root resolution with an injected environment and home;
+//! disk usage counting shared bytes once.
+#![cfg(unix)]
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use model_library::library::metadata::MetadataCache;
+use model_library::library::sources::{
+    SourceConfig, SourceKind, SourceScan, bytes_freed_by_deleting, default_sources, disk_usage,
+    largest_models, least_recently_used, scan_source, scan_source_detailed,
+};
+use model_library::library::{LibraryError, ModelInfo, ModelStatus};
+
+// ---------------------------------------------------------------------------------------
+// Fixture helpers
+
+fn put(path: &Path, bytes: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend((s.len() as u64).to_le_bytes());
+    buf.extend(s.as_bytes());
+}
+
+/// A small GGUF file: architecture, context length, file type, a token array, two tensors.
+fn gguf(arch: &str, ftype: u32, dims: &[u64]) -> Vec<u8> {
+    let mut kv = Vec::new();
+    put_str(&mut kv, "general.architecture");
+    kv.extend(8u32.to_le_bytes());
+    put_str(&mut kv, arch);
+    put_str(&mut kv, &format!("{arch}.context_length"));
+    kv.extend(4u32.to_le_bytes());
+    kv.extend(2048u32.to_le_bytes());
+    put_str(&mut kv, "general.file_type");
+    kv.extend(4u32.to_le_bytes());
+    kv.extend(ftype.to_le_bytes());
+    put_str(&mut kv, "tokenizer.ggml.tokens");
+    kv.extend(9u32.to_le_bytes());
+    kv.extend(8u32.to_le_bytes());
+    kv.extend(2u64.to_le_bytes());
+    put_str(&mut kv, "<s>");
+    put_str(&mut kv, "</s>");
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(2u64.to_le_bytes()); // tensors
+    out.extend(4u64.to_le_bytes()); // kvs
+    out.extend(kv);
+    for (name, ty) in [("token_embd.weight", 2u32), ("output_norm.weight", 0)] {
+        put_str(&mut out, name);
+        out.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            out.extend(d.to_le_bytes());
+        }
+        out.extend(ty.to_le_bytes());
+        out.extend(0u64.to_le_bytes());
+    }
+    out.extend(vec![0u8; 256]); // some "tensor data"
+    out
+}
+
+/// A safetensors file with one tensor of `n` F16 elements (data included).
+fn safetensors(n: u64) -> Vec<u8> {
+    let header = format!(
+        r#"{{"w":{{"dtype":"F16","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+        n * 2
+    );
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header.as_bytes());
+    out.extend(vec![0u8; (n * 2) as usize]);
+    out
+}
+
+fn scan(kind: SourceKind, root: &Path) -> SourceScan {
+    scan_source_detailed(&SourceConfig::new(kind, root), &mut MetadataCache::new()).unwrap()
+}
+
+fn model<'a>(scan: &'a SourceScan, id: &str) -> &'a ModelInfo {
+    scan.models
+        .iter()
+        .find(|m| m.id == id)
+        .unwrap_or_else(|| panic!("no {id} in {:?}", ids(scan)))
+}
+
+fn ids(scan: &SourceScan) -> Vec<&str> {
+    scan.models.iter().map(|m| m.id.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Hugging Face
+
+struct HfRepo {
+    dir: PathBuf,
+}
+
+impl HfRepo {
+    fn new(hub: &Path, repo: &str) -> Self {
+        let dir = hub.join(format!("models--{}", repo.replace('/', "--")));
+        fs::create_dir_all(dir.join("blobs")).unwrap();
+        fs::create_dir_all(dir.join("snapshots")).unwrap();
+        HfRepo { dir }
+    }
+    fn blob(&self, hash: &str, bytes: &[u8]) -> &Self {
+        put(&self.dir.join("blobs").join(hash), bytes);
+        self
+    }
+    /// `snapshots/<rev>/<rel>` → `../../blobs/<hash>` (one more `..` per folder in `rel`).
+    fn link(&self, rev: &str, rel: &str, hash: &str) -> &Self {
+        let depth = rel.matches('/').count();
+        let target = format!("{}blobs/{hash}", "../".repeat(2 + depth));
+        self.link_to(rev, rel, Path::new(&target))
+    }
+    fn link_to(&self, rev: &str, rel: &str, target: &Path) -> &Self {
+        let at = self.dir.join("snapshots").join(rev).join(rel);
+        fs::create_dir_all(at.parent().unwrap()).unwrap();
+        symlink(target, at).unwrap();
+        self
+    }
+    fn main(&self, rev: &str) -> &Self {
+        put(&self.dir.join("refs/main"), rev.as_bytes());
+        self
+    }
+}
+
+#[test]
+fn hf_revisions_sharing_a_blob_count_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let weights = safetensors(1000);
+    let config = br#"{"model_type":"llama","max_position_embeddings":8192,"architectures":["LlamaForCausalLM"]}"#;
+    let repo = HfRepo::new(&hub, "org/name");
+    repo.blob("aaa111", &weights)
+        .blob("bbb222", config)
+        .blob("ccc333", b"old readme")
+        .blob("ddd444", b"new readme!")
+        .link("rev1", "model.safetensors", "aaa111")
+        .link("rev1", "config.json", "bbb222")
+        .link("rev1", "README.md", "ccc333")
+        .link("rev2", "model.safetensors", "aaa111")
+        .link("rev2", "config.json", "bbb222")
+        .link("rev2", "docs/README.md", "ddd444")
+        .main("rev2");
+    // Not models: datasets, spaces, lock folders, stray files.
+    fs::create_dir_all(hub.join("datasets--org--data/blobs")).unwrap();
+    fs::create_dir_all(hub.join("spaces--org--space")).unwrap();
+    fs::create_dir_all(hub.join(".locks/models--org--name")).unwrap();
+    put(&hub.join("version.txt"), b"1");
+
+    let s = scan(SourceKind::HuggingFace, &hub);
+    assert_eq!(ids(&s), ["huggingface/org/name"]);
+    let m = &s.models[0];
+    let total = weights.len() + config.len() + 10 + 11;
+    assert_eq!(m.size_bytes, Some(total as u64), "each blob once");
+    assert_eq!(m.file_count, Some(4));
+    assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
+    assert_eq!(m.error, None);
+    assert_eq!(
+        (m.name.as_str(), m.provider.as_str(), m.source.as_str()),
+        ("org/name", "huggingface", "huggingface")
+    );
+    assert!(!m.registered);
+    assert_eq!(m.path, hub.join("models--org--name"));
+    assert_eq!(m.format.as_deref(), Some("safetensors"));
+    assert_eq!(m.capabilities, ["text-generation"]);
+    assert!(m.modified.is_some());
+    let md = m.metadata.as_ref().unwrap();
+    assert_eq!(md.parameter_count, Some(1000));
+    assert_eq!(md.dtypes, ["F16"]);
+    assert_eq!(md.architecture.as_deref(), Some("llama"));
+    assert_eq!(md.context_length, Some(8192));
+    assert_eq!(s.unique_bytes(), total as u64);
+    assert_eq!(
+        s.bytes_freed_by_deleting("huggingface/org/name"),
+        Some(total as u64)
+    );
+}
+
+#[test]
+fn hf_sharded_weights_and_gguf_repos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path();
+    HfRepo::new(hub, "org/sharded")
+        .blob("s1", &safetensors(100))
+        .blob("s2", &safetensors(50))
+        .blob("c1", &safetensors(10))
+        .link("r", "model-00001-of-00002.safetensors", "s1")
+        .link("r", "model-00002-of-00002.safetensors", "s2")
+        .link("r", "consolidated.safetensors", "c1")
+        .main("r");
+    HfRepo::new(hub, "gpt2") // no org
+        .blob("g1", &gguf("gpt2", 7, &[16, 4]))
+        .blob("p1", &gguf("clip", 1, &[2]))
+        .link("r", "gpt2.Q8_0.gguf", "g1")
+        .link("r", "mmproj-f16.gguf", "p1");
+    let s = scan(SourceKind::HuggingFace, hub);
+    let sharded = model(&s, "huggingface/org/sharded");
+    let md = sharded.metadata.as_ref().unwrap();
+    assert_eq!(
+        md.parameter_count,
+        Some(150),
+        "the shards of the largest set add up"
+    );
+    let g = model(&s, "huggingface/gpt2");
+    assert_eq!(g.status, ModelStatus::Downloaded, "{:?}", g.error);
+    assert_eq!(g.format.as_deref(), Some("gguf"));
+    let md = g.metadata.as_ref().unwrap();
+    assert_eq!(md.architecture.as_deref(), Some("gpt2"));
+    assert_eq!(md.quantization.as_deref(), Some("Q8_0"));
+    assert_eq!(md.context_length, Some(2048));
+    assert_eq!(md.parameter_count, Some(128));
+    assert_eq!(g.capabilities, ["text-generation", "vision"]);
+}
+
+#[test]
+fn hf_incomplete_blob_is_partial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = HfRepo::new(tmp.path(), "org/downloading");
+    repo.blob("cfg", b"{}")
+        .blob("big.incomplete", &[0u8; 300])
+        .link("r", "config.json", "cfg")
+        .main("r");
+    HfRepo::new(tmp.path(), "org/started").blob("x.incomplete", b"12345");
+    let s = scan(SourceKind::HuggingFace, tmp.path());
+    let m = model(&s, "huggingface/org/downloading");
+    assert_eq!(m.status, ModelStatus::Partial, "{:?}", m.error);
+    assert_eq!(
+        m.size_bytes,
+        Some(302),
+        "the bytes on disk, incomplete ones included"
+    );
+    let m = model(&s, "huggingface/org/started");
+    assert_eq!((m.status, m.size_bytes), (ModelStatus::Partial, Some(5)));
+}
+
+#[test]
+fn hf_links_out_of_the_store_are_not_followed_or_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let outside = tmp.path().join("outside");
+    put(&outside.join("secret.safetensors"), &safetensors(5000));
+    let other = HfRepo::new(&hub, "org/other");
+    other.blob("o1", b"other").link("r", "f", "o1");
+    let repo = HfRepo::new(&hub, "org/evil");
+    repo.blob("ok", b"1234")
+        .link("r", "ok.txt", "ok")
+        .link_to("r", "abs.safetensors", &outside.join("secret.safetensors"))
+        .link_to(
+            "r",
+            "rel.safetensors",
+            Path::new("../../../../outside/secret.safetensors"),
+        )
+        .link_to(
+            "r",
+            "sibling",
+            Path::new("../../../models--org--other/blobs/o1"),
+        )
+        .link_to("r", "loop", Path::new("loop"))
+        .main("r");
+    let s = scan(SourceKind::HuggingFace, &hub);
+    let m = model(&s, "huggingface/org/evil");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert_eq!(m.size_bytes, Some(4), "only its own blob counts");
+    assert_eq!(m.metadata, None, "the outside file's header was not read");
+    let err = m.error.as_deref().unwrap();
+    for name in ["abs.safetensors", "rel.safetensors", "sibling", "loop"] {
+        assert!(err.contains(name), "{name} not reported: {err}");
+    }
+    assert!(err.contains("not followed"), "{err}");
+    assert!(
+        s.blobs.keys().all(|p| p.starts_with(&hub)),
+        "a file outside the store was counted: {:?}",
+        s.blobs.keys()
+    );
+    assert_eq!(
+        model(&s, "huggingface/org/other").status,
+        ModelStatus::Downloaded
+    );
+}
+
+#[test]
+fn hf_broken_entries_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    HfRepo::new(tmp.path(), "org/dangling")
+        .blob("a", b"x")
+        .link("r", "model.safetensors", "missing");
+    HfRepo::new(tmp.path(), "org/empty");
+    symlink(
+        tmp.path().join("models--org--empty"),
+        tmp.path().join("models--org--linked"),
+    )
+    .unwrap();
+    let s = scan(SourceKind::HuggingFace, tmp.path());
+    let m = model(&s, "huggingface/org/dangling");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert!(
+        m.error.as_deref().unwrap().contains("missing"),
+        "{:?}",
+        m.error
+    );
+    let m = model(&s, "huggingface/org/empty");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert!(m.error.as_deref().unwrap().contains("nothing downloaded"));
+    let m = model(&s, "huggingface/org/linked");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert!(m.error.as_deref().unwrap().contains("symbolic link"));
+}
+
+#[test]
+fn hf_rescan_reads_no_header_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    HfRepo::new(tmp.path(), "org/a")
+        .blob("w", &safetensors(10))
+        .link("r", "model.safetensors", "w");
+    HfRepo::new(tmp.path(), "org/b")
+        .blob("w", &gguf("llama", 15, &[4]))
+        .link("r", "b.gguf", "w");
+    let config = SourceConfig::new(SourceKind::HuggingFace, tmp.path());
+    let mut cache = MetadataCache::new();
+    let first = scan_source(&config, &mut cache).unwrap();
+    assert_eq!(cache.reads(), 2);
+    let second = scan_source(&config, &mut cache).unwrap();
+    assert_eq!(cache.reads(), 2, "a rescan read headers again");
+    assert_eq!(first, second, "ids and everything else are stable");
+    assert_eq!(
+        second[1].metadata.as_ref().unwrap().quantization.as_deref(),
+        Some("Q4_K_M")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Ollama
+
+fn hex(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+struct Ollama {
+    root: PathBuf,
+}
+
+impl Ollama {
+    fn blob(&self, h: &str, bytes: &[u8]) -> &Self {
+        put(&self.root.join(format!("blobs/sha256-{h}")), bytes);
+        self
+    }
+    fn manifest(&self, rel: &str, config: (&str, u64), layers: &[(&str, &str, u64)]) -> &Self {
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|(media, h, size)| {
+                serde_json::json!({"mediaType": format!("application/vnd.ollama.image.{media}"),
+                                   "digest": format!("sha256:{h}"), "size": size})
+            })
+            .collect();
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": format!("sha256:{}", config.0), "size": config.1},
+            "layers": layers,
+        });
+        put(
+            &self.root.join("manifests").join(rel),
+            m.to_string().as_bytes(),
+        );
+        self
+    }
+}
+
+#[test]
+fn ollama_models_sharing_a_layer_count_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Ollama {
+        root: tmp.path().join("models"),
+    };
+    let weights = gguf("llama", 2, &[32, 8]);
+    let w = weights.len() as u64;
+    let cfg1 = br#"{"model_format":"gguf","model_family":"llama","model_families":["llama"],"model_type":"8.0B","file_type":"Q4_0"}"#;
+    let cfg2 = br#"{"model_format":"gguf","model_family":"llama","model_type":"8.0B","file_type":"Q4_0","x":1}"#;
+    let (c1, c2) = (cfg1.len() as u64, cfg2.len() as u64);
+    o.blob(&hex('a'), &weights)
+        .blob(&hex('b'), cfg1)
+        .blob(&hex('c'), cfg2)
+        .blob(&hex('d'), b"{{ .Prompt }}")
+        .blob(&hex('e'), b"{\"stop\":[\"x\"]}")
+        .manifest(
+            "registry.ollama.ai/library/llama3/8b",
+            (&hex('b'), c1),
+            &[("model", &hex('a'), w), ("template", &hex('d'), 13)],
+        )
+        .manifest(
+            "registry.ollama.ai/library/llama3/custom",
+            (&hex('c'), c2),
+            &[("model", &hex('a'), w), ("params", &hex('e'), 14)],
+        )
+        .manifest(
+            "hf.co/bartowski/Some-GGUF/Q4_0",
+            (&hex('c'), c2),
+            &[("model", &hex('a'), w)],
+        );
+    let s = scan(SourceKind::Ollama, &o.root);
+    assert_eq!(
+        ids(&s),
+        [
+            "ollama/hf.co/bartowski/Some-GGUF:Q4_0",
+            "ollama/library/llama3:8b",
+            "ollama/library/llama3:custom"
+        ]
+    );
+    let m = model(&s, "ollama/library/llama3:8b");
+    assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
+    assert_eq!(m.name, "llama3:8b");
+    assert_eq!(m.provider, "ollama");
+    assert_eq!(m.size_bytes, Some(w + c1 + 13), "its own layers");
+    assert_eq!(m.file_count, Some(3));
+    assert_eq!(m.format.as_deref(), Some("gguf"));
+    assert_eq!(m.capabilities, ["text-generation", "chat"]);
+    assert_eq!(
+        m.path,
+        o.root
+            .join("manifests/registry.ollama.ai/library/llama3/8b")
+    );
+    let md = m.metadata.as_ref().unwrap();
+    assert_eq!(md.architecture.as_deref(), Some("llama"));
+    assert_eq!(md.quantization.as_deref(), Some("Q4_0"));
+    assert_eq!(md.context_length, Some(2048));
+    assert_eq!(
+        md.parameter_count,
+        Some(2 * 32 * 8),
+        "the header is ground truth"
+    );
+    let custom = model(&s, "ollama/library/llama3:custom");
+    assert_eq!(custom.size_bytes, Some(w + c2 + 14));
+    assert_eq!(custom.capabilities, ["text-generation"]);
+    assert_eq!(
+        model(&s, "ollama/hf.co/bartowski/Some-GGUF:Q4_0").name,
+        "hf.co/bartowski/Some-GGUF:Q4_0"
+    );
+
+    // The store holds each blob once.
+    let unique = w + c1 + c2 + 13 + 14;
+    assert_eq!(s.unique_bytes(), unique);
+    let usage = disk_usage(std::slice::from_ref(&s), &[]);
+    assert_eq!(usage.per_source["ollama"], unique);
+    assert_eq!(usage.total_unique, unique);
+    // Deleting one frees only what no other model uses.
+    assert_eq!(
+        s.bytes_freed_by_deleting("ollama/library/llama3:8b"),
+        Some(c1 + 13)
+    );
+    assert_eq!(
+        s.bytes_freed_by_deleting("ollama/library/llama3:custom"),
+        Some(14)
+    );
+    assert_eq!(s.bytes_freed_by_deleting("ollama/nope:x"), None);
+}
+
+#[test]
+fn ollama_partial_missing_and_broken_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Ollama {
+        root: tmp.path().to_path_buf(),
+    };
+    put(
+        &o.root.join(format!("blobs/sha256-{}-partial", hex('f'))),
+        &[0u8; 100],
+    );
+    put(
+        &o.root.join(format!("blobs/sha256-{}-partial-0", hex('f'))),
+        b"{}",
+    );
+    put(
+        &o.root.join(format!("blobs/sha256-{}-partial", hex('9'))),
+        &[0u8; 70],
+    );
+    o.blob(&hex('b'), b"{}")
+        .blob(&hex('c'), b"12345")
+        .manifest(
+            "registry.ollama.ai/library/pulling/latest",
+            (&hex('b'), 2),
+            &[("model", &hex('f'), 1000)],
+        )
+        .manifest(
+            "registry.ollama.ai/library/missing/latest",
+            (&hex('b'), 2),
+            &[("model", &hex('e'), 1)],
+        )
+        .manifest(
+            "registry.ollama.ai/library/wrongsize/latest",
+            (&hex('b'), 2),
+            &[("model", &hex('c'), 999)],
+        )
+        .manifest(
+            "registry.ollama.ai/user/evil/latest",
+            ("../../../etc/passwd", 1),
+            &[],
+        );
+    put(
+        &o.root
+            .join("manifests/registry.ollama.ai/library/garbage/latest"),
+        b"not json",
+    );
+    put(
+        &o.root.join("manifests/registry.ollama.ai/library/stray"),
+        b"not a manifest: wrong depth",
+    );
+
+    let s = scan(SourceKind::Ollama, &o.root);
+    let m = model(&s, "ollama/library/pulling:latest");
+    assert_eq!(m.status, ModelStatus::Partial, "{:?}", m.error);
+    assert_eq!(m.size_bytes, Some(2 + 100 + 2));
+    let m = model(&s, "ollama/library/missing:latest");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert!(m.error.as_deref().unwrap().contains("missing"));
+    let m = model(&s, "ollama/library/wrongsize:latest");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert!(m.error.as_deref().unwrap().contains("999"), "{:?}", m.error);
+    let m = model(&s, "ollama/user/evil:latest");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert!(m.error.as_deref().unwrap().contains("bad digest"));
+    assert_eq!(m.size_bytes, Some(0));
+    let m = model(&s, "ollama/library/garbage:latest");
+    assert_eq!(m.status, ModelStatus::Error);
+    assert!(m.error.as_deref().unwrap().contains("JSON"));
+    // A pull with no manifest yet.
+    let orphan = model(&s, &format!("ollama/partial/sha256-{}", hex('9')));
+    assert_eq!(
+        (orphan.status, orphan.size_bytes),
+        (ModelStatus::Partial, Some(70))
+    );
+    assert_eq!(s.models.len(), 6, "{:?}", ids(&s));
+}
+
+// ---------------------------------------------------------------------------------------
+// LM Studio
+
+#[test]
+fn lmstudio_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("models");
+    let g = gguf("qwen2", 15, &[8, 8]);
+    put(
+        &root.join("lmstudio-community/Qwen-GGUF/Qwen-Q4_K_M.gguf"),
+        &g,
+    );
+    put(
+        &root.join("lmstudio-community/Qwen-GGUF/mmproj-Qwen-f16.gguf"),
+        &gguf("clip", 1, &[2]),
+    );
+    put(&root.join("lmstudio-community/Qwen-GGUF/README.md"), b"hi");
+    put(
+        &root.join("nomic/embed/nomic-embed.gguf"),
+        &gguf("nomic-bert", 1, &[4]),
+    );
+    put(&root.join("someone/downloading/x.gguf.part"), &[0u8; 10]);
+    put(
+        &root.join("someone/downloading/y.gguf"),
+        &gguf("llama", 2, &[2]),
+    );
+    fs::create_dir_all(root.join("someone/empty")).unwrap();
+    put(
+        &root.join("someone/stray.gguf"),
+        b"ignored: not in a model folder",
+    );
+    put(&root.join("stray.gguf"), b"ignored");
+    put(&tmp.path().join("elsewhere/big.gguf"), &g);
+    fs::create_dir_all(root.join("linker/linked")).unwrap();
+    symlink(
+        tmp.path().join("elsewhere/big.gguf"),
+        root.join("linker/linked/big.gguf"),
+    )
+    .unwrap();
+    symlink(tmp.path().join("elsewhere"), root.join("linker/folder")).unwrap();
+
+    let s = scan(SourceKind::LmStudio, &root);
+    assert_eq!(
+        ids(&s),
+        [
+            "lmstudio/linker/folder",
+            "lmstudio/linker/linked",
+            "lmstudio/lmstudio-community/Qwen-GGUF",
+            "lmstudio/nomic/embed",
+            "lmstudio/someone/downloading",
+        ]
+    );
+    let m = model(&s, "lmstudio/lmstudio-community/Qwen-GGUF");
+    assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
+    assert_eq!(m.name, "lmstudio-community/Qwen-GGUF");
+    assert_eq!(
+        (m.provider.as_str(), m.source.as_str()),
+        ("lmstudio", "lmstudio")
+    );
+    assert_eq!(m.file_count, Some(3));
+    assert_eq!(m.format.as_deref(), Some("gguf"));
+    assert_eq!(m.capabilities, ["text-generation", "vision"]);
+    let md = m.metadata.as_ref().unwrap();
+    assert_eq!(
+        md.architecture.as_deref(),
+        Some("qwen2"),
+        "not the projector's"
+    );
+    assert_eq!(md.quantization.as_deref(), Some("Q4_K_M"));
+    assert_eq!(
+        model(&s, "lmstudio/nomic/embed").capabilities,
+        ["embedding"]
+    );
+    assert_eq!(
+        model(&s, "lmstudio/someone/downloading").status,
+        ModelStatus::Partial
+    );
+    for id in ["lmstudio/linker/linked", "lmstudio/linker/folder"] {
+        let m = model(&s, id);
+        assert_eq!(m.status, ModelStatus::Error, "{id}");
+        assert!(m.error.as_deref().unwrap().contains("symbolic link"));
+        assert_eq!(m.size_bytes, Some(0), "{id}: a linked file was counted");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Roots, configuration, errors
+
+fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+    let map: HashMap<String, OsString> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), OsString::from(v)))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+fn root_of(sources: &[SourceConfig], kind: SourceKind) -> Option<PathBuf> {
+    sources
+        .iter()
+        .find(|s| s.kind == kind)
+        .map(|s| s.root.clone())
+}
+
+#[test]
+fn default_roots_follow_the_environment_and_home() {
+    let home_dir = tempfile::tempdir().unwrap();
+    let home = home_dir.path();
+    let none = env_of(&[]);
+    let s = default_sources(&none, Some(home));
+    assert_eq!(s.len(), 3);
+    assert!(s.iter().all(|c| c.enabled));
+    assert_eq!(
+        root_of(&s, SourceKind::HuggingFace),
+        Some(home.join(".cache/huggingface/hub"))
+    );
+    assert_eq!(
+        root_of(&s, SourceKind::Ollama),
+        Some(home.join(".ollama/models"))
+    );
+    assert_eq!(
+        root_of(&s, SourceKind::LmStudio),
+        Some(home.join(".lmstudio/models"))
+    );
+    assert!(s.iter().all(|c| !c.root_exists()));
+
+    let env = env_of(&[("HF_HOME", "/data/hf"), ("OLLAMA_MODELS", "/data/ollama")]);
+    let s = default_sources(&env, Some(home));
+    assert_eq!(
+        root_of(&s, SourceKind::HuggingFace),
+        Some("/data/hf/hub".into())
+    );
+    assert_eq!(root_of(&s, SourceKind::Ollama), Some("/data/ollama".into()));
+    let env = env_of(&[
+        ("HF_HOME", "/data/hf"),
+        ("HF_HUB_CACHE", "~/hubcache"),
+        ("OLLAMA_MODELS", ""),
+    ]);
+    let s = default_sources(&env, Some(home));
+    assert_eq!(
+        root_of(&s, SourceKind::HuggingFace),
+        Some(home.join("hubcache"))
+    );
+    assert_eq!(
+        root_of(&s, SourceKind::Ollama),
+        Some(home.join(".ollama/models")),
+        "empty = unset"
+    );
+
+    // No home: only what the environment says.
+    let env = env_of(&[("HF_HUB_CACHE", "/x/hub")]);
+    let s = default_sources(&env, None);
+    assert_eq!(s, [SourceConfig::new(SourceKind::HuggingFace, "/x/hub")]);
+
+    // LM Studio: the older folder when only it exists, the home pointer, then the settings.
+    fs::create_dir_all(home.join(".cache/lm-studio/models")).unwrap();
+    let s = default_sources(&none, Some(home));
+    assert_eq!(
+        root_of(&s, SourceKind::LmStudio),
+        Some(home.join(".cache/lm-studio/models"))
+    );
+    fs::create_dir_all(home.join(".lmstudio/models")).unwrap();
+    let s = default_sources(&none, Some(home));
+    assert_eq!(
+        root_of(&s, SourceKind::LmStudio),
+        Some(home.join(".lmstudio/models"))
+    );
+    let lm_home = home.join("elsewhere/lmstudio");
+    put(
+        &home.join(".lmstudio-home-pointer"),
+        format!("{}\n", lm_home.display()).as_bytes(),
+    );
+    let s = default_sources(&none, Some(home));
+    assert_eq!(
+        root_of(&s, SourceKind::LmStudio),
+        Some(lm_home.join("models"))
+    );
+    put(
+        &home.join(".config/LM Studio/settings.json"),
+        br#"{"downloadsFolder": "/mnt/models", "other": 1}"#,
+    );
+    let s = default_sources(&none, Some(home));
+    assert_eq!(
+        root_of(&s, SourceKind::LmStudio),
+        Some("/mnt/models".into())
+    );
+}
+
+#[test]
+fn missing_disabled_and_unusable_roots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cache = MetadataCache::new();
+    for kind in SourceKind::ALL {
+        let missing = SourceConfig::new(kind, tmp.path().join("absent"));
+        assert_eq!(scan_source(&missing, &mut cache).unwrap(), []);
+        let file = tmp.path().join("a-file");
+        put(&file, b"x");
+        let err = scan_source(&SourceConfig::new(kind, &file), &mut cache).unwrap_err();
+        assert!(matches!(err, LibraryError::Io { .. }));
+        assert!(err.to_string().contains("a-file"), "{err}");
+    }
+    let hub = tmp.path().join("hub");
+    HfRepo::new(&hub, "org/x")
+        .blob("a", b"1")
+        .link("r", "f", "a");
+    let mut off = SourceConfig::new(SourceKind::HuggingFace, &hub);
+    off.enabled = false;
+    assert_eq!(scan_source(&off, &mut cache).unwrap(), []);
+    off.enabled = true;
+    assert_eq!(scan_source(&off, &mut cache).unwrap().len(), 1);
+}
+
+#[test]
+fn a_symlinked_root_is_scanned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("disk2/hub");
+    HfRepo::new(&real, "org/x")
+        .blob("a", b"12")
+        .link("r", "model.safetensors", "a");
+    symlink(&real, tmp.path().join("hub")).unwrap();
+    let s = scan(SourceKind::HuggingFace, &tmp.path().join("hub"));
+    assert_eq!(
+        s.models[0].status,
+        ModelStatus::Downloaded,
+        "{:?}",
+        s.models[0].error
+    );
+    assert_eq!(s.models[0].size_bytes, Some(2));
+}
+
+#[test]
+fn the_store_is_never_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    HfRepo::new(tmp.path(), "org/x")
+        .blob("a", &safetensors(3))
+        .blob("b.incomplete", b"1")
+        .link("r", "model.safetensors", "a")
+        .main("r");
+    let before = listing(tmp.path());
+    let _ = scan(SourceKind::HuggingFace, tmp.path());
+    let _ = scan(SourceKind::LmStudio, tmp.path());
+    let _ = scan(SourceKind::Ollama, tmp.path());
+    assert_eq!(listing(tmp.path()), before);
+}
+
+fn listing(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            out.push((e.path(), m.len(), m.modified().unwrap()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Disk usage across sources and the library
+
+fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
+    ModelInfo {
+        id: id.into(),
+        name: id.into(),
+        provider: "local".into(),
+        status: ModelStatus::Downloaded,
+        capabilities: vec![],
+        format: None,
+        description: None,
+        license: None,
+        registered: false,
+        path: PathBuf::from("/lib/models").join(id),
+        size_bytes: Some(size),
+        file_count: Some(1),
+        expected_size_bytes: None,
+        modified: Some(modified),
+        error: None,
+        source: "library".into(),
+        metadata: None,
+    }
+}
+
+#[test]
+fn disk_usage_per_source_and_overall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    HfRepo::new(&hub, "org/x")
+        .blob("a", &[0u8; 100])
+        .link("r1", "f", "a")
+        .link("r2", "f", "a");
+    let lm = tmp.path().join("lm");
+    put(&lm.join("p/m/m.gguf"), &[0u8; 40]);
+    let hf = scan(SourceKind::HuggingFace, &hub);
+    let lms = scan(SourceKind::LmStudio, &lm);
+    // The same store configured twice counts once overall.
+    let hf_again = scan(SourceKind::HuggingFace, &hub);
+    let library = vec![lib_model("a", 7, 10.0), lib_model("b", 3, 5.0)];
+    let scans = [hf, lms, hf_again];
+    let mut everything: Vec<ModelInfo> = library.clone();
+    everything.extend(scans.iter().flat_map(|s| s.models.clone()));
+    let usage = disk_usage(&scans, &everything);
+    assert_eq!(usage.per_source["huggingface"], 100);
+    assert_eq!(usage.per_source["lmstudio"], 40);
+    assert_eq!(usage.per_source["library"], 10);
+    assert_eq!(usage.total_unique, 150);
+    assert_eq!(
+        bytes_freed_by_deleting(&scans[..2], "lmstudio/p/m"),
+        Some(40)
+    );
+    assert_eq!(
+        bytes_freed_by_deleting(&scans[..2], "huggingface/org/x"),
+        Some(100)
+    );
+    assert_eq!(
+        bytes_freed_by_deleting(&scans[..2], "a"),
+        None,
+        "library models are not scanned"
+    );
+
+    let largest: Vec<&str> = largest_models(&everything, 3)
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(
+        largest,
+        ["huggingface/org/x", "huggingface/org/x", "lmstudio/p/m"]
+    );
+    let lru: Vec<&str> = least_recently_used(&everything, 2)
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(lru, ["b", "a"]);
+}
