@@ -60,6 +60,16 @@ fn settle(h: &mut H) {
     }
 }
 
+/// Opens the combo box labelled `combo`, picks `option`, and waits for the listing.
+fn pick(h: &mut H, combo: &str, option: &str) {
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, combo)
+        .click();
+    h.run();
+    h.get_by_role_and_label(egui::accesskit::Role::Button, option)
+        .click();
+    settle(h);
+}
+
 fn ids(h: &H) -> Vec<String> {
     h.state()
         .visible_models()
@@ -152,34 +162,19 @@ fn each_filter_narrows_the_rows() {
     let lib = sample();
     let mut h = open(&lib);
 
-    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Provider")
-        .click();
-    h.run();
-    h.get_by_role_and_label(egui::accesskit::Role::Button, "ollama")
-        .click();
-    settle(&mut h);
+    pick(&mut h, "Provider", "ollama");
     assert_eq!(ids(&h), ["embedder"]);
 
     h.get_by_label("Clear filters").click();
     settle(&mut h);
     assert_eq!(ids(&h).len(), 4);
 
-    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Status")
-        .click();
-    h.run();
-    h.get_by_role_and_label(egui::accesskit::Role::Button, "available")
-        .click();
-    settle(&mut h);
+    pick(&mut h, "Status", "available");
     assert_eq!(ids(&h), ["whisper"]);
 
     h.get_by_label("Clear filters").click();
     settle(&mut h);
-    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Capability")
-        .click();
-    h.run();
-    h.get_by_role_and_label(egui::accesskit::Role::Button, "chat")
-        .click();
-    settle(&mut h);
+    pick(&mut h, "Capability", "chat");
     assert_eq!(ids(&h), ["llama-chat"]);
 }
 
@@ -470,12 +465,7 @@ fn settings_persist_across_restarts() {
     let mut h = open(&lib);
     h.get_by_label("Size").click();
     h.run();
-    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Provider")
-        .click();
-    h.run();
-    h.get_by_role_and_label(egui::accesskit::Role::Button, "huggingface")
-        .click();
-    settle(&mut h);
+    pick(&mut h, "Provider", "huggingface");
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "TTL")
         .focus();
     h.run();

@@ -551,17 +551,6 @@ impl ModelLibraryApp {
         }
         self.providers = providers.into_iter().map(str::to_string).collect();
         self.capabilities = capabilities.into_iter().map(str::to_string).collect();
-        let mut counts = [0usize; 5];
-        let mut total = 0u64;
-        for m in view.iter() {
-            counts[ModelStatus::ALL
-                .iter()
-                .position(|s| *s == m.status)
-                .unwrap_or(4)] += 1;
-            total += m.size_bytes.unwrap_or(0);
-        }
-        self.counts = counts;
-        self.total_bytes = (!self.settings.quick).then_some(total);
         self.view = Some(view);
         self.recompute_order();
     }
