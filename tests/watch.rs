@@ -270,3 +270,55 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_watched_store_shows_a_new_model_without_a_full_rescan() {
+    use model_library::library::sources::{SourceConfig, SourceKind};
+    let lib = TestLib::new();
+    lib.file("models/mine/w", 1);
+    let store = tempfile::tempdir().unwrap();
+    fs::create_dir_all(store.path().join("acme/old-model")).unwrap();
+    fs::write(store.path().join("acme/old-model/m.gguf"), vec![0u8; 10]).unwrap();
+    let mut svc = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            sources: vec![SourceConfig::new(
+                SourceKind::LmStudio,
+                store.path().to_path_buf(),
+            )],
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    let first = svc.list(ListKind::Full, false).unwrap();
+    let ids = |l: &model_library::library::Listing| -> Vec<String> {
+        l.models.iter().map(|m| m.id.clone()).collect()
+    };
+    assert_eq!(ids(&first), ["mine", "lmstudio/acme/old-model"]);
+    svc.start_watching();
+    let misses = svc.cache_info().service_cache.misses;
+
+    fs::create_dir_all(store.path().join("acme/new-model")).unwrap();
+    fs::write(store.path().join("acme/new-model/n.gguf"), vec![0u8; 20]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        svc.apply_changes();
+        let listing = svc.list(ListKind::Full, false).unwrap();
+        if ids(&listing).len() == 3 {
+            assert_eq!(
+                ids(&listing),
+                ["mine", "lmstudio/acme/new-model", "lmstudio/acme/old-model"]
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store change never showed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        svc.cache_info().service_cache.misses,
+        misses,
+        "no full rescan"
+    );
+}

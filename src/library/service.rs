@@ -26,7 +26,7 @@ use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
 use crate::library::scan::{self, ListKind, ProgressReading, ScanInput, ScanProgress};
 use crate::library::sources::{self, SourceConfig};
-use crate::library::watch::{LibraryWatcher, WatchMode};
+use crate::library::watch::{LibraryWatcher, StoreWatcher, WatchMode};
 
 /// How a service is set up.
 #[derive(Debug, Clone)]
@@ -199,6 +199,7 @@ pub struct ModelLibraryService {
     registry_cache: Option<(Option<f64>, Arc<Registry>)>,
     generation: Arc<AtomicU64>,
     sources: Vec<SourceConfig>,
+    store_watchers: Vec<(usize, StoreWatcher)>,
     metadata: MetadataCache,
     source_problems: Vec<String>,
 }
@@ -227,6 +228,7 @@ impl ModelLibraryService {
             registry_cache: None,
             generation: options.generation,
             sources: options.sources,
+            store_watchers: Vec::new(),
             metadata: MetadataCache::new(),
             source_problems: Vec::new(),
             published: SnapshotHandle::default(),
@@ -291,6 +293,13 @@ impl ModelLibraryService {
     /// library to set up the watches: call it from a worker thread.
     pub fn start_watching(&mut self) {
         self.watcher = Some(LibraryWatcher::start(&self.library));
+        self.store_watchers = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.enabled && s.root_exists())
+            .filter_map(|(i, s)| StoreWatcher::start(&s.root).map(|w| (i, w)))
+            .collect();
     }
 
     /// Watches in polling mode only (for tests and file systems without events).
@@ -321,8 +330,12 @@ impl ModelLibraryService {
     /// an event that cannot be pinned down invalidates everything; in polling mode, changed
     /// stamps do. Returns whether anything changed (and bumps the generation then).
     pub fn apply_changes(&mut self) -> bool {
+        let stores_changed = self.apply_store_changes();
+        if stores_changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         let Some(watcher) = self.watcher.as_mut() else {
-            return false;
+            return stores_changed;
         };
         let changed = match watcher.mode() {
             WatchMode::Off => false,
@@ -350,7 +363,52 @@ impl ModelLibraryService {
         if changed {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
-        changed
+        changed || stores_changed
+    }
+
+    /// Rescans each watched store that changed and swaps its models in the full listing.
+    fn apply_store_changes(&mut self) -> bool {
+        let changed: Vec<usize> = self
+            .store_watchers
+            .iter_mut()
+            .filter_map(|(i, w)| w.changed().then_some(*i))
+            .collect();
+        if changed.is_empty() {
+            return false;
+        }
+        self.listings.remove(&ListKind::Fast);
+        let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
+            return true;
+        };
+        let mut listing = Listing::clone(&full);
+        for i in changed {
+            let source = &self.sources[i];
+            let name = source.kind.as_str();
+            match sources::scan_source(source, &mut self.metadata) {
+                Ok(found) => {
+                    listing.models.retain(|m| m.source != name);
+                    listing.models.extend(found);
+                }
+                Err(e) => {
+                    self.invalidate(&format!(
+                        "{} could not be read: {e}",
+                        source.kind.display_name()
+                    ));
+                    return true;
+                }
+            }
+        }
+        let library_count = listing
+            .models
+            .iter()
+            .take_while(|m| m.source == LIBRARY_SOURCE)
+            .count();
+        listing.models[library_count..].sort_by(|a, b| a.id.cmp(&b.id));
+        let listing = Arc::new(listing);
+        self.listings.insert(ListKind::Full, Arc::clone(&listing));
+        self.views.clear();
+        self.published.publish(listing);
+        true
     }
 
     fn apply_model_changes(&mut self, names: Vec<String>) {

@@ -108,28 +108,8 @@ impl LibraryWatcher {
     }
 
     #[allow(clippy::type_complexity)]
-    fn try_events(
-        library: &Library,
-    ) -> Result<
-        (
-            Debouncer<notify::RecommendedWatcher, RecommendedCache>,
-            Receiver<DebounceEventResult>,
-        ),
-        String,
-    > {
-        let (tx, rx) = mpsc::channel();
-        let mut debouncer = new_debouncer(DEBOUNCE, None, tx).map_err(|e| e.to_string())?;
-        debouncer
-            .watch(library.root(), RecursiveMode::Recursive)
-            .map_err(|e| match &e.kind {
-                notify::ErrorKind::MaxFilesWatch => {
-                    "the system's limit on watched folders is reached \
-                     (fs.inotify.max_user_watches)"
-                        .to_string()
-                }
-                _ => format!("cannot watch {}: {e}", library.root().display()),
-            })?;
-        Ok((debouncer, rx))
+    fn try_events(library: &Library) -> Result<EventStream, String> {
+        watch_recursively(library.root())
     }
 
     /// The active mode.
@@ -173,6 +153,59 @@ impl LibraryWatcher {
             };
         }
         changes
+    }
+}
+
+type EventStream = (
+    Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    Receiver<DebounceEventResult>,
+);
+
+/// A debounced recursive watch on `root`.
+fn watch_recursively(root: &Path) -> Result<EventStream, String> {
+    let (tx, rx) = mpsc::channel();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, tx).map_err(|e| e.to_string())?;
+    debouncer
+        .watch(root, RecursiveMode::Recursive)
+        .map_err(|e| match &e.kind {
+            notify::ErrorKind::MaxFilesWatch => "the system's limit on watched folders is \
+                 reached (fs.inotify.max_user_watches)"
+                .to_string(),
+            _ => format!("cannot watch {}: {e}", root.display()),
+        })?;
+    Ok((debouncer, rx))
+}
+
+/// A watch on one read-only store's folder: it only tells whether anything changed.
+pub struct StoreWatcher {
+    stream: EventStream,
+}
+
+impl std::fmt::Debug for StoreWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreWatcher")
+    }
+}
+
+impl StoreWatcher {
+    /// Watches `root` recursively; `None` when events cannot work there (the store is then
+    /// refreshed by the TTL and manual refreshes only).
+    pub fn start(root: &Path) -> Option<StoreWatcher> {
+        watch_recursively(root)
+            .ok()
+            .map(|stream| StoreWatcher { stream })
+    }
+
+    /// Whether anything but reads happened since the last call (never blocks).
+    pub fn changed(&mut self) -> bool {
+        let mut changed = false;
+        for result in self.stream.1.try_iter() {
+            match result {
+                Ok(events) => changed |= events.iter().any(|e| !is_read_only(&e.kind)),
+                Err(_) => changed = true,
+            }
+        }
+        changed
     }
 }
 
