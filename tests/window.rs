@@ -511,3 +511,70 @@ fn settings_persist_across_restarts() {
         ttl
     );
 }
+
+#[test]
+fn a_store_pointed_elsewhere_is_listed_read_only() {
+    use model_library::app::settings::StoreSetting;
+    let lib = sample();
+    let store = tempfile::tempdir().unwrap();
+    fs::create_dir_all(store.path().join("acme/tiny")).unwrap();
+    fs::write(store.path().join("acme/tiny/t.gguf"), vec![0u8; 64]).unwrap();
+    let mut settings = Settings {
+        delete_mode: DeleteMode::Permanent,
+        ..Settings::default()
+    };
+    for (kind, setting) in [
+        (
+            "huggingface",
+            StoreSetting {
+                disabled: true,
+                root: None,
+            },
+        ),
+        (
+            "ollama",
+            StoreSetting {
+                disabled: true,
+                root: None,
+            },
+        ),
+        (
+            "lmstudio",
+            StoreSetting {
+                disabled: false,
+                root: Some(store.path().to_path_buf()),
+            },
+        ),
+    ] {
+        settings.stores.insert(kind.into(), setting);
+    }
+    let path = lib.root().to_path_buf();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .with_max_steps(200)
+        .build_eframe(move |cc| {
+            ModelLibraryApp::new(
+                cc,
+                AppOptions {
+                    library: Some(path),
+                    settings: Some(settings),
+                    stores: true,
+                },
+            )
+        });
+    settle(&mut h);
+    assert!(
+        ids(&h).contains(&"lmstudio/acme/tiny".to_string()),
+        "{:?}",
+        ids(&h)
+    );
+    assert!(
+        h.query_by_label("read-only").is_some(),
+        "no actions on a store's model"
+    );
+
+    // Switching the stores off lists the library alone.
+    h.get_by_label("Other stores").click();
+    settle(&mut h);
+    assert!(!ids(&h).iter().any(|id| id.starts_with("lmstudio/")));
+}

@@ -14,6 +14,7 @@ use crate::app::ui::details::{DetailsAction, details_ui};
 use crate::app::ui::dialogs::{DeleteDialogInput, DialogAction, delete_dialog_ui};
 use crate::app::ui::notices::{Level, Notice, NoticeAction, notices_ui};
 use crate::app::ui::status_bar::{StatusInput, status_bar_ui};
+use crate::app::ui::stores::{StoresAction, StoresDraft, stores_ui};
 use crate::app::ui::table::{TableAction, TableInput, table_ui};
 use crate::app::ui::toolbar::{ToolbarAction, ToolbarInput, ToolbarText, toolbar_ui};
 use crate::app::worker::{Reply, Request, Response, Worker};
@@ -96,6 +97,7 @@ pub struct ModelLibraryApp {
     focus_search: bool,
     selected: Option<String>,
     delete: Option<DeleteState>,
+    stores_draft: Option<StoresDraft>,
     last_info_poll: f64,
     auto_key: Option<String>,
     seen_generation: u64,
@@ -149,6 +151,7 @@ impl ModelLibraryApp {
             focus_search: false,
             selected: None,
             delete: None,
+            stores_draft: None,
             last_info_poll: 0.0,
             auto_key: None,
             seen_generation: 0,
@@ -226,11 +229,14 @@ impl ModelLibraryApp {
     }
 
     fn open_library(&mut self, path: Option<PathBuf>) {
-        self.open_req = Some(self.worker.request(Request::OpenLibrary {
-            path,
-            ttl_secs: self.settings.ttl_secs,
-            stores: self.stores_allowed && self.settings.other_stores,
-        }));
+        self.open_req = Some(
+            self.worker.request(Request::OpenLibrary {
+                path,
+                ttl_secs: self.settings.ttl_secs,
+                stores: (self.stores_allowed && self.settings.other_stores)
+                    .then(|| self.settings.stores.clone()),
+            }),
+        );
     }
 
     fn request_list(&mut self, force_refresh: bool) {
@@ -660,6 +666,9 @@ impl ModelLibraryApp {
                 self.settings.other_stores = on;
                 self.open_library(self.settings.library.clone());
             }
+            ToolbarAction::EditStores => {
+                self.stores_draft = Some(StoresDraft::from_settings(&self.settings.stores));
+            }
             ToolbarAction::SetQuick(q) => {
                 self.settings.quick = q;
                 self.request_list(false);
@@ -846,6 +855,18 @@ impl ModelLibraryApp {
                 );
             }
         });
+
+        let stores_action = self.stores_draft.as_mut().and_then(|d| stores_ui(&ctx, d));
+        match stores_action {
+            Some(StoresAction::Apply) => {
+                if let Some(draft) = self.stores_draft.take() {
+                    self.settings.stores = draft.to_settings();
+                    self.open_library(self.settings.library.clone());
+                }
+            }
+            Some(StoresAction::Close) => self.stores_draft = None,
+            None => {}
+        }
 
         let mut dialog_action = None;
         if let Some(d) = &self.delete {

@@ -1,6 +1,7 @@
 //! The small settings struct the window persists through eframe storage. Every field has a
 //! default, so settings written by an older or newer version always load.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,18 @@ pub struct Settings {
     pub delete_mode: DeleteMode,
     /// List the read-only stores beside the library.
     pub other_stores: bool,
+    /// Per store (`huggingface`, `ollama`, `lmstudio`): switched off, or pointed elsewhere.
+    pub stores: BTreeMap<String, StoreSetting>,
+}
+
+/// One read-only store's setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreSetting {
+    /// Do not list this store.
+    pub disabled: bool,
+    /// Its folder, instead of the default location.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -63,6 +76,7 @@ impl Default for Settings {
             ascending: true,
             delete_mode: DeleteMode::Trash,
             other_stores: true,
+            stores: BTreeMap::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! service fails or panics. The UI thread only sends requests and polls promises.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use poll_promise::Promise;
 
+use crate::app::settings::StoreSetting;
 use crate::library::scan::ScanProgress;
 use crate::library::{
     CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, ImportMode, ImportOutcome,
@@ -29,8 +31,9 @@ pub enum Request {
         path: Option<PathBuf>,
         /// TTL to apply, seconds.
         ttl_secs: u64,
-        /// Also list the read-only stores found on this machine.
-        stores: bool,
+        /// Also list the read-only stores found on this machine, with these per-store
+        /// settings; `None` lists the library alone.
+        stores: Option<BTreeMap<String, StoreSetting>>,
     },
     /// A filtered listing (through both cache levels).
     List {
@@ -369,19 +372,34 @@ impl WorkerState {
         })
     }
 
-    fn open(&mut self, path: Option<PathBuf>, ttl_secs: u64, stores: bool) -> Response {
+    fn open(
+        &mut self,
+        path: Option<PathBuf>,
+        ttl_secs: u64,
+        stores: Option<BTreeMap<String, StoreSetting>>,
+    ) -> Response {
         let library = crate::library::resolve_library(path).map_err(|e| e.to_string())?;
         let ttl = ttl_secs.clamp(
             crate::library::cache::TTL_MIN_SECS,
             crate::library::cache::TTL_MAX_SECS,
         );
-        self.sources = if stores {
-            crate::library::sources::default_sources(
-                &|k| std::env::var_os(k),
-                dirs::home_dir().as_deref(),
-            )
-        } else {
-            Vec::new()
+        self.sources = match stores {
+            Some(settings) => {
+                let mut sources = crate::library::sources::default_sources(
+                    &|k| std::env::var_os(k),
+                    dirs::home_dir().as_deref(),
+                );
+                for source in &mut sources {
+                    if let Some(s) = settings.get(source.kind.as_str()) {
+                        source.enabled = !s.disabled;
+                        if let Some(root) = &s.root {
+                            source.root = root.clone();
+                        }
+                    }
+                }
+                sources
+            }
+            None => Vec::new(),
         };
         let mut service = self.make_service(library.clone(), ttl)?;
         let warm = service.warm_start();

@@ -6,5 +6,6 @@ pub mod details;
 pub mod dialogs;
 pub mod notices;
 pub mod status_bar;
+pub mod stores;
 pub mod table;
 pub mod toolbar;

@@ -22,6 +22,8 @@ pub enum ToolbarAction {
     SetQuick(bool),
     /// List the read-only stores beside the library, or not.
     SetStores(bool),
+    /// Open the per-store settings.
+    EditStores,
     /// Provider filter.
     SetProvider(Option<String>),
     /// Status filter.
@@ -140,6 +142,14 @@ pub fn toolbar_ui(
                 .changed()
         {
             action = Some(ToolbarAction::SetStores(stores));
+        }
+        if input.stores.is_some()
+            && ui
+                .small_button("Stores…")
+                .on_hover_text("Switch each store on or off, or point it at another folder")
+                .clicked()
+        {
+            action = Some(ToolbarAction::EditStores);
         }
     });
     ui.horizontal(|ui| {
