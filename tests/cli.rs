@@ -275,6 +275,20 @@ fn the_default_library_lists_other_stores_beside_it() {
     let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(models.iter().all(|m| m["source"] == "library"));
 
+    // Disk usage counts the store's blob once and names what a delete would free.
+    let out = with_hub(&["usage", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(usage["per_source"]["huggingface"], 1234);
+    assert_eq!(usage["largest"][0]["id"], "huggingface/acme/tiny-model");
+    assert_eq!(usage["largest"][0]["frees_bytes"], 1234);
+    let out = with_hub(&["usage"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Largest:"));
+
     // A store's model cannot be deleted through the library.
     let out = with_hub(&["delete", "huggingface/acme/tiny-model", "--yes"]);
     assert_eq!(out.status.code(), Some(1));

@@ -38,6 +38,8 @@ pub enum Command {
     List(ListArgs),
     /// Show the state of the caches.
     CacheInfo(CacheInfoArgs),
+    /// Disk usage per source (shared bytes counted once), largest and least recently used.
+    Usage(CacheInfoArgs),
     /// Download a registered model (resumes a partial download); progress on stderr.
     Download(DownloadArgs),
     /// Import a model file or folder into the library, with a registry entry.
@@ -153,7 +155,7 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
         let mut service = ModelLibraryService::new(
             library,
             ServiceOptions {
-                sources,
+                sources: sources.clone(),
                 ..ServiceOptions::default()
             },
         )?;
@@ -167,6 +169,7 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
             }
             Command::Delete(args) => delete(&mut service, &args, &mut out),
             Command::Download(args) => download(&mut service, &args, &mut out),
+            Command::Usage(args) => usage(&mut service, &sources, args.json, &mut out),
             Command::Import(args) => {
                 let outcome = service.import_model(&crate::library::ImportRequest {
                     source: args.path.clone(),
@@ -311,6 +314,88 @@ pub fn write_table<'a>(
         if count == 1 { "" } else { "s" },
         human_bytes(total)
     )
+}
+
+fn usage(
+    service: &mut ModelLibraryService,
+    sources: &[crate::library::sources::SourceConfig],
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    use crate::library::metadata::MetadataCache;
+    use crate::library::model::LIBRARY_SOURCE;
+    use crate::library::sources::{
+        bytes_freed_by_deleting, disk_usage, largest_models, least_recently_used,
+        scan_source_detailed,
+    };
+    let listing = service.list(crate::library::ListKind::Full, false)?;
+    let mut cache = MetadataCache::new();
+    let scans: Vec<_> = sources
+        .iter()
+        .filter(|s| s.enabled)
+        .filter_map(|s| scan_source_detailed(s, &mut cache).ok())
+        .collect();
+    let library: Vec<ModelInfo> = listing
+        .models
+        .iter()
+        .filter(|m| m.source == LIBRARY_SOURCE)
+        .cloned()
+        .collect();
+    let usage = disk_usage(&scans, &library);
+    let on_disk: Vec<ModelInfo> = listing
+        .models
+        .iter()
+        .filter(|m| m.size_bytes.is_some_and(|b| b > 0))
+        .cloned()
+        .collect();
+    let frees = |m: &ModelInfo| {
+        if m.source == LIBRARY_SOURCE {
+            m.size_bytes
+        } else {
+            bytes_freed_by_deleting(&scans, &m.id)
+        }
+    };
+    let entry = |m: &ModelInfo| {
+        serde_json::json!({"id": m.id, "source": m.source, "size_bytes": m.size_bytes,
+            "modified": m.modified, "frees_bytes": frees(m)})
+    };
+    let largest = largest_models(&on_disk, 10);
+    let oldest = least_recently_used(&on_disk, 10);
+    if json {
+        let doc = serde_json::json!({
+            "per_source": usage.per_source,
+            "total_unique_bytes": usage.total_unique,
+            "largest": largest.iter().map(|m| entry(m)).collect::<Vec<_>>(),
+            "least_recently_used": oldest.iter().map(|m| entry(m)).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "Disk usage (shared bytes counted once):")?;
+    for (source, bytes) in &usage.per_source {
+        writeln!(out, "  {source:<12} {:>12}", human_bytes(*bytes))?;
+    }
+    writeln!(
+        out,
+        "  {:<12} {:>12}",
+        "total",
+        human_bytes(usage.total_unique)
+    )?;
+    for (title, models) in [("Largest", &largest), ("Least recently used", &oldest)] {
+        writeln!(out, "{title}:")?;
+        for m in models.iter() {
+            writeln!(
+                out,
+                "  {:<48} {:>12}  frees {:>12}  {}",
+                m.id,
+                m.size_bytes.map(human_bytes).unwrap_or_default(),
+                frees(m).map(human_bytes).unwrap_or_else(|| "?".into()),
+                m.modified.map(format_unix_utc).unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn download(
