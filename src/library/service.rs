@@ -26,7 +26,7 @@ use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
 use crate::library::scan::{self, ListKind, ProgressReading, ScanInput, ScanProgress};
 use crate::library::sources::{self, SourceConfig};
-use crate::library::watch::{LibraryWatcher, StoreWatcher, WatchMode};
+use crate::library::watch::{Changes, LibraryWatcher, StoreWatcher, WatchMode};
 
 /// How a service is set up.
 #[derive(Debug, Clone)]
@@ -348,7 +348,8 @@ impl ModelLibraryService {
                 stale
             }
             WatchMode::Events => {
-                let changes = watcher.drain();
+                let mut changes = watcher.drain();
+                self.reconcile_top_level(&mut changes);
                 if changes.is_empty() {
                     false
                 } else if changes.everything || changes.registry {
@@ -409,6 +410,57 @@ impl ModelLibraryService {
         self.views.clear();
         self.published.publish(listing);
         true
+    }
+
+    /// Events can be merged away (a folder renamed and then removed within one debounce
+    /// window may leave no event for its old name), so when the top-level stamps moved,
+    /// the folder names on disk are compared with the listing's and every difference is
+    /// rescanned too. One read of `models/` and `.downloads/`, only when a stamp changed.
+    fn reconcile_top_level(&self, changes: &mut Changes) {
+        let Some(full) = self.listings.get(&ListKind::Full) else {
+            return;
+        };
+        let stamps = Stamps::read(&self.library);
+        if stamps == full.stamps {
+            return;
+        }
+        if stamps.registry != full.stamps.registry {
+            changes.registry = true;
+            return;
+        }
+        let mut on_disk: HashSet<String> = HashSet::new();
+        for dir in [self.library.models_dir(), self.library.downloads_dir()] {
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                on_disk.extend(
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| !n.starts_with('.')),
+                );
+            }
+        }
+        let listed: HashSet<&str> = full
+            .models
+            .iter()
+            .filter(|m| {
+                m.source == LIBRARY_SOURCE && (!m.registered || m.status != ModelStatus::Available)
+            })
+            .map(|m| m.id.as_str())
+            .collect();
+        for name in &on_disk {
+            if !listed.contains(name.as_str()) {
+                changes.models.insert(name.clone());
+            }
+        }
+        for name in listed {
+            if !on_disk.contains(name) {
+                changes.models.insert(name.to_string());
+            }
+        }
+        if changes.models.is_empty() {
+            // The stamps moved but the names agree (a file replaced in place, say): record the
+            // new stamps by rescanning nothing, so the next check is quiet.
+            changes.models.insert(String::new());
+        }
     }
 
     fn apply_model_changes(&mut self, names: Vec<String>) {
