@@ -278,3 +278,52 @@ fn many_models_in_parallel_match_a_sequential_count() {
     sorted.sort();
     assert_eq!(ids, sorted, "unregistered models are listed by name");
 }
+
+/// A minimal GGUF v3 header: two key-value pairs and one tensor.
+fn gguf_header() -> Vec<u8> {
+    fn s(v: &mut Vec<u8>, text: &str) {
+        v.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        v.extend_from_slice(text.as_bytes());
+    }
+    let mut v = b"GGUF".to_vec();
+    v.extend_from_slice(&3u32.to_le_bytes());
+    v.extend_from_slice(&1u64.to_le_bytes()); // tensors
+    v.extend_from_slice(&2u64.to_le_bytes()); // key-value pairs
+    s(&mut v, "general.architecture");
+    v.extend_from_slice(&8u32.to_le_bytes()); // string
+    s(&mut v, "llama");
+    s(&mut v, "llama.context_length");
+    v.extend_from_slice(&4u32.to_le_bytes()); // u32
+    v.extend_from_slice(&2048u32.to_le_bytes());
+    s(&mut v, "tok_embeddings.weight");
+    v.extend_from_slice(&2u32.to_le_bytes());
+    v.extend_from_slice(&4u64.to_le_bytes());
+    v.extend_from_slice(&8u64.to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes()); // F32
+    v.extend_from_slice(&0u64.to_le_bytes());
+    v.resize(v.len() + 128, 0);
+    v
+}
+
+#[test]
+fn library_models_get_header_metadata_in_the_background() {
+    let lib = TestLib::new();
+    let p = lib.path("models/tiny/tiny.gguf");
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, gguf_header()).unwrap();
+    lib.file("models/other/readme.txt", 10);
+    let (mut svc, _) = lib.service();
+    let first = svc.list(ListKind::Full, false).unwrap();
+    assert!(
+        first.models.iter().all(|m| m.metadata.is_none()),
+        "scans read no headers"
+    );
+    assert!(svc.enrich_metadata(100));
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let tiny = listing.models.iter().find(|m| m.id == "tiny").unwrap();
+    let meta = tiny.metadata.as_ref().expect("metadata");
+    assert_eq!(meta.architecture.as_deref(), Some("llama"));
+    assert_eq!(meta.context_length, Some(2048));
+    assert_eq!(meta.parameter_count, Some(32));
+    assert!(!svc.enrich_metadata(100), "nothing left to read");
+}

@@ -819,6 +819,7 @@ fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
         error: None,
         source: "library".into(),
         metadata: None,
+        main_file: None,
     }
 }
 

@@ -214,6 +214,9 @@ impl Worker {
     }
 }
 
+/// Model headers read per idle tick of the worker.
+const METADATA_BATCH: usize = 200;
+
 /// How often the idle worker checks for downloads that ended.
 const DOWNLOAD_POLL: Duration = Duration::from_millis(200);
 
@@ -223,7 +226,13 @@ fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let downloads = state.poll_downloads();
-                if state.apply_changes() || downloads {
+                let changed = state.apply_changes();
+                // Idle: read a batch of model headers for the metadata columns.
+                let enriched = state
+                    .service
+                    .as_mut()
+                    .is_some_and(|s| s.enrich_metadata(METADATA_BATCH));
+                if changed || downloads || enriched {
                     repaint();
                 }
                 continue;

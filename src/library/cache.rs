@@ -118,6 +118,19 @@ impl std::fmt::Display for Staleness {
 }
 
 impl Listing {
+    /// A listing of nothing (a placeholder, never served).
+    pub fn empty() -> Listing {
+        Listing {
+            kind: ListKind::Full,
+            models: Vec::new(),
+            problems: Vec::new(),
+            scan_started: 0.0,
+            timestamp: 0.0,
+            scan_duration: Duration::ZERO,
+            stamps: Stamps::default(),
+        }
+    }
+
     /// Age in seconds at clock time `now`.
     pub fn age(&self, now: f64) -> f64 {
         now - self.timestamp

@@ -107,6 +107,10 @@ pub struct ModelInfo {
     /// What the model's file headers say, when they were read.
     #[serde(default)]
     pub metadata: Option<ModelMetadata>,
+    /// The model's main file (its largest), whose header the metadata comes from; not part
+    /// of the JSON shape.
+    #[serde(skip)]
+    pub main_file: Option<PathBuf>,
 }
 
 /// The source name of models in the library folder itself.

@@ -22,7 +22,7 @@ use crate::library::scan::ListKind;
 pub const FILE_NAME: &str = "listing.bin";
 const MAGIC: &[u8; 8] = b"MLCACHE\0";
 /// Version of the on-disk format; bump on any change to [`Persisted`].
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 
 #[derive(Serialize, Deserialize)]
@@ -59,6 +59,7 @@ struct StoredModel {
     error: Option<String>,
     source: String,
     metadata: Option<crate::library::model::ModelMetadata>,
+    main_file: Option<String>,
 }
 
 impl From<&ModelInfo> for StoredModel {
@@ -81,6 +82,10 @@ impl From<&ModelInfo> for StoredModel {
             error: m.error.clone(),
             source: m.source.clone(),
             metadata: m.metadata.clone(),
+            main_file: m
+                .main_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
         }
     }
 }
@@ -105,6 +110,7 @@ impl From<StoredModel> for ModelInfo {
             error: m.error,
             source: m.source,
             metadata: m.metadata,
+            main_file: m.main_file.map(PathBuf::from),
         }
     }
 }

@@ -492,6 +492,10 @@ fn model_info(
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         source: LIBRARY_SOURCE.to_string(),
         metadata: None,
+        main_file: walked
+            .as_ref()
+            .and_then(|w| w.largest.as_ref())
+            .map(|(_, p)| p.clone()),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::library::error::{LibraryError, Result};
 use crate::library::import::{self, ImportOutcome, ImportRequest};
 use crate::library::layout::{Library, validate_id};
 use crate::library::metadata::MetadataCache;
-use crate::library::model::{LIBRARY_SOURCE, ListQuery, ModelInfo, ModelStatus};
+use crate::library::model::{LIBRARY_SOURCE, ListQuery, ModelInfo, ModelMetadata, ModelStatus};
 use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
 use crate::library::scan::{self, ListKind, ProgressReading, ScanInput, ScanProgress};
@@ -201,6 +201,7 @@ pub struct ModelLibraryService {
     sources: Vec<SourceConfig>,
     store_watchers: Vec<(usize, StoreWatcher)>,
     metadata: MetadataCache,
+    enrich_cursor: (Arc<Listing>, usize),
     source_problems: Vec<String>,
 }
 
@@ -230,6 +231,7 @@ impl ModelLibraryService {
             sources: options.sources,
             store_watchers: Vec::new(),
             metadata: MetadataCache::new(),
+            enrich_cursor: (Arc::new(Listing::empty()), 0),
             source_problems: Vec::new(),
             published: SnapshotHandle::default(),
         })
@@ -365,6 +367,59 @@ impl ModelLibraryService {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
         changed || stores_changed
+    }
+
+    /// Reads header metadata (GGUF, safetensors) for up to `budget` library models that have
+    /// none yet, in the background after a listing is built, so scans stay fast; headers are
+    /// cached by (path, size, mtime), so a model is read once. Returns whether the listing
+    /// gained metadata (then the generation moves).
+    pub fn enrich_metadata(&mut self, budget: usize) -> bool {
+        let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
+            return false;
+        };
+        if !Arc::ptr_eq(&full, &self.enrich_cursor.0) {
+            self.enrich_cursor = (Arc::clone(&full), 0);
+        }
+        let start = self.enrich_cursor.1;
+        if start >= full.models.len() {
+            return false;
+        }
+        let mut found: Vec<(usize, ModelMetadata)> = Vec::new();
+        let mut read = 0;
+        let mut i = start;
+        while i < full.models.len() && read < budget {
+            let m = &full.models[i];
+            i += 1;
+            let Some(file) = m.main_file.as_deref() else {
+                continue;
+            };
+            let header_kind = file.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                e.eq_ignore_ascii_case("gguf") || e.eq_ignore_ascii_case("safetensors")
+            });
+            if m.source != LIBRARY_SOURCE || m.metadata.is_some() || !header_kind {
+                continue;
+            }
+            read += 1;
+            if let Some(meta) = self.metadata.get_or_read(file) {
+                found.push((i - 1, meta));
+            }
+        }
+        if found.is_empty() {
+            self.enrich_cursor.1 = i;
+            return false;
+        }
+        let mut listing = Listing::clone(&full);
+        for (i, meta) in found {
+            listing.models[i].metadata = Some(meta);
+        }
+        let listing = Arc::new(listing);
+        self.listings.insert(ListKind::Full, Arc::clone(&listing));
+        self.views
+            .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
+        self.published.publish(Arc::clone(&listing));
+        self.enrich_cursor = (listing, i);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        true
     }
 
     /// Rescans each watched store that changed and swaps its models in the full listing.
@@ -691,6 +746,7 @@ impl ModelLibraryService {
             error: None,
             source: crate::library::model::LIBRARY_SOURCE.to_string(),
             metadata: None,
+            main_file: None,
         }))
     }
 

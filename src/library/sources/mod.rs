@@ -660,6 +660,7 @@ impl Draft {
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             source: kind.as_str().to_string(),
             metadata: self.metadata,
+            main_file: None,
         };
         (info, self.files)
     }
