@@ -62,13 +62,15 @@ APP=$!
 trap 'kill $APP 2>/dev/null || true' EXIT
 # Wait (bounded) for the window to appear.
 for _ in $(seq 1 100); do
-  WIN=$(xdotool search --name "Model Library" 2>/dev/null | head -1 || true)
+  WIN=$(xdotool search --onlyvisible --name "Model Library" 2>/dev/null | head -1 || true)
   [ -n "$WIN" ] && break
   sleep 0.1
 done
 [ -n "$WIN" ] || { echo "window did not appear" >&2; exit 1; }
 shot() { sleep "${2:-1.5}"; import -window root -crop 1360x820+0+0 +repage "$OUT/$1.png"; }
-xdotool windowmove "$WIN" 0 0 windowfocus "$WIN"
+xdotool windowmove "$WIN" 0 0 || true
+xdotool windowfocus "$WIN" 2>/dev/null || true
+xdotool mousemove --window "$WIN" 600 808 click 1  # focus, on the status bar
 shot main-view 3
 # Filtered view: a provider filter through the search box and a status filter key path.
 xdotool key --window "$WIN" ctrl+f
@@ -76,14 +78,16 @@ xdotool type --window "$WIN" --delay 40 "qwen"
 shot filtered-view
 # "Clear filters" empties the search box again.
 xdotool mousemove --window "$WIN" 827 39 click 1
-# Select the first row and ask to delete it.
-xdotool mousemove --window "$WIN" 120 101 click 1
-sleep 0.5
+# Select the second row (the first is the demo model, not on disk yet) and ask to delete it.
+sleep 1
+xdotool mousemove --window "$WIN" 120 125 click 1
+sleep 1
 xdotool mousemove --window "$WIN" 700 500
 xdotool key --window "$WIN" Delete
 shot delete-confirmation
-xdotool key --window "$WIN" Escape
-xdotool mousemove --window "$WIN" 1068 578 click 1  # close the details panel
+xdotool key --window "$WIN" Escape  # closes the dialog
+sleep 0.3
+xdotool key --window "$WIN" Escape  # clears the selection (closes the details panel)
 # Start the demo download (first row by name, Actions column) and show it in progress.
 xdotool key --window "$WIN" ctrl+f
 xdotool type --window "$WIN" --delay 40 "demo download"

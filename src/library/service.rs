@@ -358,8 +358,7 @@ impl ModelLibraryService {
                     self.invalidate("files changed");
                     true
                 } else {
-                    self.apply_model_changes(changes.models.into_iter().collect());
-                    true
+                    self.apply_model_changes(changes.models.into_iter().collect())
                 }
             }
         };
@@ -518,21 +517,39 @@ impl ModelLibraryService {
         }
     }
 
-    fn apply_model_changes(&mut self, names: Vec<String>) {
-        // The fast listing is one read of the top folders: cheaper to redo than to patch.
-        self.listings.remove(&ListKind::Fast);
+    /// Rescans `names`; returns whether what a listing shows changed. Activity that leaves
+    /// every row as it was (a `.part` file growing during a download, say) only records
+    /// the new stamps and keeps the views.
+    fn apply_model_changes(&mut self, names: Vec<String>) -> bool {
         let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
-            return;
+            self.listings.remove(&ListKind::Fast);
+            return true;
         };
         match self.rescan_some(&full, &names) {
+            Ok(listing) if listing.models == full.models && listing.problems == full.problems => {
+                let listing = Arc::new(listing);
+                for view in self.views.values_mut() {
+                    if Arc::ptr_eq(&view.listing, &full) {
+                        view.listing = Arc::clone(&listing);
+                    }
+                }
+                self.listings.insert(ListKind::Full, listing);
+                false
+            }
             Ok(listing) => {
+                // The fast listing is one read of the top folders: cheaper to redo than patch.
+                self.listings.remove(&ListKind::Fast);
                 let listing = Arc::new(listing);
                 self.listings.insert(ListKind::Full, Arc::clone(&listing));
                 self.views
                     .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
                 self.published.publish(listing);
+                true
             }
-            Err(_) => self.invalidate("files changed"),
+            Err(_) => {
+                self.invalidate("files changed");
+                true
+            }
         }
     }
 

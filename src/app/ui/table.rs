@@ -125,9 +125,10 @@ pub fn metadata_summary(meta: &ModelMetadata) -> String {
     parts.join(", ")
 }
 
-/// A table cell's text: one line, truncated, clickable.
+/// A table cell's text: one line, truncated. Clicks go to the row (the table senses them),
+/// so a click anywhere in a row selects it, and the row's buttons still get their own.
 fn cell(ui: &mut egui::Ui, text: impl Into<egui::WidgetText>) -> egui::Response {
-    ui.add(egui::Label::new(text).sense(Sense::click()).truncate())
+    ui.add(egui::Label::new(text).selectable(false).truncate())
 }
 
 /// Draws the table.
@@ -139,6 +140,7 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
         .id_salt("models")
         .striped(true)
         .resizable(true)
+        .sense(Sense::click())
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
         .column(Column::initial(260.0).at_least(80.0).clip(true))
         .column(Column::initial(100.0).at_least(50.0).clip(true))
@@ -190,14 +192,11 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     return;
                 };
                 row.set_selected(input.selected == Some(m.id.as_str()));
-                // Cells are clickable labels (a click selects the row); the table itself
-                // senses nothing, so the buttons of the last column get their clicks.
-                let mut clicked = false;
                 row.col(|ui| {
-                    clicked |= cell(ui, &m.name).on_hover_text(&m.id).clicked();
+                    cell(ui, &m.name).on_hover_text(&m.id);
                 });
                 row.col(|ui| {
-                    clicked |= cell(ui, &m.provider).clicked();
+                    cell(ui, &m.provider);
                 });
                 let download = input
                     .downloads
@@ -209,14 +208,13 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                         return;
                     }
                     let text = RichText::new(m.status.as_str()).color(status_color(m.status));
-                    let mut label = cell(ui, text);
+                    let label = cell(ui, text);
                     if let Some(err) = &m.error {
-                        label = label.on_hover_text(err);
+                        label.on_hover_text(err);
                     }
-                    clicked |= label.clicked();
                 });
                 row.col(|ui| {
-                    clicked |= cell(ui, m.capabilities.join(", ")).clicked();
+                    cell(ui, m.capabilities.join(", "));
                 });
                 row.col(|ui| {
                     let text = match (
@@ -228,18 +226,16 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                         (None, Some(q)) => q.clone(),
                         (None, None) => String::new(),
                     };
-                    let mut label = cell(ui, text);
+                    let label = cell(ui, text);
                     if let Some(meta) = &m.metadata {
-                        label = label.on_hover_text(metadata_summary(meta));
+                        label.on_hover_text(metadata_summary(meta));
                     }
-                    clicked |= label.clicked();
                 });
                 row.col(|ui| {
-                    clicked |= cell(ui, size_text(m)).clicked();
+                    cell(ui, size_text(m));
                 });
                 row.col(|ui| {
-                    clicked |=
-                        cell(ui, m.modified.map(format_unix_utc).unwrap_or_default()).clicked();
+                    cell(ui, m.modified.map(format_unix_utc).unwrap_or_default());
                 });
                 row.col(|ui| {
                     if m.source != LIBRARY_SOURCE {
@@ -269,7 +265,7 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                         action = Some(TableAction::Delete(m.id.clone()));
                     }
                 });
-                if action.is_none() && clicked {
+                if action.is_none() && row.response().clicked() {
                     action = Some(TableAction::Select(m.id.clone()));
                 }
             });
