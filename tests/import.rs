@@ -157,10 +157,6 @@ fn refused_imports_change_nothing() {
     };
     let cases: Vec<(Result<_, LibraryError>, &str)> = vec![
         (
-            import(&mut svc, &src, None, ImportMode::Symlink),
-            "symlink imports are not supported",
-        ),
-        (
             import(&mut svc, &link, None, ImportMode::Copy),
             "is a symbolic link",
         ),
@@ -233,5 +229,49 @@ fn two_processes_importing_at_once_both_land_in_the_registry() {
     assert_eq!(
         ids,
         (0..6).map(|i| format!("model-{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn symlink_import_links_the_files_and_delete_leaves_the_source() {
+    let lib = TestLib::new();
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = src_dir.path().join("big-model");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("weights.gguf"), gguf_bytes(4096)).unwrap();
+    fs::write(src.join("sub/config.json"), b"{}").unwrap();
+    let (mut svc, _) = lib.service();
+    let outcome = svc
+        .import_model(&ImportRequest {
+            source: src.clone(),
+            id: None,
+            mode: ImportMode::Symlink,
+        })
+        .unwrap();
+    assert_eq!(outcome.format.as_deref(), Some("gguf"));
+    let placed = lib.path("models/big-model/weights.gguf");
+    assert!(
+        fs::symlink_metadata(&placed)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        lib.path("models/big-model/sub").is_dir(),
+        "folders are real"
+    );
+
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let m = listing.models.iter().find(|m| m.id == "big-model").unwrap();
+    assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
+    assert_eq!(m.size_bytes, Some(4098));
+
+    svc.delete_model("big-model", model_library::library::DeleteMode::Permanent)
+        .unwrap();
+    assert!(!lib.path("models/big-model").exists());
+    assert_eq!(
+        fs::read(src.join("weights.gguf")).unwrap().len(),
+        4096,
+        "source intact"
     );
 }

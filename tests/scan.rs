@@ -98,7 +98,7 @@ fn fast_listing_does_not_recurse() {
 }
 
 #[test]
-fn symlinks_are_never_followed() {
+fn linked_folders_are_never_descended_linked_files_are_measured() {
     let lib = TestLib::new();
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("huge.bin"), vec![0u8; 100_000]).unwrap();
@@ -108,7 +108,7 @@ fn symlinks_are_never_followed() {
     symlink(outside.path(), lib.path("models/inside/escape")).unwrap();
     // A whole model folder that is a symlink to outside.
     symlink(outside.path(), lib.path("models/linked-folder")).unwrap();
-    // A registered file that is a symlink.
+    // A registered file that is a symlink to a regular file (what a symlink import makes).
     fs::create_dir_all(lib.path("models/linked-file")).unwrap();
     symlink(
         outside.path().join("huge.bin"),
@@ -126,13 +126,22 @@ fn symlinks_are_never_followed() {
     assert!(folder.error.as_deref().unwrap().contains("symbolic link"));
     assert!(folder.size_bytes.unwrap() < 1000);
     let file = get(&models, "linked-file");
+    assert_eq!(file.status, ModelStatus::Downloaded, "{:?}", file.error);
+    assert_eq!(file.size_bytes, Some(100_000), "measured through the link");
+
+    // A declared file linked to a folder is an error, and the folder is not descended.
+    fs::remove_file(lib.path("models/linked-file/w.bin")).unwrap();
+    symlink(outside.path(), lib.path("models/linked-file/w.bin")).unwrap();
+    let models = full(&lib);
+    let file = get(&models, "linked-file");
     assert_eq!(file.status, ModelStatus::Error);
     assert!(
         file.error
             .as_deref()
             .unwrap()
-            .contains("w.bin is a symbolic link")
+            .contains("w.bin is a symbolic link to something that is not a readable file")
     );
+    assert!(file.size_bytes.unwrap() < 1000);
 }
 
 #[test]

@@ -27,8 +27,9 @@ pub enum ImportMode {
     Move,
     /// Hard links: no bytes copied; the source must be on the same file system.
     Hardlink,
-    /// Symbolic links. Refused: the scanner never follows links, so such a model could not
-    /// be measured or verified.
+    /// Symbolic links to the source files (folders are made for real): no bytes copied,
+    /// the source stays where it is and must stay there. The scanner measures a link to a
+    /// regular file through it (it never descends a linked folder).
     Symlink,
 }
 
@@ -120,11 +121,9 @@ pub fn detect_format(path: &Path) -> Option<String> {
 
 /// Imports `req.source` as a new model. The id must be free (no folder, no registry entry).
 pub fn import_model(library: &Library, req: &ImportRequest) -> Result<ImportOutcome> {
-    if req.mode == ImportMode::Symlink {
+    if req.mode == ImportMode::Symlink && !cfg!(unix) {
         return Err(LibraryError::ImportRefused {
-            reason: "symlink imports are not supported: the scanner never follows links; \
-                     use --mode hardlink to share the bytes"
-                .into(),
+            reason: "symlink imports are supported on Unix only; use copy or hardlink".into(),
         });
     }
     let source_meta =
@@ -259,6 +258,9 @@ fn place(from: &Path, to: &Path, mode: ImportMode) -> Result<()> {
             }
             Err(e) => Err(e),
         },
+        #[cfg(unix)]
+        ImportMode::Symlink => std::os::unix::fs::symlink(from, to),
+        #[cfg(not(unix))]
         ImportMode::Symlink => unreachable!("refused above"),
     };
     result.map_err(|e| LibraryError::io(to, e))

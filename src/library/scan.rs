@@ -2,8 +2,9 @@
 //! of `models/` and `.downloads/`, no recursion) and the full listing (a parallel walk of each
 //! model folder for sizes, file counts and newest mtimes, and the status rules of SPEC §3).
 //!
-//! Reads only inside the library: symlinks are never followed (not even to stat them), so a
-//! symlink loop or a link to elsewhere costs nothing and reveals nothing. A problem inside one
+//! Reads no file outside the library: a folder behind a symlink is never descended, so a
+//! symlink loop costs nothing; a link to a regular file (a symlink import) is `stat`ed
+//! through to measure it, and a link to anything else counts as itself. A problem inside one
 //! model (unreadable folder, odd name) is recorded on that model and never aborts the scan;
 //! a file that vanishes between being listed and being measured is simply not counted.
 //! Never writes.
@@ -345,10 +346,20 @@ pub fn walk(root: &Path) -> WalkSummary {
             if meta.is_dir() {
                 stack.push(entry.path());
             } else {
-                let len = meta.len();
+                // A link to a regular file (a symlink import) counts at its target's size;
+                // anything else a link points to (a folder, nothing, a loop) counts as the
+                // link itself, and folders behind links are never descended.
+                let target = meta
+                    .file_type()
+                    .is_symlink()
+                    .then(|| fs::metadata(entry.path()).ok())
+                    .flatten()
+                    .filter(fs::Metadata::is_file);
+                let counted = target.as_ref().unwrap_or(&meta);
+                let len = counted.len();
                 sum.size += len;
                 sum.files += 1;
-                if meta.is_file() && sum.largest.as_ref().is_none_or(|(l, _)| len > *l) {
+                if counted.is_file() && sum.largest.as_ref().is_none_or(|(l, _)| len > *l) {
                     sum.largest = Some((len, entry.path()));
                 }
             }
@@ -401,9 +412,25 @@ fn model_info(
     {
         for spec in &entry.files {
             let file = path.join(&spec.path);
-            match fs::symlink_metadata(&file) {
-                Ok(meta) if meta.file_type().is_symlink() => errors.push(format!(
-                    "{} is a symbolic link; links are not followed",
+            let linked = fs::symlink_metadata(&file)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            // A declared file may be a link to a regular file (a symlink import): it is
+            // measured through the link; a link to anything else is an error.
+            let meta = if linked {
+                fs::metadata(&file).and_then(|m| {
+                    if m.is_file() {
+                        Ok(m)
+                    } else {
+                        Err(io::Error::other("not a regular file"))
+                    }
+                })
+            } else {
+                fs::symlink_metadata(&file)
+            };
+            match meta {
+                Err(err) if linked => errors.push(format!(
+                    "{} is a symbolic link to something that is not a readable file ({err})",
                     spec.path
                 )),
                 Ok(meta) if !meta.is_file() => {
