@@ -573,6 +573,14 @@ fn a_store_pointed_elsewhere_is_listed_read_only() {
         "no actions on a store's model"
     );
 
+    // The source filter narrows to one store, or to the library.
+    pick(&mut h, "Source", "lmstudio");
+    assert_eq!(ids(&h), ["lmstudio/acme/tiny"]);
+    pick(&mut h, "Source", "library");
+    assert_eq!(ids(&h).len(), 4);
+    h.get_by_label("Clear filters").click();
+    settle(&mut h);
+
     // Switching the stores off lists the library alone.
     h.get_by_label("Other stores").click();
     settle(&mut h);

@@ -83,6 +83,7 @@ pub struct ModelLibraryApp {
     order: Vec<u32>,
     providers: Vec<String>,
     capabilities: Vec<String>,
+    sources: Vec<String>,
     counts: [usize; 5],
     total_bytes: Option<u64>,
     cache: Option<CacheInfo>,
@@ -139,6 +140,7 @@ impl ModelLibraryApp {
             order: Vec::new(),
             providers: Vec::new(),
             capabilities: Vec::new(),
+            sources: Vec::new(),
             counts: [0; 5],
             total_bytes: None,
             cache: None,
@@ -549,14 +551,17 @@ impl ModelLibraryApp {
     fn set_view(&mut self, view: View) {
         let mut providers = std::collections::BTreeSet::new();
         let mut capabilities = std::collections::BTreeSet::new();
+        let mut sources = std::collections::BTreeSet::new();
         for m in &view.listing.models {
             providers.insert(m.provider.as_str());
+            sources.insert(m.source.as_str());
             for c in &m.capabilities {
                 capabilities.insert(c.as_str());
             }
         }
         self.providers = providers.into_iter().map(str::to_string).collect();
         self.capabilities = capabilities.into_iter().map(str::to_string).collect();
+        self.sources = sources.into_iter().map(str::to_string).collect();
         self.view = Some(view);
         self.recompute_order();
     }
@@ -568,13 +573,15 @@ impl ModelLibraryApp {
             return;
         };
         let needle = self.search.trim().to_lowercase();
+        let source = self.settings.source.as_deref();
         let matches = |m: &ModelInfo| {
-            needle.is_empty()
-                || m.name.to_lowercase().contains(&needle)
-                || m.id.to_lowercase().contains(&needle)
-                || m.description
-                    .as_deref()
-                    .is_some_and(|d| d.to_lowercase().contains(&needle))
+            source.is_none_or(|s| m.source == s)
+                && (needle.is_empty()
+                    || m.name.to_lowercase().contains(&needle)
+                    || m.id.to_lowercase().contains(&needle)
+                    || m.description
+                        .as_deref()
+                        .is_some_and(|d| d.to_lowercase().contains(&needle)))
         };
         let mut order: Vec<u32> = (0..view.len() as u32)
             .filter(|&i| view.get(i as usize).is_some_and(matches))
@@ -686,10 +693,15 @@ impl ModelLibraryApp {
                 self.request_list(false);
             }
             ToolbarAction::SearchChanged => self.recompute_order(),
+            ToolbarAction::SetSource(s) => {
+                self.settings.source = s;
+                self.recompute_order();
+            }
             ToolbarAction::ClearFilters => {
                 self.settings.provider = None;
                 self.settings.status = None;
                 self.settings.capability = None;
+                self.settings.source = None;
                 self.search.clear();
                 self.request_list(false);
             }
@@ -745,6 +757,8 @@ impl ModelLibraryApp {
                     picking: self.picker.is_some() || self.import_picker.is_some(),
                     providers: &self.providers,
                     capabilities: &self.capabilities,
+                    sources: &self.sources,
+                    source: self.settings.source.as_deref(),
                     provider: self.settings.provider.as_deref(),
                     status: self.settings.status,
                     capability: self.settings.capability.as_deref(),

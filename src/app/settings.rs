@@ -41,6 +41,8 @@ pub struct Settings {
     pub status: Option<ModelStatus>,
     /// Capability filter.
     pub capability: Option<String>,
+    /// Source filter (the library or one of the other stores).
+    pub source: Option<String>,
     /// Sort column.
     pub sort: SortKey,
     /// Sort direction.
@@ -72,6 +74,7 @@ impl Default for Settings {
             provider: None,
             status: None,
             capability: None,
+            source: None,
             sort: SortKey::Name,
             ascending: true,
             delete_mode: DeleteMode::Trash,

@@ -142,10 +142,11 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
         .resizable(true)
         .sense(Sense::click())
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-        .column(Column::initial(260.0).at_least(80.0).clip(true))
+        .column(Column::initial(220.0).at_least(80.0).clip(true))
         .column(Column::initial(100.0).at_least(50.0).clip(true))
+        .column(Column::initial(85.0).at_least(40.0).clip(true))
         .column(Column::initial(95.0).at_least(60.0).clip(true))
-        .column(Column::initial(170.0).at_least(60.0).clip(true))
+        .column(Column::initial(140.0).at_least(60.0).clip(true))
         .column(Column::initial(85.0).at_least(40.0).clip(true))
         .column(Column::initial(85.0).at_least(50.0).clip(true))
         .column(Column::initial(125.0).at_least(60.0).clip(true))
@@ -154,9 +155,10 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
     if let Some(row) = input.scroll_to {
         table = table.scroll_to_row(row, None);
     }
-    let headers: [(&str, Option<SortKey>); 8] = [
+    let headers: [(&str, Option<SortKey>); 9] = [
         ("Name", Some(SortKey::Name)),
         ("Provider", Some(SortKey::Provider)),
+        ("Source", None),
         ("Status", Some(SortKey::Status)),
         ("Capabilities", None),
         ("Format", None),
@@ -197,6 +199,9 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                 });
                 row.col(|ui| {
                     cell(ui, &m.provider);
+                });
+                row.col(|ui| {
+                    cell(ui, &m.source);
                 });
                 let download = input
                     .downloads

@@ -30,6 +30,8 @@ pub enum ToolbarAction {
     SetStatus(Option<ModelStatus>),
     /// Capability filter.
     SetCapability(Option<String>),
+    /// Source filter (`library`, `huggingface`, `ollama`, `lmstudio`), applied in the window.
+    SetSource(Option<String>),
     /// The search text changed.
     SearchChanged,
     /// Clear every filter and the search.
@@ -48,6 +50,10 @@ pub struct ToolbarInput<'a> {
     pub providers: &'a [String],
     /// Capabilities present in the listing.
     pub capabilities: &'a [String],
+    /// Sources present in the listing.
+    pub sources: &'a [String],
+    /// Current source filter.
+    pub source: Option<&'a str>,
     /// Current provider filter.
     pub provider: Option<&'a str>,
     /// Current status filter.
@@ -191,7 +197,13 @@ pub fn toolbar_ui(
         ) {
             action = Some(ToolbarAction::SetCapability(a));
         }
+        if input.sources.len() > 1
+            && let Some(a) = text_picker(ui, "source", "Source", input.sources, input.source)
+        {
+            action = Some(ToolbarAction::SetSource(a));
+        }
         let filtered = input.provider.is_some()
+            || input.source.is_some()
             || input.status.is_some()
             || input.capability.is_some()
             || !text.search.is_empty();
