@@ -586,3 +586,16 @@ fn a_store_pointed_elsewhere_is_listed_read_only() {
     settle(&mut h);
     assert!(!ids(&h).iter().any(|id| id.starts_with("lmstudio/")));
 }
+
+#[test]
+fn the_details_panel_lists_the_files() {
+    let lib = sample();
+    lib.file("models/zeta-local/sub/tokenizer.json", 7);
+    let mut h = open(&lib);
+    h.get_by_label("zeta-local").click();
+    settle(&mut h);
+    h.get_by_label("Files (2)").click();
+    h.run();
+    assert!(h.query_by_label("sub/tokenizer.json").is_some());
+    assert!(h.query_by_label("x.safetensors").is_some());
+}

@@ -52,6 +52,14 @@ enum Op {
     Delete,
 }
 
+/// The files of the selected model, as the worker listed them.
+#[derive(Debug, Clone)]
+struct FileList {
+    id: String,
+    files: Vec<(String, u64)>,
+    more: bool,
+}
+
 /// The delete confirmation in progress.
 #[derive(Debug, Clone)]
 struct DeleteState {
@@ -99,6 +107,8 @@ pub struct ModelLibraryApp {
     selected: Option<String>,
     delete: Option<DeleteState>,
     stores_draft: Option<StoresDraft>,
+    files: Option<FileList>,
+    files_req: Option<Promise<Response>>,
     last_info_poll: f64,
     auto_key: Option<String>,
     seen_generation: u64,
@@ -154,6 +164,8 @@ impl ModelLibraryApp {
             selected: None,
             delete: None,
             stores_draft: None,
+            files: None,
+            files_req: None,
             last_info_poll: 0.0,
             auto_key: None,
             seen_generation: 0,
@@ -170,6 +182,7 @@ impl ModelLibraryApp {
             || self.op_req.is_some()
             || self.list_queued.is_some()
             || !self.download_reqs.is_empty()
+            || self.files_req.is_some()
     }
 
     /// Downloads of this session, by id, as of this frame.
@@ -393,6 +406,16 @@ impl ModelLibraryApp {
             self.seen_generation = generation;
             if self.view.is_some() {
                 self.request_list(false);
+            }
+        }
+        if let Some(p) = self.files_req.take() {
+            match p.try_take() {
+                Err(p) => self.files_req = Some(p),
+                Ok(Ok(Reply::Files { id, files, more })) => {
+                    self.files = Some(FileList { id, files, more })
+                }
+                Ok(Ok(other)) => self.unexpected(&other),
+                Ok(Err(e)) => self.notify(Level::Error, e),
             }
         }
         if let Some(p) = self.import_picker.take() {
@@ -621,6 +644,25 @@ impl ModelLibraryApp {
         self.order = order;
     }
 
+    /// Selects a model and asks the worker for its files (the details panel lists them).
+    fn select(&mut self, id: String) {
+        let path = self
+            .view
+            .as_ref()
+            .and_then(|v| v.iter().find(|m| m.id == id))
+            .map(|m| m.path.clone());
+        if let Some(path) = path
+            && self.files.as_ref().is_none_or(|f| f.id != id)
+        {
+            self.files = None;
+            self.files_req = Some(self.worker.request(Request::Files {
+                id: id.clone(),
+                path,
+            }));
+        }
+        self.selected = Some(id);
+    }
+
     fn selected_model(&self) -> Option<&ModelInfo> {
         let id = self.selected.as_deref()?;
         self.view.as_ref()?.iter().find(|m| m.id == id)
@@ -817,7 +859,12 @@ impl ModelLibraryApp {
                 .default_size(230.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| {
-                        details_action = details_ui(ui, &m, self.downloads.get(&m.id));
+                        let files = self
+                            .files
+                            .as_ref()
+                            .filter(|f| f.id == m.id)
+                            .map(|f| (f.files.as_slice(), f.more));
+                        details_action = details_ui(ui, &m, self.downloads.get(&m.id), files);
                     });
                 });
         }
@@ -914,7 +961,7 @@ impl ModelLibraryApp {
             None => {}
         }
         match table_action {
-            Some(TableAction::Select(id)) => self.selected = Some(id),
+            Some(TableAction::Select(id)) => self.select(id),
             Some(TableAction::Sort(key)) => {
                 if self.settings.sort == key {
                     self.settings.ascending = !self.settings.ascending;

@@ -83,6 +83,13 @@ pub enum Request {
         /// The file or folder.
         source: PathBuf,
     },
+    /// The files of a model folder (read-only; for the details panel).
+    Files {
+        /// The model id (echoed in the reply).
+        id: String,
+        /// Its folder.
+        path: PathBuf,
+    },
     /// Panic inside the worker (used by tests to prove the worker survives).
     #[doc(hidden)]
     Crash,
@@ -138,6 +145,15 @@ pub enum Reply {
     },
     /// A model was imported.
     Imported(ImportOutcome),
+    /// The files of a model folder.
+    Files {
+        /// The model id.
+        id: String,
+        /// Relative paths and sizes.
+        files: Vec<(String, u64)>,
+        /// Whether there were more than listed.
+        more: bool,
+    },
     /// A partial download was removed.
     PartialDiscarded {
         /// The model id.
@@ -377,6 +393,10 @@ impl WorkerState {
                     })
                     .map_err(text)?,
             ),
+            Request::Files { id, path } => {
+                let (files, more) = crate::library::scan::list_files(&path);
+                Reply::Files { id, files, more }
+            }
             Request::Crash => panic!("crash requested"),
         })
     }

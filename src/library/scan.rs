@@ -526,6 +526,45 @@ fn model_info(
     }
 }
 
+/// Most files [`list_files`] returns.
+pub const MAX_LISTED_FILES: usize = 2000;
+
+/// The files of a model folder, relative paths and sizes, sorted, at most
+/// [`MAX_LISTED_FILES`] (the flag says whether there were more). Folders behind links are
+/// not descended; a link to a regular file is measured through it. Read-only.
+pub fn list_files(root: &Path) -> (Vec<(String, u64)>, bool) {
+    let mut out = Vec::new();
+    let mut more = false;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for entry in rd.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+                continue;
+            }
+            if out.len() >= MAX_LISTED_FILES {
+                more = true;
+                continue;
+            }
+            let size = if meta.file_type().is_symlink() {
+                fs::metadata(entry.path())
+                    .ok()
+                    .filter(fs::Metadata::is_file)
+                    .map_or(meta.len(), |m| m.len())
+            } else {
+                meta.len()
+            };
+            let rel = entry.path();
+            let rel = rel.strip_prefix(root).unwrap_or(&rel);
+            out.push((rel.to_string_lossy().into_owned(), size));
+        }
+    }
+    out.sort();
+    (out, more)
+}
+
 /// The format a file's extension suggests.
 pub fn guess_format(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();

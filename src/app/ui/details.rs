@@ -29,6 +29,7 @@ pub fn details_ui(
     ui: &mut egui::Ui,
     m: &ModelInfo,
     download: Option<&DownloadProgress>,
+    files: Option<(&[(String, u64)], bool)>,
 ) -> Option<DetailsAction> {
     let mut action = None;
     ui.horizontal(|ui| {
@@ -51,6 +52,29 @@ pub fn details_ui(
     if let Some(p) = running {
         ui.add(download_bar(p, ui.available_width().min(420.0)));
         ui.label(crate::util::progress_line(p));
+    }
+    if let Some((files, more)) = files
+        && !files.is_empty()
+    {
+        let title = if more {
+            format!("Files (first {})", files.len())
+        } else {
+            format!("Files ({})", files.len())
+        };
+        egui::CollapsingHeader::new(title)
+            .id_salt("details_files")
+            .show(ui, |ui| {
+                egui::Grid::new("details_files_grid")
+                    .num_columns(2)
+                    .striped(true)
+                    .show(ui, |ui| {
+                        for (path, size) in files {
+                            ui.monospace(path);
+                            ui.label(human_bytes(*size));
+                            ui.end_row();
+                        }
+                    });
+            });
     }
     ui.separator();
     egui::Grid::new("details_grid")
