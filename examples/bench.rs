@@ -202,6 +202,7 @@ fn main() {
         ("  as % of full scan", ""),
         ("persisted cache save", ""),
         ("persisted cache load", "≤ 150 ms at 100k"),
+        ("revalidate saved listing (start-up)", ""),
         ("heap / model: the listing", "≤ 1 KiB"),
         ("heap / model: service (+ registry)", ""),
         ("table frame, median", "≤ 4 ms at 100k"),
@@ -351,6 +352,20 @@ fn main() {
                 .collect(),
         );
         v.push(fmt(load));
+        // Start-up: load the saved listing, then revalidate it model by model (nothing
+        // changed, so no model is rescanned; the folders' fingerprints are checked).
+        let revalidate = median(
+            (0..args.reps)
+                .map(|_| {
+                    let mut svc =
+                        ModelLibraryService::new(library.clone(), ServiceOptions::default())
+                            .expect("service");
+                    assert!(svc.warm_start().is_some());
+                    time(|| svc.list(ListKind::Full, false).expect("revalidate")).0
+                })
+                .collect(),
+        );
+        v.push(fmt(revalidate));
         v.push(format!("{:.0} B", listing_bytes as f64 / n as f64));
         v.push(format!(
             "{:.0} B",

@@ -166,3 +166,26 @@ fn cli_cache_info_reports_the_saved_listing() {
     assert_eq!(info["service_cache"]["revalidating"], true);
     assert!(info["service_cache"]["cache_timestamp"].is_f64());
 }
+
+#[test]
+fn the_saved_listing_is_revalidated_model_by_model() {
+    let lib = TestLib::new();
+    for i in 0..20 {
+        lib.file(&format!("models/m{i:02}/w.bin"), 10);
+    }
+    // An earlier run saved the listing; the clock of this run is well after it.
+    service(&lib).list(ListKind::Full, false).unwrap();
+    lib.file("models/m07/extra.bin", 5); // changes m07's folder
+    let mut svc = service(&lib);
+    assert!(svc.warm_start().is_some());
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let m07 = listing.models.iter().find(|m| m.id == "m07").unwrap();
+    assert_eq!(m07.size_bytes, Some(15));
+    assert_eq!(listing.models.len(), 20);
+    let note = svc.cache_info().service_cache.persisted.unwrap();
+    assert!(note.contains("1 of 20 models rescanned"), "{note}");
+    assert!(!svc.revalidating());
+    // What it built equals a full scan.
+    let fresh = service(&lib).list(ListKind::Full, true).unwrap();
+    assert_eq!(listing.models, fresh.models);
+}

@@ -656,7 +656,101 @@ impl ModelLibraryService {
             return Ok(Arc::clone(listing));
         }
         self.service_counters.record(false);
+        if kind == ListKind::Full
+            && !force_refresh
+            && let Some(warm) = self.warm.clone()
+        {
+            return self.revalidate(&warm);
+        }
         self.rescan(kind)
+    }
+
+    /// Revalidates the listing saved by the last run instead of scanning everything: the
+    /// models whose folder changed since that scan (per-model fingerprint: the folder's
+    /// modification time newer than the newest time the scan saw in it), the folders that
+    /// appeared or vanished, the rows whose status is volatile, and the other stores
+    /// are rescanned; every other row is reused. A registry that changed means a full
+    /// scan. A file replaced in place deep inside a model folder is not seen here; the
+    /// watcher sees it while the app runs, and the TTL's full scan after a restart.
+    fn revalidate(&mut self, warm: &Arc<Listing>) -> Result<Arc<Listing>> {
+        self.warm = None;
+        let stamps = Stamps::read(&self.library);
+        if stamps.registry != warm.stamps.registry {
+            return self.rescan(ListKind::Full);
+        }
+        self.library.check_reachable()?;
+        let started_wall = Instant::now();
+        let mut changes = Changes::default();
+        for m in warm.models.iter().filter(|m| m.source == LIBRARY_SOURCE) {
+            // The fingerprint: the folder's mtime against the newest mtime the scan saw in
+            // it (file-system times on both sides, so no clock is involved).
+            let changed = match std::fs::symlink_metadata(&m.path) {
+                Ok(meta) => {
+                    let now = meta
+                        .modified()
+                        .ok()
+                        .map(crate::library::clock::unix_seconds);
+                    match (now, m.modified) {
+                        (Some(now), Some(then)) => now > then,
+                        _ => true,
+                    }
+                }
+                // Gone: a change only if the scan had seen a folder there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => m.modified.is_some(),
+                Err(_) => true,
+            };
+            // Rows whose status depends on more than the folder are always read again.
+            let volatile = matches!(
+                m.status,
+                ModelStatus::Partial | ModelStatus::Downloading | ModelStatus::Error
+            );
+            if changed || volatile {
+                changes.models.insert(m.id.clone());
+            }
+        }
+        // Folders that appeared, and the registry's view of them, need the same reading.
+        let full = Arc::clone(warm);
+        self.listings.insert(ListKind::Full, Arc::clone(&full));
+        self.reconcile_top_level(&mut changes);
+        let names: Vec<String> = changes
+            .models
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect();
+        let rescanned = names.len();
+        let mut listing = match self.rescan_some(&full, &names) {
+            Ok(listing) => listing,
+            Err(e) => {
+                self.listings.remove(&ListKind::Full);
+                return Err(e);
+            }
+        };
+        // The other stores are cheap to list again in full.
+        let mut store_models = Vec::new();
+        for source in self.sources.iter().filter(|s| s.enabled) {
+            if let Ok(found) = sources::scan_source(source, &mut self.metadata) {
+                store_models.extend(found);
+            }
+        }
+        listing.models.retain(|m| m.source == LIBRARY_SOURCE);
+        store_models.sort_by(|a, b| a.id.cmp(&b.id));
+        listing.models.extend(store_models);
+        listing.timestamp = self.clock.now();
+        listing.scan_duration = started_wall.elapsed();
+        let total = listing.models.len();
+        let listing = Arc::new(listing);
+        self.listings.insert(ListKind::Full, Arc::clone(&listing));
+        self.views.clear();
+        self.published.publish(Arc::clone(&listing));
+        self.last_error = None;
+        self.invalidated = None;
+        self.persist_note = Some(format!(
+            "revalidated the saved listing: {rescanned} of {total} models rescanned"
+        ));
+        if self.persist {
+            let _ = persist::save(&self.library, &listing);
+        }
+        Ok(listing)
     }
 
     /// The listing filtered by `query`, from the view cache when the listing under it is
