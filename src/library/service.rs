@@ -526,7 +526,9 @@ impl ModelLibraryService {
             return true;
         };
         match self.rescan_some(&full, &names) {
-            Ok(listing) if listing.models == full.models && listing.problems == full.problems => {
+            Ok(None) => false,
+            Ok(Some((listing, false))) => {
+                // Only the stamps moved: keep the views on the restamped listing.
                 let listing = Arc::new(listing);
                 for view in self.views.values_mut() {
                     if Arc::ptr_eq(&view.listing, &full) {
@@ -536,7 +538,7 @@ impl ModelLibraryService {
                 self.listings.insert(ListKind::Full, listing);
                 false
             }
-            Ok(listing) => {
+            Ok(Some((listing, true))) => {
                 // The fast listing is one read of the top folders: cheaper to redo than patch.
                 self.listings.remove(&ListKind::Fast);
                 let listing = Arc::new(listing);
@@ -554,7 +556,9 @@ impl ModelLibraryService {
     }
 
     /// A copy of `full` with the models `names` rescanned (added, updated or removed).
-    fn rescan_some(&mut self, full: &Listing, names: &[String]) -> Result<Listing> {
+    /// `None` when no row changed and the stamps are the same (nothing to replace);
+    /// otherwise the new listing and whether any row changed (or only the stamps).
+    fn rescan_some(&mut self, full: &Listing, names: &[String]) -> Result<Option<(Listing, bool)>> {
         let started_wall = Instant::now();
         let scan_started = self.clock.now();
         let stamps = Stamps::read(&self.library);
@@ -568,21 +572,47 @@ impl ModelLibraryService {
             },
             names,
         )?;
-        let mut models = full.models.clone();
-        let index: HashMap<String, usize> = models
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id.clone(), i))
+        // Where each rescanned name sits: a linear search for a few names, an index for many
+        // (building one for 100 000 rows costs more than the rescan itself).
+        let index: Option<HashMap<&str, usize>> = (updates.len() > 8).then(|| {
+            full.models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.id.as_str(), i))
+                .collect()
+        });
+        let position = |name: &str| match &index {
+            Some(index) => index.get(name).copied(),
+            None => full.models.iter().position(|m| m.id == name),
+        };
+        let located: Vec<(Option<usize>, Option<ModelInfo>)> = updates
+            .into_iter()
+            .map(|(name, info)| (position(&name), info))
             .collect();
+        let problems: Vec<String> = registry
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .chain(self.source_problems.iter().cloned())
+            .collect();
+        let rows_changed = located.iter().any(|(at, info)| match (at, info) {
+            (Some(i), Some(m)) => full.models[*i] != *m,
+            (None, None) => false,
+            _ => true,
+        });
+        if !rows_changed && stamps == full.stamps && problems == full.problems {
+            return Ok(None);
+        }
+        let mut models = full.models.clone();
         let mut removed: HashSet<usize> = HashSet::new();
         let mut reorder = false;
-        for (name, info) in updates {
-            match (index.get(&name), info) {
-                (Some(&i), Some(m)) => {
+        for (at, info) in located {
+            match (at, info) {
+                (Some(i), Some(m)) => {
                     reorder |= models[i].status != m.status;
                     models[i] = m;
                 }
-                (Some(&i), None) => {
+                (Some(i), None) => {
                     removed.insert(i);
                 }
                 (None, Some(m)) => {
@@ -603,20 +633,18 @@ impl ModelLibraryService {
         if reorder {
             models.sort_by_cached_key(|m| scan::order_key(m, &registry));
         }
-        Ok(Listing {
-            kind: ListKind::Full,
-            models,
-            problems: registry
-                .problems
-                .iter()
-                .map(|p| p.to_string())
-                .chain(self.source_problems.iter().cloned())
-                .collect(),
-            scan_started,
-            timestamp: full.timestamp,
-            scan_duration: started_wall.elapsed(),
-            stamps,
-        })
+        Ok(Some((
+            Listing {
+                kind: ListKind::Full,
+                models,
+                problems,
+                scan_started,
+                timestamp: full.timestamp,
+                scan_duration: started_wall.elapsed(),
+                stamps,
+            },
+            rows_changed,
+        )))
     }
 
     /// The registry as of `mtime`: the parse of the last scan when the file is unchanged.
@@ -719,7 +747,8 @@ impl ModelLibraryService {
             .collect();
         let rescanned = names.len();
         let mut listing = match self.rescan_some(&full, &names) {
-            Ok(listing) => listing,
+            Ok(Some((listing, _))) => listing,
+            Ok(None) => Listing::clone(&full),
             Err(e) => {
                 self.listings.remove(&ListKind::Full);
                 return Err(e);
