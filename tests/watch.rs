@@ -58,6 +58,16 @@ fn settles_to_fresh(svc: &mut ModelLibraryService, lib: &TestLib) -> Result<(), 
     }
 }
 
+/// The ids of the watched full listing.
+fn watched_ids(svc: &ModelLibraryService) -> Vec<String> {
+    svc.cached(ListKind::Full)
+        .unwrap()
+        .models
+        .iter()
+        .map(|m| m.id.clone())
+        .collect()
+}
+
 fn watched(lib: &TestLib) -> ModelLibraryService {
     let mut svc = service(lib);
     svc.list(ListKind::Full, false).unwrap();
@@ -106,13 +116,7 @@ fn folders_added_removed_and_renamed_show_up() {
     settles_to_fresh(&mut svc, &lib).unwrap();
     fs::rename(lib.path("models/b"), lib.path("models/zz")).unwrap();
     settles_to_fresh(&mut svc, &lib).unwrap();
-    let ids: Vec<_> = svc
-        .cached(ListKind::Full)
-        .unwrap()
-        .models
-        .iter()
-        .map(|m| m.id.clone())
-        .collect();
+    let ids = watched_ids(&svc);
     assert_eq!(ids, ["c", "zz"]);
 }
 
@@ -125,13 +129,7 @@ fn a_folder_renamed_then_removed_at_once_leaves_no_ghost() {
     fs::rename(lib.path("models/alpha"), lib.path("models/eps")).unwrap();
     fs::remove_dir_all(lib.path("models/eps")).unwrap();
     settles_to_fresh(&mut svc, &lib).unwrap();
-    let ids: Vec<_> = svc
-        .cached(ListKind::Full)
-        .unwrap()
-        .models
-        .iter()
-        .map(|m| m.id.clone())
-        .collect();
+    let ids = watched_ids(&svc);
     assert_eq!(ids, ["keep"]);
 }
 

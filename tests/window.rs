@@ -18,11 +18,15 @@ use model_library::library::DeleteMode;
 type H = Harness<'static, ModelLibraryApp>;
 
 fn open(lib: &TestLib) -> H {
-    let path = lib.root().to_path_buf();
     let settings = Settings {
         delete_mode: DeleteMode::Permanent,
         ..Settings::default()
     };
+    start(Some(lib.root().to_path_buf()), settings, false)
+}
+
+/// A window on `library` with `settings`, waited for.
+fn start(library: Option<std::path::PathBuf>, settings: Settings, stores: bool) -> H {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .with_max_steps(200)
@@ -30,9 +34,9 @@ fn open(lib: &TestLib) -> H {
             ModelLibraryApp::new(
                 cc,
                 AppOptions {
-                    library: Some(path),
+                    library,
                     settings: Some(settings),
-                    stores: false,
+                    stores,
                 },
             )
         });
@@ -306,20 +310,7 @@ fn the_window_survives_a_worker_panic() {
 fn a_missing_library_is_reported() {
     let lib = TestLib::new();
     let gone = lib.path("nope");
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1200.0, 800.0))
-        .with_max_steps(200)
-        .build_eframe(move |cc| {
-            ModelLibraryApp::new(
-                cc,
-                AppOptions {
-                    library: Some(gone),
-                    settings: Some(Settings::default()),
-                    stores: false,
-                },
-            )
-        });
-    settle(&mut h);
+    let mut h = start(Some(gone), Settings::default(), false);
     let notice = &h.state().notices()[0].text;
     assert!(
         notice.contains("Cannot open the library") && notice.contains("nope"),
@@ -483,20 +474,7 @@ fn settings_persist_across_restarts() {
     assert_eq!(saved.library.as_deref(), Some(lib.root()));
 
     // A restart with those settings comes back the same way.
-    let mut h2 = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .with_max_steps(200)
-        .build_eframe(move |cc| {
-            ModelLibraryApp::new(
-                cc,
-                AppOptions {
-                    library: None,
-                    settings: Some(saved),
-                    stores: false,
-                },
-            )
-        });
-    settle(&mut h2);
+    let h2 = start(None, saved, false);
     assert_eq!(
         ids(&h2),
         ["whisper", "llama-chat"],
@@ -548,21 +526,7 @@ fn a_store_pointed_elsewhere_is_listed_read_only() {
     ] {
         settings.stores.insert(kind.into(), setting);
     }
-    let path = lib.root().to_path_buf();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .with_max_steps(200)
-        .build_eframe(move |cc| {
-            ModelLibraryApp::new(
-                cc,
-                AppOptions {
-                    library: Some(path),
-                    settings: Some(settings),
-                    stores: true,
-                },
-            )
-        });
-    settle(&mut h);
+    let mut h = start(Some(lib.root().to_path_buf()), settings, true);
     assert!(
         ids(&h).contains(&"lmstudio/acme/tiny".to_string()),
         "{:?}",
