@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use egui::{Color32, RichText};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
+use crate::app::ui::{RefreshButton, refresh_buttons_ui};
 use crate::library::CacheInfo;
 use crate::library::cache::{TTL_MAX_SECS, TTL_MIN_SECS};
 use crate::util::format_unix_utc;
@@ -118,21 +119,10 @@ pub fn cache_panel_ui(
         }
     }
 
-    ui.horizontal(|ui| {
-        if ui
-            .add_enabled(!input.refreshing, egui::Button::new("Refresh"))
-            .on_hover_text("Drop both cache levels and rescan (F5, Ctrl+R)")
-            .clicked()
-        {
-            action = Some(CacheAction::Refresh);
-        }
-        if ui
-            .add_enabled(!input.refreshing, egui::Button::new("Force refresh"))
-            .on_hover_text("Rescan the current listing, bypassing the caches")
-            .clicked()
-        {
-            action = Some(CacheAction::ForceRefresh);
-        }
+    ui.horizontal(|ui| match refresh_buttons_ui(ui, input.refreshing) {
+        Some(RefreshButton::Refresh) => action = Some(CacheAction::Refresh),
+        Some(RefreshButton::Force) => action = Some(CacheAction::ForceRefresh),
+        None => {}
     });
 
     ui.separator();

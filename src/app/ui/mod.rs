@@ -9,3 +9,33 @@ pub mod status_bar;
 pub mod stores;
 pub mod table;
 pub mod toolbar;
+
+/// Which refresh button was pressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshButton {
+    /// Drop both cache levels and rescan.
+    Refresh,
+    /// Rescan the current listing, bypassing the caches.
+    Force,
+}
+
+/// The Refresh and Force refresh buttons (disabled while a refresh runs), shared by the
+/// toolbar and the cache panel.
+pub fn refresh_buttons_ui(ui: &mut egui::Ui, refreshing: bool) -> Option<RefreshButton> {
+    let mut pressed = None;
+    if ui
+        .add_enabled(!refreshing, egui::Button::new("Refresh"))
+        .on_hover_text("Drop both cache levels and rescan (F5, Ctrl+R)")
+        .clicked()
+    {
+        pressed = Some(RefreshButton::Refresh);
+    }
+    if ui
+        .add_enabled(!refreshing, egui::Button::new("Force refresh"))
+        .on_hover_text("Rescan the current listing, bypassing the caches")
+        .clicked()
+    {
+        pressed = Some(RefreshButton::Force);
+    }
+    pressed
+}

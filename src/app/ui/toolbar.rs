@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::app::ui::{RefreshButton, refresh_buttons_ui};
 use crate::library::ModelStatus;
 
 /// What the user asked for in the toolbar.
@@ -106,19 +107,10 @@ pub fn toolbar_ui(
             action = Some(ToolbarAction::PickFolder);
         }
         ui.separator();
-        if ui
-            .add_enabled(!input.refreshing, egui::Button::new("Refresh"))
-            .on_hover_text("Drop both cache levels and rescan (F5, Ctrl+R)")
-            .clicked()
-        {
-            action = Some(ToolbarAction::Refresh);
-        }
-        if ui
-            .add_enabled(!input.refreshing, egui::Button::new("Force refresh"))
-            .on_hover_text("Rescan the current listing, bypassing the caches")
-            .clicked()
-        {
-            action = Some(ToolbarAction::ForceRefresh);
+        match refresh_buttons_ui(ui, input.refreshing) {
+            Some(RefreshButton::Refresh) => action = Some(ToolbarAction::Refresh),
+            Some(RefreshButton::Force) => action = Some(ToolbarAction::ForceRefresh),
+            None => {}
         }
         if ui
             .add_enabled(
