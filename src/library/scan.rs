@@ -346,16 +346,7 @@ pub fn walk(root: &Path) -> WalkSummary {
             if meta.is_dir() {
                 stack.push(entry.path());
             } else {
-                // A link to a regular file (a symlink import) counts at its target's size;
-                // anything else a link points to (a folder, nothing, a loop) counts as the
-                // link itself, and folders behind links are never descended.
-                let target = meta
-                    .file_type()
-                    .is_symlink()
-                    .then(|| fs::metadata(entry.path()).ok())
-                    .flatten()
-                    .filter(fs::Metadata::is_file);
-                let counted = target.as_ref().unwrap_or(&meta);
+                let counted = measured(&entry.path(), meta);
                 let len = counted.len();
                 sum.size += len;
                 sum.files += 1;
@@ -526,6 +517,19 @@ fn model_info(
     }
 }
 
+/// What an entry that is not a folder counts as: a link to a regular file (a symlink
+/// import) counts as its target; anything else a link points to (a folder, nothing, a loop)
+/// counts as the link itself, so folders behind links are never descended.
+fn measured(path: &Path, meta: fs::Metadata) -> fs::Metadata {
+    if meta.file_type().is_symlink()
+        && let Ok(target) = fs::metadata(path)
+        && target.is_file()
+    {
+        return target;
+    }
+    meta
+}
+
 /// Most files [`list_files`] returns.
 pub const MAX_LISTED_FILES: usize = 2000;
 
@@ -548,14 +552,7 @@ pub fn list_files(root: &Path) -> (Vec<(String, u64)>, bool) {
                 more = true;
                 continue;
             }
-            let size = if meta.file_type().is_symlink() {
-                fs::metadata(entry.path())
-                    .ok()
-                    .filter(fs::Metadata::is_file)
-                    .map_or(meta.len(), |m| m.len())
-            } else {
-                meta.len()
-            };
+            let size = measured(&entry.path(), meta).len();
             let rel = entry.path();
             let rel = rel.strip_prefix(root).unwrap_or(&rel);
             out.push((rel.to_string_lossy().into_owned(), size));

@@ -413,12 +413,35 @@ impl ModelLibraryService {
         }
         let listing = Arc::new(listing);
         self.listings.insert(ListKind::Full, Arc::clone(&listing));
-        self.views
-            .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
+        self.drop_stale_views();
         self.published.publish(Arc::clone(&listing));
         self.enrich_cursor = (listing, i);
         self.generation.fetch_add(1, Ordering::SeqCst);
         true
+    }
+
+    /// Lists every enabled store (header metadata cached by path, size and mtime), sorted
+    /// by id as listings keep them; a store that cannot be read is recorded in
+    /// `source_problems`, never fatal.
+    fn scan_stores(&mut self) -> Vec<ModelInfo> {
+        self.source_problems.clear();
+        let mut found = Vec::new();
+        for source in self.sources.iter().filter(|s| s.enabled) {
+            match sources::scan_source(source, &mut self.metadata) {
+                Ok(models) => found.extend(models),
+                Err(e) => self
+                    .source_problems
+                    .push(format!("{}: {e}", source.kind.display_name())),
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    /// Forgets views built on a listing that is no longer cached (they can never be served).
+    fn drop_stale_views(&mut self) {
+        self.views
+            .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
     }
 
     /// Rescans each watched store that changed and swaps its models in the full listing.
@@ -453,12 +476,7 @@ impl ModelLibraryService {
                 }
             }
         }
-        let library_count = listing
-            .models
-            .iter()
-            .take_while(|m| m.source == LIBRARY_SOURCE)
-            .count();
-        listing.models[library_count..].sort_by(|a, b| a.id.cmp(&b.id));
+        sort_store_rows(&mut listing.models);
         let listing = Arc::new(listing);
         self.listings.insert(ListKind::Full, Arc::clone(&listing));
         self.views.clear();
@@ -543,8 +561,7 @@ impl ModelLibraryService {
                 self.listings.remove(&ListKind::Fast);
                 let listing = Arc::new(listing);
                 self.listings.insert(ListKind::Full, Arc::clone(&listing));
-                self.views
-                    .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
+                self.drop_stale_views();
                 self.published.publish(listing);
                 true
             }
@@ -746,6 +763,9 @@ impl ModelLibraryService {
             .filter(|n| !n.is_empty())
             .collect();
         let rescanned = names.len();
+        // The other stores are cheap to list again in full (first, so the listing's
+        // problems below name any store that cannot be read).
+        let store_models = self.scan_stores();
         let mut listing = match self.rescan_some(&full, &names) {
             Ok(Some((listing, _))) => listing,
             Ok(None) => Listing::clone(&full),
@@ -754,15 +774,7 @@ impl ModelLibraryService {
                 return Err(e);
             }
         };
-        // The other stores are cheap to list again in full.
-        let mut store_models = Vec::new();
-        for source in self.sources.iter().filter(|s| s.enabled) {
-            if let Ok(found) = sources::scan_source(source, &mut self.metadata) {
-                store_models.extend(found);
-            }
-        }
         listing.models.retain(|m| m.source == LIBRARY_SOURCE);
-        store_models.sort_by(|a, b| a.id.cmp(&b.id));
         listing.models.extend(store_models);
         listing.timestamp = self.clock.now();
         listing.scan_duration = started_wall.elapsed();
@@ -1072,8 +1084,7 @@ impl ModelLibraryService {
                 self.invalidated = None;
                 self.listings.insert(kind, Arc::clone(listing));
                 // Views built on the replaced listing can never be served again.
-                self.views
-                    .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
+                self.drop_stale_views();
                 if kind == ListKind::Full {
                     self.published.publish(Arc::clone(listing));
                     self.warm = None;
@@ -1109,24 +1120,13 @@ impl ModelLibraryService {
             kind,
         )?;
         let mut models = models;
-        let mut problems: Vec<String> = registry.problems.iter().map(|p| p.to_string()).collect();
-        // Read-only stores beside the library: their own layouts, header metadata cached
-        // by (path, size, mtime), a store that cannot be read reported, never fatal.
-        self.source_problems.clear();
-        for source in self.sources.iter().filter(|s| s.enabled) {
-            match sources::scan_source(source, &mut self.metadata) {
-                Ok(found) => models.extend(found),
-                Err(e) => self
-                    .source_problems
-                    .push(format!("{}: {e}", source.kind.display_name())),
-            }
-        }
-        problems.extend(self.source_problems.iter().cloned());
-        let library_count = models
+        models.extend(self.scan_stores());
+        let problems: Vec<String> = registry
+            .problems
             .iter()
-            .take_while(|m| m.source == LIBRARY_SOURCE)
-            .count();
-        models[library_count..].sort_by(|a, b| a.id.cmp(&b.id));
+            .map(|p| p.to_string())
+            .chain(self.source_problems.iter().cloned())
+            .collect();
         Ok(Arc::new(Listing {
             kind,
             models,
@@ -1147,6 +1147,15 @@ impl ModelLibraryService {
             }
         }
     }
+}
+
+/// Keeps the rows of the other stores after the library's, by id (the order scans give).
+fn sort_store_rows(models: &mut [ModelInfo]) {
+    let library_count = models
+        .iter()
+        .take_while(|m| m.source == LIBRARY_SOURCE)
+        .count();
+    models[library_count..].sort_by(|a, b| a.id.cmp(&b.id));
 }
 
 fn check_ttl(secs: i64) -> Result<u64> {
