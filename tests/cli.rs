@@ -53,23 +53,7 @@ fn list_json_reports_model_infos() {
     let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(models.len(), 3);
     let alpha = &models[0];
-    for key in [
-        "id",
-        "name",
-        "provider",
-        "status",
-        "capabilities",
-        "format",
-        "description",
-        "license",
-        "registered",
-        "path",
-        "size_bytes",
-        "file_count",
-        "expected_size_bytes",
-        "modified",
-        "error",
-    ] {
+    for key in common::MODEL_INFO_FIELDS {
         assert!(alpha.get(key).is_some(), "missing {key}");
     }
     assert_eq!(alpha["status"], "downloaded");

@@ -265,23 +265,7 @@ fn the_seeds_four_curl_examples() {
     assert_eq!(r.body["cache_hit"], false);
     assert_eq!(ids(&r), ["alpha", "beta", "gamma", "loose"]);
     let alpha = &r.body["models"][0];
-    for field in [
-        "id",
-        "name",
-        "provider",
-        "status",
-        "capabilities",
-        "format",
-        "description",
-        "license",
-        "registered",
-        "path",
-        "size_bytes",
-        "file_count",
-        "expected_size_bytes",
-        "modified",
-        "error",
-    ] {
+    for field in common::MODEL_INFO_FIELDS {
         assert!(
             alpha.get(field).is_some(),
             "ModelInfo.{field} missing: {alpha}"

@@ -12,6 +12,25 @@ use model_library::library::{
     Library, ManualClock, ModelLibraryService, ServiceOptions, SystemClock, clock::Clock,
 };
 
+/// The fields of ModelInfo that SPEC §4 requires in every JSON answer.
+pub const MODEL_INFO_FIELDS: [&str; 15] = [
+    "id",
+    "name",
+    "provider",
+    "status",
+    "capabilities",
+    "format",
+    "description",
+    "license",
+    "registered",
+    "path",
+    "size_bytes",
+    "file_count",
+    "expected_size_bytes",
+    "modified",
+    "error",
+];
+
 /// A library in a temporary folder, removed when dropped.
 pub struct TestLib {
     pub dir: tempfile::TempDir,
