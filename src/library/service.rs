@@ -528,11 +528,9 @@ impl ModelLibraryService {
                 changes.models.insert(name.to_string());
             }
         }
-        if changes.models.is_empty() {
-            // The stamps moved but the names agree (a file replaced in place, say): record the
-            // new stamps by rescanning nothing, so the next check is quiet.
-            changes.models.insert(String::new());
-        }
+        // The stamps moved; if the names agree (a file replaced in place, say), the new
+        // stamps are recorded without rescanning anything, so the next check is quiet.
+        changes.restamp = true;
     }
 
     /// Rescans `names`; returns whether what a listing shows changed. Activity that leaves
@@ -757,11 +755,7 @@ impl ModelLibraryService {
         let full = Arc::clone(warm);
         self.listings.insert(ListKind::Full, Arc::clone(&full));
         self.reconcile_top_level(&mut changes);
-        let names: Vec<String> = changes
-            .models
-            .into_iter()
-            .filter(|n| !n.is_empty())
-            .collect();
+        let names: Vec<String> = changes.models.into_iter().collect();
         let rescanned = names.len();
         // The other stores are cheap to list again in full (first, so the listing's
         // problems below name any store that cannot be read).

@@ -53,12 +53,14 @@ pub struct Changes {
     pub registry: bool,
     /// Something the events cannot pin down (overflow, the models folder itself): rescan all.
     pub everything: bool,
+    /// The top-level stamps moved while every row stays as it is: record the new stamps.
+    pub restamp: bool,
 }
 
 impl Changes {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.models.is_empty() && !self.registry && !self.everything
+        self.models.is_empty() && !self.registry && !self.everything && !self.restamp
     }
 }
 
