@@ -820,6 +820,7 @@ fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
         source: "library".into(),
         metadata: None,
         main_file: None,
+        note: None,
     }
 }
 

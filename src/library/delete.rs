@@ -2,7 +2,9 @@
 //! removed. Ids are validated (one safe path component), each target is checked with
 //! `lstat`, and a target that is a symlink is unlinked, never followed — not even by the
 //! trash, which would resolve it. Folders go to the system trash by default, or are removed
-//! permanently on request. Touches nothing else.
+//! permanently on request. Every removal goes through the library's write gate
+//! ([`Library::open_writes`]): `models/` and `.downloads/` are reached without following a
+//! link, so a delete never removes anything outside the library. Touches nothing else.
 
 use std::fs;
 use std::io;
@@ -11,7 +13,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::library::error::{LibraryError, Result};
-use crate::library::layout::{Library, validate_id};
+use crate::library::fs_safe::Kind;
+use crate::library::layout::{DOWNLOADS_DIR, Library, MODELS_DIR, validate_id};
 use crate::library::scan::walk;
 
 /// How to delete.
@@ -54,6 +57,9 @@ pub struct DeleteOutcome {
 /// Works out what deleting `id` would remove, without removing anything.
 pub fn plan_delete(library: &Library, id: &str) -> Result<DeletePlan> {
     validate_id(id)?;
+    if let Some(off) = library.writes_off() {
+        return Err(off);
+    }
     let mut plan = DeletePlan {
         id: id.to_string(),
         targets: Vec::new(),
@@ -90,31 +96,37 @@ pub fn plan_delete(library: &Library, id: &str) -> Result<DeletePlan> {
 /// model becomes `available` again).
 pub fn delete_model(library: &Library, id: &str, mode: DeleteMode) -> Result<DeleteOutcome> {
     let plan = plan_delete(library, id)?;
+    let writes = library.open_writes()?;
     let mut outcome = DeleteOutcome {
         id: plan.id.clone(),
         freed_bytes: 0,
         removed: Vec::new(),
         trashed: mode == DeleteMode::Trash,
     };
-    for target in &plan.targets {
-        // Re-check right before acting: what stands there now decides how it goes.
-        let meta = match fs::symlink_metadata(target) {
-            Ok(meta) => meta,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(LibraryError::io(target, err)),
+    for own in [MODELS_DIR, DOWNLOADS_DIR] {
+        let Some(parent) = writes.existing(own)? else {
+            continue;
         };
-        let result = if !meta.is_dir() {
+        let target = parent.join(id);
+        // Re-checked right before acting, relative to the verified parent: what stands
+        // there now decides how it goes.
+        let Some(entry) = parent.entry(id).map_err(|e| LibraryError::io(&target, e))? else {
+            continue;
+        };
+        let result = if entry.kind != Kind::Dir {
             // A symlink (or a stray file) in place of the folder: unlink it, never follow.
-            fs::remove_file(target)
+            parent.remove_file(id)
         } else {
             match mode {
-                DeleteMode::Permanent => fs::remove_dir_all(target),
-                DeleteMode::Trash => trash::delete(target)
+                DeleteMode::Permanent => parent.remove_tree(id).map(|_| ()),
+                // The trash works with paths: it gets the folder's real path as the kernel
+                // knows the verified parent right now, so no link on the way is followed.
+                DeleteMode::Trash => trash::delete(parent.real_path().join(id))
                     .map_err(|e| io::Error::other(format!("could not move to the trash: {e}"))),
             }
         };
-        result.map_err(|e| LibraryError::io(target, e))?;
-        outcome.removed.push(target.clone());
+        result.map_err(|e| LibraryError::io(&target, e))?;
+        outcome.removed.push(target);
     }
     outcome.freed_bytes = plan.bytes;
     Ok(outcome)
@@ -125,16 +137,11 @@ pub fn delete_model(library: &Library, id: &str, mode: DeleteMode) -> Result<Del
 pub fn discard_partial(library: &Library, id: &str) -> Result<u64> {
     validate_id(id)?;
     let target = library.downloads_dir().join(id);
-    let meta = match fs::symlink_metadata(&target) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(err) => return Err(LibraryError::io(target, err)),
+    let writes = library.open_writes()?;
+    let Some(downloads) = writes.existing(DOWNLOADS_DIR)? else {
+        return Ok(0);
     };
-    let (bytes, result) = if meta.is_dir() {
-        (walk(&target).size, fs::remove_dir_all(&target))
-    } else {
-        (meta.len(), fs::remove_file(&target))
-    };
-    result.map_err(|e| LibraryError::io(&target, e))?;
-    Ok(bytes)
+    downloads
+        .remove_tree(id)
+        .map_err(|e| LibraryError::io(&target, e))
 }

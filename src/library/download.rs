@@ -8,12 +8,15 @@
 //! [`DownloadManager`] runs downloads on its own threads with a small bound on how many run
 //! at once, publishes their progress on a shared [`DownloadBoard`], and reports each end as
 //! a [`DownloadEvent`] for the service to invalidate its caches. Writes only under
-//! `LIBRARY/.downloads/<id>/` and `LIBRARY/models/<id>/`, and never through a symlink.
+//! `LIBRARY/.downloads/<id>/` and `LIBRARY/models/<id>/`, through the library's write gate
+//! ([`Library::open_writes`]): every folder on the way is opened relative to its parent
+//! without following a link, and a `.part` or a destination that is a link is refused.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,7 +25,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::library::layout::{Library, validate_id};
+use crate::library::error::LibraryError;
+use crate::library::fs_safe::{Kind, SafeDir};
+use crate::library::layout::{DOWNLOADS_DIR, Library, validate_id};
 use crate::library::registry::RegistryFileSpec;
 
 /// Suffix of partial files in `.downloads/<id>/`.
@@ -186,6 +191,9 @@ pub enum DownloadError {
         /// Registry path of the file.
         file: String,
     },
+    /// The library refuses writes (one of its folders is a link, say).
+    #[error(transparent)]
+    Library(#[from] LibraryError),
     /// Something on the way to the destination is a symlink or not a folder.
     #[error("{}: {reason}; refusing to write there", path.display())]
     UnsafePath {
@@ -214,39 +222,11 @@ pub fn http_agent(options: &DownloadOptions) -> ureq::Agent {
         .new_agent()
 }
 
-/// Creates `base/rel_dir` folder by folder, refusing to pass through a symlink or a file.
-fn ensure_real_dirs(base: &Path, rel_dir: &Path) -> Result<PathBuf, DownloadError> {
-    let mut dir = base.to_path_buf();
-    let check = |dir: &Path| -> Result<(), DownloadError> {
-        match fs::symlink_metadata(dir) {
-            Ok(meta) if meta.file_type().is_symlink() => Err(DownloadError::UnsafePath {
-                path: dir.to_path_buf(),
-                reason: "is a symbolic link",
-            }),
-            Ok(meta) if !meta.is_dir() => Err(DownloadError::UnsafePath {
-                path: dir.to_path_buf(),
-                reason: "is not a folder",
-            }),
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(dir) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(io_err(dir)(e)),
-            },
-            Err(e) => Err(io_err(dir)(e)),
-        }
-    };
-    if let Some(parent) = base.parent() {
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    check(&dir)?;
-    for comp in rel_dir.components() {
-        if let Component::Normal(part) = comp {
-            dir.push(part);
-            check(&dir)?;
-        }
-    }
-    Ok(dir)
+/// Opens (creating as needed) `rel_dir` below `base`, folder by folder, never through a
+/// link.
+fn real_dirs(base: &SafeDir, rel_dir: &Path) -> Result<SafeDir, DownloadError> {
+    base.create_dir_all(rel_dir)
+        .map_err(io_err(&base.path().join(rel_dir)))
 }
 
 /// Downloads every file of model `id` that is not already in place, then removes its
@@ -260,9 +240,13 @@ pub fn download_model(
     report: &mut dyn FnMut(&DownloadProgress),
 ) -> Result<u64, DownloadError> {
     let result = download_files(library, id, files, agent, cancel, report);
-    if result.is_err() && validate_id(id).is_ok() {
+    if result.is_err()
+        && validate_id(id).is_ok()
+        && let Ok(writes) = library.open_writes()
+        && let Ok(Some(downloads)) = writes.existing(DOWNLOADS_DIR)
+    {
         // Leave no empty folders behind (a discarded part, say); partial data stays.
-        remove_empty_dirs(&library.downloads_dir().join(id));
+        remove_empty_dirs(&downloads, id);
     }
     result
 }
@@ -284,8 +268,9 @@ fn download_files(
             file: f.path.clone(),
         });
     }
-    let model_dir = library.models_dir().join(id);
-    let part_dir = library.downloads_dir().join(id);
+    let writes = library.open_writes()?;
+    let models = writes.models()?;
+    let downloads = writes.downloads()?;
     let mut progress = DownloadProgress::new(id, files);
     progress.state = DownloadState::Running;
     report(&progress);
@@ -296,26 +281,28 @@ fn download_files(
     for spec in files {
         let rel = Path::new(&spec.path);
         let rel_parent = rel.parent().unwrap_or(Path::new(""));
-        let file_name = rel.file_name().unwrap_or_default().to_string_lossy();
-        let dest = model_dir.join(rel);
+        let file_name = rel.file_name().unwrap_or_default();
         progress.current_file = Some(spec.path.clone());
 
         // Already in place with the declared size: nothing to do.
-        if let Ok(meta) = fs::symlink_metadata(&dest)
-            && meta.is_file()
-            && spec.size.is_none_or(|s| s == meta.len())
+        if let Some(size) = in_place(&models, id, rel_parent, file_name)
+            && spec.size.is_none_or(|s| s == size)
         {
-            done_before += meta.len();
+            done_before += size;
             progress.bytes_done = done_before;
             progress.files_done += 1;
             report(&progress);
             continue;
         }
 
-        let part_parent = ensure_real_dirs(&part_dir, rel_parent)?;
-        let part = part_parent.join(format!("{file_name}{PART_SUFFIX}"));
+        let part_parent = real_dirs(&downloads, &Path::new(id).join(rel_parent))?;
+        let mut part_name = OsString::from(file_name);
+        part_name.push(PART_SUFFIX);
+        let part = part_parent.join(&part_name);
+        let mut part_file = part_parent.open_rw(&part_name).map_err(io_err(&part))?;
         let got = fetch_file(
             spec,
+            &mut part_file,
             &part,
             agent,
             cancel,
@@ -339,26 +326,40 @@ fn download_files(
 
         progress.state = DownloadState::Verifying;
         report(&progress);
-        verify(spec, &part)?;
+        if let Err(e) = verify(spec, &mut part_file, &part) {
+            if matches!(e, DownloadError::Checksum { .. }) {
+                // The data is wrong, not merely short: it goes.
+                let _ = part_parent.remove_file(&part_name);
+            }
+            return Err(e);
+        }
+        drop(part_file);
+        crate::library::crashpoint::hit("download.verified");
 
-        let dest_parent = ensure_real_dirs(&model_dir, rel_parent)?;
-        let dest = dest_parent.join(rel.file_name().unwrap_or_default());
-        if let Ok(meta) = fs::symlink_metadata(&dest)
-            && meta.file_type().is_symlink()
+        let dest_parent = real_dirs(&models, &Path::new(id).join(rel_parent))?;
+        let dest = dest_parent.join(file_name);
+        if dest_parent
+            .entry(file_name)
+            .map_err(io_err(&dest))?
+            .is_some_and(|e| e.kind == Kind::Symlink)
         {
             return Err(DownloadError::UnsafePath {
                 path: dest,
                 reason: "is a symbolic link",
             });
         }
-        fs::rename(&part, &dest).map_err(io_err(&dest))?;
+        part_parent
+            .rename(&part_name, &dest_parent, file_name)
+            .map_err(io_err(&dest))?;
+        dest_parent.sync().map_err(io_err(&dest))?;
+        crate::library::crashpoint::hit("download.file_in_place");
         done_before += got;
         progress.bytes_done = done_before;
         progress.files_done += 1;
         progress.state = DownloadState::Running;
         report(&progress);
     }
-    remove_empty_dirs(&part_dir);
+    remove_empty_dirs(&downloads, id);
     progress.state = DownloadState::Done;
     progress.current_file = None;
     progress.eta_seconds = Some(0.0);
@@ -366,23 +367,29 @@ fn download_files(
     Ok(fetched)
 }
 
-/// Brings `part` to the whole file: resumes from its current length with a Range request.
-/// `on_bytes(total_in_file, newly_fetched)` reports progress. Returns the file's length.
+/// The size of `models/<id>/<rel_parent>/<name>` when it is a regular file there (reached
+/// without following links).
+fn in_place(models: &SafeDir, id: &str, rel_parent: &Path, name: &std::ffi::OsStr) -> Option<u64> {
+    let dir = models.open_dir_all(&Path::new(id).join(rel_parent)).ok()?;
+    dir.entry(name)
+        .ok()
+        .flatten()
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.len)
+}
+
+/// Brings the part file (`part` names it in messages) to the whole file: resumes from its
+/// current length with a Range request. `on_bytes(total_in_file, newly_fetched)` reports
+/// progress. Returns the file's length.
 fn fetch_file(
     spec: &RegistryFileSpec,
+    file: &mut File,
     part: &Path,
     agent: &ureq::Agent,
     cancel: &AtomicBool,
     on_bytes: &mut dyn FnMut(u64, u64),
 ) -> Result<u64, DownloadError> {
     let url = spec.url.as_deref().expect("checked by download_model");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(part)
-        .map_err(io_err(part))?;
     let mut offset = file.metadata().map_err(io_err(part))?.len();
     if spec.size.is_some_and(|s| offset > s) {
         // More than the whole file: not ours to trust.
@@ -462,10 +469,10 @@ fn fetch_file(
     Ok(len)
 }
 
-/// Checks a finished part against the registry: declared size, then sha256. A checksum
-/// mismatch deletes the part (the data is wrong, not merely short).
-fn verify(spec: &RegistryFileSpec, part: &Path) -> Result<(), DownloadError> {
-    let len = fs::metadata(part).map_err(io_err(part))?.len();
+/// Checks a finished part against the registry: declared size, then sha256 (the caller
+/// discards a part whose checksum is wrong).
+fn verify(spec: &RegistryFileSpec, file: &mut File, part: &Path) -> Result<(), DownloadError> {
+    let len = file.metadata().map_err(io_err(part))?.len();
     if let Some(want) = spec.size
         && len != want
     {
@@ -476,9 +483,9 @@ fn verify(spec: &RegistryFileSpec, part: &Path) -> Result<(), DownloadError> {
         });
     }
     if let Some(want) = &spec.sha256 {
-        let got = sha256_file(part).map_err(io_err(part))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err(part))?;
+        let got = sha256_reader(file).map_err(io_err(part))?;
         if &got != want {
-            let _ = fs::remove_file(part);
             return Err(DownloadError::Checksum {
                 file: spec.path.clone(),
                 got,
@@ -491,7 +498,11 @@ fn verify(spec: &RegistryFileSpec, part: &Path) -> Result<(), DownloadError> {
 
 /// Lower-case hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+    sha256_reader(&mut File::open(path)?)
+}
+
+/// Lower-case hex sha256 of everything `reader` yields.
+pub fn sha256_reader(file: &mut dyn Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -508,29 +519,29 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
         .collect())
 }
 
-/// Removes `dir` and its subfolders if they hold no data: empty `.part` files and empty
-/// folders go, anything else stays (never follows symlinks).
-fn remove_empty_dirs(dir: &Path) {
-    let Ok(meta) = fs::symlink_metadata(dir) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    if let Ok(rd) = fs::read_dir(dir) {
-        for entry in rd.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                remove_empty_dirs(&entry.path());
-            } else if meta.is_file()
-                && meta.len() == 0
-                && entry.file_name().to_string_lossy().ends_with(PART_SUFFIX)
-            {
-                let _ = fs::remove_file(entry.path());
+/// Removes `.downloads/<id>` and its subfolders if they hold no data: empty `.part` files
+/// and empty folders go, anything else stays (never through a link).
+fn remove_empty_dirs(downloads: &SafeDir, id: &str) {
+    fn prune(parent: &SafeDir, name: &std::ffi::OsStr) {
+        let Ok(dir) = parent.open_dir(name) else {
+            return;
+        };
+        for (child, kind) in dir.list().unwrap_or_default() {
+            match kind {
+                Kind::Dir => prune(&dir, &child),
+                Kind::File
+                    if child.to_string_lossy().ends_with(PART_SUFFIX)
+                        && dir.entry(&child).ok().flatten().is_some_and(|e| e.len == 0) =>
+                {
+                    let _ = dir.remove_file(&child);
+                }
+                _ => {}
             }
         }
+        drop(dir);
+        let _ = parent.remove_dir(name); // fails, harmlessly, when not empty
     }
-    let _ = fs::remove_dir(dir); // fails, harmlessly, when not empty
+    prune(downloads, id.as_ref());
 }
 
 /// The progress of every download of this process, shared with whoever draws it.

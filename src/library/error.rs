@@ -106,6 +106,22 @@ pub enum LibraryError {
         id: String,
     },
 
+    /// One of the library's own folders (or its registry) is a symbolic link, so nothing
+    /// is written to the library: listing still works.
+    #[error(
+        "{} is a symbolic link{}: writes to this library are off so that nothing outside it \
+         is changed (listing still works). Point --library at the folder that really holds \
+         the library, or replace the link with the real folder",
+        link.display(),
+        target.as_ref().map(|t| format!(" to {}", t.display())).unwrap_or_default()
+    )]
+    WritesOff {
+        /// The link.
+        link: PathBuf,
+        /// Where it points, when it could be read.
+        target: Option<PathBuf>,
+    },
+
     /// Waiting for the registry lock took too long (another process holds it).
     #[error("{}: timed out waiting for the registry lock", path.display())]
     LockTimeout {

@@ -1,12 +1,16 @@
 //! The library's layout on disk (SPEC §1): where the registry, model folders, partial
 //! downloads and the app's own files live, which ids are safe path components, and where the
-//! default library is. Creates folders only when asked to initialise a new library; never
-//! deletes anything.
+//! default library is; and the gate every write passes: [`Library::open_writes`] refuses
+//! when one of the library's own folders or its registry is a symbolic link
+//! ([`LibraryError::WritesOff`]) and hands out [`SafeDir`] handles reached without following
+//! links. Creates folders only when asked to initialise a new library or through that gate;
+//! never deletes anything.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use crate::library::error::{LibraryError, Result};
+use crate::library::fs_safe::{SafeDir, is_link_refusal};
 
 /// File name of the registry inside a library.
 pub const REGISTRY_FILE: &str = "model_registry.json";
@@ -97,18 +101,113 @@ impl Library {
         }
     }
 
+    /// Why writes to this library are off, if they are: `models/`, `.downloads/`, `.cache/`
+    /// or `model_registry.json` is a symbolic link. One `lstat` each; for showing the state
+    /// (the writes themselves are guarded by [`Library::open_writes`]).
+    pub fn writes_off(&self) -> Option<LibraryError> {
+        [MODELS_DIR, DOWNLOADS_DIR, CACHE_DIR, REGISTRY_FILE]
+            .into_iter()
+            .map(|name| self.root.join(name))
+            .find(|path| fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()))
+            .map(|link| LibraryError::WritesOff {
+                target: fs::read_link(&link).ok(),
+                link,
+            })
+    }
+
+    /// The gate every write to the library passes: refuses with
+    /// [`LibraryError::WritesOff`] when one of the library's own folders or its registry is
+    /// a symbolic link, and otherwise opens the root for writes relative to it.
+    pub fn open_writes(&self) -> Result<LibraryWrites> {
+        if let Some(off) = self.writes_off() {
+            return Err(off);
+        }
+        let root = SafeDir::open_root(&self.root).map_err(|e| LibraryError::io(&self.root, e))?;
+        Ok(LibraryWrites { root })
+    }
+
     /// Creates the library folder and `models/` if missing, and writes the built-in catalog
     /// as the registry when the library has no registry yet. An existing registry is never
     /// touched. Used for the default library only: a folder the user names must exist.
     pub fn init_default(&self) -> Result<()> {
-        fs::create_dir_all(self.models_dir())
-            .map_err(|e| LibraryError::io(self.models_dir(), e))?;
-        let _lock = crate::library::registry::RegistryLock::acquire(self)?;
-        let registry = self.registry_path();
-        if !registry.exists() {
-            crate::library::registry::write_atomic(&registry, BUILTIN_CATALOG.as_bytes())?;
+        fs::create_dir_all(&self.root).map_err(|e| LibraryError::io(&self.root, e))?;
+        let writes = self.open_writes()?;
+        writes.models()?;
+        let _lock = crate::library::registry::RegistryLock::acquire(&writes)?;
+        if writes
+            .root()
+            .entry(REGISTRY_FILE)
+            .map_err(|e| LibraryError::io(self.registry_path(), e))?
+            .is_none()
+        {
+            writes
+                .root()
+                .write_atomic(REGISTRY_FILE, BUILTIN_CATALOG.as_bytes())
+                .map_err(|e| LibraryError::io(self.registry_path(), e))?;
         }
         Ok(())
+    }
+}
+
+/// Write access to a library, from [`Library::open_writes`]: its root and its own folders
+/// as [`SafeDir`] handles, each reached without following a link. A folder that became a
+/// link since the gate was passed is refused as [`LibraryError::WritesOff`].
+#[derive(Debug)]
+pub struct LibraryWrites {
+    root: SafeDir,
+}
+
+impl LibraryWrites {
+    /// The library folder.
+    pub fn root(&self) -> &SafeDir {
+        &self.root
+    }
+
+    /// `models/`, created if missing.
+    pub fn models(&self) -> Result<SafeDir> {
+        self.own_dir(MODELS_DIR)
+    }
+
+    /// `.downloads/`, created if missing.
+    pub fn downloads(&self) -> Result<SafeDir> {
+        self.own_dir(DOWNLOADS_DIR)
+    }
+
+    /// `.cache/`, created if missing.
+    pub fn cache(&self) -> Result<SafeDir> {
+        self.own_dir(CACHE_DIR)
+    }
+
+    /// One of the library's own folders (`models`, `.downloads`, `.cache`) if it exists;
+    /// `None` when it does not (nothing is created).
+    pub fn existing(&self, name: &str) -> Result<Option<SafeDir>> {
+        match self.root.entry(name) {
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => self.own_dir(name).map(Some),
+            Err(e) => Err(LibraryError::io(self.root.join(name), e)),
+        }
+    }
+
+    /// `.cache/<name>/`, created if missing.
+    pub fn cache_sub(&self, name: &str) -> Result<SafeDir> {
+        let cache = self.cache()?;
+        cache
+            .create_dir(name)
+            .map_err(|e| LibraryError::io(cache.join(name), e))
+    }
+
+    fn own_dir(&self, name: &str) -> Result<SafeDir> {
+        self.root.create_dir(name).map_err(|e| {
+            let link = self.root.join(name);
+            if is_link_refusal(&e) {
+                LibraryError::WritesOff {
+                    target: fs::read_link(&link).ok(),
+                    link,
+                }
+            } else {
+                LibraryError::io(link, e)
+            }
+        })
     }
 }
 

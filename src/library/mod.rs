@@ -5,9 +5,11 @@
 
 pub mod cache;
 pub mod clock;
+pub mod crashpoint;
 pub mod delete;
 pub mod download;
 pub mod error;
+pub mod fs_safe;
 pub mod import;
 pub mod layout;
 pub mod metadata;

@@ -100,6 +100,10 @@ pub struct ModelInfo {
     pub modified: Option<f64>,
     /// Why the status is `error`, or a note about what could not be read.
     pub error: Option<String>,
+    /// Why a status that is not an error is what it is, when that needs saying: a model
+    /// being imported, an interrupted download that a new download resumes.
+    #[serde(default)]
+    pub note: Option<String>,
     /// Where the model was found: `library`, or a read-only store (`huggingface`,
     /// `ollama`, `lmstudio`).
     #[serde(default = "library_source")]

@@ -2,10 +2,10 @@
 //! full scan and read at startup so a window can show the library at once while it is
 //! revalidated. The format is versioned and checksummed: a missing, truncated, corrupt,
 //! foreign or old-version file is ignored (with the reason) and rebuilt, never trusted.
-//! Touches only that file.
+//! Touches only that file, never through a symbolic link (a link there is refused when
+//! saving and ignored when loading).
 
-use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,16 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::library::cache::{Listing, Stamps};
 use crate::library::error::{LibraryError, Result};
-use crate::library::layout::Library;
+use crate::library::fs_safe::SafeDir;
+use crate::library::layout::{CACHE_DIR, Library};
 use crate::library::model::ModelInfo;
-use crate::library::registry::write_atomic;
 use crate::library::scan::ListKind;
 
 /// File name of the persisted listing under `.cache/`.
 pub const FILE_NAME: &str = "listing.bin";
 const MAGIC: &[u8; 8] = b"MLCACHE\0";
 /// Version of the on-disk format; bump on any change to [`Persisted`].
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 
 #[derive(Serialize, Deserialize)]
@@ -60,6 +60,7 @@ struct StoredModel {
     source: String,
     metadata: Option<crate::library::model::ModelMetadata>,
     main_file: Option<String>,
+    note: Option<String>,
 }
 
 impl From<&ModelInfo> for StoredModel {
@@ -86,6 +87,7 @@ impl From<&ModelInfo> for StoredModel {
                 .main_file
                 .as_ref()
                 .map(|p| p.to_string_lossy().into_owned()),
+            note: m.note.clone(),
         }
     }
 }
@@ -111,6 +113,7 @@ impl From<StoredModel> for ModelInfo {
             source: m.source,
             metadata: m.metadata,
             main_file: m.main_file.map(PathBuf::from),
+            note: m.note,
         }
     }
 }
@@ -157,9 +160,11 @@ pub fn save(library: &Library, listing: &Listing) -> Result<()> {
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&checksum(&payload).to_le_bytes());
     bytes.extend_from_slice(&payload);
-    let dir = library.cache_dir();
-    fs::create_dir_all(&dir).map_err(|e| LibraryError::io(&dir, e))?;
-    write_atomic(&path(library), &bytes)
+    library
+        .open_writes()?
+        .cache()?
+        .write_atomic(FILE_NAME, &bytes)
+        .map_err(|e| LibraryError::io(path(library), e))
 }
 
 /// Why a persisted listing was not used.
@@ -174,7 +179,15 @@ pub enum LoadProblem {
 /// Loads the persisted listing of `library`.
 pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
     let file = path(library);
-    let bytes = match fs::read(&file) {
+    let read = || -> io::Result<Vec<u8>> {
+        let mut f = SafeDir::open_root(library.root())?
+            .open_dir(CACHE_DIR)?
+            .open_read(FILE_NAME)?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let bytes = match read() {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LoadProblem::Absent),
         Err(e) => return Err(LoadProblem::Ignored(format!("{}: {e}", file.display()))),

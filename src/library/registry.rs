@@ -1,18 +1,22 @@
 //! `model_registry.json` version 1 (SPEC §2): reading it with its defaults and per-entry
 //! errors, and rewriting it atomically under a lock file while keeping fields it does not know.
-//! Touches only the registry file, its temp files and `.cache/registry.lock`.
+//! Touches only the registry file, its temp files and `.cache/registry.lock`, each through
+//! the library's write gate (never through a symbolic link). A UTF-8 byte-order mark (as
+//! Windows Notepad writes) is accepted on reading and not written back.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use crate::library::error::{LibraryError, Result};
-use crate::library::layout::{Library, check_relative_path, validate_id};
+use crate::library::fs_safe::SafeDir;
+use crate::library::layout::{
+    Library, LibraryWrites, REGISTRY_FILE, check_relative_path, validate_id,
+};
 
 /// The only registry version this app reads and writes.
 pub const REGISTRY_VERSION: u64 = 1;
@@ -102,6 +106,7 @@ impl Registry {
 
     /// Parses registry bytes; `path` is only used in messages.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Registry> {
+        let bytes = strip_bom(bytes);
         // Fast path: a well-formed registry deserializes straight into typed entries
         // (several times faster than a JSON tree at 100 000 entries). Anything it cannot
         // take — wrong types, an odd shape — goes the slow path, which reports each problem.
@@ -164,6 +169,7 @@ impl Registry {
 /// Parses the top level: `None` for an empty file; an object with `version` 1 (or no
 /// `version`) otherwise.
 fn parse_document(path: &Path, bytes: &[u8]) -> Result<Option<Map<String, Value>>> {
+    let bytes = strip_bom(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -190,6 +196,11 @@ fn parse_document(path: &Path, bytes: &[u8]) -> Result<Option<Map<String, Value>
         }
     }
     Ok(Some(doc))
+}
+
+/// The bytes after a UTF-8 byte-order mark, if there is one (Windows Notepad writes it).
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
 /// serde_json appends " at line L column C"; the error variant carries those separately.
@@ -390,10 +401,16 @@ pub fn update_registry<T>(
     library: &Library,
     change: impl FnOnce(&mut Map<String, Value>) -> Result<T>,
 ) -> Result<T> {
-    let _lock = RegistryLock::acquire(library)?;
+    let writes = library.open_writes()?;
+    let _lock = RegistryLock::acquire(&writes)?;
     let path = library.registry_path();
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
+    let bytes = match writes.root().open_read(REGISTRY_FILE) {
+        Ok(mut file) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map_err(|e| LibraryError::io(&path, e))?;
+            bytes
+        }
         Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(err) => return Err(LibraryError::io(path, err)),
     };
@@ -412,7 +429,10 @@ pub fn update_registry<T>(
     let out = change(&mut doc)?;
     let mut text = serde_json::to_vec_pretty(&Value::Object(doc)).expect("JSON values serialize");
     text.push(b'\n');
-    write_atomic(&path, &text)?;
+    writes
+        .root()
+        .write_atomic(REGISTRY_FILE, &text)
+        .map_err(|e| LibraryError::io(&path, e))?;
     Ok(out)
 }
 
@@ -444,39 +464,27 @@ pub fn upsert_entry(doc: &mut Map<String, Value>, entry: Map<String, Value>) -> 
     Ok(())
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync
-/// of the folder. On any failure (a full disk, say) the temp file is removed and `path` is
-/// left exactly as it was.
+/// Writes `bytes` to `path` atomically (see [`SafeDir::write_atomic`]): the folder is
+/// opened as named, the file is never written through a link. For files outside a library
+/// (fixtures); a library's own files go through [`Library::open_writes`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok::<(), io::Error>(())
-    })();
-    if let Err(err) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(LibraryError::io(path, err));
-    }
-    Ok(())
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        LibraryError::io(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "names no file"),
+        )
+    })?;
+    SafeDir::open_root(dir)
+        .and_then(|d| d.write_atomic(name, bytes))
+        .map_err(|e| LibraryError::io(path, e))
 }
+
+/// The registry lock's file name under `.cache/`.
+pub const LOCK_FILE: &str = "registry.lock";
 
 /// An exclusive lock on `.cache/registry.lock`, held until dropped. Serializes registry
 /// writers across threads and processes.
@@ -485,16 +493,13 @@ pub struct RegistryLock {
 }
 
 impl RegistryLock {
-    /// Takes the lock, waiting up to [`LOCK_TIMEOUT`] for another holder.
-    pub fn acquire(library: &Library) -> Result<RegistryLock> {
-        let dir = library.cache_dir();
-        fs::create_dir_all(&dir).map_err(|e| LibraryError::io(&dir, e))?;
-        let path: PathBuf = dir.join("registry.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+    /// Takes the lock, waiting up to [`LOCK_TIMEOUT`] for another holder. The lock file is
+    /// opened without following a link.
+    pub fn acquire(writes: &LibraryWrites) -> Result<RegistryLock> {
+        let dir = writes.cache()?;
+        let path: PathBuf = dir.join(LOCK_FILE);
+        let file: File = dir
+            .open_rw(LOCK_FILE)
             .map_err(|e| LibraryError::io(&path, e))?;
         let deadline = Instant::now() + LOCK_TIMEOUT;
         loop {

@@ -98,6 +98,9 @@ pub struct ScanInput<'a> {
     pub downloading: &'a HashSet<String>,
     /// Where to report progress.
     pub progress: &'a ScanProgress,
+    /// Ids with an import under way (or interrupted and not yet recovered), with why the
+    /// model is `partial` in words.
+    pub importing: &'a HashMap<String, String>,
 }
 
 /// What kind of thing stands at `models/<name>`.
@@ -149,9 +152,12 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
     unregistered.sort();
     let mut downloads_only: Vec<OsString> = leftovers
         .iter()
-        .filter(|n| !folder_kinds.contains_key(*n))
-        .filter(|n| n.to_str().is_none_or(|s| input.registry.get(s).is_none()))
         .cloned()
+        .chain(input.importing.keys().map(OsString::from))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .filter(|n| !folder_kinds.contains_key(n))
+        .filter(|n| n.to_str().is_none_or(|s| input.registry.get(s).is_none()))
         .collect();
     downloads_only.sort();
 
@@ -224,7 +230,11 @@ pub fn scan_some(
             let leftovers =
                 fs::symlink_metadata(downloads_dir.join(name)).is_ok_and(|m| m.is_dir());
             let entry = input.registry.get(name);
-            if entry.is_none() && folder == Folder::Missing && !leftovers {
+            if entry.is_none()
+                && folder == Folder::Missing
+                && !leftovers
+                && !input.importing.contains_key(name)
+            {
                 return (name.clone(), None);
             }
             let c = Candidate {
@@ -451,8 +461,15 @@ fn model_info(
         Some(w) => w.files > 0,
         None => c.folder == Folder::Dir,
     };
+    // Mid-import until the model is both in place and registered.
+    let importing = input
+        .importing
+        .get(display.as_str())
+        .filter(|_| !(c.folder == Folder::Dir && c.entry.is_some()));
     let status = if input.downloading.contains(display.as_str()) {
         ModelStatus::Downloading
+    } else if importing.is_some() {
+        ModelStatus::Partial
     } else if !errors.is_empty() {
         ModelStatus::Error
     } else if c.entry.is_none() {
@@ -507,6 +524,18 @@ fn model_info(
         file_count: full.then(|| walked.as_ref().map_or(0, |w| w.files)),
         expected_size_bytes,
         modified: walked.as_ref().and_then(|w| w.newest),
+        note: match status {
+            ModelStatus::Partial => importing.cloned().or_else(|| {
+                c.leftovers.then(|| {
+                    format!(
+                        "a download was interrupted; downloading it again resumes from the data \
+                         kept in {}",
+                        input.library.downloads_dir().join(&c.name).display()
+                    )
+                })
+            }),
+            _ => None,
+        },
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         source: LIBRARY_SOURCE.to_string(),
         metadata: None,
@@ -666,6 +695,7 @@ mod tests {
                 registry: &registry,
                 downloading: &HashSet::new(),
                 progress: &progress,
+                importing: &HashMap::new(),
             },
             kind,
         )

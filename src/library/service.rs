@@ -133,6 +133,11 @@ pub struct ServiceCacheInfo {
     pub persisted: Option<String>,
     /// How changes are noticed: file events, polling (and why), or not watching.
     pub watch_mode: String,
+    /// Why nothing is written to this library (one of its folders is a symbolic link), or
+    /// `None` when writes are on. Listing works either way.
+    pub read_only_reason: Option<String>,
+    /// What the recovery of interrupted imports did at start, one line each.
+    pub recovery: Vec<String>,
 }
 
 /// State of the view cache, in the original service's shape plus counters.
@@ -203,6 +208,11 @@ pub struct ModelLibraryService {
     metadata: MetadataCache,
     enrich_cursor: (Arc<Listing>, usize),
     source_problems: Vec<String>,
+    /// Whether interrupted imports were looked for (once, before the first listing or
+    /// write of this service).
+    recovered: bool,
+    /// What that recovery did, one line each, for `cache_info` and the shells.
+    recovery: Vec<String>,
 }
 
 impl ModelLibraryService {
@@ -234,12 +244,36 @@ impl ModelLibraryService {
             enrich_cursor: (Arc::new(Listing::empty()), 0),
             source_problems: Vec::new(),
             published: SnapshotHandle::default(),
+            recovered: false,
+            recovery: Vec::new(),
         })
     }
 
     /// The library this service reads.
     pub fn library(&self) -> &Library {
         &self.library
+    }
+
+    /// Completes or discards the imports that an earlier process left unfinished (see
+    /// [`import::recover`]); runs once, before this service's first listing or write.
+    /// What it did is kept for [`ModelLibraryService::recovery_notes`] and `cache_info`.
+    pub fn recover_interrupted(&mut self) {
+        if self.recovered {
+            return;
+        }
+        self.recovered = true;
+        match import::recover(&self.library) {
+            Ok(done) => self.recovery = done,
+            Err(e) => self.recovery = vec![format!("could not finish interrupted imports: {e}")],
+        }
+        if !self.recovery.is_empty() {
+            self.invalidate("recovery of interrupted imports");
+        }
+    }
+
+    /// What the recovery of interrupted imports did (empty when nothing was left over).
+    pub fn recovery_notes(&self) -> &[String] {
+        &self.recovery
     }
 
     /// The current TTL in seconds.
@@ -578,12 +612,14 @@ impl ModelLibraryService {
         let scan_started = self.clock.now();
         let stamps = Stamps::read(&self.library);
         let registry = self.registry_for(stamps.registry)?;
+        let importing = importing_now(&self.library);
         let updates = scan::scan_some(
             &ScanInput {
                 library: &self.library,
                 registry: &registry,
                 downloading: &self.downloading,
                 progress: &self.progress,
+                importing: &importing,
             },
             names,
         )?;
@@ -683,6 +719,7 @@ impl ModelLibraryService {
     /// `force_refresh` skips the cache. On error the old listing stays cached (but is not
     /// served while invalid) and the error is returned.
     pub fn list(&mut self, kind: ListKind, force_refresh: bool) -> Result<Arc<Listing>> {
+        self.recover_interrupted();
         let racy_check = self.racy_check();
         if !force_refresh
             && let Some(listing) = self.listings.get(&kind)
@@ -847,6 +884,10 @@ impl ModelLibraryService {
     /// with problems, no files, a file without URL, or a download already running.
     pub fn start_download(&mut self, id: &str) -> Result<ModelInfo> {
         validate_id(id)?;
+        if let Some(off) = self.library.writes_off() {
+            return Err(off);
+        }
+        self.recover_interrupted();
         let registry = Registry::load(&self.library)?;
         let entry = registry
             .get(id)
@@ -893,6 +934,7 @@ impl ModelLibraryService {
             source: crate::library::model::LIBRARY_SOURCE.to_string(),
             metadata: None,
             main_file: None,
+            note: None,
         }))
     }
 
@@ -975,6 +1017,7 @@ impl ModelLibraryService {
     /// Deletes `id`'s folder and partial downloads (see [`delete::delete_model`]); both
     /// cache levels are invalidated whether or not every part could be removed.
     pub fn delete_model(&mut self, id: &str, mode: DeleteMode) -> Result<DeleteOutcome> {
+        self.recover_interrupted();
         let result = delete::delete_model(&self.library, id, mode);
         if !matches!(
             result,
@@ -988,6 +1031,7 @@ impl ModelLibraryService {
     /// Imports a model file or folder (see [`import::import_model`]); both cache levels are
     /// invalidated.
     pub fn import_model(&mut self, request: &ImportRequest) -> Result<ImportOutcome> {
+        self.recover_interrupted();
         let outcome = import::import_model(&self.library, request)?;
         self.invalidate(&format!("import of {}", outcome.id));
         Ok(outcome)
@@ -1044,6 +1088,8 @@ impl ModelLibraryService {
                 revalidating: self.warm.is_some(),
                 persisted: self.persist_note.clone(),
                 watch_mode: self.watch_mode().to_string(),
+                read_only_reason: self.library.writes_off().map(|e| e.to_string()),
+                recovery: self.recovery.clone(),
             },
             api_cache: ViewCacheInfo {
                 api_cache_keys: self.views.keys().cloned().collect(),
@@ -1104,12 +1150,14 @@ impl ModelLibraryService {
         let stamps = Stamps::read(&self.library);
         let registry = Arc::new(Registry::load(&self.library)?);
         self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
+        let importing = importing_now(&self.library);
         let models = scan::scan(
             &ScanInput {
                 library: &self.library,
                 registry: &registry,
                 downloading: &self.downloading,
                 progress: &self.progress,
+                importing: &importing,
             },
             kind,
         )?;
@@ -1141,6 +1189,14 @@ impl ModelLibraryService {
             }
         }
     }
+}
+
+/// Ids mid-import (journals under `.cache/imports/`) and why each is `partial`.
+fn importing_now(library: &Library) -> HashMap<String, String> {
+    import::pending(library)
+        .into_iter()
+        .map(|p| (p.id, p.note))
+        .collect()
 }
 
 /// Keeps the rows of the other stores after the library's, by id (the order scans give).

@@ -661,6 +661,7 @@ impl Draft {
             source: kind.as_str().to_string(),
             metadata: self.metadata,
             main_file: None,
+            note: None,
         };
         (info, self.files)
     }
