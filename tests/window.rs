@@ -563,3 +563,38 @@ fn the_details_panel_lists_the_files() {
     assert!(h.query_by_label("sub/tokenizer.json").is_some());
     assert!(h.query_by_label("x.safetensors").is_some());
 }
+
+#[test]
+fn a_library_whose_models_folder_is_a_link_says_writes_are_off() {
+    let lib = sample();
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::rename(lib.path("models"), elsewhere.path().join("models")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("models"), lib.path("models")).unwrap();
+    let mut h = open(&lib);
+    // Listing still works through the link.
+    assert!(ids(&h).contains(&"llama-chat".to_string()), "{:?}", ids(&h));
+    let notice = h
+        .state()
+        .notices()
+        .iter()
+        .find(|n| n.text.contains("writes to this library are off"))
+        .map(|n| n.text.clone())
+        .expect("a notice says why writes are off");
+    assert!(notice.contains("models"), "{notice}");
+    assert!(
+        h.query_by_label_contains("writes to this library are off")
+            .is_some()
+    );
+    // Dismissed, it stays dismissed although every cache info says the same.
+    let i = h
+        .state()
+        .notices()
+        .iter()
+        .position(|n| n.text == notice)
+        .unwrap();
+    h.get_all_by_label("Dismiss").nth(i).unwrap().click();
+    settle(&mut h);
+    h.key_press(egui::Key::F5);
+    settle(&mut h);
+    assert!(h.state().notices().iter().all(|n| n.text != notice));
+}

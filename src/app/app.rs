@@ -99,6 +99,9 @@ pub struct ModelLibraryApp {
     stale_rows: bool,
     revalidating: bool,
     notices: Vec<Notice>,
+    /// Library states already announced as notices (writes off, recovery), so a notice
+    /// the user dismissed does not come back with the next cache info.
+    announced: Vec<String>,
 
     search: String,
     typed_path: String,
@@ -158,6 +161,7 @@ impl ModelLibraryApp {
             stale_rows: false,
             revalidating: false,
             notices: Vec::new(),
+            announced: Vec::new(),
             search: String::new(),
             typed_path: String::new(),
             focus_search: false,
@@ -277,6 +281,31 @@ impl ModelLibraryApp {
         self.op_req = Some((op, self.worker.request(request)));
     }
 
+    /// Keeps the latest cache info and announces what it says about the library.
+    fn set_cache_info(&mut self, info: CacheInfo) {
+        self.announce_library_state(&info);
+        self.cache = Some(info);
+    }
+
+    /// Tells the user, once each, that writes are off (and why) and what the start
+    /// recovered from an interrupted run.
+    fn announce_library_state(&mut self, info: &CacheInfo) {
+        let s = &info.service_cache;
+        let writes_off = s
+            .read_only_reason
+            .iter()
+            .map(|why| (Level::Error, why.clone()));
+        let recovered = s.recovery.iter().map(|note| (Level::Info, note.clone()));
+        let fresh: Vec<(Level, String)> = writes_off
+            .chain(recovered)
+            .filter(|(_, text)| !self.announced.contains(text))
+            .collect();
+        for (level, text) in fresh {
+            self.announced.push(text.clone());
+            self.notify(level, text);
+        }
+    }
+
     fn notify(&mut self, level: Level, text: impl Into<String>) {
         let text = text.into();
         self.notices.retain(|n| n.text != text);
@@ -331,7 +360,7 @@ impl ModelLibraryApp {
                     cache,
                 })) => {
                     self.record_sample(cache_hit, elapsed.as_secs_f64() * 1000.0, &cache);
-                    self.cache = Some(*cache);
+                    self.set_cache_info(*cache);
                     self.set_view(view);
                     self.stale_rows = false;
                     self.revalidating = false;
@@ -352,7 +381,7 @@ impl ModelLibraryApp {
             match p.try_take() {
                 Err(p) => self.info_req = Some(p),
                 Ok(Ok(Reply::CacheInfo(info))) => {
-                    self.cache = Some(*info);
+                    self.set_cache_info(*info);
                     self.maybe_auto_relist();
                 }
                 Ok(Ok(other)) => self.unexpected(&other),
@@ -498,13 +527,13 @@ impl ModelLibraryApp {
                 self.notify(Level::Error, e);
             }
             (_, Ok(Reply::Refreshed { cache, .. })) => {
-                self.cache = Some(*cache);
+                self.set_cache_info(*cache);
                 self.request_list(false);
             }
             (_, Ok(Reply::TtlSet { cache })) => {
                 self.settings.ttl_secs = cache.service_cache.cache_ttl_seconds;
                 self.ttl_slider = self.settings.ttl_secs as f64;
-                self.cache = Some(*cache);
+                self.set_cache_info(*cache);
             }
             (_, Ok(Reply::DeletePlanned(plan))) => {
                 if let Some(d) = self.delete.as_mut()

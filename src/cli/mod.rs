@@ -170,7 +170,7 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
             Command::Delete(args) => delete(&mut service, &args, &mut out),
             Command::Download(args) => download(&mut service, &args, &mut out),
             Command::Usage(args) => usage(&mut service, &sources, args.json, &mut out),
-            Command::Import(args) => {
+            Command::Import(args) => (|| {
                 let outcome = service.import_model(&crate::library::ImportRequest {
                     source: args.path.clone(),
                     id: args.id.clone(),
@@ -185,10 +185,18 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
                     human_bytes(outcome.bytes),
                     outcome.format.as_deref().unwrap_or("unknown")
                 )
-                .map_err(CommandError::from)
-            }
+                .map_err(CommandError::from)?;
+                for note in &outcome.notes {
+                    eprintln!("model-library: note: {note}");
+                }
+                Ok(())
+            })(),
             Command::Serve(_) => unreachable!("handled above"),
         };
+        // What the start found and finished for an earlier, interrupted run.
+        for note in service.recovery_notes() {
+            eprintln!("model-library: note: {note}");
+        }
         match written {
             Ok(()) => Ok(()),
             Err(CommandError::Library(e)) => Err(e),
@@ -240,6 +248,9 @@ fn list(
             "model-library: warning: {}: {problem}",
             service.library().registry_path().display()
         );
+    }
+    if let Some(off) = service.library().writes_off() {
+        eprintln!("model-library: note: {off}");
     }
     if args.json {
         let models: Vec<&ModelInfo> = result.view.iter().collect();
@@ -527,5 +538,12 @@ fn cache_info(info: &CacheInfo, json: bool, out: &mut impl Write) -> Result<(), 
     writeln!(out, "service hits/miss:  {}/{}", s.hits, s.misses)?;
     writeln!(out, "view cache entries: {}", a.api_cache_entries)?;
     writeln!(out, "view hits/miss:     {}/{}", a.hits, a.misses)?;
+    writeln!(
+        out,
+        "writes:             {}",
+        s.read_only_reason
+            .as_deref()
+            .map_or("on".to_string(), |why| format!("off: {why}"))
+    )?;
     Ok(())
 }

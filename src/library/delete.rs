@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::library::error::{LibraryError, Result};
-use crate::library::fs_safe::Kind;
-use crate::library::layout::{DOWNLOADS_DIR, Library, MODELS_DIR, validate_id};
+use crate::library::fs_safe::{Kind, SafeDir};
+use crate::library::layout::{DOWNLOADS_DIR, Library, LibraryWrites, MODELS_DIR, validate_id};
 use crate::library::scan::walk;
 
 /// How to delete.
@@ -118,7 +118,7 @@ pub fn delete_model(library: &Library, id: &str, mode: DeleteMode) -> Result<Del
             parent.remove_file(id)
         } else {
             match mode {
-                DeleteMode::Permanent => parent.remove_tree(id).map(|_| ()),
+                DeleteMode::Permanent => remove_at_once(&writes, &parent, id),
                 // The trash works with paths: it gets the folder's real path as the kernel
                 // knows the verified parent right now, so no link on the way is followed.
                 DeleteMode::Trash => trash::delete(parent.real_path().join(id))
@@ -130,6 +130,62 @@ pub fn delete_model(library: &Library, id: &str, mode: DeleteMode) -> Result<Del
     }
     outcome.freed_bytes = plan.bytes;
     Ok(outcome)
+}
+
+/// Folder under `.cache/` where permanently deleted folders are moved before they are
+/// removed, so a model vanishes in one rename and a kill mid-removal leaves no half model.
+pub const DELETING_DIR: &str = "deleting";
+
+static DELETE_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Removes the folder `id` of `parent` for good: first one rename out of sight (into
+/// `.cache/deleting/`), then the removal; where that rename cannot be made (another file
+/// system), in place.
+fn remove_at_once(writes: &LibraryWrites, parent: &SafeDir, id: &str) -> io::Result<()> {
+    let deleting = writes
+        .cache_sub(DELETING_DIR)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let name = format!(
+        "{id}.{}.{}",
+        std::process::id(),
+        DELETE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    match parent.rename(id, &deleting, &name) {
+        Ok(()) => {
+            crate::library::crashpoint::hit("delete.moved_aside");
+            deleting.remove_tree(&name).map(|_| ())
+        }
+        Err(e) if e.raw_os_error() == Some(18) => parent.remove_tree(id).map(|_| ()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Finishes deletes that a killed process left in `.cache/deleting/`. Returns how many.
+pub fn finish_interrupted(library: &Library) -> Result<usize> {
+    if library.writes_off().is_some() {
+        return Ok(0);
+    }
+    let writes = library.open_writes()?;
+    let Some(cache) = writes.existing(crate::library::layout::CACHE_DIR)? else {
+        return Ok(0);
+    };
+    if cache
+        .entry(DELETING_DIR)
+        .map_err(|e| LibraryError::io(cache.join(DELETING_DIR), e))?
+        .is_none()
+    {
+        return Ok(0);
+    }
+    let deleting = writes.cache_sub(DELETING_DIR)?;
+    let names = deleting
+        .list()
+        .map_err(|e| LibraryError::io(deleting.path(), e))?;
+    for (name, _) in &names {
+        deleting
+            .remove_tree(name)
+            .map_err(|e| LibraryError::io(deleting.join(name), e))?;
+    }
+    Ok(names.len())
 }
 
 /// Removes `.downloads/<id>` (a symlink there is unlinked, not followed). Returns the bytes

@@ -271,6 +271,25 @@ fn download_files(
     let writes = library.open_writes()?;
     let models = writes.models()?;
     let downloads = writes.downloads()?;
+    // Refuse a model "folder" that is a link or a file before transferring anything.
+    for parent in [&models, &downloads] {
+        let at = parent.join(id);
+        match parent.entry(id).map_err(io_err(&at))? {
+            Some(e) if e.kind == Kind::Symlink => {
+                return Err(DownloadError::UnsafePath {
+                    path: at,
+                    reason: "is a symbolic link",
+                });
+            }
+            Some(e) if e.kind != Kind::Dir => {
+                return Err(DownloadError::UnsafePath {
+                    path: at,
+                    reason: "is not a folder",
+                });
+            }
+            _ => {}
+        }
+    }
     let mut progress = DownloadProgress::new(id, files);
     progress.state = DownloadState::Running;
     report(&progress);

@@ -363,23 +363,31 @@ impl SafeDir {
     }
 
     /// Removes `name` and everything under it, never following a link (links are
-    /// unlinked). Returns the bytes of the regular files removed. Nothing there is fine.
+    /// unlinked). Returns the bytes of the regular files removed. Nothing there, or parts
+    /// vanishing meanwhile (another process removing them too), is fine.
     pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> io::Result<u64> {
         let name = component(name.as_ref())?;
+        let gone = |r: io::Result<()>| match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
         match self.entry(name)? {
             None => Ok(0),
             Some(e) if e.kind == Kind::Dir => {
-                let dir = self.open_dir(name)?;
+                let dir = match self.open_dir(name) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                    other => other?,
+                };
                 let mut bytes = 0;
                 for (child, _) in dir.list()? {
                     bytes += dir.remove_tree(&child)?;
                 }
                 drop(dir);
-                self.remove_dir(name)?;
+                gone(self.remove_dir(name))?;
                 Ok(bytes)
             }
             Some(e) => {
-                self.remove_file(name)?;
+                gone(self.remove_file(name))?;
                 Ok(if e.kind == Kind::File { e.len } else { 0 })
             }
         }

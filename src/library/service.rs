@@ -266,6 +266,16 @@ impl ModelLibraryService {
             Ok(done) => self.recovery = done,
             Err(e) => self.recovery = vec![format!("could not finish interrupted imports: {e}")],
         }
+        match delete::finish_interrupted(&self.library) {
+            Ok(0) => {}
+            Ok(n) => self.recovery.push(format!(
+                "finished {n} delete{} that an earlier run left half done",
+                if n == 1 { "" } else { "s" }
+            )),
+            Err(e) => self
+                .recovery
+                .push(format!("could not finish interrupted deletes: {e}")),
+        }
         if !self.recovery.is_empty() {
             self.invalidate("recovery of interrupted imports");
         }

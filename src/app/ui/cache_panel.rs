@@ -151,6 +151,12 @@ pub fn cache_panel_ui(
             row("Cache keys", s.cache_keys.join(", "));
             row("View entries", a.api_cache_entries.to_string());
             row("Watching", s.watch_mode.clone());
+            row(
+                "Writes",
+                s.read_only_reason
+                    .as_ref()
+                    .map_or("on".into(), |_| "off (a library folder is a link)".into()),
+            );
             row("Registry changed", stamp(s.registry_mtime));
             row("Models folder changed", stamp(s.models_dir_mtime));
         });

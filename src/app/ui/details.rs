@@ -48,6 +48,9 @@ pub fn details_ui(
     if let Some(err) = &m.error {
         ui.label(RichText::new(err).color(status_color(ModelStatus::Error)));
     }
+    if let Some(note) = &m.note {
+        ui.label(RichText::new(note).italics());
+    }
     let running = download.filter(|p| !p.state.is_finished());
     if let Some(p) = running {
         ui.add(download_bar(p, ui.available_width().min(420.0)));
