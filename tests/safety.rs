@@ -468,3 +468,33 @@ fn a_delete_killed_half_way_leaves_no_half_model_and_is_finished_at_the_next_sta
     );
     assert!(lib.path("models/kept/w.bin").exists());
 }
+
+#[test]
+fn the_default_library_with_a_linked_models_folder_opens_read_only() {
+    let lib = TestLib::new();
+    lib.file("models/a/w.bin", 5);
+    let out = tempfile::tempdir().unwrap();
+    fs::rename(lib.path("models"), out.path().join("models")).unwrap();
+    symlink(out.path().join("models"), lib.path("models")).unwrap();
+    let before = snapshot(out.path());
+    let home = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_model-library"))
+        .args(["--no-sources", "list", "--json"])
+        .env("HOME", home.path())
+        .env("MODEL_LIBRARY_DIR", lib.root())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let rows: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(rows[0]["id"], "a");
+    assert!(
+        stderr(&run).contains("writes to this library are off"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(
+        !lib.path("model_registry.json").exists(),
+        "no catalog written"
+    );
+    assert_eq!(snapshot(out.path()), before);
+}

@@ -131,6 +131,10 @@ impl Library {
     /// touched. Used for the default library only: a folder the user names must exist.
     pub fn init_default(&self) -> Result<()> {
         fs::create_dir_all(&self.root).map_err(|e| LibraryError::io(&self.root, e))?;
+        if self.writes_off().is_some() {
+            // An existing library with a linked folder: it opens read-only, and says why.
+            return Ok(());
+        }
         let writes = self.open_writes()?;
         writes.models()?;
         let _lock = crate::library::registry::RegistryLock::acquire(&writes)?;

@@ -153,17 +153,44 @@ impl Recovered {
     }
 }
 
-/// Takes the lock of an existing journal: `None` when a live process holds it.
-fn lock_journal(imports: &SafeDir, name: &OsStr) -> Result<Option<File>> {
+/// What taking a journal's lock found.
+enum Lock {
+    /// This process holds the lock of the journal that is at the name now.
+    Held(File),
+    /// A live process holds it.
+    Live,
+    /// Nothing is there (any more).
+    Gone,
+}
+
+/// Takes the lock of an existing journal. The journal's owner removes it before releasing
+/// its lock, so after taking the lock the name must still lead to the same file; else the
+/// lock was won on a journal that is gone (and the name may already be a new import's).
+fn lock_journal(imports: &SafeDir, name: &OsStr) -> Result<Lock> {
+    let at = || imports.join(name);
     let file = match imports.open_read(name) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LibraryError::io(imports.join(name), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lock::Gone),
+        Err(e) => return Err(LibraryError::io(at(), e)),
     };
     match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(LibraryError::io(imports.join(name), e)),
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(Lock::Live),
+        Err(TryLockError::Error(e)) => return Err(LibraryError::io(at(), e)),
+    }
+    let held = same_file(
+        &file,
+        imports.entry(name).map_err(|e| LibraryError::io(at(), e))?,
+    );
+    Ok(if held { Lock::Held(file) } else { Lock::Gone })
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, now: Option<crate::library::fs_safe::Entry>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), now) {
+        (Ok(meta), Some(now)) => meta.dev() == now.dev && meta.ino() == now.ino,
+        _ => false,
     }
 }
 
@@ -182,8 +209,10 @@ pub(crate) fn recover_one(
     {
         return Ok(Recovered::Nothing);
     }
-    let Some(file) = lock_journal(imports, OsStr::new(&name))? else {
-        return Ok(Recovered::Live);
+    let file = match lock_journal(imports, OsStr::new(&name))? {
+        Lock::Held(file) => file,
+        Lock::Live => return Ok(Recovered::Live),
+        Lock::Gone => return Ok(Recovered::Nothing),
     };
     let (plan, step) = read_journal(&file);
     let message = match plan {
@@ -271,8 +300,14 @@ pub fn recover(library: &Library) -> Result<Vec<String>> {
                 done.push(message);
             }
         } else if kind == &Kind::File && text.starts_with('.') && text.contains(".json.tmp-") {
-            // A journal that died before it was renamed into place: nothing was staged.
-            if lock_journal(&imports, name)?.is_some() {
+            // A journal that died before it was renamed into place: nothing was staged. (A
+            // young one may be a live importer's, between creating and locking it.)
+            let old = imports
+                .entry(name)
+                .ok()
+                .flatten()
+                .is_some_and(|e| age_secs(e.mtime_ns) > TEMP_JOURNAL_GRACE_SECS);
+            if old && matches!(lock_journal(&imports, name)?, Lock::Held(_)) {
                 imports.remove_file(name).map_err(io_at(&imports, name))?;
             }
         }
@@ -335,6 +370,17 @@ fn recover_legacy(writes: &LibraryWrites, cache: &SafeDir) -> Result<Vec<String>
         ));
     }
     Ok(done)
+}
+
+/// How old a temp journal must be before recovery may remove it.
+const TEMP_JOURNAL_GRACE_SECS: i64 = 60;
+
+/// Seconds since a file-system time (nanoseconds since the epoch).
+fn age_secs(mtime_ns: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    now - mtime_ns / 1_000_000_000
 }
 
 fn process_alive(pid: u32) -> bool {
