@@ -1,0 +1,170 @@
+//! The cache levels and their commit: scanning a listing and installing it. Every new full
+//! listing goes through [`ModelLibraryService::install_full`], the one place that inserts
+//! it, retires or re-targets the views, publishes it to other threads, persists it and
+//! moves the generation — each as the kind of change ([`Installed`]) calls for. Reads the
+//! library through `scan`, `registry` and `sources`; writes only the persisted listing.
+
+use super::*;
+
+/// What kind of change a new full listing is, which decides what installing it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Installed {
+    /// A scan of everything (a full scan, a start-up revalidation): persisted.
+    Scanned,
+    /// Some rows changed (watched changes, a store rescanned): the fast listing, one read
+    /// of the top folders, is dropped rather than patched.
+    RowsChanged,
+    /// Header metadata was added to rows: nothing the fast listing shows.
+    MetadataAdded,
+    /// Only the stamps moved, every row is as it was: the views follow the new listing and
+    /// nobody needs to list again.
+    Restamped,
+}
+
+impl ModelLibraryService {
+    /// Installs `listing` as the full listing (see [`Installed`] for what each kind does).
+    pub(super) fn install_full(&mut self, listing: Arc<Listing>, how: Installed) {
+        let old = self.listings.insert(ListKind::Full, Arc::clone(&listing));
+        match how {
+            Installed::Restamped => {
+                if let Some(old) = old {
+                    for view in self.views.values_mut() {
+                        if Arc::ptr_eq(&view.listing, &old) {
+                            view.listing = Arc::clone(&listing);
+                        }
+                    }
+                }
+                return;
+            }
+            Installed::RowsChanged => {
+                self.listings.remove(&ListKind::Fast);
+            }
+            Installed::Scanned | Installed::MetadataAdded => {}
+        }
+        // Views built on the replaced listing can never be served again.
+        self.drop_stale_views();
+        self.published.publish(Arc::clone(&listing));
+        if how == Installed::Scanned {
+            self.last_error = None;
+            self.invalidated = None;
+            self.warm = None;
+            if self.persist {
+                self.persist_note = Some(match persist::save(&self.library, &listing) {
+                    Ok(()) => format!("saved to {}", persist::path(&self.library).display()),
+                    Err(e) => format!("could not save the listing: {e}"),
+                });
+            }
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Scans and caches `kind`. Stamps are read before the registry and the folders, so a
+    /// change during the scan leaves the new listing already stale rather than wrong.
+    pub(super) fn rescan(&mut self, kind: ListKind) -> Result<Arc<Listing>> {
+        let result = self.scan_now(kind);
+        match &result {
+            Ok(listing) if kind == ListKind::Full => {
+                self.install_full(Arc::clone(listing), Installed::Scanned);
+            }
+            Ok(listing) => {
+                self.last_error = None;
+                self.invalidated = None;
+                self.listings.insert(kind, Arc::clone(listing));
+                self.drop_stale_views();
+            }
+            Err(err) => self.last_error = Some(err.to_string()),
+        }
+        result
+    }
+
+    pub(super) fn scan_now(&mut self, kind: ListKind) -> Result<Arc<Listing>> {
+        let started_wall = Instant::now();
+        let scan_started = self.clock.now();
+        self.library.check_reachable()?;
+        let stamps = Stamps::read(&self.library);
+        let registry = Arc::new(Registry::load(&self.library)?);
+        self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
+        let importing = importing_now(&self.library);
+        let models = scan::scan(
+            &ScanInput {
+                library: &self.library,
+                registry: &registry,
+                downloading: &self.downloading,
+                progress: &self.progress,
+                importing: &importing,
+            },
+            kind,
+        )?;
+        let mut models = models;
+        models.extend(self.scan_stores());
+        let problems: Vec<String> = registry
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .chain(self.source_problems.iter().cloned())
+            .collect();
+        Ok(Arc::new(Listing {
+            kind,
+            models,
+            problems,
+            scan_started,
+            timestamp: self.clock.now(),
+            scan_duration: started_wall.elapsed(),
+            stamps,
+        }))
+    }
+
+    /// Lists every enabled store (header metadata cached by path, size and mtime), sorted
+    /// by id as listings keep them; a store that cannot be read is recorded in
+    /// `source_problems`, never fatal.
+    pub(super) fn scan_stores(&mut self) -> Vec<ModelInfo> {
+        self.source_problems.clear();
+        let mut found = Vec::new();
+        for source in self.sources.iter().filter(|s| s.enabled) {
+            match sources::scan_source(source, &mut self.metadata) {
+                Ok(models) => found.extend(models),
+                Err(e) => self
+                    .source_problems
+                    .push(format!("{}: {e}", source.kind.display_name())),
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    /// Forgets views built on a listing that is no longer cached (they can never be served).
+    pub(super) fn drop_stale_views(&mut self) {
+        self.views
+            .retain(|_, v| self.listings.values().any(|l| Arc::ptr_eq(l, &v.listing)));
+    }
+
+    pub(super) fn cache_keys(&self) -> Vec<String> {
+        [ListKind::Full, ListKind::Fast]
+            .into_iter()
+            .filter(|k| self.listings.contains_key(k))
+            .map(|k| k.cache_key().to_string())
+            .collect()
+    }
+
+    pub(super) fn patch_status(&mut self, id: &str, status: ModelStatus) {
+        for listing in self.listings.values_mut() {
+            if let Some(i) = listing.models.iter().position(|m| m.id == id) {
+                let mut patched = Listing::clone(listing);
+                patched.models[i].status = status;
+                *listing = Arc::new(patched);
+            }
+        }
+    }
+
+    /// The registry as of `mtime`: the parse of the last scan when the file is unchanged.
+    pub(super) fn registry_for(&mut self, mtime: Option<f64>) -> Result<Arc<Registry>> {
+        if let Some((cached_mtime, registry)) = &self.registry_cache
+            && *cached_mtime == mtime
+        {
+            return Ok(Arc::clone(registry));
+        }
+        let registry = Arc::new(Registry::load(&self.library)?);
+        self.registry_cache = Some((mtime, Arc::clone(&registry)));
+        Ok(registry)
+    }
+}

@@ -1,0 +1,337 @@
+//! Incremental updates of the full listing: watched changes (models touched, stores
+//! changed, top-level names reconciled), selective rescans of a few models, and the
+//! start-up revalidation of a saved listing model by model. Each result is installed
+//! through [`ModelLibraryService::install_full`]. Reads the library; writes nothing.
+
+use super::commit::Installed;
+use super::*;
+
+impl ModelLibraryService {
+    /// Applies what the watcher saw since the last call: touched models are rescanned and
+    /// the rest of the full listing is reused (selective invalidation); a registry edit or
+    /// an event that cannot be pinned down invalidates everything; in polling mode, changed
+    /// stamps do. Returns whether anything changed (and bumps the generation then).
+    pub fn apply_changes(&mut self) -> bool {
+        let stores_changed = self.apply_store_changes();
+        if stores_changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        let Some(watcher) = self.watcher.as_mut() else {
+            return stores_changed;
+        };
+        let changed = match watcher.mode() {
+            WatchMode::Off => false,
+            WatchMode::Polling { .. } => {
+                let stamps = Stamps::read(&self.library);
+                let stale = self.listings.values().any(|l| l.stamps != stamps);
+                if stale {
+                    self.invalidate("files changed");
+                }
+                stale
+            }
+            WatchMode::Events => {
+                let mut changes = watcher.drain();
+                self.reconcile_top_level(&mut changes);
+                if changes.is_empty() {
+                    false
+                } else if changes.everything || changes.registry {
+                    self.invalidate("files changed");
+                    true
+                } else {
+                    self.apply_model_changes(changes.models.into_iter().collect())
+                }
+            }
+        };
+        if changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        changed || stores_changed
+    }
+
+    /// Rescans each watched store that changed and swaps its models in the full listing.
+    pub(super) fn apply_store_changes(&mut self) -> bool {
+        let changed: Vec<usize> = self
+            .store_watchers
+            .iter_mut()
+            .filter_map(|(i, w)| w.changed().then_some(*i))
+            .collect();
+        if changed.is_empty() {
+            return false;
+        }
+        self.listings.remove(&ListKind::Fast);
+        let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
+            return true;
+        };
+        let mut listing = Listing::clone(&full);
+        for i in changed {
+            let source = &self.sources[i];
+            let name = source.kind.as_str();
+            match sources::scan_source(source, &mut self.metadata) {
+                Ok(found) => {
+                    listing.models.retain(|m| m.source != name);
+                    listing.models.extend(found);
+                }
+                Err(e) => {
+                    self.invalidate(&format!(
+                        "{} could not be read: {e}",
+                        source.kind.display_name()
+                    ));
+                    return true;
+                }
+            }
+        }
+        sort_store_rows(&mut listing.models);
+        self.install_full(Arc::new(listing), Installed::RowsChanged);
+        true
+    }
+
+    /// Events can be merged away (a folder renamed and then removed within one debounce
+    /// window may leave no event for its old name), so when the top-level stamps moved,
+    /// the folder names on disk are compared with the listing's and every difference is
+    /// rescanned too. One read of `models/` and `.downloads/`, only when a stamp changed.
+    pub(super) fn reconcile_top_level(&self, changes: &mut Changes) {
+        let Some(full) = self.listings.get(&ListKind::Full) else {
+            return;
+        };
+        let stamps = Stamps::read(&self.library);
+        if stamps == full.stamps {
+            return;
+        }
+        if stamps.registry != full.stamps.registry {
+            changes.registry = true;
+            return;
+        }
+        let mut on_disk: HashSet<String> = HashSet::new();
+        for dir in [self.library.models_dir(), self.library.downloads_dir()] {
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                on_disk.extend(
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| !n.starts_with('.')),
+                );
+            }
+        }
+        let listed: HashSet<&str> = full
+            .models
+            .iter()
+            .filter(|m| {
+                m.source == LIBRARY_SOURCE && (!m.registered || m.status != ModelStatus::Available)
+            })
+            .map(|m| m.id.as_str())
+            .collect();
+        for name in &on_disk {
+            if !listed.contains(name.as_str()) {
+                changes.models.insert(name.clone());
+            }
+        }
+        for name in listed {
+            if !on_disk.contains(name) {
+                changes.models.insert(name.to_string());
+            }
+        }
+        // The stamps moved; if the names agree (a file replaced in place, say), the new
+        // stamps are recorded without rescanning anything, so the next check is quiet.
+        changes.restamp = true;
+    }
+
+    /// Rescans `names`; returns whether what a listing shows changed. Activity that leaves
+    /// every row as it was (a `.part` file growing during a download, say) only records
+    /// the new stamps and keeps the views.
+    pub(super) fn apply_model_changes(&mut self, names: Vec<String>) -> bool {
+        let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
+            self.listings.remove(&ListKind::Fast);
+            return true;
+        };
+        match self.rescan_some(&full, &names) {
+            Ok(None) => false,
+            Ok(Some((listing, false))) => {
+                self.install_full(Arc::new(listing), Installed::Restamped);
+                false
+            }
+            Ok(Some((listing, true))) => {
+                self.install_full(Arc::new(listing), Installed::RowsChanged);
+                true
+            }
+            Err(_) => {
+                self.invalidate("files changed");
+                true
+            }
+        }
+    }
+
+    /// A copy of `full` with the models `names` rescanned (added, updated or removed).
+    /// `None` when no row changed and the stamps are the same (nothing to replace);
+    /// otherwise the new listing and whether any row changed (or only the stamps).
+    pub(super) fn rescan_some(
+        &mut self,
+        full: &Listing,
+        names: &[String],
+    ) -> Result<Option<(Listing, bool)>> {
+        let started_wall = Instant::now();
+        let scan_started = self.clock.now();
+        let stamps = Stamps::read(&self.library);
+        let registry = self.registry_for(stamps.registry)?;
+        let importing = importing_now(&self.library);
+        let updates = scan::scan_some(
+            &ScanInput {
+                library: &self.library,
+                registry: &registry,
+                downloading: &self.downloading,
+                progress: &self.progress,
+                importing: &importing,
+            },
+            names,
+        )?;
+        // Where each rescanned name sits: a linear search for a few names, an index for many
+        // (building one for 100 000 rows costs more than the rescan itself).
+        let index: Option<HashMap<&str, usize>> = (updates.len() > 8).then(|| {
+            full.models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.id.as_str(), i))
+                .collect()
+        });
+        let position = |name: &str| match &index {
+            Some(index) => index.get(name).copied(),
+            None => full.models.iter().position(|m| m.id == name),
+        };
+        let located: Vec<(Option<usize>, Option<ModelInfo>)> = updates
+            .into_iter()
+            .map(|(name, info)| (position(&name), info))
+            .collect();
+        let problems: Vec<String> = registry
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .chain(self.source_problems.iter().cloned())
+            .collect();
+        let rows_changed = located.iter().any(|(at, info)| match (at, info) {
+            (Some(i), Some(m)) => full.models[*i] != *m,
+            (None, None) => false,
+            _ => true,
+        });
+        if !rows_changed && stamps == full.stamps && problems == full.problems {
+            return Ok(None);
+        }
+        let mut models = full.models.clone();
+        let mut removed: HashSet<usize> = HashSet::new();
+        let mut reorder = false;
+        for (at, info) in located {
+            match (at, info) {
+                (Some(i), Some(m)) => {
+                    reorder |= models[i].status != m.status;
+                    models[i] = m;
+                }
+                (Some(i), None) => {
+                    removed.insert(i);
+                }
+                (None, Some(m)) => {
+                    models.push(m);
+                    reorder = true;
+                }
+                (None, None) => {}
+            }
+        }
+        if !removed.is_empty() {
+            let mut i = 0;
+            models.retain(|_| {
+                let keep = !removed.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+        if reorder {
+            models.sort_by_cached_key(|m| scan::order_key(m, &registry));
+        }
+        Ok(Some((
+            Listing {
+                kind: ListKind::Full,
+                models,
+                problems,
+                scan_started,
+                timestamp: full.timestamp,
+                scan_duration: started_wall.elapsed(),
+                stamps,
+            },
+            rows_changed,
+        )))
+    }
+
+    /// Revalidates the listing saved by the last run instead of scanning everything: the
+    /// models whose folder changed since that scan (per-model fingerprint: the folder's
+    /// modification time newer than the newest time the scan saw in it), the folders that
+    /// appeared or vanished, the rows whose status is volatile, and the other stores
+    /// are rescanned; every other row is reused. A registry that changed means a full
+    /// scan. A file replaced in place deep inside a model folder is not seen here; the
+    /// watcher sees it while the app runs, and the TTL's full scan after a restart.
+    pub(super) fn revalidate(&mut self, warm: &Arc<Listing>) -> Result<Arc<Listing>> {
+        self.warm = None;
+        let stamps = Stamps::read(&self.library);
+        if stamps.registry != warm.stamps.registry {
+            return self.rescan(ListKind::Full);
+        }
+        self.library.check_reachable()?;
+        let started_wall = Instant::now();
+        let mut changes = Changes::default();
+        for m in warm.models.iter().filter(|m| m.source == LIBRARY_SOURCE) {
+            // The fingerprint: the folder's mtime against the newest mtime the scan saw in
+            // it (file-system times on both sides, so no clock is involved).
+            let changed = match std::fs::symlink_metadata(&m.path) {
+                Ok(meta) => {
+                    let now = meta
+                        .modified()
+                        .ok()
+                        .map(crate::library::clock::unix_seconds);
+                    match (now, m.modified) {
+                        (Some(now), Some(then)) => now > then,
+                        _ => true,
+                    }
+                }
+                // Gone: a change only if the scan had seen a folder there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => m.modified.is_some(),
+                Err(_) => true,
+            };
+            // Rows whose status depends on more than the folder are always read again.
+            let volatile = matches!(
+                m.status,
+                ModelStatus::Partial | ModelStatus::Downloading | ModelStatus::Error
+            );
+            if changed || volatile {
+                changes.models.insert(m.id.clone());
+            }
+        }
+        // Folders that appeared, and the registry's view of them, need the same reading
+        // (compared against the saved listing, held as the full one while this runs).
+        let full = Arc::clone(warm);
+        self.listings.insert(ListKind::Full, Arc::clone(&full));
+        self.reconcile_top_level(&mut changes);
+        let names: Vec<String> = changes.models.into_iter().collect();
+        let rescanned = names.len();
+        // The other stores are cheap to list again in full (first, so the listing's
+        // problems below name any store that cannot be read).
+        let store_models = self.scan_stores();
+        let mut listing = match self.rescan_some(&full, &names) {
+            Ok(Some((listing, _))) => listing,
+            Ok(None) => Listing::clone(&full),
+            Err(e) => {
+                self.listings.remove(&ListKind::Full);
+                return Err(e);
+            }
+        };
+        listing.models.retain(|m| m.source == LIBRARY_SOURCE);
+        listing.models.extend(store_models);
+        listing.timestamp = self.clock.now();
+        listing.scan_duration = started_wall.elapsed();
+        let total = listing.models.len();
+        let listing = Arc::new(listing);
+        self.install_full(Arc::clone(&listing), Installed::Scanned);
+        let saved = self
+            .persist_note
+            .take()
+            .map_or(String::new(), |n| format!("; {n}"));
+        self.persist_note = Some(format!(
+            "revalidated the saved listing: {rescanned} of {total} models rescanned{saved}"
+        ));
+        Ok(listing)
+    }
+}
