@@ -2,13 +2,19 @@
 
 use clap::Parser;
 
+use model_library::app::{AppOptions, run_window};
 use model_library::cli::{Cli, run};
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(command) => run(cli.library, cli.no_sources, command),
-        None => model_library::app::run_window(cli.library, cli.no_sources),
+        None => run_window(AppOptions {
+            library: cli.library,
+            settings: None,
+            stores: !cli.no_sources,
+            watch: cli.watch,
+        }),
     };
     std::process::exit(code);
 }

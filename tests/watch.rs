@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestLib;
-use model_library::library::watch::WatchMode;
+use model_library::library::watch::verifier::VerifierOptions;
+use model_library::library::watch::{WatchMode, WatchOption};
 use model_library::library::{
     ListKind, ManualClock, ModelInfo, ModelLibraryService, ServiceOptions, SystemClock,
     clock::Clock,
@@ -36,17 +37,38 @@ fn fresh_scan(lib: &TestLib) -> Vec<ModelInfo> {
         .clone()
 }
 
-/// Applies watcher changes until the watched listing equals a fresh scan (bounded).
+/// A service that watches by itself as `watch` says (polling every 200 ms).
+fn self_watching(lib: &TestLib, watch: WatchOption) -> ModelLibraryService {
+    ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            watch,
+            verifier: VerifierOptions {
+                period: Duration::from_millis(200),
+                ..VerifierOptions::default()
+            },
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Ticks the service until the watched listing equals a fresh scan and the service states
+/// a freshness bound (it cannot while watches are still being set up), bounded.
 fn settles_to_fresh(svc: &mut ModelLibraryService, lib: &TestLib) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        svc.apply_changes();
+        svc.tick();
         if svc.cached(ListKind::Full).is_none() {
             svc.list(ListKind::Full, false).map_err(|e| e.to_string())?;
         }
         let watched = svc.cached(ListKind::Full).unwrap().models.clone();
         let fresh = fresh_scan(lib);
-        if watched == fresh {
+        let bound_stated =
+            svc.freshness_bound_secs().is_some() || svc.watch_mode() == WatchMode::Off;
+        if watched == fresh && bound_stated {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -226,7 +248,17 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn apply(lib: &TestLib, svc: &mut ModelLibraryService, op: &Op) {
-    let model_dir = |m: usize| lib.path(&format!("models/{}", MODELS[m]));
+    if let Op::List = op {
+        svc.tick();
+        svc.list(ListKind::Full, false).unwrap();
+    } else {
+        apply_on_disk(lib.root(), op);
+    }
+}
+
+/// Applies a file operation (every op but `List`) to the library at `root`.
+fn apply_on_disk(root: &std::path::Path, op: &Op) {
+    let model_dir = |m: usize| root.join(format!("models/{}", MODELS[m]));
     match op {
         Op::Write { model, file, size } => {
             let p = model_dir(*model).join(FILES[*file]);
@@ -259,12 +291,13 @@ fn apply(lib: &TestLib, svc: &mut ModelLibraryService, op: &Op) {
                 .filter(|(_, r)| **r)
                 .map(|(m, _)| (*m, &[("w.bin", 100u64)][..]))
                 .collect();
-            lib.registry(&common::registry_json(&entries));
+            fs::write(
+                root.join("model_registry.json"),
+                common::registry_json(&entries),
+            )
+            .unwrap();
         }
-        Op::List => {
-            svc.apply_changes();
-            svc.list(ListKind::Full, false).unwrap();
-        }
+        Op::List => {}
     }
 }
 
@@ -290,6 +323,46 @@ proptest! {
             let settled = settles_to_fresh(&mut svc, &lib);
             prop_assert!(settled.is_ok(), "{}", settled.unwrap_err());
         }
+    }
+
+    /// The service watching by itself, in event mode or forced polling: changes made
+    /// during the first scan (from another thread, while the watches are still being set
+    /// up), right after the first answer, and later between listings — nested files and
+    /// in-place rewrites included — are all in the listing once activity settles and the
+    /// stated bound has passed.
+    #[test]
+    fn from_the_first_answer_on_every_change_shows_in_either_mode(
+        poll in any::<bool>(),
+        during_first_scan in proptest::collection::vec(op(), 0..6),
+        batches in proptest::collection::vec(proptest::collection::vec(op(), 1..6), 1..3)
+    ) {
+        let lib = TestLib::new();
+        for m in MODELS.iter().take(3) {
+            lib.file(&format!("models/{m}/w.bin"), 100);
+            lib.file(&format!("models/{m}/sub/x.gguf"), 10);
+        }
+        let mode = if poll { WatchOption::Poll } else { WatchOption::Auto };
+        let mut svc = self_watching(&lib, mode);
+        let writer = {
+            let root = lib.root().to_path_buf();
+            let ops = during_first_scan.clone();
+            std::thread::spawn(move || {
+                for op in &ops {
+                    apply_on_disk(&root, op);
+                }
+            })
+        };
+        svc.list(ListKind::Full, false).unwrap();
+        writer.join().unwrap();
+        for batch in &batches {
+            for op in batch {
+                apply(&lib, &mut svc, op);
+            }
+            let settled = settles_to_fresh(&mut svc, &lib);
+            prop_assert!(settled.is_ok(), "{}", settled.unwrap_err());
+        }
+        let info = svc.cache_info().service_cache;
+        prop_assert!(info.freshness_bound_seconds.is_some(), "{info:?}");
     }
 }
 
@@ -342,5 +415,178 @@ fn a_watched_store_shows_a_new_model_without_a_full_rescan() {
         svc.cache_info().service_cache.misses,
         misses,
         "no full rescan"
+    );
+}
+
+#[test]
+fn a_file_written_right_after_the_first_answer_shows_without_a_refresh() {
+    let lib = TestLib::new();
+    lib.file("models/m/shards/part-001.bin", 1000);
+    let mut svc = self_watching(&lib, WatchOption::Auto);
+    let first = svc.list(ListKind::Full, false).unwrap();
+    assert_eq!(first.models[0].size_bytes, Some(1000));
+    // Written as soon as the first answer is in, deep in the model folder.
+    lib.file("models/m/shards/added-later.bin", 12_345);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        svc.tick();
+        let listing = svc.list(ListKind::Full, false).unwrap();
+        if listing.models[0].size_bytes == Some(13_345) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new file never showed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let info = svc.cache_info().service_cache;
+    assert_eq!(
+        info.misses, 1,
+        "no refresh and no foreground rescan was needed"
+    );
+    // Once the watches are all set up and the scan after them is in, the bound is stated.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while svc
+        .cache_info()
+        .service_cache
+        .freshness_bound_seconds
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no bound was ever stated");
+        svc.tick();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let info = svc.cache_info().service_cache;
+    assert_eq!(info.watch_mode, "watching file events");
+    assert_eq!(info.freshness_bound_seconds, Some(1.0));
+    assert!(info.last_verified.is_some());
+}
+
+#[test]
+fn requests_are_answered_while_watches_are_set_up() {
+    let lib = TestLib::new();
+    lib.file("models/a/w.bin", 10).file("models/b/w.bin", 20);
+    // The set-up waits at its very start until the test lets it go.
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let hook: model_library::library::watch::SetupHook = Arc::new(move || {
+        let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(30));
+    });
+    let svc = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            watch: WatchOption::Auto,
+            watch_setup_hook: Some(model_library::library::service::WatchSetupHook(hook)),
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    // Listing on another thread: it must answer while the set-up is held (bounded wait).
+    let (answer, answered) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let mut svc = svc;
+        let listing = svc.list(ListKind::Full, false).map(|l| l.models.len());
+        let info = svc.cache_info().service_cache;
+        answer.send((listing, info)).unwrap();
+        svc
+    });
+    let (listing, info) = answered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the listing was answered while the watches were being set up");
+    assert_eq!(listing.unwrap(), 2);
+    assert_eq!(info.watch_mode, "starting to watch file events");
+    assert_eq!(
+        info.freshness_bound_seconds, None,
+        "no bound is claimed yet"
+    );
+    assert!(
+        info.freshness.contains("being set up"),
+        "{}",
+        info.freshness
+    );
+    let mut svc = worker.join().unwrap();
+
+    // A change while nothing is watched yet is still found: by the scan after the set-up.
+    lib.file("models/a/deep/new.bin", 7);
+    release.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        svc.tick();
+        let listing = svc.list(ListKind::Full, false).unwrap();
+        let a = listing.models.iter().find(|m| m.id == "a").unwrap();
+        if a.size_bytes == Some(17) && svc.freshness_bound_secs().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change made during set-up never showed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(svc.watch_mode(), WatchMode::Events);
+}
+
+#[test]
+fn polling_sees_nested_changes_and_in_place_rewrites_within_the_stated_bound() {
+    let lib = TestLib::new();
+    lib.registry(&common::registry_json(&[(
+        "m",
+        &[("shards/part-001.bin", 1000), ("w.bin", 10)],
+    )]));
+    lib.file("models/m/shards/part-001.bin", 1000)
+        .file("models/m/w.bin", 10)
+        .file("models/other/sub/deeper/x.bin", 5);
+    let mut svc = self_watching(&lib, WatchOption::Poll);
+    svc.list(ListKind::Full, false).unwrap();
+    let info = svc.cache_info().service_cache;
+    assert_eq!(
+        info.watch_mode,
+        "polling modification times (asked for with --watch poll)"
+    );
+    assert_eq!(
+        info.freshness_bound_seconds,
+        Some(2.0),
+        "200 ms period, plus a second"
+    );
+    assert!(info.freshness.contains("within 2 s"), "{}", info.freshness);
+
+    // An in-place truncation deep in one model, a new file deep in another, and a rename
+    // of a nested file: none of them moves a top-level stamp.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(lib.path("models/m/shards/part-001.bin"))
+        .unwrap()
+        .set_len(12_345)
+        .unwrap();
+    lib.file("models/other/sub/deeper/new.bin", 3);
+    fs::rename(
+        lib.path("models/other/sub/deeper/x.bin"),
+        lib.path("models/other/sub/x-renamed.bin"),
+    )
+    .unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let m = listing.models.iter().find(|m| m.id == "m").unwrap();
+    assert_eq!(m.status, model_library::library::ModelStatus::Error);
+    assert!(m.error.as_deref().unwrap().contains("size mismatch"));
+    let other = listing.models.iter().find(|m| m.id == "other").unwrap();
+    assert_eq!(other.size_bytes, Some(8));
+    assert!(svc.cache_info().service_cache.last_verified.is_some());
+}
+
+#[test]
+fn without_watching_the_listing_says_what_it_cannot_know() {
+    let lib = TestLib::new();
+    lib.file("models/a/w.bin", 1);
+    let mut svc = self_watching(&lib, WatchOption::Off);
+    svc.list(ListKind::Full, false).unwrap();
+    let info = svc.cache_info().service_cache;
+    assert_eq!(info.watch_mode, "not watching");
+    assert_eq!(info.freshness_bound_seconds, None);
+    assert!(
+        info.freshness
+            .starts_with("not watching: changes on disk show at the next refresh"),
+        "{}",
+        info.freshness
     );
 }

@@ -37,6 +37,7 @@ fn start(library: Option<std::path::PathBuf>, settings: Settings, stores: bool) 
                     library,
                     settings: Some(settings),
                     stores,
+                    watch: model_library::library::watch::WatchOption::Auto,
                 },
             )
         });

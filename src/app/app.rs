@@ -41,6 +41,8 @@ pub struct AppOptions {
     /// List the read-only stores (Hugging Face cache, Ollama, LM Studio) beside the
     /// library, as the settings say; `false` never lists them (tests, `--no-sources`).
     pub stores: bool,
+    /// How the library is watched (`--watch`).
+    pub watch: crate::library::watch::WatchOption,
 }
 
 /// One-off operations; at most one runs at a time.
@@ -132,7 +134,7 @@ impl ModelLibraryApp {
             settings.library = options.library;
         }
         let ctx = cc.egui_ctx.clone();
-        let worker = Worker::spawn(move || ctx.request_repaint());
+        let worker = Worker::spawn(options.watch, move || ctx.request_repaint());
         let mut app = ModelLibraryApp {
             ttl_slider: settings.ttl_secs as f64,
             settings,

@@ -8,13 +8,11 @@ pub mod settings;
 pub mod ui;
 pub mod worker;
 
-use std::path::PathBuf;
-
 pub use app::{AppOptions, ModelLibraryApp};
 
-/// Opens the window on `library` (or the remembered / default library) and runs until it is
-/// closed. Returns the process exit status.
-pub fn run_window(library: Option<PathBuf>, no_sources: bool) -> i32 {
+/// Opens the window with `app` (its library, or the remembered / default one) and runs until
+/// it is closed. Returns the process exit status.
+pub fn run_window(app: AppOptions) -> i32 {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Model Library")
@@ -26,16 +24,7 @@ pub fn run_window(library: Option<PathBuf>, no_sources: bool) -> i32 {
     let result = eframe::run_native(
         "Model Library",
         options,
-        Box::new(move |cc| {
-            Ok(Box::new(ModelLibraryApp::new(
-                cc,
-                AppOptions {
-                    library,
-                    settings: None,
-                    stores: !no_sources,
-                },
-            )))
-        }),
+        Box::new(move |cc| Ok(Box::new(ModelLibraryApp::new(cc, app)))),
     );
     match result {
         Ok(()) => 0,

@@ -16,6 +16,7 @@ use poll_promise::Promise;
 
 use crate::app::settings::StoreSetting;
 use crate::library::scan::ScanProgress;
+use crate::library::watch::WatchOption;
 use crate::library::{
     CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, ImportMode, ImportOutcome,
     ImportRequest, Library, ListQuery, Listing, ModelInfo, ModelLibraryService, RefreshInfo,
@@ -179,7 +180,7 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker thread. `repaint` is called after every reply (the window passes
     /// `ctx.request_repaint`).
-    pub fn spawn(repaint: impl Fn() + Send + 'static) -> Worker {
+    pub fn spawn(watch: WatchOption, repaint: impl Fn() + Send + 'static) -> Worker {
         let (jobs, rx) = mpsc::channel::<Job>();
         let progress = Arc::new(ScanProgress::default());
         let downloads = Arc::new(DownloadBoard::default());
@@ -189,8 +190,9 @@ impl Worker {
             progress: Arc::clone(&progress),
             downloads: Arc::clone(&downloads),
             generation: Arc::clone(&generation),
-            watching: false,
+            fast_warmed: false,
             sources: Vec::new(),
+            watch,
         };
         std::thread::Builder::new()
             .name("model-library-worker".into())
@@ -230,25 +232,16 @@ impl Worker {
     }
 }
 
-/// Model headers read per idle tick of the worker.
-const METADATA_BATCH: usize = 200;
-
-/// How often the idle worker checks for downloads that ended.
-const DOWNLOAD_POLL: Duration = Duration::from_millis(200);
+/// How often the idle worker lets the service tick (downloads ended, watched changes,
+/// background metadata).
+const TICK: Duration = Duration::from_millis(200);
 
 fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
     loop {
-        let (request, sender) = match rx.recv_timeout(DOWNLOAD_POLL) {
+        let (request, sender) = match rx.recv_timeout(TICK) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let downloads = state.poll_downloads();
-                let changed = state.apply_changes();
-                // Idle: read a batch of model headers for the metadata columns.
-                let enriched = state
-                    .service
-                    .as_mut()
-                    .is_some_and(|s| s.enrich_metadata(METADATA_BATCH));
-                if changed || downloads || enriched {
+                if state.service.as_mut().is_some_and(|s| s.tick()) {
                     repaint();
                 }
                 continue;
@@ -256,8 +249,7 @@ fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         // Ended downloads and watched changes reach the caches before anything is answered.
-        state.poll_downloads();
-        if state.apply_changes() {
+        if state.service.as_mut().is_some_and(|s| s.catch_up()) {
             repaint();
         }
         let response = match catch_unwind(AssertUnwindSafe(|| state.handle(request))) {
@@ -273,8 +265,7 @@ fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
         };
         sender.send(response);
         repaint();
-        // Once a listing exists: warm the fast key and set up file watching (it walks the
-        // library, so after the reply).
+        // Once a listing exists: warm the fast key (after the reply).
         state.after_first_listing();
     }
 }
@@ -294,33 +285,23 @@ struct WorkerState {
     progress: Arc<ScanProgress>,
     downloads: Arc<DownloadBoard>,
     generation: Arc<AtomicU64>,
-    watching: bool,
+    /// Whether the fast listing was built once for this service.
+    fast_warmed: bool,
     sources: Vec<crate::library::sources::SourceConfig>,
+    /// How the services this worker opens watch the library.
+    watch: WatchOption,
 }
 
 impl WorkerState {
-    /// Lets the service apply what its watcher saw; true if the listing changed.
-    fn apply_changes(&mut self) -> bool {
-        self.service.as_mut().is_some_and(|s| s.apply_changes())
-    }
-
     fn after_first_listing(&mut self) {
         if let Some(service) = self.service.as_mut()
-            && !self.watching
+            && !self.fast_warmed
             && service.cached(crate::library::ListKind::Full).is_some()
         {
             // Warm the other cache key too, so switching to the quick listing is instant.
             let _ = service.list(crate::library::ListKind::Fast, false);
-            service.start_watching();
-            self.watching = true;
+            self.fast_warmed = true;
         }
-    }
-
-    /// Lets the service handle downloads that ended; true if any did.
-    fn poll_downloads(&mut self) -> bool {
-        self.service
-            .as_mut()
-            .is_some_and(|s| !s.poll_downloads().is_empty())
     }
 
     fn handle(&mut self, request: Request) -> Response {
@@ -433,7 +414,7 @@ impl WorkerState {
         let mut service = self.make_service(library.clone(), ttl)?;
         let warm = service.warm_start();
         self.service = Some(service);
-        self.watching = false;
+        self.fast_warmed = false;
         Ok(Reply::Opened {
             library,
             ttl_secs: ttl,
@@ -450,6 +431,7 @@ impl WorkerState {
                 downloads: Arc::clone(&self.downloads),
                 generation: Arc::clone(&self.generation),
                 sources: self.sources.clone(),
+                watch: self.watch,
                 ..ServiceOptions::default()
             },
         )

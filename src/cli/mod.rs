@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_sources: bool,
 
+    /// How the window notices changes on disk: auto (file events, else polling), events,
+    /// poll (for network file systems) or off.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub watch: crate::library::watch::WatchOption,
+
     /// What to do; without a command the window opens.
     #[command(subcommand)]
     pub command: Option<Command>,

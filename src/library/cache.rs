@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,6 +14,22 @@ use crate::library::clock::unix_seconds;
 use crate::library::layout::Library;
 use crate::library::model::{ListQuery, ModelInfo};
 use crate::library::scan::ListKind;
+
+/// The latest full listing, readable from other threads without the service: a reader
+/// clones the `Arc` and always sees a whole listing, never a torn one.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotHandle(Arc<RwLock<Option<Arc<Listing>>>>);
+
+impl SnapshotHandle {
+    /// The latest full listing, if one was built.
+    pub fn latest(&self) -> Option<Arc<Listing>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn publish(&self, listing: Arc<Listing>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(listing);
+    }
+}
 
 /// Smallest TTL accepted, seconds.
 pub const TTL_MIN_SECS: u64 = 30;

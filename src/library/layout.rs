@@ -20,6 +20,8 @@ pub const MODELS_DIR: &str = "models";
 pub const DOWNLOADS_DIR: &str = ".downloads";
 /// Folder of files the app owns (lock file, persisted cache).
 pub const CACHE_DIR: &str = ".cache";
+/// Folder under `.cache/` holding import journals and staging folders.
+pub const IMPORTS_DIR: &str = "imports";
 /// Longest allowed model id.
 pub const MAX_ID_LEN: usize = 128;
 

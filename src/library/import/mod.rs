@@ -42,8 +42,7 @@ use journal::{Begun, Journal, Step};
 pub use journal::{PendingImport, pending, recover};
 use place::{Plan, plan_source, remove_sources, stage};
 
-/// The folder under `.cache/` holding import journals and staging folders.
-pub const IMPORTS_DIR: &str = "imports";
+pub use crate::library::layout::IMPORTS_DIR;
 
 /// How the files get into the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

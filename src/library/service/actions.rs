@@ -118,6 +118,7 @@ impl ModelLibraryService {
     pub fn download_started(&mut self, id: &str) -> Result<()> {
         validate_id(id)?;
         self.downloading.insert(id.to_string());
+        self.epoch += 1;
         self.patch_status(id, ModelStatus::Downloading);
         self.views.clear();
         Ok(())

@@ -45,6 +45,7 @@ impl ModelLibraryService {
         self.drop_stale_views();
         self.published.publish(Arc::clone(&listing));
         if how == Installed::Scanned {
+            self.last_full_scan = Some(listing.scan_started);
             self.last_error = None;
             self.invalidated = None;
             self.warm = None;

@@ -7,40 +7,32 @@ use super::commit::Installed;
 use super::*;
 
 impl ModelLibraryService {
-    /// Applies what the watcher saw since the last call: touched models are rescanned and
-    /// the rest of the full listing is reused (selective invalidation); a registry edit or
-    /// an event that cannot be pinned down invalidates everything; in polling mode, changed
-    /// stamps do. Returns whether anything changed (and bumps the generation then).
+    /// Applies what the watcher saw since the last call (file events, or the polling
+    /// verifier's findings) and what the top-level stamps say: touched models are rescanned
+    /// and the rest of the full listing is reused (selective invalidation); a registry edit
+    /// or an event that cannot be pinned down invalidates everything. Returns whether
+    /// anything changed (and bumps the generation then).
     pub fn apply_changes(&mut self) -> bool {
         let stores_changed = self.apply_store_changes();
-        if stores_changed {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-        }
         let Some(watcher) = self.watcher.as_mut() else {
             return stores_changed;
         };
-        let changed = match watcher.mode() {
-            WatchMode::Off => false,
-            WatchMode::Polling { .. } => {
-                let stamps = Stamps::read(&self.library);
-                let stale = self.listings.values().any(|l| l.stamps != stamps);
-                if stale {
-                    self.invalidate("files changed");
-                }
-                stale
-            }
-            WatchMode::Events => {
-                let mut changes = watcher.drain();
-                self.reconcile_top_level(&mut changes);
-                if changes.is_empty() {
-                    false
-                } else if changes.everything || changes.registry {
-                    self.invalidate("files changed");
-                    true
-                } else {
-                    self.apply_model_changes(changes.models.into_iter().collect())
-                }
-            }
+        if *watcher.mode() == WatchMode::Off {
+            return stores_changed;
+        }
+        let mut changes = watcher.drain();
+        // One reading of the stamps for the comparison and for the listing that results:
+        // a change after it moves them again, so the next call looks again.
+        let stamps = Stamps::read(&self.library);
+        self.reconcile_top_level(&mut changes, &stamps);
+        self.note_touched(&changes);
+        let changed = if changes.is_empty() {
+            false
+        } else if changes.everything || changes.registry {
+            self.invalidate("files changed");
+            true
+        } else {
+            self.apply_model_changes(changes.models.into_iter().collect(), stamps)
         };
         if changed {
             self.generation.fetch_add(1, Ordering::SeqCst);
@@ -89,12 +81,11 @@ impl ModelLibraryService {
     /// window may leave no event for its old name), so when the top-level stamps moved,
     /// the folder names on disk are compared with the listing's and every difference is
     /// rescanned too. One read of `models/` and `.downloads/`, only when a stamp changed.
-    pub(super) fn reconcile_top_level(&self, changes: &mut Changes) {
+    pub(super) fn reconcile_top_level(&self, changes: &mut Changes, stamps: &Stamps) {
         let Some(full) = self.listings.get(&ListKind::Full) else {
             return;
         };
-        let stamps = Stamps::read(&self.library);
-        if stamps == full.stamps {
+        if *stamps == full.stamps {
             return;
         }
         if stamps.registry != full.stamps.registry {
@@ -129,6 +120,23 @@ impl ModelLibraryService {
                 changes.models.insert(name.to_string());
             }
         }
+        // Leftovers appearing or going in `.downloads/` change the status of a model whose
+        // folder stays: every name there now, and every row that may have had some.
+        if stamps.downloads_dir != full.stamps.downloads_dir {
+            if let Ok(rd) = std::fs::read_dir(self.library.downloads_dir()) {
+                changes.models.extend(
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| !n.starts_with('.')),
+                );
+            }
+            changes.models.extend(
+                full.models
+                    .iter()
+                    .filter(|m| m.source == LIBRARY_SOURCE && m.status == ModelStatus::Partial)
+                    .map(|m| m.id.clone()),
+            );
+        }
         // The stamps moved; if the names agree (a file replaced in place, say), the new
         // stamps are recorded without rescanning anything, so the next check is quiet.
         changes.restamp = true;
@@ -136,13 +144,14 @@ impl ModelLibraryService {
 
     /// Rescans `names`; returns whether what a listing shows changed. Activity that leaves
     /// every row as it was (a `.part` file growing during a download, say) only records
-    /// the new stamps and keeps the views.
-    pub(super) fn apply_model_changes(&mut self, names: Vec<String>) -> bool {
+    /// the new stamps and keeps the views. `stamps` were read before `names` were worked
+    /// out (they become the listing's).
+    pub(super) fn apply_model_changes(&mut self, names: Vec<String>, stamps: Stamps) -> bool {
         let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
             self.listings.remove(&ListKind::Fast);
             return true;
         };
-        match self.rescan_some(&full, &names) {
+        match self.rescan_some(&full, &names, stamps) {
             Ok(None) => false,
             Ok(Some((listing, false))) => {
                 self.install_full(Arc::new(listing), Installed::Restamped);
@@ -166,10 +175,10 @@ impl ModelLibraryService {
         &mut self,
         full: &Listing,
         names: &[String],
+        stamps: Stamps,
     ) -> Result<Option<(Listing, bool)>> {
         let started_wall = Instant::now();
         let scan_started = self.clock.now();
-        let stamps = Stamps::read(&self.library);
         let registry = self.registry_for(stamps.registry)?;
         let importing = importing_now(&self.library);
         let updates = scan::scan_some(
@@ -304,13 +313,13 @@ impl ModelLibraryService {
         // (compared against the saved listing, held as the full one while this runs).
         let full = Arc::clone(warm);
         self.listings.insert(ListKind::Full, Arc::clone(&full));
-        self.reconcile_top_level(&mut changes);
+        self.reconcile_top_level(&mut changes, &stamps);
         let names: Vec<String> = changes.models.into_iter().collect();
         let rescanned = names.len();
         // The other stores are cheap to list again in full (first, so the listing's
         // problems below name any store that cannot be read).
         let store_models = self.scan_stores();
-        let mut listing = match self.rescan_some(&full, &names) {
+        let mut listing = match self.rescan_some(&full, &names, stamps) {
             Ok(Some((listing, _))) => listing,
             Ok(None) => Listing::clone(&full),
             Err(e) => {

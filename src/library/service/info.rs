@@ -46,6 +46,15 @@ pub struct ServiceCacheInfo {
     pub persisted: Option<String>,
     /// How changes are noticed: file events, polling (and why), or not watching.
     pub watch_mode: String,
+    /// The longest a change on disk can stay unseen, seconds: about 1 with file events,
+    /// the verifier's period when polling, `null` when nothing is watched or the watches
+    /// are still being set up (then only the TTL bounds it).
+    pub freshness_bound_seconds: Option<f64>,
+    /// When the library was last checked as a whole (unix seconds): the start of the last
+    /// full scan or of the polling verifier's last whole pass.
+    pub last_verified: Option<f64>,
+    /// What the listing can be trusted for, in one sentence for people.
+    pub freshness: String,
     /// Why nothing is written to this library (one of its folders is a symbolic link), or
     /// `None` when writes are on. Listing works either way.
     pub read_only_reason: Option<String>,
@@ -118,7 +127,13 @@ impl ModelLibraryService {
                 library: self.library.root().display().to_string(),
                 revalidating: self.warm.is_some(),
                 persisted: self.persist_note.clone(),
-                watch_mode: self.watch_mode().to_string(),
+                watch_mode: self
+                    .watcher
+                    .as_ref()
+                    .map_or_else(|| WatchMode::Off.to_string(), |w| w.describe()),
+                freshness_bound_seconds: self.freshness_bound_secs(),
+                last_verified: self.last_verified(),
+                freshness: self.freshness_sentence(main.map(|l| l.age(now))),
                 read_only_reason: self.library.writes_off().map(|e| e.to_string()),
                 recovery: self.recovery.clone(),
             },
@@ -129,6 +144,33 @@ impl ModelLibraryService {
                 misses: self.view_counters.misses,
                 hit_rate: self.view_counters.hit_rate(),
             },
+        }
+    }
+}
+
+impl ModelLibraryService {
+    /// What the listing can be trusted for, said plainly.
+    fn freshness_sentence(&self, age: Option<f64>) -> String {
+        let ttl_left = age.map(|a| (self.ttl_secs as f64 - a).max(0.0).ceil());
+        let until_ttl = match ttl_left {
+            Some(left) => format!("at the next refresh or when the TTL runs out (in {left} s)"),
+            None => "at the next refresh".to_string(),
+        };
+        if self.background.is_some() {
+            return "watches are set up; the scan that follows finds any change made meanwhile"
+                .into();
+        }
+        match (self.watch_mode(), self.freshness_bound_secs()) {
+            (WatchMode::Events, Some(bound)) => {
+                format!("changes on disk show within about {bound} s (file events)")
+            }
+            (WatchMode::Polling { .. }, Some(bound)) => format!(
+                "polling: every model folder is re-checked, so changes show within {bound} s"
+            ),
+            (WatchMode::Starting, _) => format!(
+                "watches are being set up: a change made meanwhile may show only {until_ttl}"
+            ),
+            _ => format!("not watching: changes on disk show {until_ttl}"),
         }
     }
 }

@@ -1,9 +1,29 @@
-//! The service's life beside the requests: recovering what an interrupted run left,
-//! watching the library, and reading header metadata in the background. Shells call these
-//! when idle; none of them may keep a request waiting for long.
+//! The service's life beside the requests, the same for every shell: recovering what an
+//! interrupted run left, watching the library (started before the first scan, set up on a
+//! thread of its own, followed by a background scan once events cover everything),
+//! applying what the watcher saw, and reading header metadata. Shells call
+//! [`ModelLibraryService::tick`] when idle and [`ModelLibraryService::catch_up`] before a
+//! request; none of it keeps a request waiting for long.
+
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 
 use super::commit::Installed;
 use super::*;
+
+/// Model headers read per idle tick.
+pub const METADATA_BATCH: usize = 200;
+
+/// A full scan of the library on a thread of its own, and what changed while it ran.
+#[derive(Debug)]
+pub(super) struct BackgroundScan {
+    result: Receiver<Result<(Listing, Arc<Registry>)>>,
+    /// Models the watcher reported while the scan ran: rescanned once it is installed.
+    touched: BTreeSet<String>,
+    /// Something the touched set cannot describe happened (the registry, everything).
+    all_touched: bool,
+    /// The service's epoch when the scan started.
+    epoch: u64,
+}
 
 impl ModelLibraryService {
     /// Completes or discards the imports that an earlier process left unfinished (see
@@ -38,22 +58,61 @@ impl ModelLibraryService {
         &self.recovery
     }
 
-    /// Starts watching the library for changes (file events, else polling). Walks the
-    /// library to set up the watches: call it from a worker thread.
-    pub fn start_watching(&mut self) {
-        self.watcher = Some(LibraryWatcher::start(&self.library));
-        self.store_watchers = self
+    /// Starts watching as the options say, unless a watcher runs already. Returns at
+    /// once: watches are set up on a thread of their own (see [`LibraryWatcher::start`]).
+    pub(super) fn ensure_watching(&mut self) {
+        if self.watcher.is_some() || self.watch_option == WatchOption::Off {
+            return;
+        }
+        self.watch_with(self.watch_option);
+    }
+
+    fn watch_with(&mut self, option: WatchOption) {
+        let stores = self
             .sources
             .iter()
             .enumerate()
             .filter(|(_, s)| s.enabled && s.root_exists())
-            .filter_map(|(i, s)| StoreWatcher::start(&s.root).map(|w| (i, w)))
+            .map(|(i, s)| (i, s.root.clone()))
             .collect();
+        self.watcher = Some(LibraryWatcher::start(
+            &self.library,
+            option,
+            stores,
+            self.poll_inputs(),
+            self.watch_hook.as_ref().map(|h| Arc::clone(&h.0)),
+        ));
+    }
+
+    fn poll_inputs(&self) -> PollInputs {
+        PollInputs {
+            snapshot: self.published.clone(),
+            clock: Arc::clone(&self.clock),
+            options: self.verifier_options.clone(),
+        }
+    }
+
+    /// Starts watching the library for changes (file events, else polling) and waits for
+    /// the watches to be set up (which walks the library: call it from a worker thread).
+    /// Shells do not need it: a service watches by itself when its options say so.
+    pub fn start_watching(&mut self) {
+        self.watch_with(WatchOption::Auto);
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        while self.watch_mode() == WatchMode::Starting && Instant::now() < deadline {
+            self.poll_watch_setup();
+            if self.watch_mode() == WatchMode::Starting {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
     }
 
     /// Watches in polling mode only (for tests and file systems without events).
     pub fn start_polling(&mut self, reason: &str) {
-        self.watcher = Some(LibraryWatcher::polling(&self.library, reason.to_string()));
+        self.watcher = Some(LibraryWatcher::polling(
+            &self.library,
+            reason.to_string(),
+            self.poll_inputs(),
+        ));
     }
 
     /// How changes are noticed.
@@ -61,6 +120,64 @@ impl ModelLibraryService {
         self.watcher
             .as_ref()
             .map_or(WatchMode::Off, |w| w.mode().clone())
+    }
+
+    /// The longest a change on disk can stay unseen now, in seconds (`None`: no bound can
+    /// be claimed — not watching, or watches still being set up).
+    pub fn freshness_bound_secs(&self) -> Option<f64> {
+        let bound = self.watcher.as_ref()?.freshness_bound_secs()?;
+        // Until the scan after the set-up is in, changes made during the set-up may be
+        // missing from the listing.
+        self.background.is_none().then_some(bound)
+    }
+
+    /// When the library was last checked as a whole (clock time): the start of the last
+    /// full scan, or of the polling verifier's last whole pass, whichever is later.
+    pub fn last_verified(&self) -> Option<f64> {
+        let pass = self.watcher.as_ref().and_then(|w| w.last_verified());
+        match (self.last_full_scan, pass) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The watcher (for benchmarks and diagnostics).
+    pub fn watcher(&self) -> Option<&LibraryWatcher> {
+        self.watcher.as_ref()
+    }
+
+    /// Handles a finished watch set-up: takes the store watchers, and once file events
+    /// cover the whole library, scans it again in the background, so nothing that changed
+    /// while the watches were being set up (or during the first scan) stays unseen.
+    fn poll_watch_setup(&mut self) -> bool {
+        let Some(done) = self.watcher.as_mut().and_then(|w| w.poll_setup()) else {
+            return false;
+        };
+        self.store_watchers = done.stores;
+        if self.watch_mode() == WatchMode::Events && self.listings.contains_key(&ListKind::Full) {
+            self.start_background_scan();
+        }
+        true
+    }
+
+    /// What shells call between requests: downloads that ended, the watch set-up, watched
+    /// changes and a background scan that finished reach the caches. Cheap when nothing
+    /// happened. Returns whether what a listing shows may have changed.
+    pub fn catch_up(&mut self) -> bool {
+        let ended = !self.poll_downloads().is_empty();
+        self.ensure_watching();
+        let setup = self.poll_watch_setup();
+        let changed = self.apply_changes();
+        let scanned = self.poll_background_scan();
+        ended || setup || changed || scanned
+    }
+
+    /// What shells call when idle (every 200 ms or so): [`Self::catch_up`], then a batch
+    /// of header metadata. Returns whether what a listing shows may have changed.
+    pub fn tick(&mut self) -> bool {
+        let caught_up = self.catch_up();
+        let enriched = self.background.is_none() && self.enrich_metadata(METADATA_BATCH);
+        caught_up || enriched
     }
 
     /// Reads header metadata (GGUF, safetensors) for up to `budget` library models that have
@@ -109,6 +226,119 @@ impl ModelLibraryService {
         let listing = Arc::new(listing);
         self.install_full(Arc::clone(&listing), Installed::MetadataAdded);
         self.enrich_cursor = (listing, i);
+        true
+    }
+}
+
+impl ModelLibraryService {
+    /// Starts a full scan of the library on a thread of its own (stores are added when it
+    /// is installed). Requests are answered from the cache meanwhile.
+    fn start_background_scan(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        let library = self.library.clone();
+        let clock = Arc::clone(&self.clock);
+        let downloading = self.downloading.clone();
+        let spawned = std::thread::Builder::new()
+            .name("model-library-scan".into())
+            .spawn(move || {
+                let result = (|| {
+                    let started_wall = Instant::now();
+                    let scan_started = clock.now();
+                    library.check_reachable()?;
+                    let stamps = Stamps::read(&library);
+                    let registry = Arc::new(Registry::load(&library)?);
+                    let importing = importing_now(&library);
+                    let models = scan::scan(
+                        &ScanInput {
+                            library: &library,
+                            registry: &registry,
+                            downloading: &downloading,
+                            progress: &ScanProgress::default(),
+                            importing: &importing,
+                        },
+                        ListKind::Full,
+                    )?;
+                    Ok((
+                        Listing {
+                            kind: ListKind::Full,
+                            models,
+                            problems: registry.problems.iter().map(|p| p.to_string()).collect(),
+                            scan_started,
+                            timestamp: clock.now(),
+                            scan_duration: started_wall.elapsed(),
+                            stamps,
+                        },
+                        registry,
+                    ))
+                })();
+                let _ = tx.send(result);
+            });
+        if spawned.is_ok() {
+            self.background = Some(BackgroundScan {
+                result: rx,
+                touched: BTreeSet::new(),
+                all_touched: false,
+                epoch: self.epoch,
+            });
+        }
+    }
+
+    /// Notes what the watcher reported while a background scan runs.
+    pub(super) fn note_touched(&mut self, changes: &Changes) {
+        if let Some(bg) = &mut self.background {
+            bg.touched.extend(changes.models.iter().cloned());
+            bg.all_touched |= changes.everything || changes.registry;
+        }
+    }
+
+    /// Installs a background scan that finished — unless the caches were invalidated or
+    /// a download started meanwhile (the next listing scans anyway) — and then rescans the
+    /// models the watcher reported while it ran. Returns whether the listing changed.
+    fn poll_background_scan(&mut self) -> bool {
+        let Some(bg) = &self.background else {
+            return false;
+        };
+        let result = match bg.result.try_recv() {
+            Ok(result) => result,
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => Err(LibraryError::io(
+                self.library.root(),
+                std::io::Error::other("the background scan stopped"),
+            )),
+        };
+        let bg = self.background.take().expect("checked above");
+        let Ok((mut listing, registry)) = result else {
+            // The next listing scans in the foreground and reports the error.
+            self.invalidate("a background scan failed");
+            return true;
+        };
+        if bg.epoch != self.epoch || bg.all_touched {
+            if bg.all_touched {
+                self.invalidate("files changed");
+            }
+            return true;
+        }
+        listing.models.extend(self.scan_stores());
+        listing
+            .problems
+            .extend(self.source_problems.iter().cloned());
+        self.registry_cache = Some((listing.stamps.registry, registry));
+        self.install_full(Arc::new(listing), Installed::Scanned);
+        self.listings.remove(&ListKind::Fast);
+        // What changed while it ran: the models the watcher reported, and whatever the
+        // top-level names say now against the stamps the scan started from (events that
+        // were merged away, or applied to the listing it replaced).
+        let stamps = Stamps::read(&self.library);
+        let mut changes = Changes {
+            models: bg.touched,
+            ..Changes::default()
+        };
+        self.reconcile_top_level(&mut changes, &stamps);
+        if changes.registry {
+            self.invalidate("files changed");
+        } else if !changes.is_empty() {
+            self.apply_model_changes(changes.models.into_iter().collect(), stamps);
+        }
         true
     }
 }

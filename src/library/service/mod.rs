@@ -10,13 +10,14 @@
 //! revalidation), `info` (`cache_info`), `actions` (downloads, deletes, imports) and
 //! `lifecycle` (recovery, watching, background metadata).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use serde::Serialize;
 
+pub use crate::library::cache::SnapshotHandle;
 use crate::library::cache::{
     Counters, DEFAULT_TTL_SECS, Listing, Staleness, Stamps, TTL_MAX_SECS, TTL_MIN_SECS, View,
 };
@@ -32,7 +33,10 @@ use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
 use crate::library::scan::{self, ListKind, ProgressReading, ScanInput, ScanProgress};
 use crate::library::sources::{self, SourceConfig};
-use crate::library::watch::{Changes, LibraryWatcher, StoreWatcher, WatchMode};
+use crate::library::watch::verifier::VerifierOptions;
+use crate::library::watch::{
+    Changes, LibraryWatcher, PollInputs, SetupHook, StoreWatcher, WatchMode, WatchOption,
+};
 
 mod actions;
 mod commit;
@@ -63,6 +67,24 @@ pub struct ServiceOptions {
     /// Read-only stores listed beside the library (Hugging Face cache, Ollama, LM Studio);
     /// none by default. See [`crate::library::sources::default_sources`].
     pub sources: Vec<SourceConfig>,
+    /// How changes on disk are noticed. `Off` by default (one-shot commands, tests); the
+    /// window and `serve` watch (`auto`). Watching starts before the first scan.
+    pub watch: WatchOption,
+    /// How the polling verifier paces itself.
+    pub verifier: VerifierOptions,
+    /// Runs on the watch set-up thread before it sets up anything (tests hold it there).
+    #[doc(hidden)]
+    pub watch_setup_hook: Option<WatchSetupHook>,
+}
+
+/// A [`SetupHook`] that can sit in [`ServiceOptions`].
+#[derive(Clone)]
+pub struct WatchSetupHook(pub SetupHook);
+
+impl std::fmt::Debug for WatchSetupHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchSetupHook")
+    }
 }
 
 impl Default for ServiceOptions {
@@ -76,6 +98,9 @@ impl Default for ServiceOptions {
             persist: true,
             generation: Arc::default(),
             sources: Vec::new(),
+            watch: WatchOption::Off,
+            verifier: VerifierOptions::default(),
+            watch_setup_hook: None,
         }
     }
 }
@@ -102,22 +127,6 @@ pub struct RefreshInfo {
     pub new_model_count: usize,
     /// Service cache keys now filled.
     pub cache_keys: Vec<String>,
-}
-
-/// The latest full listing, readable from other threads without the service: a reader
-/// clones the `Arc` and always sees a whole listing, never a torn one.
-#[derive(Debug, Clone, Default)]
-pub struct SnapshotHandle(Arc<RwLock<Option<Arc<Listing>>>>);
-
-impl SnapshotHandle {
-    /// The latest full listing, if one was built.
-    pub fn latest(&self) -> Option<Arc<Listing>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn publish(&self, listing: Arc<Listing>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(listing);
-    }
 }
 
 /// The model library service: scanning plus two cache levels. `Send`; wrap it in a mutex
@@ -173,6 +182,19 @@ pub struct ModelLibraryService {
     recovered: bool,
     /// What that recovery did, one line each, for `cache_info` and the shells.
     recovery: Vec<String>,
+    /// How to watch; the watcher is started (once) before the first scan.
+    watch_option: WatchOption,
+    verifier_options: VerifierOptions,
+    watch_hook: Option<WatchSetupHook>,
+    /// A full scan running on its own thread (the one after the watches were set up),
+    /// with what changed while it ran.
+    background: Option<lifecycle::BackgroundScan>,
+    /// Bumped by everything that makes a scan's result outdated as a whole (invalidation,
+    /// a download starting): a background scan started under another epoch is discarded.
+    epoch: u64,
+    /// When the last scan of everything that was installed started (clock time): every
+    /// change before it is in the listing.
+    last_full_scan: Option<f64>,
 }
 
 impl ModelLibraryService {
@@ -206,6 +228,12 @@ impl ModelLibraryService {
             published: SnapshotHandle::default(),
             recovered: false,
             recovery: Vec::new(),
+            watch_option: options.watch,
+            verifier_options: options.verifier,
+            watch_hook: options.watch_setup_hook,
+            background: None,
+            epoch: 0,
+            last_full_scan: None,
         })
     }
 
@@ -278,6 +306,8 @@ impl ModelLibraryService {
     /// served while invalid) and the error is returned.
     pub fn list(&mut self, kind: ListKind, force_refresh: bool) -> Result<Arc<Listing>> {
         self.recover_interrupted();
+        // Watch first, then scan: a change made during the scan is not missed.
+        self.ensure_watching();
         let racy_check = self.racy_check();
         if !force_refresh
             && let Some(listing) = self.listings.get(&kind)
@@ -352,6 +382,7 @@ impl ModelLibraryService {
 
     /// Drops both cache levels; `by` is shown as the reason until the next scan.
     pub fn invalidate(&mut self, by: &str) {
+        self.epoch += 1;
         self.listings.clear();
         self.views.clear();
         self.invalidated = Some(by.to_string());

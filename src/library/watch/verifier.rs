@@ -1,0 +1,271 @@
+//! The polling verifier: where file events cannot be used, a thread of its own re-checks
+//! the whole library round-robin against the latest full listing — every model folder
+//! walked with stats alone (sizes, file counts, newest modification time; no file is
+//! read) — and reports the models that differ, so the service rescans just those. Any
+//! change inside a model folder (a nested file, an in-place rewrite, a rename) therefore
+//! shows within one pass, and so do names appearing in or vanishing from `models/` and
+//! `.downloads/` (which also move the top-level stamps the service checks on every tick,
+//! as do registry edits).
+//!
+//! A pass is spread over a period (30 s by default) so the verifier costs little: it works
+//! a batch, then waits for the batch's share of the period. When a pass needs more than
+//! its share of one core (5 %), the period grows until it does not, and the bound the app
+//! states grows with it. Touches nothing; only reads directory entries and metadata.
+
+use std::collections::HashSet;
+use std::fs;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::library::cache::{Listing, SnapshotHandle};
+use crate::library::clock::Clock;
+use crate::library::layout::Library;
+use crate::library::model::{LIBRARY_SOURCE, ModelInfo, ModelStatus};
+use crate::library::scan::walk;
+
+use super::Changes;
+
+/// How the verifier paces itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifierOptions {
+    /// The period a whole pass is spread over (the stated bound, unless the work needs
+    /// longer to stay under `cpu_share`).
+    pub period: Duration,
+    /// The share of one core a pass may use on average (0.05 = 5 %).
+    pub cpu_share: f64,
+    /// Model folders checked between two waits.
+    pub batch: usize,
+}
+
+impl Default for VerifierOptions {
+    fn default() -> Self {
+        VerifierOptions {
+            period: Duration::from_secs(30),
+            cpu_share: 0.05,
+            batch: 64,
+        }
+    }
+}
+
+/// What the verifier found.
+enum Finding {
+    /// These models differ from the listing (or appeared, or vanished).
+    Models(Vec<String>),
+    /// A whole pass ended; it started at this clock time.
+    PassDone { started: f64 },
+}
+
+/// The running verifier. Stops when dropped.
+pub struct Verifier {
+    findings: Receiver<Finding>,
+    /// Dropping it wakes and stops the thread.
+    _stop: Sender<()>,
+    /// The current period in milliseconds (grows when passes are costly).
+    period_ms: Arc<AtomicU64>,
+    /// Clock time at which the last whole pass started.
+    last_pass: Option<f64>,
+    /// Busy time of the last pass (for benchmarks), shared with the thread.
+    last_busy: Arc<Mutex<Option<Duration>>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("period_ms", &self.period_ms.load(Ordering::Relaxed))
+            .field("last_pass", &self.last_pass)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Starts verifying `library` against the listings published on `snapshot`.
+    pub fn start(
+        library: Library,
+        snapshot: SnapshotHandle,
+        clock: Arc<dyn Clock>,
+        options: VerifierOptions,
+    ) -> Verifier {
+        let (findings_tx, findings) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel();
+        let period_ms = Arc::new(AtomicU64::new(options.period.as_millis() as u64));
+        let last_busy = Arc::new(Mutex::new(None));
+        let worker = Worker {
+            library,
+            snapshot,
+            clock,
+            options,
+            findings: findings_tx,
+            stop: stop_rx,
+            period_ms: Arc::clone(&period_ms),
+            last_busy: Arc::clone(&last_busy),
+        };
+        let _ = std::thread::Builder::new()
+            .name("model-library-verifier".into())
+            .spawn(move || worker.run());
+        Verifier {
+            findings,
+            _stop: stop,
+            period_ms,
+            last_pass: None,
+            last_busy,
+        }
+    }
+
+    /// Adds what was found since the last call to `changes` (never blocks).
+    pub fn drain_into(&mut self, changes: &mut Changes) {
+        for finding in self.findings.try_iter() {
+            match finding {
+                Finding::Models(ids) => changes.models.extend(ids),
+                Finding::PassDone { started } => self.last_pass = Some(started),
+            }
+        }
+    }
+
+    /// The longest a change can stay unseen: one period, plus a second for the tick that
+    /// applies what the verifier found.
+    pub fn bound_secs(&self) -> f64 {
+        (self.period_ms.load(Ordering::Relaxed) as f64 / 1000.0 + 1.0).ceil()
+    }
+
+    /// Clock time at which the last whole pass started (every change older than that was
+    /// seen by it).
+    pub fn last_pass(&self) -> Option<f64> {
+        self.last_pass
+    }
+
+    /// Time the last pass spent working (not waiting).
+    pub fn last_busy(&self) -> Option<Duration> {
+        *self.last_busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Worker {
+    library: Library,
+    snapshot: SnapshotHandle,
+    clock: Arc<dyn Clock>,
+    options: VerifierOptions,
+    findings: Sender<Finding>,
+    stop: Receiver<()>,
+    period_ms: Arc<AtomicU64>,
+    last_busy: Arc<Mutex<Option<Duration>>>,
+}
+
+impl Worker {
+    /// Waits up to `d`; false when the verifier is to stop.
+    fn wait(&self, d: Duration) -> bool {
+        matches!(self.stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
+    }
+
+    fn run(self) {
+        loop {
+            let Some(listing) = self.snapshot.latest() else {
+                // Nothing to verify against until the first full listing.
+                if !self.wait(Duration::from_millis(100)) {
+                    return;
+                }
+                continue;
+            };
+            if !self.pass(&listing) {
+                return;
+            }
+        }
+    }
+
+    /// One whole pass; false when the verifier is to stop.
+    fn pass(&self, listing: &Listing) -> bool {
+        let started_clock = self.clock.now();
+        let started = Instant::now();
+        let period = Duration::from_millis(self.period_ms.load(Ordering::Relaxed));
+        let mut busy = Duration::ZERO;
+
+        let t = Instant::now();
+        let mut found = top_level_differences(&self.library, listing);
+        busy += t.elapsed();
+        let rows: Vec<&ModelInfo> = listing
+            .models
+            .iter()
+            .filter(|m| m.source == LIBRARY_SOURCE)
+            .collect();
+        let batches = rows.len().div_ceil(self.options.batch.max(1)).max(1);
+        for (i, chunk) in rows.chunks(self.options.batch.max(1)).enumerate() {
+            let t = Instant::now();
+            found.extend(chunk.iter().filter(|m| differs(m)).map(|m| m.id.clone()));
+            busy += t.elapsed();
+            if !found.is_empty() && self.findings.send(Finding::Models(found)).is_err() {
+                return false;
+            }
+            found = Vec::new();
+            // Spread the pass: wait until this batch's share of the period has passed.
+            let due = period.mul_f64((i + 1) as f64 / batches as f64);
+            if let Some(left) = due.checked_sub(started.elapsed())
+                && !self.wait(left)
+            {
+                return false;
+            }
+        }
+        if !found.is_empty() && self.findings.send(Finding::Models(found)).is_err() {
+            return false;
+        }
+        if self
+            .findings
+            .send(Finding::PassDone {
+                started: started_clock,
+            })
+            .is_err()
+        {
+            return false;
+        }
+        *self.last_busy.lock().unwrap_or_else(|e| e.into_inner()) = Some(busy);
+        // Keep to the CPU share: a costly pass stretches the next period.
+        let needed = busy.div_f64(self.options.cpu_share.max(0.001));
+        let next = needed.max(self.options.period);
+        self.period_ms
+            .store(next.as_millis() as u64, Ordering::Relaxed);
+        // A pass faster than its period already waited; a tiny library still waits a bit.
+        self.wait(Duration::from_millis(10))
+    }
+}
+
+/// Names in `models/` and `.downloads/` that the listing does not have, and rows that
+/// have something on disk by the listing but no name there now. (The service also checks
+/// the top-level modification times on every tick; this pass does not depend on their
+/// granularity.)
+fn top_level_differences(library: &Library, listing: &Listing) -> Vec<String> {
+    let mut on_disk: HashSet<String> = HashSet::new();
+    for dir in [library.models_dir(), library.downloads_dir()] {
+        if let Ok(rd) = fs::read_dir(&dir) {
+            on_disk.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.')),
+            );
+        }
+    }
+    let listed: HashSet<String> = listing
+        .models
+        .iter()
+        .filter(|m| {
+            m.source == LIBRARY_SOURCE && (!m.registered || m.status != ModelStatus::Available)
+        })
+        .map(|m| m.id.clone())
+        .collect();
+    on_disk.symmetric_difference(&listed).cloned().collect()
+}
+
+/// Whether a model's folder no longer matches its row: the same walk a full scan makes
+/// (stats only), compared on size, file count and newest modification time. A folder
+/// that is a link is never walked: it only has to still be a link.
+fn differs(m: &ModelInfo) -> bool {
+    match fs::symlink_metadata(&m.path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return m.size_bytes != Some(0) || m.file_count != Some(0);
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return m.modified.is_some(),
+        Err(_) => return true,
+    }
+    let w = walk(&m.path);
+    m.size_bytes != Some(w.size) || m.file_count != Some(w.files) || m.modified != w.newest
+}
