@@ -25,7 +25,7 @@
 //! 4xx and changes nothing: malformed JSON, a body that is not a JSON object, a missing,
 //! unknown or wrongly typed field, a TTL outside 30..=3600, an invalid id, a bad boolean
 //! (only `true`/`false`/`1`/`0`), an unknown status, an unknown or repeated query parameter
-//! → 400; a missing or non-JSON `Content-Type` → 415; a body over 64 KiB → 413; an id with
+//! (every endpoint checks its parameters; those that take none refuse any) → 400; a missing or non-JSON `Content-Type` → 415; a body over 64 KiB → 413; an id with
 //! nothing on disk, or not in the registry (download) → 404; an unknown path → 404; a
 //! known path with another method → 405 (with `Allow`). A library the service cannot read
 //! (missing folder, corrupt registry, I/O error) → 503 with the core's message, which names

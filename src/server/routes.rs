@@ -283,7 +283,8 @@ struct RefreshBody {
     api_cache_cleared: bool,
 }
 
-async fn refresh(State(state): State<Shared>) -> Result<Response, ApiError> {
+async fn refresh(State(state): State<Shared>, params: Params) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     let info = state
         .with_service(Hold::Read, |service| Ok(service.refresh()?))
         .await?;
@@ -297,7 +298,8 @@ async fn refresh(State(state): State<Shared>) -> Result<Response, ApiError> {
 
 // ---- GET /api/models/cache-info ----
 
-async fn cache_info(State(state): State<Shared>) -> Result<Response, ApiError> {
+async fn cache_info(State(state): State<Shared>, params: Params) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     let info = state
         .with_service(Hold::Other, |service| Ok(service.cache_info()))
         .await?;
@@ -320,7 +322,12 @@ struct CacheConfigBody {
     ttl_seconds: u64,
 }
 
-async fn cache_config(State(state): State<Shared>, body: JsonObject) -> Result<Response, ApiError> {
+async fn cache_config(
+    State(state): State<Shared>,
+    params: Params,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     const EXAMPLE: &str = r#"{"ttl_seconds": 600}"#;
     let body = body.only(&["ttl_seconds"])?;
     let value = body.field("ttl_seconds", EXAMPLE)?;
@@ -342,7 +349,12 @@ async fn cache_config(State(state): State<Shared>, body: JsonObject) -> Result<R
 
 // ---- POST /api/models/download ----
 
-async fn download(State(state): State<Shared>, body: JsonObject) -> Result<Response, ApiError> {
+async fn download(
+    State(state): State<Shared>,
+    params: Params,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     const EXAMPLE: &str = r#"{"model_id": "some-model"}"#;
     let body = body.only(&["model_id"])?;
     let value = body.field("model_id", EXAMPLE)?;
