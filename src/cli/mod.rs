@@ -142,8 +142,13 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
     if let Command::Serve(args) = &command {
         return match resolve_library(library)
             .map_err(|e| e.to_string())
-            .and_then(|library| crate::server::serve_blocking(library, args.port, sources.clone()))
-        {
+            .and_then(|library| {
+                let options = crate::server::ServeOptions {
+                    port: args.port,
+                    ..crate::server::ServeOptions::default()
+                };
+                crate::server::serve_blocking(library, options, sources.clone())
+            }) {
             Ok(()) => 0,
             Err(err) => {
                 eprintln!("model-library: error: {err}");

@@ -23,9 +23,6 @@ use crate::library::{
     RefreshInfo, Registry, View, validate_id,
 };
 
-/// Largest request body accepted (the API's bodies are a few bytes).
-const BODY_LIMIT: usize = 64 * 1024;
-
 /// Header set on listings served from the published snapshot while a scan held the service.
 pub(crate) const SERVED_FROM: HeaderName = HeaderName::from_static("x-served-from");
 
@@ -151,8 +148,9 @@ where
         .unwrap_or_else(|e| Err(ApiError::internal(format!("the request failed: {e}"))))
 }
 
-/// The API's router over `service`.
-pub(crate) fn router(service: ModelLibraryService, watch: bool) -> Router {
+/// The API's router over `service`. Bodies over `body_limit` are refused before the router
+/// (`conn.rs`); the router's own limit repeats it for requests that reach it another way.
+pub(crate) fn router(service: ModelLibraryService, watch: bool, body_limit: usize) -> Router {
     let state = Arc::new(AppState::new(service));
     tokio::spawn(maintain(Arc::clone(&state), watch));
     // Each fixed path also answers DELETE, so a model whose id is `library`, `refresh`, …
@@ -181,7 +179,7 @@ pub(crate) fn router(service: ModelLibraryService, watch: bool) -> Router {
         .route("/api/models/{id}", delete(delete_by_path))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
