@@ -1,13 +1,15 @@
-//! The HTTP front of `serve` against raw TCP clients (issue #12): slow and incomplete
-//! requests timing out, body limits enforced before the body is read (also with
-//! `Expect: 100-continue` and chunked bodies), keep-alive and idle connections, and
-//! malformed heads answered in JSON. Timeouts are shortened through `ServeOptions`; every read is bounded by
-//! a client-side read timeout, so a server that hangs fails a test instead of hanging it.
+//! The HTTP front of `serve` against raw TCP clients (issue #12): the Host check against DNS
+//! rebinding, the Origin check and CORS, slow and incomplete requests timing out, body
+//! limits enforced before the body is read (also with `Expect: 100-continue` and chunked
+//! bodies), keep-alive and idle connections, and malformed heads answered in JSON.
+//! Timeouts are shortened through `ServeOptions`; every read is bounded by a client-side
+//! read timeout, so a server that hangs fails a test instead of hanging it.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +38,10 @@ impl Srv {
             server,
             _clock: clock,
         }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.local_addr().port()
     }
 
     fn client(&self) -> Client {
@@ -228,6 +234,318 @@ fn sample() -> TestLib {
     )
     .file("models/model-000001/w.bin", 7);
     lib
+}
+
+fn delete_request(host: &str, origin: Option<&str>) -> String {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "DELETE /api/models/model-000001?permanent=true HTTP/1.1\r\nHost: {host}\r\n{origin}\
+         Connection: close\r\n\r\n"
+    )
+}
+
+// ---- Host ----
+
+#[test]
+fn a_foreign_host_is_refused_and_a_rebinding_delete_deletes_nothing() {
+    let lib = sample();
+    let srv = Srv::start(&lib, ServeOptions::default());
+    let port = srv.port();
+    let model = lib.path("models/model-000001/w.bin");
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        "localhost.evil.example".into(),
+        "foo.localhost".into(),
+        "127.0.0.1.nip.io".into(),
+        "0.0.0.0".into(),
+        "192.168.1.10".into(),
+        String::new(),
+    ] {
+        // The DNS-rebinding shape: a page on evil.example whose name now resolves to
+        // 127.0.0.1, sending a same-origin DELETE.
+        let r = srv.ask(&delete_request(&host, Some("http://evil.example")));
+        r.assert_error(403, "not a loopback name");
+        r.assert_error(403, "DNS rebinding");
+        assert!(model.exists(), "Host {host:?} deleted the model");
+        // Without an Origin too (a same-origin GET sends none).
+        srv.ask(&get("/api/models/library", &host))
+            .assert_error(403, &format!("{host:?}"));
+    }
+    // An absolute-form target names the host too.
+    srv.ask(
+        "DELETE http://evil.example/api/models/model-000001?permanent=true HTTP/1.1\r\n\
+         Host: localhost\r\n\r\n",
+    )
+    .assert_error(403, "evil.example");
+    assert!(model.exists());
+
+    // The same request addressed to this machine does delete: the refusals were the Host.
+    let r = srv.ask(&delete_request("localhost", None));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!model.exists());
+}
+
+#[test]
+fn every_loopback_host_form_is_accepted() {
+    let lib = sample();
+    let srv = Srv::start(&lib, ServeOptions::default());
+    let port = srv.port();
+    for host in [
+        "localhost".to_string(),
+        "LocalHost".into(),
+        format!("localhost:{port}"),
+        "localhost:1".into(),
+        "localhost.".into(),
+        format!("LOCALHOST.:{port}"),
+        "127.0.0.1".into(),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.2:80".into(),
+        "[::1]".into(),
+        format!("[::1]:{port}"),
+        "[0:0:0:0:0:0:0:1]:8000".into(),
+    ] {
+        let r = srv.ask(&get("/api/models/cache-info", &host));
+        assert_eq!(r.status, 200, "Host {host:?}: {r:?}");
+        assert!(r.json().get("service_cache").is_some());
+    }
+}
+
+#[test]
+fn a_missing_host_is_400_on_http11_and_accepted_on_http10() {
+    let lib = sample();
+    let srv = Srv::start(&lib, ServeOptions::default());
+    let mut client = srv.client();
+    client.send(b"GET /api/models/cache-info HTTP/1.1\r\n\r\n");
+    client.response().assert_error(400, "no Host header");
+    client.wait_closed();
+    srv.ask("GET /api/models/cache-info HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n")
+        .assert_error(400, "more than one Host");
+
+    // HTTP/1.0 predates Host and no browser speaks it: a program on this machine.
+    let mut client = srv.client();
+    client.send(b"GET /api/models/cache-info HTTP/1.0\r\n\r\n");
+    let r = client.response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(client.wait_closed().is_empty());
+}
+
+// ---- Origin and CORS ----
+
+#[test]
+fn a_foreign_origin_is_refused_and_told_how_to_allow_it() {
+    let lib = sample();
+    let srv = Srv::start(&lib, ServeOptions::default());
+    let model = lib.path("models/model-000001/w.bin");
+    let r = srv.ask(&delete_request("localhost", Some("http://evil.example")));
+    r.assert_error(403, "pass --allow-origin http://evil.example");
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert!(model.exists());
+    for origin in [
+        "https://evil.example:8443",
+        "http://localhost.evil.example",
+        "ftp://localhost",
+        "file://",
+        "not an origin",
+    ] {
+        let r = srv.ask(&format!(
+            "GET /api/models/library HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\n\r\n"
+        ));
+        r.assert_error(403, "is not allowed");
+    }
+    // A preflight from such a page is refused too, so the browser never sends the DELETE.
+    let r = srv.ask(
+        "OPTIONS /api/models/model-000001 HTTP/1.1\r\nHost: localhost\r\n\
+         Origin: http://evil.example\r\nAccess-Control-Request-Method: DELETE\r\n\r\n",
+    );
+    r.assert_error(403, "--allow-origin http://evil.example");
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert!(model.exists());
+}
+
+#[test]
+fn a_loopback_origin_is_accepted_with_cors() {
+    let lib = sample();
+    let srv = Srv::start(&lib, ServeOptions::default());
+    for origin in [
+        "http://localhost:3000",
+        "http://127.0.0.1:5173",
+        "https://[::1]",
+        "http://localhost",
+    ] {
+        let r = srv.ask(&format!(
+            "GET /api/models/library HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\n\
+             Connection: close\r\n\r\n"
+        ));
+        assert_eq!(r.status, 200, "{origin}: {r:?}");
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+        assert!(r.headers.iter().any(|(n, v)| n == "vary" && v == "Origin"));
+        assert_eq!(r.json()["total"], 2);
+    }
+}
+
+#[test]
+fn an_allowed_origin_gets_cors_and_a_working_preflight() {
+    let lib = sample();
+    let srv = Srv::start(
+        &lib,
+        ServeOptions {
+            // Normalised: lower case, default port and trailing slash dropped.
+            allow_origins: vec!["HTTPS://My.Page:443/".into()],
+            ..ServeOptions::default()
+        },
+    );
+    let origin = "https://my.page";
+    let mut client = srv.client();
+    client.send(
+        format!(
+            "OPTIONS /api/models/model-000001?permanent=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Origin: {origin}\r\nAccess-Control-Request-Method: DELETE\r\n\
+             Access-Control-Request-Headers: content-type\r\n\
+             Access-Control-Request-Private-Network: true\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let pre = client.response();
+    assert_eq!(pre.status, 204, "{pre:?}");
+    assert!(pre.body.is_empty());
+    assert_eq!(pre.header("access-control-allow-origin"), Some(origin));
+    assert!(
+        pre.header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("DELETE") && m.contains("POST")),
+        "{pre:?}"
+    );
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-private-network"),
+        Some("true")
+    );
+    assert!(pre.header("access-control-max-age").is_some());
+    assert!(lib.path("models/model-000001").exists(), "a preflight only");
+
+    // The actual request, on the same kept-alive connection, as a browser would.
+    client.send(
+        format!(
+            "DELETE /api/models/model-000001?permanent=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Origin: {origin}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = client.response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    assert!(!lib.path("models/model-000001").exists());
+
+    // Error answers carry CORS too, so the page can read the message.
+    let r = srv.ask(&post_json(
+        "/api/models/cache-config",
+        &format!("Origin: {origin}\r\n"),
+        r#"{"ttl_seconds": 5}"#,
+    ));
+    r.assert_error(400, "30..=3600");
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    let r = srv.ask(&post_json(
+        "/api/models/cache-config",
+        &format!("Origin: {origin}\r\n"),
+        r#"{"ttl_seconds": 700}"#,
+    ));
+    assert_eq!(
+        (r.status, r.header("access-control-allow-origin")),
+        (200, Some(origin))
+    );
+    assert_eq!(srv.ttl(), 700);
+
+    // Another scheme or port is another origin.
+    for other in [
+        "http://my.page",
+        "https://my.page:8443",
+        "https://evil.my.page",
+    ] {
+        srv.ask(&delete_request("localhost", Some(other)))
+            .assert_error(403, "--allow-origin");
+    }
+}
+
+#[test]
+fn origin_null_is_refused_unless_allowed() {
+    let lib = sample();
+    let request = "GET /api/models/cache-info HTTP/1.1\r\nHost: localhost\r\nOrigin: null\r\n\r\n";
+    let srv = Srv::start(&lib, ServeOptions::default());
+    srv.ask(request).assert_error(403, "--allow-origin null");
+    drop(srv);
+
+    let srv = Srv::start(
+        &lib,
+        ServeOptions {
+            allow_origins: vec!["null".into()],
+            ..ServeOptions::default()
+        },
+    );
+    let r = srv.ask(request);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some("null"));
+}
+
+#[test]
+fn an_allow_origin_that_is_not_an_origin_is_refused_at_start_and_by_the_cli() {
+    let lib = sample();
+    for bad in ["my.page", "http://my.page/app", "*", "http://user@my.page"] {
+        let (service, _clock) = lib.service();
+        let err = server::start_with(
+            service,
+            ServeOptions {
+                port: 0,
+                allow_origins: vec![bad.into()],
+                ..ServeOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.contains("--allow-origin") && err.contains(bad), "{err}");
+    }
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_model-library"))
+        .args([
+            "--library",
+            lib.root().to_str().unwrap(),
+            "serve",
+            "--port",
+            "0",
+        ])
+        .args(["--allow-origin", "http://localhost:3000"])
+        .args(["--allow-origin", "http://my.page/app"])
+        .env_remove("MODEL_LIBRARY_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run model-library serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve started with a bad --allow-origin");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("http://my.page/app"), "{stderr}");
+    assert!(stderr.contains("scheme://host[:port]"), "{stderr}");
 }
 
 // ---- Slow and incomplete requests ----
@@ -667,6 +985,7 @@ fn head_requests_get_the_length_but_no_body_also_when_refused() {
     let cases = [
         ("localhost", "", "200 OK"),
         ("localhost", "Content-Length: abc\r\n", "400 Bad Request"),
+        ("evil.example", "", "403 Forbidden"),
     ];
     for (host, extra, status) in cases {
         let mut client = srv.client();

@@ -5,7 +5,8 @@
 //! Owns: sockets, the timeouts ([`Limits`]), keep-alive, `100 Continue`, writing answers
 //! (status line, `Date`, `Content-Length`, `Connection: close`), closing politely (a
 //! lingering close so a refused client still reads its answer), and graceful shutdown. It
-//! must not decide what is malformed (`head.rs`) or what an endpoint answers (`routes.rs`).
+//! must not decide what is malformed (`head.rs`), who is allowed (`guard.rs`) or what an
+//! endpoint answers (`routes.rs`).
 //!
 //! # Why not hyper
 //!
@@ -52,6 +53,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tower::ServiceExt;
 
 use super::error::ApiError;
+use super::guard::{self, Guard};
 use super::head::{self, ChunkedDecoder, Framing, HEAD_LIMIT, Head};
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends
@@ -75,6 +77,7 @@ pub(crate) struct Limits {
 /// What every connection shares.
 pub(crate) struct Shared {
     pub(crate) router: Router,
+    pub(crate) guard: Guard,
     pub(crate) limits: Limits,
 }
 
@@ -161,12 +164,20 @@ impl Connection {
             let head = match self.read_head(first, accepted).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return self.close().await,
-                Err(refusal) => return self.refuse(refusal, &Method::GET).await,
+                Err(refusal) => return self.refuse(refusal, None, &Method::GET).await,
             };
             first = false;
+            let cors = match self
+                .shared
+                .guard
+                .check(head.version, &head.uri, &head.headers)
+            {
+                Ok(cors) => cors,
+                Err(refusal) => return self.refuse(refusal, None, &head.method).await,
+            };
             let plan = match head::plan(&head, limits.body_limit) {
                 Ok(plan) => plan,
-                Err(refusal) => return self.refuse(refusal, &head.method).await,
+                Err(refusal) => return self.refuse(refusal, cors, &head.method).await,
             };
             if plan.expect_continue
                 && plan.framing != Framing::Empty
@@ -180,10 +191,17 @@ impl Connection {
             let body = match self.read_body(plan.framing).await {
                 Ok(Some(body)) => body,
                 Ok(None) => return self.close().await,
-                Err(refusal) => return self.refuse(refusal, &head.method).await,
+                Err(refusal) => return self.refuse(refusal, cors, &head.method).await,
             };
             let method = head.method.clone();
-            let response = self.route(head, body).await;
+            let preflight = cors.is_some() && guard::is_preflight(&head.method, &head.headers);
+            let mut response = match preflight {
+                true => guard::preflight(&head.headers),
+                false => self.route(head, body).await,
+            };
+            if let Some(origin) = &cors {
+                guard::add_cors(origin, response.headers_mut());
+            }
             let keep_alive = plan.keep_alive && !*self.stop.borrow();
             if self
                 .write_response(response, &method, keep_alive)
@@ -352,8 +370,11 @@ impl Connection {
 
     /// Answers a request that was refused before the router (with no body for `HEAD`),
     /// then closes.
-    async fn refuse(mut self, refusal: ApiError, method: &Method) {
-        let response = refusal.into_response();
+    async fn refuse(mut self, refusal: ApiError, cors: Option<HeaderValue>, method: &Method) {
+        let mut response = refusal.into_response();
+        if let Some(origin) = &cors {
+            guard::add_cors(origin, response.headers_mut());
+        }
         if self.write_response(response, method, false).await.is_ok() {
             self.close().await;
         }

@@ -5,7 +5,7 @@
 //!
 //! Owns: which heads are malformed and the JSON-ready error for each (400, 413, 417, 431,
 //! 501), the `Content-Length`/`Transfer-Encoding`/`Expect`/`Connection` rules. It must not
-//! touch sockets or clocks (`conn.rs` does).
+//! touch sockets, clocks or the Host/Origin policy (`conn.rs` and `guard.rs` do).
 //!
 //! Strictness, where RFC 9112 lets a server choose: both `Content-Length` and
 //! `Transfer-Encoding`, several different lengths, or a length list (`5, 5`) are 400; a

@@ -1,14 +1,26 @@
-//! The HTTP API of the original service (SPEC §7), served on 127.0.0.1 only: a thin shell
-//! over one [`ModelLibraryService`], with its own HTTP/1.1 front (`conn.rs`, `head.rs`) in
-//! front of an axum router (`routes.rs`) on a tokio runtime.
+//! The HTTP API of the original service (SPEC §7), served on 127.0.0.1 only, to programs
+//! and pages on this machine only: a thin shell over one [`ModelLibraryService`], with its
+//! own HTTP/1.1 front (`conn.rs`, `head.rs`, `guard.rs`) in front of an axum router
+//! (`routes.rs`) on a tokio runtime.
 //!
 //! Owns: binding the port, the runtime and graceful shutdown ([`serve_blocking`] for
 //! `model-library serve`, [`start`]/[`start_with`]/[`ServerHandle`] for tests and
-//! embedding), [`ServeOptions`] (port, timeouts, body limit), the HTTP front, routing,
-//! request parsing and the JSON shapes of the seed. It never touches the disk itself:
-//! every read and write goes through the core (the service, and `Registry::load` to check
-//! a download's id), and it holds no cache of its own. It must not grow library logic;
-//! that belongs in `crate::library`.
+//! embedding), [`ServeOptions`] (port, allowed origins, timeouts, body limit), the HTTP
+//! front, routing, request parsing and the JSON shapes of the seed. It never touches the
+//! disk itself: every read and write goes through the core (the service, and
+//! `Registry::load` to check a download's id), and it holds no cache of its own. It must
+//! not grow library logic; that belongs in `crate::library`.
+//!
+//! # Who may drive it
+//!
+//! Binding 127.0.0.1 keeps other machines out, but not web pages: a page can send requests
+//! to `localhost`, and with DNS rebinding (its own name re-resolved to 127.0.0.1) even
+//! same-origin ones. So before any handler runs, a request whose `Host` is not a loopback
+//! name is refused (403), and so is one whose `Origin` is neither a page on this machine
+//! nor allowed with `serve --allow-origin` (403, saying which flag would allow it).
+//! Requests without `Origin` (curl, scripts) pass. Allowed origins get CORS answers,
+//! preflights included. The exact rules (`localhost.`, a missing `Host`, `Origin: null`)
+//! are in `guard.rs`.
 //!
 //! # Slow and malformed clients
 //!
@@ -47,11 +59,12 @@
 //! (missing folder, corrupt registry, I/O error) → 503 with the core's message, which names
 //! the file. 500 is left for a panic in the service.
 //!
-//! Refused before the router (the connection then closes): a malformed request line or
-//! header line, a bad or conflicting `Content-Length`, an unframeable `Transfer-Encoding`
-//! → 400; more than 100 header fields or a head over 64 KiB → 431; a head or body not
-//! arriving in time → 408; an `Expect` other than `100-continue` → 417; a transfer coding
-//! other than chunked → 501.
+//! Refused before the router (the connection then closes): a foreign `Host` or `Origin` →
+//! 403; a malformed request line or header line, a bad or conflicting `Content-Length`, an
+//! unframeable `Transfer-Encoding`, a missing or repeated `Host` on HTTP/1.1 → 400; more
+//! than 100 header fields or a head over 64 KiB → 431; a head or body not arriving in time
+//! → 408; an `Expect` other than `100-continue` → 417; a transfer coding other than
+//! chunked → 501.
 //!
 //! # Concurrency: reads during a refresh
 //!
@@ -77,6 +90,7 @@
 mod conn;
 mod error;
 mod extract;
+mod guard;
 mod head;
 mod routes;
 
@@ -91,12 +105,17 @@ use tokio::sync::oneshot;
 
 use crate::library::{Library, ModelLibraryService, ServiceOptions};
 
+pub use guard::normalize_origin;
+
 /// How `serve` listens and the bounds it holds clients to. [`Default`] is what
 /// `model-library serve` uses; tests shorten the timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// TCP port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
+    /// Web origins allowed besides pages on this machine (`--allow-origin`), each
+    /// `scheme://host[:port]` or `null`; see [`normalize_origin`].
+    pub allow_origins: Vec<String>,
     /// A whole request head must arrive within this (from the accept for a connection's
     /// first request, from its first byte for later ones); 408 otherwise.
     pub header_timeout: Duration,
@@ -114,6 +133,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             port: 8000,
+            allow_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
@@ -131,7 +151,7 @@ pub fn serve_blocking(
     options: ServeOptions,
     sources: Vec<crate::library::sources::SourceConfig>,
 ) -> Result<(), String> {
-    let front = Front::new(&options);
+    let front = Front::new(&options)?;
     let service = ModelLibraryService::new(
         library,
         ServiceOptions {
@@ -160,12 +180,13 @@ pub fn start(service: ModelLibraryService, port: u16) -> Result<ServerHandle, St
 }
 
 /// Starts serving `service` on `127.0.0.1:options.port` on a thread of its own and returns
-/// once the port is bound. A taken port is an error naming it.
+/// once the port is bound. A taken port, or an origin that is not one, is an error naming
+/// it.
 pub fn start_with(
     service: ModelLibraryService,
     options: ServeOptions,
 ) -> Result<ServerHandle, String> {
-    let front = Front::new(&options);
+    let front = Front::new(&options)?;
     let listener = bind(options.port)?;
     let addr = local_addr(&listener)?;
     let runtime = runtime()?;
@@ -232,12 +253,14 @@ impl Drop for ServerHandle {
 
 /// The checked options the connections need, built before anything is bound.
 struct Front {
+    guard: guard::Guard,
     limits: conn::Limits,
 }
 
 impl Front {
-    fn new(options: &ServeOptions) -> Front {
-        Front {
+    fn new(options: &ServeOptions) -> Result<Front, String> {
+        Ok(Front {
+            guard: guard::Guard::new(&options.allow_origins)?,
             limits: conn::Limits {
                 header_timeout: options.header_timeout,
                 body_timeout: options.body_timeout,
@@ -245,7 +268,7 @@ impl Front {
                 write_timeout: options.write_timeout,
                 body_limit: options.body_limit,
             },
-        }
+        })
     }
 }
 
@@ -292,6 +315,7 @@ async fn serve(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let shared = Arc::new(conn::Shared {
         router: routes::router(service, watch, front.limits.body_limit),
+        guard: front.guard,
         limits: front.limits,
     });
     conn::serve(listener, shared, shutdown).await;
