@@ -394,6 +394,42 @@ fn bad_list_queries_are_400_and_change_nothing() {
 }
 
 #[test]
+fn endpoints_that_take_no_parameters_refuse_unknown_ones() {
+    let lib = sample();
+    let api = Api::start(&lib);
+    let ttl = api.ttl();
+    assert_error(
+        &api.get("/api/models/cache-info?x=1"),
+        400,
+        "unknown query parameter \"x\"; expected none",
+    );
+    assert_error(
+        &api.post_empty("/api/models/refresh?x=1"),
+        400,
+        "unknown query parameter \"x\"",
+    );
+    assert_error(
+        &api.post_json("/api/models/cache-config?x=1", r#"{"ttl_seconds": 700}"#),
+        400,
+        "unknown query parameter \"x\"",
+    );
+    // gamma has no URL: without the parameter check this would be a 409.
+    assert_error(
+        &api.post_json("/api/models/download?x=1", r#"{"model_id": "gamma"}"#),
+        400,
+        "unknown query parameter \"x\"",
+    );
+    assert_eq!(api.ttl(), ttl, "cache-config?x=1 changed nothing");
+    assert!(!lib.path(".downloads").exists());
+    let info = api.get("/api/models/cache-info").body;
+    assert_eq!(
+        info["service_cache"]["cache_timestamp"],
+        Value::Null,
+        "refresh?x=1 scanned nothing: {info}"
+    );
+}
+
+#[test]
 fn bad_cache_config_is_4xx_and_keeps_the_ttl() {
     let lib = sample();
     let api = Api::start(&lib);

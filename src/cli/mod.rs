@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// TCP port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
+    /// Let web pages from ORIGIN (scheme://host[:port], or null) use the API; pages on
+    /// this machine (http://localhost:PORT, 127.0.0.1, [::1]) always may. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = crate::server::normalize_origin)]
+    pub allow_origin: Vec<String>,
 }
 
 /// Options of `download`.
@@ -147,8 +151,14 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
     if let Command::Serve(args) = &command {
         return match resolve_library(library)
             .map_err(|e| e.to_string())
-            .and_then(|library| crate::server::serve_blocking(library, args.port, sources.clone()))
-        {
+            .and_then(|library| {
+                let options = crate::server::ServeOptions {
+                    port: args.port,
+                    allow_origins: args.allow_origin.clone(),
+                    ..crate::server::ServeOptions::default()
+                };
+                crate::server::serve_blocking(library, options, sources.clone())
+            }) {
             Ok(()) => 0,
             Err(err) => {
                 eprintln!("model-library: error: {err}");

@@ -1,12 +1,39 @@
-//! The HTTP API of the original service (SPEC §7), served on 127.0.0.1 only: a thin shell
-//! over one [`ModelLibraryService`], with axum on a tokio runtime.
+//! The HTTP API of the original service (SPEC §7), served on 127.0.0.1 only, to programs
+//! and pages on this machine only: a thin shell over one [`ModelLibraryService`], with its
+//! own HTTP/1.1 front (`conn.rs`, `head.rs`, `guard.rs`) in front of an axum router
+//! (`routes.rs`) on a tokio runtime.
 //!
 //! Owns: binding the port, the runtime and graceful shutdown ([`serve_blocking`] for
-//! `model-library serve`, [`start`]/[`ServerHandle`] for tests and embedding), routing,
-//! request parsing and the JSON shapes of the seed. It never touches the disk itself: every
-//! read and write goes through the core (the service, and `Registry::load` to check a
-//! download's id), and it holds no cache of its own. It must not grow library logic; that
-//! belongs in `crate::library`.
+//! `model-library serve`, [`start`]/[`start_with`]/[`ServerHandle`] for tests and
+//! embedding), [`ServeOptions`] (port, allowed origins, timeouts, body limit), the HTTP
+//! front, routing, request parsing and the JSON shapes of the seed. It never touches the
+//! disk itself: every read and write goes through the core (the service, and
+//! `Registry::load` to check a download's id), and it holds no cache of its own. It must
+//! not grow library logic; that belongs in `crate::library`.
+//!
+//! # Who may drive it
+//!
+//! Binding 127.0.0.1 keeps other machines out, but not web pages: a page can send requests
+//! to `localhost`, and with DNS rebinding (its own name re-resolved to 127.0.0.1) even
+//! same-origin ones. So before any handler runs, a request whose `Host` is not a loopback
+//! name is refused (403), and so is one whose `Origin` is neither a page on this machine
+//! nor allowed with `serve --allow-origin` (403, saying which flag would allow it).
+//! Requests without `Origin` (curl, scripts) pass. Allowed origins get CORS answers,
+//! preflights included. The exact rules (`localhost.`, a missing `Host`, `Origin: null`)
+//! are in `guard.rs`.
+//!
+//! # Slow and malformed clients
+//!
+//! Every request head, also the later ones on a kept-alive connection, is read and checked
+//! by `conn.rs` under a header timeout and a 64 KiB / 100-field bound before anything else
+//! happens; bodies are bounded by the body limit (refused with 413 from the announced
+//! length alone, before `100 Continue` would be sent) and a body timeout; idle
+//! connections close after the idle timeout. Each connection is its own task, so a slow
+//! client holds up no one else. Because the front, not a library, answers malformed
+//! requests, every answer the server gives is JSON — nothing is left to an HTTP library's
+//! empty-bodied defaults. The only connections closed without an answer are those with no
+//! request to answer: silent until the header timeout (or the idle timeout between
+//! requests), or closed by the client before its request was complete.
 //!
 //! # Endpoints
 //!
@@ -25,11 +52,19 @@
 //! 4xx and changes nothing: malformed JSON, a body that is not a JSON object, a missing,
 //! unknown or wrongly typed field, a TTL outside 30..=3600, an invalid id, a bad boolean
 //! (only `true`/`false`/`1`/`0`), an unknown status, an unknown or repeated query parameter
-//! → 400; a missing or non-JSON `Content-Type` → 415; a body over 64 KiB → 413; an id with
-//! nothing on disk, or not in the registry (download) → 404; an unknown path → 404; a
+//! (every endpoint checks its parameters; those that take none refuse any) → 400; a
+//! missing or non-JSON `Content-Type` → 415; a body over the limit (64 KiB) → 413; an id
+//! with nothing on disk, or not in the registry (download) → 404; an unknown path → 404; a
 //! known path with another method → 405 (with `Allow`). A library the service cannot read
 //! (missing folder, corrupt registry, I/O error) → 503 with the core's message, which names
 //! the file. 500 is left for a panic in the service.
+//!
+//! Refused before the router (the connection then closes): a foreign `Host` or `Origin` →
+//! 403; a malformed request line or header line, a bad or conflicting `Content-Length`, an
+//! unframeable `Transfer-Encoding`, a missing or repeated `Host` on HTTP/1.1 → 400; more
+//! than 100 header fields or a head over 64 KiB → 431; a head or body not arriving in time
+//! → 408; an `Expect` other than `100-continue` → 417; a transfer coding other than
+//! chunked → 501.
 //!
 //! # Concurrency: reads during a refresh
 //!
@@ -52,27 +87,71 @@
 //! usual stale-while-revalidate trade): a refresh's result is visible to every request
 //! that starts after the refresh answered.
 
+mod conn;
 mod error;
 mod extract;
+mod guard;
+mod head;
 mod routes;
 
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use crate::library::{Library, ModelLibraryService, ServiceOptions};
 
-/// Serves the API for `library` on `127.0.0.1:port` (0 picks a free port) until Ctrl-C or
-/// SIGTERM, then finishes the requests in flight and returns. Prints
-/// `listening on http://127.0.0.1:PORT` on stderr once the port is bound. Blocks.
+pub use guard::normalize_origin;
+
+/// How `serve` listens and the bounds it holds clients to. [`Default`] is what
+/// `model-library serve` uses; tests shorten the timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// TCP port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Web origins allowed besides pages on this machine (`--allow-origin`), each
+    /// `scheme://host[:port]` or `null`; see [`normalize_origin`].
+    pub allow_origins: Vec<String>,
+    /// A whole request head must arrive within this (from the accept for a connection's
+    /// first request, from its first byte for later ones); 408 otherwise.
+    pub header_timeout: Duration,
+    /// A whole request body must arrive within this after its head; 408 otherwise.
+    pub body_timeout: Duration,
+    /// A kept-alive connection with no new request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Each write of an answer must make progress within this, or the client is dropped.
+    pub write_timeout: Duration,
+    /// Largest request body, in bytes; larger is 413, refused before it is read.
+    pub body_limit: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            port: 8000,
+            allow_origins: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+/// Serves the API for `library` on `127.0.0.1:options.port` until Ctrl-C or SIGTERM, then
+/// finishes the requests in flight and returns. Prints `listening on http://127.0.0.1:PORT`
+/// on stderr once the port is bound. Blocks.
 pub fn serve_blocking(
     library: Library,
-    port: u16,
+    options: ServeOptions,
     sources: Vec<crate::library::sources::SourceConfig>,
 ) -> Result<(), String> {
+    let front = Front::new(&options)?;
     let service = ModelLibraryService::new(
         library,
         ServiceOptions {
@@ -81,24 +160,41 @@ pub fn serve_blocking(
         },
     )
     .map_err(|e| e.to_string())?;
-    let listener = bind(port)?;
+    let listener = bind(options.port)?;
     let addr = local_addr(&listener)?;
     let runtime = runtime()?;
     eprintln!("listening on http://{addr}");
-    runtime.block_on(serve(listener, service, true, shutdown_signal()))
+    runtime.block_on(serve(listener, service, true, front, shutdown_signal()))
 }
 
-/// Starts serving `service` on `127.0.0.1:port` (0 picks a free port) on a thread of its
-/// own and returns once the port is bound. A taken port is an error naming it.
+/// Starts serving `service` on `127.0.0.1:port` (0 picks a free port) with the default
+/// options; see [`start_with`].
 pub fn start(service: ModelLibraryService, port: u16) -> Result<ServerHandle, String> {
-    let listener = bind(port)?;
+    start_with(
+        service,
+        ServeOptions {
+            port,
+            ..ServeOptions::default()
+        },
+    )
+}
+
+/// Starts serving `service` on `127.0.0.1:options.port` on a thread of its own and returns
+/// once the port is bound. A taken port, or an origin that is not one, is an error naming
+/// it.
+pub fn start_with(
+    service: ModelLibraryService,
+    options: ServeOptions,
+) -> Result<ServerHandle, String> {
+    let front = Front::new(&options)?;
+    let listener = bind(options.port)?;
     let addr = local_addr(&listener)?;
     let runtime = runtime()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("model-library-http".into())
         .spawn(move || {
-            runtime.block_on(serve(listener, service, false, async {
+            runtime.block_on(serve(listener, service, false, front, async {
                 // A dropped sender also stops the server.
                 let _ = stopped.await;
             }))
@@ -155,6 +251,27 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The checked options the connections need, built before anything is bound.
+struct Front {
+    guard: guard::Guard,
+    limits: conn::Limits,
+}
+
+impl Front {
+    fn new(options: &ServeOptions) -> Result<Front, String> {
+        Ok(Front {
+            guard: guard::Guard::new(&options.allow_origins)?,
+            limits: conn::Limits {
+                header_timeout: options.header_timeout,
+                body_timeout: options.body_timeout,
+                idle_timeout: options.idle_timeout,
+                write_timeout: options.write_timeout,
+                body_limit: options.body_limit,
+            },
+        })
+    }
+}
+
 /// Binds `127.0.0.1:port` (never another interface).
 fn bind(port: u16) -> Result<TcpListener, String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -190,15 +307,19 @@ async fn serve(
     listener: TcpListener,
     service: ModelLibraryService,
     watch: bool,
+    front: Front,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let addr = local_addr(&listener)?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    axum::serve(listener, routes::router(service, watch))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("serving on {addr} failed: {e}"))
+    let shared = Arc::new(conn::Shared {
+        router: routes::router(service, watch, front.limits.body_limit),
+        guard: front.guard,
+        limits: front.limits,
+    });
+    conn::serve(listener, shared, shutdown).await;
+    Ok(())
 }
 
 /// Completes on the first Ctrl-C (or SIGTERM); a second Ctrl-C exits at once, for a

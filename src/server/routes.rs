@@ -23,9 +23,6 @@ use crate::library::{
     RefreshInfo, Registry, View, validate_id,
 };
 
-/// Largest request body accepted (the API's bodies are a few bytes).
-const BODY_LIMIT: usize = 64 * 1024;
-
 /// Header set on listings served from the published snapshot while a scan held the service.
 pub(crate) const SERVED_FROM: HeaderName = HeaderName::from_static("x-served-from");
 
@@ -151,8 +148,9 @@ where
         .unwrap_or_else(|e| Err(ApiError::internal(format!("the request failed: {e}"))))
 }
 
-/// The API's router over `service`.
-pub(crate) fn router(service: ModelLibraryService, watch: bool) -> Router {
+/// The API's router over `service`. Bodies over `body_limit` are refused before the router
+/// (`conn.rs`); the router's own limit repeats it for requests that reach it another way.
+pub(crate) fn router(service: ModelLibraryService, watch: bool, body_limit: usize) -> Router {
     let state = Arc::new(AppState::new(service));
     tokio::spawn(maintain(Arc::clone(&state), watch));
     // Each fixed path also answers DELETE, so a model whose id is `library`, `refresh`, …
@@ -181,7 +179,7 @@ pub(crate) fn router(service: ModelLibraryService, watch: bool) -> Router {
         .route("/api/models/{id}", delete(delete_by_path))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
@@ -283,7 +281,8 @@ struct RefreshBody {
     api_cache_cleared: bool,
 }
 
-async fn refresh(State(state): State<Shared>) -> Result<Response, ApiError> {
+async fn refresh(State(state): State<Shared>, params: Params) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     let info = state
         .with_service(Hold::Read, |service| Ok(service.refresh()?))
         .await?;
@@ -297,7 +296,8 @@ async fn refresh(State(state): State<Shared>) -> Result<Response, ApiError> {
 
 // ---- GET /api/models/cache-info ----
 
-async fn cache_info(State(state): State<Shared>) -> Result<Response, ApiError> {
+async fn cache_info(State(state): State<Shared>, params: Params) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     let info = state
         .with_service(Hold::Other, |service| Ok(service.cache_info()))
         .await?;
@@ -320,7 +320,12 @@ struct CacheConfigBody {
     ttl_seconds: u64,
 }
 
-async fn cache_config(State(state): State<Shared>, body: JsonObject) -> Result<Response, ApiError> {
+async fn cache_config(
+    State(state): State<Shared>,
+    params: Params,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     const EXAMPLE: &str = r#"{"ttl_seconds": 600}"#;
     let body = body.only(&["ttl_seconds"])?;
     let value = body.field("ttl_seconds", EXAMPLE)?;
@@ -342,7 +347,12 @@ async fn cache_config(State(state): State<Shared>, body: JsonObject) -> Result<R
 
 // ---- POST /api/models/download ----
 
-async fn download(State(state): State<Shared>, body: JsonObject) -> Result<Response, ApiError> {
+async fn download(
+    State(state): State<Shared>,
+    params: Params,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
     const EXAMPLE: &str = r#"{"model_id": "some-model"}"#;
     let body = body.only(&["model_id"])?;
     let value = body.field("model_id", EXAMPLE)?;
