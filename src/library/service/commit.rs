@@ -122,7 +122,10 @@ impl ModelLibraryService {
         self.source_problems.clear();
         let mut found = Vec::new();
         for source in self.sources.iter().filter(|s| s.enabled) {
-            match sources::scan_source(source, &mut self.metadata) {
+            match sources::scan_source(
+                source,
+                &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),
+            ) {
                 Ok(models) => found.extend(models),
                 Err(e) => self
                     .source_problems

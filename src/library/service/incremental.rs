@@ -58,16 +58,18 @@ impl ModelLibraryService {
         for i in changed {
             let source = &self.sources[i];
             let name = source.kind.as_str();
-            match sources::scan_source(source, &mut self.metadata) {
+            let scanned = sources::scan_source(
+                source,
+                &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),
+            );
+            match scanned {
                 Ok(found) => {
                     listing.models.retain(|m| m.source != name);
                     listing.models.extend(found);
                 }
                 Err(e) => {
-                    self.invalidate(&format!(
-                        "{} could not be read: {e}",
-                        source.kind.display_name()
-                    ));
+                    let why = format!("{} could not be read: {e}", source.kind.display_name());
+                    self.invalidate(&why);
                     return true;
                 }
             }

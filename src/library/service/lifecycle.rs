@@ -5,6 +5,8 @@
 //! [`ModelLibraryService::tick`] when idle and [`ModelLibraryService::catch_up`] before a
 //! request; none of it keeps a request waiting for long.
 
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 
 use super::commit::Installed;
@@ -12,6 +14,32 @@ use super::*;
 
 /// Model headers read per idle tick.
 pub const METADATA_BATCH: usize = 200;
+
+/// Header metadata being read on a thread of its own for a batch of rows of `listing`.
+#[derive(Debug)]
+pub(super) struct MetadataJob {
+    listing: Arc<Listing>,
+    /// Where the cursor goes once this batch is applied.
+    next: usize,
+    result: Receiver<Vec<(usize, ModelMetadata)>>,
+}
+
+/// Reads the headers of `batch` through the shared header cache (locked per file).
+fn read_headers(
+    cache: &Mutex<MetadataCache>,
+    batch: Vec<(usize, PathBuf)>,
+) -> Vec<(usize, ModelMetadata)> {
+    batch
+        .into_iter()
+        .filter_map(|(i, file)| {
+            let meta = cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_read(&file)?;
+            Some((i, meta))
+        })
+        .collect()
+}
 
 /// A full scan of the library on a thread of its own, and what changed while it ran.
 #[derive(Debug)]
@@ -176,29 +204,39 @@ impl ModelLibraryService {
     /// of header metadata. Returns whether what a listing shows may have changed.
     pub fn tick(&mut self) -> bool {
         let caught_up = self.catch_up();
-        let enriched = self.background.is_none() && self.enrich_metadata(METADATA_BATCH);
+        let enriched = self.background.is_none() && self.enrich_in_background();
         caught_up || enriched
     }
 
     /// Reads header metadata (GGUF, safetensors) for up to `budget` library models that have
-    /// none yet, in the background after a listing is built, so scans stay fast; headers are
-    /// cached by (path, size, mtime), so a model is read once. Returns whether the listing
-    /// gained metadata (then the generation moves).
+    /// none yet, after a listing is built, so scans stay fast; headers are cached by (path,
+    /// size, mtime), so a model is read once. Returns whether the listing gained metadata
+    /// (then the generation moves). Reads on this thread; [`Self::tick`] reads on another.
     pub fn enrich_metadata(&mut self, budget: usize) -> bool {
-        let Some(full) = self.listings.get(&ListKind::Full).cloned() else {
+        let Some((listing, batch, next)) = self.metadata_batch(budget) else {
             return false;
         };
+        let found = read_headers(&self.metadata, batch);
+        self.apply_metadata(&listing, found, next)
+    }
+
+    /// The next models of the full listing whose header is worth reading, from the cursor:
+    /// the listing, `(row, main file)` pairs and where the cursor goes next. `None` when
+    /// there is no full listing or nothing is left to read in it.
+    fn metadata_batch(
+        &mut self,
+        budget: usize,
+    ) -> Option<(Arc<Listing>, Vec<(usize, PathBuf)>, usize)> {
+        let full = self.listings.get(&ListKind::Full).cloned()?;
         if !Arc::ptr_eq(&full, &self.enrich_cursor.0) {
             self.enrich_cursor = (Arc::clone(&full), 0);
         }
-        let start = self.enrich_cursor.1;
-        if start >= full.models.len() {
-            return false;
+        let mut i = self.enrich_cursor.1;
+        if i >= full.models.len() {
+            return None;
         }
-        let mut found: Vec<(usize, ModelMetadata)> = Vec::new();
-        let mut read = 0;
-        let mut i = start;
-        while i < full.models.len() && read < budget {
+        let mut batch = Vec::new();
+        while i < full.models.len() && batch.len() < budget {
             let m = &full.models[i];
             i += 1;
             let Some(file) = m.main_file.as_deref() else {
@@ -207,26 +245,70 @@ impl ModelLibraryService {
             let header_kind = file.extension().and_then(|e| e.to_str()).is_some_and(|e| {
                 e.eq_ignore_ascii_case("gguf") || e.eq_ignore_ascii_case("safetensors")
             });
-            if m.source != LIBRARY_SOURCE || m.metadata.is_some() || !header_kind {
-                continue;
-            }
-            read += 1;
-            if let Some(meta) = self.metadata.get_or_read(file) {
-                found.push((i - 1, meta));
+            if m.source == LIBRARY_SOURCE && m.metadata.is_none() && header_kind {
+                batch.push((i - 1, file.to_path_buf()));
             }
         }
-        if found.is_empty() {
-            self.enrich_cursor.1 = i;
+        Some((full, batch, i))
+    }
+
+    /// Puts headers read for `listing` into the full listing, if it is still the current
+    /// one (else they wait in the header cache for the next pass). Returns whether the
+    /// listing gained metadata.
+    fn apply_metadata(
+        &mut self,
+        listing: &Arc<Listing>,
+        found: Vec<(usize, ModelMetadata)>,
+        next: usize,
+    ) -> bool {
+        let current = self.listings.get(&ListKind::Full);
+        if !current.is_some_and(|c| Arc::ptr_eq(c, listing)) {
             return false;
         }
-        let mut listing = Listing::clone(&full);
-        for (i, meta) in found {
-            listing.models[i].metadata = Some(meta);
+        if found.is_empty() {
+            self.enrich_cursor.1 = next;
+            return false;
         }
-        let listing = Arc::new(listing);
-        self.install_full(Arc::clone(&listing), Installed::MetadataAdded);
-        self.enrich_cursor = (listing, i);
+        let mut enriched = Listing::clone(listing);
+        for (i, meta) in found {
+            enriched.models[i].metadata = Some(meta);
+        }
+        let enriched = Arc::new(enriched);
+        self.install_full(Arc::clone(&enriched), Installed::MetadataAdded);
+        self.enrich_cursor = (enriched, next);
         true
+    }
+
+    /// Header reading on a thread of its own, so a slow disk never holds the service: a
+    /// batch is started, and its result applied at a later tick.
+    fn enrich_in_background(&mut self) -> bool {
+        if let Some(job) = &self.metadata_job {
+            let found = match job.result.try_recv() {
+                Ok(found) => found,
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => Vec::new(),
+            };
+            let job = self.metadata_job.take().expect("checked above");
+            return self.apply_metadata(&job.listing, found, job.next);
+        }
+        let Some((listing, batch, next)) = self.metadata_batch(METADATA_BATCH) else {
+            return false;
+        };
+        let (tx, rx) = mpsc::channel();
+        let cache = Arc::clone(&self.metadata);
+        let spawned = std::thread::Builder::new()
+            .name("model-library-headers".into())
+            .spawn(move || {
+                let _ = tx.send(read_headers(&cache, batch));
+            });
+        if spawned.is_ok() {
+            self.metadata_job = Some(MetadataJob {
+                listing,
+                next,
+                result: rx,
+            });
+        }
+        false
     }
 }
 

@@ -171,7 +171,10 @@ pub struct ModelLibraryService {
     sources: Vec<SourceConfig>,
     /// Watchers of the enabled stores, by index into `sources`.
     store_watchers: Vec<(usize, StoreWatcher)>,
-    metadata: MetadataCache,
+    /// Header metadata by (path, size, mtime); shared with the thread reading headers.
+    metadata: Arc<std::sync::Mutex<MetadataCache>>,
+    /// The batch of headers being read on a thread of its own, if any.
+    metadata_job: Option<lifecycle::MetadataJob>,
     /// Where background metadata reading is in which full listing; restarts at 0 when the
     /// full listing is another one.
     enrich_cursor: (Arc<Listing>, usize),
@@ -222,7 +225,8 @@ impl ModelLibraryService {
             generation: options.generation,
             sources: options.sources,
             store_watchers: Vec::new(),
-            metadata: MetadataCache::new(),
+            metadata: Arc::default(),
+            metadata_job: None,
             enrich_cursor: (Arc::new(Listing::empty()), 0),
             source_problems: Vec::new(),
             published: SnapshotHandle::default(),
