@@ -1279,6 +1279,67 @@ fn a_move_killed_again_while_recovery_removes_the_source_still_finishes() {
     }
 }
 
+/// A move killed once staged; the next start's recovery puts it in place, registers it,
+/// and is killed while it removes the source. Recovery records no step of its own, so the
+/// journal still ends at `staged`: the start after that must still finish the move (no
+/// source file may be left behind once the import counts as completed).
+#[test]
+fn a_move_recovered_from_staged_and_killed_while_removing_the_source_is_finished() {
+    for (i, &(mode, shape)) in MOVE_VARIANTS.iter().enumerate() {
+        let world = World::new();
+        let seed = seed_registry(&world, Vec::new());
+        let import = Import::new(&world, IMPORT_ID, mode, shape, 51 + i as u64);
+        let watched = import.untouched(&world);
+        let when = format!("{} killed at import.staged", import.label());
+        crash_at(&mut world.cmd(&import.args()), "import.staged");
+        import.check_after_kill(&world, &seed, &watched, &when);
+        let when = format!("{when}, then list killed at import.removing_source");
+        crash_at(
+            &mut world.cmd(&["list", "--json"]),
+            "import.removing_source",
+        );
+        import.check_after_kill(&world, &seed, &watched, &when);
+        assert!(import.model_whole(&world), "{when}: not in place");
+        assert_eq!(import.source_files_left(), import.files.len() - 1, "{when}");
+        let end = import.recover(&world, &seed, &watched, &when);
+        assert_eq!(end, End::Completed, "{when}");
+    }
+}
+
+/// No crash point sits between the rename of the staging folder into `models/<id>` and the
+/// journal line `in_place` (`commit` syncs `models/` in between): a kill there leaves the
+/// journal ending at `staged`, the folder in place and no staging folder. This test makes
+/// exactly that disk state — a kill at `import.in_place`, minus the journal's last line —
+/// and expects the next start to complete the import (it is in place, whole) rather than
+/// leave an unregistered folder that blocks redoing it.
+#[test]
+fn an_import_killed_between_its_rename_and_its_journal_line_is_not_left_half_done() {
+    for (i, &(mode, shape)) in ALL_VARIANTS.iter().enumerate() {
+        let world = World::new();
+        let seed = seed_registry(&world, Vec::new());
+        let import = Import::new(&world, IMPORT_ID, mode, shape, 31 + i as u64);
+        let watched = import.untouched(&world);
+        let when = format!(
+            "{} killed after renaming into models/, before recording it",
+            import.label()
+        );
+        crash_at(&mut world.cmd(&import.args()), "import.in_place");
+        let journal = fs::read_to_string(import.journal(&world)).unwrap();
+        let lines: Vec<&str> = journal.lines().collect();
+        assert_eq!(
+            lines.last().copied(),
+            Some(r#"{"step":"in_place"}"#),
+            "{when}: the journal's last line: {journal}"
+        );
+        let mut before = lines[..lines.len() - 1].join("\n");
+        before.push('\n');
+        fs::write(import.journal(&world), before).unwrap();
+        import.check_after_kill(&world, &seed, &watched, &when);
+        let end = import.recover(&world, &seed, &watched, &when);
+        assert_eq!(end, End::Completed, "{when}");
+    }
+}
+
 /// Random kills of an import of each variant, chained: after a kill the next step is, at
 /// random, `list --json` (which recovers) or the import again (which recovers first, and
 /// may be killed too); at the end the import is completed or redone.
@@ -1366,6 +1427,44 @@ fn moves_across_file_systems_killed_at_random_keep_the_data() {
             (Mode::MoveCrossFs, Shape::Folder),
             (Mode::MoveCrossFs, Shape::File),
         ],
+    );
+}
+
+/// A registry write killed between creating its temp file and renaming it over the
+/// registry (the temp file's fsync is the slow part, so random kills land there: see the
+/// figures of the random import tests) leaves `.model_registry.json.tmp-<pid>-<n>` in the
+/// library. Writers hold `.cache/registry.lock` while that file exists, so one found by a
+/// later writer belongs to a dead process. This test makes that disk state — the temp file
+/// of a process that has ended — and expects the next runs (`list`, then an import that
+/// writes the registry) to clean it up rather than keep it for good.
+#[test]
+fn a_registry_write_killed_before_its_rename_leaves_no_temp_file_for_good() {
+    let world = World::new();
+    let seed = seed_registry(&world, Vec::new());
+    let mut ended = Command::new(BIN)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dead_pid = ended.id();
+    assert!(ended.wait().unwrap().success());
+    let temp = world
+        .lib()
+        .join(format!(".model_registry.json.tmp-{dead_pid}-0"));
+    fs::write(&temp, serde_json::to_vec_pretty(&seed).unwrap()).unwrap();
+    let import = Import::new(&world, IMPORT_ID, Mode::Copy, Shape::File, 3);
+    let watched = import.untouched(&world);
+    world.list("a registry temp file left by a dead writer");
+    import.redo(
+        &world,
+        &seed,
+        &watched,
+        "a registry temp file left by a dead writer",
+    );
+    assert!(
+        !temp.exists(),
+        "{} is still there after list and an import that wrote the registry",
+        temp.display()
     );
 }
 
@@ -1511,6 +1610,59 @@ fn concurrent_imports_killed_at_random_lose_no_registry_update() {
             failed.join("\n")
         );
     });
+}
+
+/// The smallest case of the above: imports started at the same instant, none killed, into
+/// one library whose `.cache/imports/` exists. Every start recovers interrupted imports
+/// first; that recovery must never take another process's journal — just created under its
+/// temp name and not yet locked — for the journal of a dead one. Rounds of twelve at once
+/// (more processes than cores, so that one is now and then preempted in that gap), until a
+/// round fails or 16 rounds passed.
+#[test]
+fn imports_started_at_once_all_succeed() {
+    const ROUNDS: usize = 16;
+    const PROCESSES: usize = 12;
+    for round in 0..ROUNDS {
+        let world = World::new();
+        let seed = seed_registry(&world, Vec::new());
+        fs::create_dir_all(world.lib().join(".cache/imports")).unwrap();
+        let running: Vec<(String, Running)> = (0..PROCESSES)
+            .map(|i| {
+                let id = format!("s{i}");
+                let src = world.src_dir().join(format!("{id}.gguf"));
+                fs::write(&src, gguf_bytes(i as u64, 4096)).unwrap();
+                let args: [OsString; 4] = [
+                    "import".into(),
+                    src.into(),
+                    "--id".into(),
+                    id.clone().into(),
+                ];
+                (id, Running::start(&mut world.cmd(&args)))
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for (id, running) in running {
+            let ran = running.finish();
+            if !ran.ok() {
+                failed.push(format!("{id}: {}", ran.describe()));
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of {PROCESSES} imports started at once failed:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+        let when = format!("round {round}");
+        let doc = check_registry(&world, &seed, &when);
+        for i in 0..PROCESSES {
+            assert!(
+                registry_entry(&doc, &format!("s{i}")).is_some(),
+                "{when}: s{i}"
+            );
+        }
+        assert_eq!(world.import_leftovers(), Vec::<String>::new(), "{when}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
