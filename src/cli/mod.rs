@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// this machine (http://localhost:PORT, 127.0.0.1, [::1]) always may. Repeatable.
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = crate::server::normalize_origin)]
     pub allow_origin: Vec<String>,
+    /// How changes on disk are noticed: auto (file events, else polling), events, poll
+    /// (for network file systems) or off.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub watch: crate::library::watch::WatchOption,
 }
 
 /// Options of `download`.
@@ -155,6 +159,7 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
                 let options = crate::server::ServeOptions {
                     port: args.port,
                     allow_origins: args.allow_origin.clone(),
+                    watch: args.watch,
                     ..crate::server::ServeOptions::default()
                 };
                 crate::server::serve_blocking(library, options, sources.clone())

@@ -303,6 +303,12 @@ impl SafeDir {
         self.open_file(name.as_ref(), OFlags::RDWR | OFlags::CREATE)
     }
 
+    /// Opens an existing `name` for reading and appending (never creating, never
+    /// truncating), without following a link.
+    pub fn open_append(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        self.open_file(name.as_ref(), OFlags::RDWR | OFlags::APPEND)
+    }
+
     /// Opens an existing `name` for reading, without following a link.
     pub fn open_read(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
         self.open_file(name.as_ref(), OFlags::RDONLY)

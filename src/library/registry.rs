@@ -403,6 +403,7 @@ pub fn update_registry<T>(
 ) -> Result<T> {
     let writes = library.open_writes()?;
     let _lock = RegistryLock::acquire(&writes)?;
+    remove_dead_temp_files(writes.root());
     let path = library.registry_path();
     let bytes = match writes.root().open_read(REGISTRY_FILE) {
         Ok(mut file) => {
@@ -434,6 +435,20 @@ pub fn update_registry<T>(
         .write_atomic(REGISTRY_FILE, &text)
         .map_err(|e| LibraryError::io(&path, e))?;
     Ok(out)
+}
+
+/// Removes registry temp files (`.model_registry.json.tmp-*`) that a killed writer left.
+/// Call with the registry lock held: every writer holds it while its temp file exists, so
+/// any such file found then belongs to a writer that died.
+fn remove_dead_temp_files(root: &SafeDir) {
+    let prefix = format!(".{REGISTRY_FILE}.tmp-");
+    for (name, kind) in root.list().unwrap_or_default() {
+        if kind == crate::library::fs_safe::Kind::File
+            && name.to_string_lossy().starts_with(&prefix)
+        {
+            let _ = root.remove_file(&name);
+        }
+    }
 }
 
 /// Inserts or updates the entry with `entry["id"]` in a registry document: keys of `entry`

@@ -127,6 +127,9 @@ pub struct ServeOptions {
     pub write_timeout: Duration,
     /// Largest request body, in bytes; larger is 413, refused before it is read.
     pub body_limit: usize,
+    /// How `serve` watches the library (`--watch`); [`start_with`] takes a service made
+    /// with its own options and ignores this.
+    pub watch: crate::library::watch::WatchOption,
 }
 
 impl Default for ServeOptions {
@@ -139,6 +142,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
+            watch: crate::library::watch::WatchOption::Auto,
         }
     }
 }
@@ -156,6 +160,7 @@ pub fn serve_blocking(
         library,
         ServiceOptions {
             sources,
+            watch: options.watch,
             ..ServiceOptions::default()
         },
     )
@@ -164,7 +169,7 @@ pub fn serve_blocking(
     let addr = local_addr(&listener)?;
     let runtime = runtime()?;
     eprintln!("listening on http://{addr}");
-    runtime.block_on(serve(listener, service, true, front, shutdown_signal()))
+    runtime.block_on(serve(listener, service, front, shutdown_signal()))
 }
 
 /// Starts serving `service` on `127.0.0.1:port` (0 picks a free port) with the default
@@ -194,7 +199,7 @@ pub fn start_with(
     let thread = std::thread::Builder::new()
         .name("model-library-http".into())
         .spawn(move || {
-            runtime.block_on(serve(listener, service, false, front, async {
+            runtime.block_on(serve(listener, service, front, async {
                 // A dropped sender also stops the server.
                 let _ = stopped.await;
             }))
@@ -306,7 +311,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 async fn serve(
     listener: TcpListener,
     service: ModelLibraryService,
-    watch: bool,
     front: Front,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -314,7 +318,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let shared = Arc::new(conn::Shared {
-        router: routes::router(service, watch, front.limits.body_limit),
+        router: routes::router(service, front.limits.body_limit),
         guard: front.guard,
         limits: front.limits,
     });

@@ -150,9 +150,9 @@ where
 
 /// The API's router over `service`. Bodies over `body_limit` are refused before the router
 /// (`conn.rs`); the router's own limit repeats it for requests that reach it another way.
-pub(crate) fn router(service: ModelLibraryService, watch: bool, body_limit: usize) -> Router {
+pub(crate) fn router(service: ModelLibraryService, body_limit: usize) -> Router {
     let state = Arc::new(AppState::new(service));
-    tokio::spawn(maintain(Arc::clone(&state), watch));
+    tokio::spawn(maintain(Arc::clone(&state)));
     // Each fixed path also answers DELETE, so a model whose id is `library`, `refresh`, …
     // can still be deleted, as in the original service.
     Router::new()
@@ -385,37 +385,27 @@ fn start_download(service: &mut ModelLibraryService, id: &str) -> Result<ModelIn
     service.start_download(id)
 }
 
-/// How often ended downloads and watched changes are handed to the service.
+/// How often the service ticks (ended downloads, watched changes, background scans and
+/// header metadata; see `ModelLibraryService::tick`).
 const MAINTENANCE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Runs for the server's life: hands ended downloads and (with `watch`) file-watcher
-/// changes to the service, so listings reflect them; starts watching once the first full
-/// listing exists. Whatever changed the library retires the published snapshot.
-async fn maintain(state: Shared, watch: bool) {
+/// Runs for the server's life: lets the service tick, so listings reflect what ended or
+/// changed; the service itself starts watching (before its first scan) when its options
+/// say so. Whatever changed the library retires the published snapshot.
+async fn maintain(state: Shared) {
     let mut tick = tokio::time::interval(MAINTENANCE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut watching = false;
     loop {
         tick.tick().await;
         let inner = Arc::clone(&state);
-        let started = state
+        let _ = state
             .with_service(Hold::Other, move |service| {
-                let ended = !service.poll_downloads().is_empty();
-                let changed = service.apply_changes();
-                if ended || changed {
+                if service.tick() {
                     inner.supersede_snapshot();
                 }
-                let start =
-                    watch && !watching && service.cached(crate::library::ListKind::Full).is_some();
-                if start {
-                    service.start_watching();
-                }
-                Ok(start)
+                Ok(())
             })
             .await;
-        if started.unwrap_or(false) {
-            watching = true;
-        }
     }
 }
 

@@ -127,6 +127,9 @@ fn read_journal(file: &File) -> (Option<Plan>, Option<Step>) {
     for line in BufReader::new(file).lines() {
         // A torn last line (a kill mid-write) is simply not a step reached.
         let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
         match serde_json::from_str::<Line>(&line) {
             Ok(Line::Plan(p)) if plan.is_none() => plan = Some(p),
             Ok(Line::Step(s)) if plan.is_some() => last = last.max(Some(s)),
@@ -168,7 +171,7 @@ enum Lock {
 /// lock was won on a journal that is gone (and the name may already be a new import's).
 fn lock_journal(imports: &SafeDir, name: &OsStr) -> Result<Lock> {
     let at = || imports.join(name);
-    let file = match imports.open_read(name) {
+    let file = match imports.open_append(name) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lock::Gone),
         Err(e) => return Err(LibraryError::io(at(), e)),
@@ -215,8 +218,11 @@ pub(crate) fn recover_one(
         Lock::Gone => return Ok(Recovered::Nothing),
     };
     let (plan, step) = read_journal(&file);
+    let mut file = file;
     let message = match plan {
-        Some(plan) if plan.id == id => finish_dead(library, writes, imports, &plan, step)?,
+        Some(plan) if plan.id == id => {
+            finish_dead(library, writes, imports, &plan, step, &mut file)?
+        }
         _ => {
             imports.remove_tree(id).map_err(io_at(imports, id))?;
             format!("discarded an unreadable import journal for {id:?}")
@@ -228,35 +234,63 @@ pub(crate) fn recover_one(
     Ok(Recovered::Done(message))
 }
 
-/// Carries a dead import on from the last step it reached (or discards it when it had not
-/// finished staging: its source was never touched).
+/// Carries a dead import on from the last step it reached, recording each step it
+/// completes in the journal (so a kill during recovery is recovered from too), or discards
+/// it when it had not finished staging: its source was never touched.
 fn finish_dead(
     library: &Library,
     writes: &LibraryWrites,
     imports: &SafeDir,
     plan: &Plan,
     step: Option<Step>,
+    journal: &mut File,
 ) -> Result<String> {
     let id = &plan.id;
     let source = plan.source.display();
     let models = writes.models()?;
-    if step.is_none() {
+    let discard = |why: &str| -> Result<String> {
         imports.remove_tree(id).map_err(io_at(imports, id))?;
-        return Ok(format!(
-            "discarded the interrupted import of {id} ({source} is untouched)"
-        ));
+        Ok(format!(
+            "discarded the interrupted import of {id} ({source} is untouched){why}"
+        ))
+    };
+    let record = |journal: &mut File, step: Step| {
+        // A leading newline ends a line torn by the kill, if any (blank lines are skipped).
+        let mut bytes = b"\n".to_vec();
+        bytes.extend(serde_json::to_vec(&Line::Step(step)).map_err(io::Error::other)?);
+        bytes.push(b'\n');
+        journal.write_all(&bytes)?;
+        journal.sync_data()
+    };
+    match step {
+        None => return discard(""),
+        Some(Step::Staged) => {
+            let staged_here = imports
+                .entry(id)
+                .map_err(io_at(imports, id))?
+                .is_some_and(|e| e.kind == Kind::Dir);
+            if staged_here {
+                if let Err(e) = commit(imports, &models, id) {
+                    return discard(&format!(": {e}"));
+                }
+            } else if !in_models(&models, plan) {
+                // Neither staged nor in place: nothing of it is in the library.
+                return discard("");
+            }
+            // The rename was made (now, or by the process before it died).
+            let _ = record(journal, Step::InPlace);
+        }
+        Some(_) => {}
     }
-    if step == Some(Step::Staged)
-        && let Err(e) = commit(imports, &models, id)
-    {
-        imports.remove_tree(id).map_err(io_at(imports, id))?;
-        return Ok(format!(
-            "discarded the interrupted import of {id} ({source} is untouched): {e}"
-        ));
-    }
-    let in_place = models.entry(id).map_err(io_at(&models, id))?;
-    if in_place.is_some_and(|e| e.kind == Kind::Dir) && step < Some(Step::Registered) {
+    if step < Some(Step::Registered) {
+        if !in_models(&models, plan) {
+            return Ok(format!(
+                "the interrupted import of {id} was removed from the library meanwhile; \
+                 {source} is untouched"
+            ));
+        }
         register(library, plan)?;
+        let _ = record(journal, Step::Registered);
     }
     let mut message = format!("completed the interrupted import of {id} from {source}");
     if plan.mode == ImportMode::Move {
@@ -266,6 +300,27 @@ fn finish_dead(
         }
     }
     Ok(message)
+}
+
+/// Whether `models/<id>` holds every planned file with its planned size (a symlink import's
+/// files as links), reached without following links: the import's own result.
+fn in_models(models: &SafeDir, plan: &Plan) -> bool {
+    let Ok(model) = models.open_dir(&plan.id) else {
+        return false;
+    };
+    plan.files.iter().all(|f| {
+        let rel = std::path::Path::new(&f.path);
+        let entry = model
+            .open_dir_all(rel.parent().unwrap_or(std::path::Path::new("")))
+            .and_then(|d| d.entry(rel.file_name().unwrap_or_default()))
+            .ok()
+            .flatten();
+        match entry {
+            Some(e) if plan.mode == ImportMode::Symlink => e.kind == Kind::Symlink,
+            Some(e) => e.kind == Kind::File && e.len == f.size,
+            None => false,
+        }
+    })
 }
 
 /// Finds imports whose process died and completes or discards each; moves staging folders
@@ -300,14 +355,21 @@ pub fn recover(library: &Library) -> Result<Vec<String>> {
                 done.push(message);
             }
         } else if kind == &Kind::File && text.starts_with('.') && text.contains(".json.tmp-") {
-            // A journal that died before it was renamed into place: nothing was staged. (A
-            // young one may be a live importer's, between creating and locking it.)
+            // A journal that died before it was renamed into place: nothing was staged. Its
+            // name carries its process id; a live process may be between creating and
+            // locking it, so only a dead one's (or, should ids be reused, an old one's)
+            // goes.
+            let pid = text
+                .rsplit_once(".json.tmp-")
+                .and_then(|(_, rest)| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
             let old = imports
                 .entry(name)
                 .ok()
                 .flatten()
                 .is_some_and(|e| age_secs(e.mtime_ns) > TEMP_JOURNAL_GRACE_SECS);
-            if old && matches!(lock_journal(&imports, name)?, Lock::Held(_)) {
+            let dead = pid.is_some_and(|p| !process_alive(p));
+            if (dead || old) && matches!(lock_journal(&imports, name)?, Lock::Held(_)) {
                 imports.remove_file(name).map_err(io_at(&imports, name))?;
             }
         }

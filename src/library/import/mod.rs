@@ -34,11 +34,12 @@ use serde_json::{Map, Value, json};
 use crate::library::crashpoint;
 use crate::library::error::{LibraryError, Result};
 use crate::library::fs_safe::SafeDir;
-use crate::library::layout::{Library, MAX_ID_LEN, validate_id};
+use crate::library::layout::{Library, LibraryWrites, MAX_ID_LEN, validate_id};
 use crate::library::registry::{update_registry, upsert_entry};
 use crate::library::scan::guess_format;
 
 use journal::{Begun, Journal, Step};
+
 pub use journal::{PendingImport, pending, recover};
 use place::{Plan, plan_source, remove_sources, stage};
 
@@ -223,26 +224,44 @@ pub fn import_model(library: &Library, req: &ImportRequest) -> Result<ImportOutc
     check_id_free(library, &models, &id)?;
     let plan = plan_source(&source, &id, req.mode, source_meta.is_file())?;
     let imports = writes.cache_sub(IMPORTS_DIR)?;
-    let journal = match Journal::begin(&imports, &plan)? {
-        Begun::Started(journal) => journal,
-        Begun::Taken => {
-            // A journal of this id: another import running, or one that died.
-            if journal::recover_one(library, &writes, &imports, &id)?.is_live() {
+    let journal = begin(library, &writes, &imports, &models, &plan)?;
+    crashpoint::hit("import.planned");
+    run(library, &imports, &models, journal, &plan)
+}
+
+/// How long an import waits for another process holding its id's journal (one that is
+/// recovering a dead import of that id finishes within it; a live import may not).
+const JOURNAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the id's journal. A journal already there is another import's: one that died is
+/// recovered first (completed or discarded); one whose lock is held — a live import, or
+/// another process recovering it — is waited for, a while.
+fn begin(
+    library: &Library,
+    writes: &LibraryWrites,
+    imports: &SafeDir,
+    models: &SafeDir,
+    plan: &Plan,
+) -> Result<Journal> {
+    let id = &plan.id;
+    let deadline = std::time::Instant::now() + JOURNAL_WAIT;
+    loop {
+        if let Begun::Started(journal) = Journal::begin(imports, plan)? {
+            return Ok(journal);
+        }
+        if journal::recover_one(library, writes, imports, id)?.is_live() {
+            if std::time::Instant::now() > deadline {
                 return Err(refused(format!(
                     "another import of {id:?} is running; wait for it or choose another id"
                 )));
             }
-            check_id_free(library, &models, &id)?;
-            match Journal::begin(&imports, &plan)? {
-                Begun::Started(journal) => journal,
-                Begun::Taken => {
-                    return Err(refused(format!("another import of {id:?} is running")));
-                }
-            }
+            // Polling a lock held by another process: nothing can wake us.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
         }
-    };
-    crashpoint::hit("import.planned");
-    run(library, &imports, &models, journal, &plan)
+        // Recovered: the id may be taken now (a completed import).
+        check_id_free(library, models, id)?;
+    }
 }
 
 /// The steps after the plan, each recorded in the journal. A failure before the model is

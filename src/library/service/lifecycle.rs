@@ -24,11 +24,11 @@ pub(super) struct MetadataJob {
     result: Receiver<Vec<(usize, ModelMetadata)>>,
 }
 
+/// Rows of a listing and the main file of each, whose headers are to be read.
+type HeaderBatch = Vec<(usize, PathBuf)>;
+
 /// Reads the headers of `batch` through the shared header cache (locked per file).
-fn read_headers(
-    cache: &Mutex<MetadataCache>,
-    batch: Vec<(usize, PathBuf)>,
-) -> Vec<(usize, ModelMetadata)> {
+fn read_headers(cache: &Mutex<MetadataCache>, batch: HeaderBatch) -> Vec<(usize, ModelMetadata)> {
     batch
         .into_iter()
         .filter_map(|(i, file)| {
@@ -223,10 +223,7 @@ impl ModelLibraryService {
     /// The next models of the full listing whose header is worth reading, from the cursor:
     /// the listing, `(row, main file)` pairs and where the cursor goes next. `None` when
     /// there is no full listing or nothing is left to read in it.
-    fn metadata_batch(
-        &mut self,
-        budget: usize,
-    ) -> Option<(Arc<Listing>, Vec<(usize, PathBuf)>, usize)> {
+    fn metadata_batch(&mut self, budget: usize) -> Option<(Arc<Listing>, HeaderBatch, usize)> {
         let full = self.listings.get(&ListKind::Full).cloned()?;
         if !Arc::ptr_eq(&full, &self.enrich_cursor.0) {
             self.enrich_cursor = (Arc::clone(&full), 0);
