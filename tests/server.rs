@@ -946,3 +946,44 @@ fn serve_prints_its_address_and_stops_on_ctrl_c() {
     };
     assert_eq!(exit.code(), Some(0), "{exit:?}");
 }
+
+/// A minimal GGUF v3 header: no tensors, one key `general.architecture`.
+fn gguf_with_architecture(arch: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"GGUF");
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    b.extend_from_slice(&1u64.to_le_bytes()); // key-value pairs
+    let key = "general.architecture";
+    b.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    b.extend_from_slice(key.as_bytes());
+    b.extend_from_slice(&8u32.to_le_bytes()); // a string
+    b.extend_from_slice(&(arch.len() as u64).to_le_bytes());
+    b.extend_from_slice(arch.as_bytes());
+    b
+}
+
+#[test]
+fn serve_shows_header_metadata_of_a_library_model() {
+    let lib = TestLib::new();
+    let path = lib.path("models/llm/model.gguf");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, gguf_with_architecture("llama")).unwrap();
+    let api = Api::start(&lib);
+    // The server's idle ticks read headers in the background; poll until it shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = api.get("/api/models/library");
+        assert_eq!(answer.status, 200);
+        let model = &answer.body["models"][0];
+        assert_eq!(model["id"], "llm");
+        if model["metadata"]["architecture"] == "llama" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no header metadata was ever served: {model}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

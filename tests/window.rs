@@ -599,3 +599,29 @@ fn a_library_whose_models_folder_is_a_link_says_writes_are_off() {
     settle(&mut h);
     assert!(h.state().notices().iter().all(|n| n.text != notice));
 }
+
+#[test]
+fn the_badge_says_what_valid_rests_on() {
+    let lib = sample();
+    let mut h = open(&lib);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h
+        .state()
+        .cache_info()
+        .is_none_or(|i| i.service_cache.freshness_bound_seconds.is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no freshness bound was ever stated"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run();
+    assert!(
+        h.query_by_label_contains("Valid · file events, changes within 1 s")
+            .is_some(),
+        "the badge names the bound"
+    );
+    assert!(h.query_by_label_contains("Changes show within").is_some());
+}

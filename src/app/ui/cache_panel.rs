@@ -50,13 +50,32 @@ pub struct CachePanelInput<'a> {
     pub refreshing: bool,
 }
 
-/// Badge text and colour for the service cache, computed live.
+/// Badge text and colour for the service cache, computed live. "Valid" always says what it
+/// rests on: how soon a change on disk shows, or that it may not show until the TTL.
 pub fn badge(info: &CacheInfo, now: f64) -> (String, Color32) {
     let s = &info.service_cache;
     let age = s.cache_timestamp.map(|t| now - t);
     let expired = age.is_some_and(|a| a >= s.cache_ttl_seconds as f64);
     if s.cache_valid && !expired {
-        ("Valid".into(), Color32::from_rgb(60, 170, 90))
+        let within = |b: f64| format!("changes within {b:.0} s");
+        let (how, sure) = match (s.watch_mode.as_str(), s.freshness_bound_seconds) {
+            (m, Some(b)) if m.starts_with("polling") => (format!("polling, {}", within(b)), true),
+            (_, Some(b)) => (format!("file events, {}", within(b)), true),
+            (m, None) if m.starts_with("starting") => (
+                "watches starting, a change may be unseen".to_string(),
+                false,
+            ),
+            (_, None) => (
+                "not watching, changes unseen until the TTL".to_string(),
+                false,
+            ),
+        };
+        let color = if sure {
+            Color32::from_rgb(60, 170, 90)
+        } else {
+            Color32::from_rgb(150, 170, 60)
+        };
+        (format!("Valid · {how}"), color)
     } else {
         let reason = if s.cache_valid && expired {
             "TTL expired".to_string()
@@ -91,7 +110,8 @@ pub fn cache_panel_ui(
     let a = &info.api_cache;
 
     let (text, color) = badge(info, input.now);
-    ui.label(RichText::new(text).color(color).strong());
+    ui.add(egui::Label::new(RichText::new(text).color(color).strong()).wrap());
+    ui.add(egui::Label::new(RichText::new(&s.freshness).small()).wrap());
 
     let ttl = s.cache_ttl_seconds as f64;
     let age = s.cache_timestamp.map(|t| (input.now - t).max(0.0));
@@ -151,6 +171,12 @@ pub fn cache_panel_ui(
             row("Cache keys", s.cache_keys.join(", "));
             row("View entries", a.api_cache_entries.to_string());
             row("Watching", s.watch_mode.clone());
+            row(
+                "Changes show within",
+                s.freshness_bound_seconds
+                    .map_or("unknown (TTL)".into(), |b| format!("{b:.0} s")),
+            );
+            row("Last verified", stamp(s.last_verified));
             row(
                 "Writes",
                 s.read_only_reason
