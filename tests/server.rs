@@ -987,3 +987,31 @@ fn serve_shows_header_metadata_of_a_library_model() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_read_only_library_refuses_writes_with_409_and_says_why() {
+    let lib = TestLib::new();
+    lib.file("models/keep/w.bin", 10);
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::rename(lib.path("models"), elsewhere.path().join("models")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("models"), lib.path("models")).unwrap();
+    let api = Api::start(&lib);
+    let listed = api.get("/api/models/library");
+    assert_eq!(listed.status, 200, "listing still works");
+    assert_eq!(listed.body["models"][0]["id"], "keep");
+    let deleted = api.delete("/api/models/keep?permanent=true");
+    assert_eq!(deleted.status, 409, "{:?}", deleted.body);
+    let message = deleted.body["error"].as_str().unwrap();
+    assert!(
+        message.contains("writes to this library are off"),
+        "{message}"
+    );
+    assert!(elsewhere.path().join("models/keep/w.bin").exists());
+    let info = api.get("/api/models/cache-info");
+    assert!(
+        info.body["service_cache"]["read_only_reason"]
+            .as_str()
+            .unwrap()
+            .contains("is a symbolic link")
+    );
+}

@@ -58,7 +58,11 @@ impl From<LibraryError> for ApiError {
             LibraryError::NothingToDelete { .. } | LibraryError::UnknownModel(_) => {
                 StatusCode::NOT_FOUND
             }
-            LibraryError::CannotDownload { .. } => StatusCode::CONFLICT,
+            // A download already running, or a library that is read-only because one of
+            // its folders is a link: the request is fine, the library's state forbids it.
+            LibraryError::CannotDownload { .. } | LibraryError::WritesOff { .. } => {
+                StatusCode::CONFLICT
+            }
             LibraryError::Io { source, .. } if source.kind() == std::io::ErrorKind::Unsupported => {
                 return ApiError::new(StatusCode::NOT_IMPLEMENTED, source.to_string());
             }

@@ -21,7 +21,8 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
 use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::event::EventKindMask;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, NoCache, new_debouncer_opt};
 use serde::Serialize;
 
 use crate::library::cache::SnapshotHandle;
@@ -122,7 +123,7 @@ pub type SetupHook = Arc<dyn Fn() + Send + Sync>;
 
 /// What the set-up thread hands back.
 struct Setup {
-    events: Result<Debouncer<notify::RecommendedWatcher, RecommendedCache>, String>,
+    events: Result<Debouncer<notify::RecommendedWatcher, NoCache>, String>,
     stores: Vec<(usize, StoreWatcher)>,
 }
 
@@ -143,7 +144,7 @@ pub struct LibraryWatcher {
     /// events for folders already watched are kept while the set-up goes on.
     events: Option<Receiver<DebounceEventResult>>,
     /// Keeps the watches alive once they are all set up.
-    debouncer: Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
+    debouncer: Option<Debouncer<notify::RecommendedWatcher, NoCache>>,
     /// The set-up thread's answer, while it runs.
     setup: Option<Receiver<Setup>>,
     /// The round-robin verifier, in polling mode.
@@ -363,7 +364,7 @@ impl LibraryWatcher {
 }
 
 type EventStream = (
-    Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    Debouncer<notify::RecommendedWatcher, NoCache>,
     Receiver<DebounceEventResult>,
 );
 
@@ -371,8 +372,22 @@ type EventStream = (
 fn watch_recursively(
     root: &Path,
     tx: mpsc::Sender<DebounceEventResult>,
-) -> Result<Debouncer<notify::RecommendedWatcher, RecommendedCache>, String> {
-    let mut debouncer = new_debouncer(DEBOUNCE, None, tx).map_err(|e| e.to_string())?;
+) -> Result<Debouncer<notify::RecommendedWatcher, NoCache>, String> {
+    // No open or read-only close events: every folder a scan opens (and every header the
+    // app reads) would otherwise be an event, and at 100 000 models they overflow the
+    // kernel's queue, which forces a full rescan — which opens every folder again.
+    let config = notify::Config::default()
+        .with_event_kinds(EventKindMask::CORE | EventKindMask::ACCESS_CLOSE);
+    // No file-id cache: renames come paired from inotify, and the cache would walk and
+    // remember every file of the library.
+    let mut debouncer = new_debouncer_opt::<_, notify::RecommendedWatcher, NoCache>(
+        DEBOUNCE,
+        None,
+        tx,
+        NoCache::new(),
+        config,
+    )
+    .map_err(|e| e.to_string())?;
     debouncer
         .watch(root, RecursiveMode::Recursive)
         .map_err(|e| match &e.kind {

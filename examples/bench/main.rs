@@ -4,6 +4,12 @@
 //! model table. Run with:
 //!
 //! `cargo run --release --example bench [-- --sizes 1000,10000,100000 --dir /tmp/x]`
+//!
+//! With `--freshness`, it measures instead how fast a change on disk shows in a served
+//! listing (file events and polling), the polling verifier's CPU share and the time from
+//! start to a stated freshness bound (see `freshness.rs`).
+
+mod freshness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +42,15 @@ struct Args {
     /// Keep the page cache warm (do not drop it before full scans and du).
     #[arg(long)]
     warm: bool,
+    /// Measure freshness (change → served, verifier CPU, start → bound) instead.
+    #[arg(long)]
+    freshness: bool,
+    /// Trials with file events (freshness).
+    #[arg(long, default_value_t = 20)]
+    event_trials: usize,
+    /// Trials with polling (freshness).
+    #[arg(long, default_value_t = 5)]
+    poll_trials: usize,
 }
 
 /// One row of the report: a name, one figure per size, the target.
@@ -187,6 +202,10 @@ fn main() {
         .dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
+    if args.freshness {
+        freshness_main(&args, &base);
+        return;
+    }
     let mut rows: Vec<Row> = [
         ("models (files each)", ""),
         ("generate library", ""),
@@ -436,4 +455,30 @@ fn main() {
             )
             .unwrap_or_else(|| "unknown CPU".into())
     );
+}
+
+/// `--freshness`: one table of freshness figures over the sizes asked for.
+fn freshness_main(args: &Args, base: &Path) {
+    println!("| models | watch | measure | result | note |");
+    println!("|---|---|---|---|---|");
+    for &n in &args.sizes {
+        let root = base.join(format!("lib-{n}"));
+        let _ = std::fs::remove_dir_all(&root);
+        generate_library(
+            &root,
+            &GenSpec {
+                models: n,
+                files_per_model: args.files,
+                file_size: 64 << 20,
+            },
+        )
+        .expect("generate");
+        for line in freshness::run(&root, n, args.event_trials, args.poll_trials) {
+            println!("{line}");
+        }
+        if args.dir.is_none() {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        eprintln!("measured freshness at {n} models");
+    }
 }
