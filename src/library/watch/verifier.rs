@@ -178,7 +178,7 @@ impl Worker {
     fn pass(&self, listing: &Listing) -> bool {
         let started_clock = self.clock.now();
         let started = Instant::now();
-        let period = Duration::from_millis(self.period_ms.load(Ordering::Relaxed));
+        let mut period = Duration::from_millis(self.period_ms.load(Ordering::Relaxed));
         let mut busy = Duration::ZERO;
 
         let t = Instant::now();
@@ -198,6 +198,16 @@ impl Worker {
                 return false;
             }
             found = Vec::new();
+            // Keep to the CPU share from the first pass on: when the work so far says the
+            // whole pass would cost more than its share of the period, stretch the period
+            // now (and the bound stated with it).
+            let projected = busy.mul_f64(batches as f64 / (i + 1) as f64);
+            let needed = projected.div_f64(self.options.cpu_share.max(0.001));
+            if needed > period {
+                period = needed;
+                self.period_ms
+                    .store(period.as_millis() as u64, Ordering::Relaxed);
+            }
             // Spread the pass: wait until this batch's share of the period has passed.
             let due = period.mul_f64((i + 1) as f64 / batches as f64);
             if let Some(left) = due.checked_sub(started.elapsed())
