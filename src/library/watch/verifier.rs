@@ -50,6 +50,10 @@ impl Default for VerifierOptions {
     }
 }
 
+/// Batches worked before the cost of a whole pass is projected from them (the first few
+/// meet a cold cache and would overstate it).
+const PROJECT_AFTER: usize = 16;
+
 /// What the verifier found.
 enum Finding {
     /// These models differ from the listing (or appeared, or vanished).
@@ -198,13 +202,13 @@ impl Worker {
                 return false;
             }
             found = Vec::new();
-            // Keep to the CPU share from the first pass on: when the work so far says the
-            // whole pass would cost more than its share of the period, stretch the period
-            // now (and the bound stated with it).
-            let projected = busy.mul_f64(batches as f64 / (i + 1) as f64);
-            let needed = projected.div_f64(self.options.cpu_share.max(0.001));
-            if needed > period {
-                period = needed;
+            // Keep to the CPU share from the first pass on: once enough of the pass was done
+            // to project its cost, the period is what that cost needs (never below the one
+            // asked for), and the bound stated follows it.
+            if i + 1 >= PROJECT_AFTER.min(batches) {
+                let projected = busy.mul_f64(batches as f64 / (i + 1) as f64);
+                let needed = projected.div_f64(self.options.cpu_share.max(0.001));
+                period = needed.max(self.options.period);
                 self.period_ms
                     .store(period.as_millis() as u64, Ordering::Relaxed);
             }
