@@ -264,7 +264,7 @@ fn default_library_starts_with_the_builtin_catalog() {
     let lib = TestLib::new();
     let root = lib.path("fresh/library");
     let library = model_library::library::Library::new(&root);
-    library.init_default().unwrap();
+    model_library::library::init_default(&library).unwrap();
     let reg = Registry::load(&library).unwrap();
     assert!(reg.entries.len() >= 10, "{}", reg.entries.len());
     assert!(reg.problems.is_empty(), "{:?}", reg.problems);
@@ -286,6 +286,6 @@ fn default_library_starts_with_the_builtin_catalog() {
         r#"{"version":1,"models":[]}"#,
     )
     .unwrap();
-    library.init_default().unwrap();
+    model_library::library::init_default(&library).unwrap();
     assert!(Registry::load(&library).unwrap().entries.is_empty());
 }

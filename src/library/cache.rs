@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::library::clock::unix_seconds;
 use crate::library::layout::Library;
+use crate::library::model::ListKind;
 use crate::library::model::{ListQuery, ModelInfo};
-use crate::library::scan::ListKind;
 
 /// The latest full listing, readable from other threads without the service: a reader
 /// clones the `Arc` and always sees a whole listing, never a torn one.

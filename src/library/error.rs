@@ -5,14 +5,19 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::library::cache::{TTL_MAX_SECS, TTL_MIN_SECS};
-
 /// What went wrong in the library core.
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryError {
     /// A TTL outside the allowed range was asked for; nothing changed.
-    #[error("cache TTL {0} s is outside the allowed range {TTL_MIN_SECS}..={TTL_MAX_SECS} s")]
-    InvalidTtl(i64),
+    #[error("cache TTL {secs} s is outside the allowed range {min}..={max} s")]
+    InvalidTtl {
+        /// The TTL asked for.
+        secs: i64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
 
     /// A file-system operation failed.
     #[error("{}: {source}", path.display())]

@@ -127,32 +127,6 @@ impl Library {
         let root = SafeDir::open_root(&self.root).map_err(|e| LibraryError::io(&self.root, e))?;
         Ok(LibraryWrites { root })
     }
-
-    /// Creates the library folder and `models/` if missing, and writes the built-in catalog
-    /// as the registry when the library has no registry yet. An existing registry is never
-    /// touched. Used for the default library only: a folder the user names must exist.
-    pub fn init_default(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).map_err(|e| LibraryError::io(&self.root, e))?;
-        if self.writes_off().is_some() {
-            // An existing library with a linked folder: it opens read-only, and says why.
-            return Ok(());
-        }
-        let writes = self.open_writes()?;
-        writes.models()?;
-        let _lock = crate::library::registry::RegistryLock::acquire(&writes)?;
-        if writes
-            .root()
-            .entry(REGISTRY_FILE)
-            .map_err(|e| LibraryError::io(self.registry_path(), e))?
-            .is_none()
-        {
-            writes
-                .root()
-                .write_atomic(REGISTRY_FILE, BUILTIN_CATALOG.as_bytes())
-                .map_err(|e| LibraryError::io(self.registry_path(), e))?;
-        }
-        Ok(())
-    }
 }
 
 /// Write access to a library, from [`Library::open_writes`]: its root and its own folders
@@ -223,28 +197,6 @@ pub fn default_library_dir() -> Option<PathBuf> {
     match std::env::var_os("MODEL_LIBRARY_DIR") {
         Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
         _ => dirs::data_dir().map(|d| d.join("model-library")),
-    }
-}
-
-/// Resolves the library to use: `--library DIR` (which must exist), else the default
-/// library, created with the built-in catalog if it is new.
-pub fn resolve_library(flag: Option<PathBuf>) -> Result<Library> {
-    match flag {
-        Some(dir) => {
-            let library = Library::new(dir);
-            library.check_reachable()?;
-            Ok(library)
-        }
-        None => {
-            let dir = default_library_dir().ok_or_else(|| LibraryError::LibraryUnreachable {
-                path: PathBuf::from("~/.local/share/model-library"),
-                reason: "no data directory on this system; set MODEL_LIBRARY_DIR or pass --library"
-                    .into(),
-            })?;
-            let library = Library::new(dir);
-            library.init_default()?;
-            Ok(library)
-        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod scan;
 pub mod service;
 pub mod sources;
+pub mod walk;
 pub mod watch;
 
 pub use cache::{Counters, Listing, Staleness, View};
@@ -29,8 +30,8 @@ pub use download::{
 };
 pub use error::{LibraryError, Result};
 pub use import::{ImportMode, ImportOutcome, ImportRequest};
-pub use layout::{Library, default_library_dir, resolve_library, validate_id};
-pub use model::{ListQuery, ModelInfo, ModelMetadata, ModelStatus};
-pub use registry::Registry;
-pub use scan::{ListKind, ProgressReading};
+pub use layout::{Library, default_library_dir, validate_id};
+pub use model::{ListKind, ListQuery, ModelInfo, ModelMetadata, ModelStatus};
+pub use registry::{Registry, init_default, resolve_library};
+pub use scan::ProgressReading;
 pub use service::{CacheInfo, ModelLibraryService, RefreshInfo, ServiceOptions, ViewResult};

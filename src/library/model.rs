@@ -192,6 +192,25 @@ impl ListQuery {
     }
 }
 
+/// Which listing to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ListKind {
+    /// Recursive sizes, file counts, verified statuses (service cache key `"all"`).
+    Full,
+    /// Registry plus one read of `models/` (service cache key `"fast"`).
+    Fast,
+}
+
+impl ListKind {
+    /// The service-cache key of the original service.
+    pub fn cache_key(self) -> &'static str {
+        match self {
+            ListKind::Full => "all",
+            ListKind::Fast => "fast",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

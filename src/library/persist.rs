@@ -15,8 +15,8 @@ use crate::library::cache::{Listing, Stamps};
 use crate::library::error::{LibraryError, Result};
 use crate::library::fs_safe::SafeDir;
 use crate::library::layout::{CACHE_DIR, Library};
+use crate::library::model::ListKind;
 use crate::library::model::ModelInfo;
-use crate::library::scan::ListKind;
 
 /// File name of the persisted listing under `.cache/`.
 pub const FILE_NAME: &str = "listing.bin";

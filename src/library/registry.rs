@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 use crate::library::error::{LibraryError, Result};
 use crate::library::fs_safe::SafeDir;
 use crate::library::layout::{
-    Library, LibraryWrites, REGISTRY_FILE, check_relative_path, validate_id,
+    BUILTIN_CATALOG, Library, LibraryWrites, REGISTRY_FILE, check_relative_path,
+    default_library_dir, validate_id,
 };
 
 /// The only registry version this app reads and writes.
@@ -529,6 +530,54 @@ impl RegistryLock {
                 }
                 Err(fs::TryLockError::Error(err)) => return Err(LibraryError::io(path, err)),
             }
+        }
+    }
+}
+
+/// Creates the library folder and `models/` if missing, and writes the built-in catalog
+/// as the registry when the library has no registry yet. An existing registry is never
+/// touched. Used for the default library only: a folder the user names must exist.
+pub fn init_default(library: &Library) -> Result<()> {
+    fs::create_dir_all(library.root()).map_err(|e| LibraryError::io(library.root(), e))?;
+    if library.writes_off().is_some() {
+        // An existing library with a linked folder: it opens read-only, and says why.
+        return Ok(());
+    }
+    let writes = library.open_writes()?;
+    writes.models()?;
+    let _lock = RegistryLock::acquire(&writes)?;
+    if writes
+        .root()
+        .entry(REGISTRY_FILE)
+        .map_err(|e| LibraryError::io(library.registry_path(), e))?
+        .is_none()
+    {
+        writes
+            .root()
+            .write_atomic(REGISTRY_FILE, BUILTIN_CATALOG.as_bytes())
+            .map_err(|e| LibraryError::io(library.registry_path(), e))?;
+    }
+    Ok(())
+}
+
+/// Resolves the library to use: `--library DIR` (which must exist), else the default
+/// library, created with the built-in catalog if it is new.
+pub fn resolve_library(flag: Option<PathBuf>) -> Result<Library> {
+    match flag {
+        Some(dir) => {
+            let library = Library::new(dir);
+            library.check_reachable()?;
+            Ok(library)
+        }
+        None => {
+            let dir = default_library_dir().ok_or_else(|| LibraryError::LibraryUnreachable {
+                path: PathBuf::from("~/.local/share/model-library"),
+                reason: "no data directory on this system; set MODEL_LIBRARY_DIR or pass --library"
+                    .into(),
+            })?;
+            let library = Library::new(dir);
+            init_default(&library)?;
+            Ok(library)
         }
     }
 }

@@ -18,30 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::library::clock::unix_seconds;
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
-use crate::library::model::{LIBRARY_SOURCE, ModelInfo, ModelStatus};
+use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelStatus};
 use crate::library::registry::{Registry, RegistryEntry};
-
-/// Which listing to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum ListKind {
-    /// Recursive sizes, file counts, verified statuses (service cache key `"all"`).
-    Full,
-    /// Registry plus one read of `models/` (service cache key `"fast"`).
-    Fast,
-}
-
-impl ListKind {
-    /// The service-cache key of the original service.
-    pub fn cache_key(self) -> &'static str {
-        match self {
-            ListKind::Full => "all",
-            ListKind::Fast => "fast",
-        }
-    }
-}
+use crate::library::walk::{EntryKind, WalkOptions};
 
 /// Progress of the running scan, readable from any thread without locking.
 #[derive(Debug, Default)]
@@ -193,7 +174,8 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
             let out = candidates
                 .par_iter()
                 .map(|c| {
-                    let walked = (c.folder == Folder::Dir).then(|| walk(&models_dir.join(&c.name)));
+                    let walked = (c.folder == Folder::Dir)
+                        .then(|| walk_model(&models_dir.join(&c.name), c.entry));
                     let info = model_info(c, &models_dir, input, Some(walked));
                     input.progress.tick();
                     info
@@ -243,7 +225,7 @@ pub fn scan_some(
                 folder,
                 leftovers,
             };
-            let walked = (folder == Folder::Dir).then(|| walk(&models_dir.join(name)));
+            let walked = (folder == Folder::Dir).then(|| walk_model(&models_dir.join(name), entry));
             (
                 name.clone(),
                 Some(model_info(&c, &models_dir, input, Some(walked))),
@@ -304,69 +286,63 @@ pub struct WalkSummary {
     pub largest: Option<(u64, PathBuf)>,
     /// What could not be read.
     pub errors: Vec<String>,
+    /// For each declared path asked for: what the walk met there (kind, measured size).
+    pub declared: Vec<Option<(EntryKind, u64)>>,
 }
 
-/// Walks a model folder without following symlinks. Unreadable parts are recorded in
-/// `errors`; entries that vanish mid-walk are skipped.
+/// Walks a model folder with the core's walker (one `fstatat` per entry relative to its
+/// open folder, links not followed; a link to a regular file counts as that file).
+/// Unreadable parts are recorded in `errors`; entries that vanish mid-walk are skipped.
 pub fn walk(root: &Path) -> WalkSummary {
-    let mut sum = WalkSummary::default();
-    match fs::symlink_metadata(root) {
-        Ok(meta) => sum.newest = meta.modified().ok().map(unix_seconds),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return sum,
-        Err(err) => {
-            sum.errors
-                .push(format!("cannot read {}: {err}", root.display()));
-            return sum;
+    walk_declared(root, &[])
+}
+
+/// [`walk`], also noting what is found at each of the `declared` relative paths (so a
+/// registry entry's files are checked without a second stat).
+fn walk_declared(root: &Path, declared: &[PathBuf]) -> WalkSummary {
+    let mut sum = WalkSummary {
+        declared: vec![None; declared.len()],
+        ..WalkSummary::default()
+    };
+    let report = crate::library::walk::walk(root, WalkOptions::default(), &mut |e| {
+        sum.newest = Some(sum.newest.map_or(e.mtime, |n| n.max(e.mtime)));
+        if let Some(i) = declared.iter().position(|d| e.is(d)) {
+            sum.declared[i] = Some((e.kind, e.size));
         }
-    }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let rd = match faults::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue, // vanished
-            Err(err) => {
-                sum.errors
-                    .push(format!("cannot read {}: {err}", dir.display()));
-                continue;
-            }
-        };
-        for entry in rd {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(err) => {
-                    sum.errors
-                        .push(format!("cannot read {}: {err}", dir.display()));
-                    continue;
-                }
-            };
-            // DirEntry::metadata does not follow symlinks.
-            let meta = match faults::entry_metadata(&entry) {
-                Ok(m) => m,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue, // vanished
-                Err(err) => {
-                    sum.errors
-                        .push(format!("cannot read {}: {err}", entry.path().display()));
-                    continue;
-                }
-            };
-            if let Ok(t) = meta.modified() {
-                let t = unix_seconds(t);
-                sum.newest = Some(sum.newest.map_or(t, |n| n.max(t)));
-            }
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                let counted = measured(&entry.path(), meta);
-                let len = counted.len();
-                sum.size += len;
-                sum.files += 1;
-                if counted.is_file() && sum.largest.as_ref().is_none_or(|(l, _)| len > *l) {
-                    sum.largest = Some((len, entry.path()));
-                }
-            }
+        if e.kind == EntryKind::Dir {
+            return;
         }
+        sum.size += e.size;
+        sum.files += 1;
+        let file = matches!(e.kind, EntryKind::File | EntryKind::Link { to_file: true });
+        if file && sum.largest.as_ref().is_none_or(|(l, _)| e.size > *l) {
+            sum.largest = Some((e.size, root.join(e.rel_path())));
+        }
+    });
+    if let Some(t) = report.root_mtime {
+        sum.newest = Some(sum.newest.map_or(t, |n| n.max(t)));
     }
+    sum.errors = report.errors;
     sum
+}
+
+/// A declared file's path as the walker names it: no `.` components.
+fn declared_path(spec: &str) -> PathBuf {
+    Path::new(spec)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+/// Walks a model folder, checking the files its registry entry declares on the way.
+fn walk_model(root: &Path, entry: Option<&RegistryEntry>) -> WalkSummary {
+    match entry {
+        Some(e) if !e.files.is_empty() => {
+            let declared: Vec<PathBuf> = e.files.iter().map(|f| declared_path(&f.path)).collect();
+            walk_declared(root, &declared)
+        }
+        _ => walk(root),
+    }
 }
 
 /// Builds one model's info. `walked` is `None` for the fast listing, `Some(None)` for a full
@@ -411,42 +387,31 @@ fn model_info(
         && c.folder == Folder::Dir
         && let Some(entry) = c.entry
     {
-        for spec in &entry.files {
-            let file = path.join(&spec.path);
-            let linked = fs::symlink_metadata(&file)
-                .map(|m| m.file_type().is_symlink())
-                .unwrap_or(false);
-            // A declared file may be a link to a regular file (a symlink import): it is
-            // measured through the link; a link to anything else is an error.
-            let meta = if linked {
-                fs::metadata(&file).and_then(|m| {
-                    if m.is_file() {
-                        Ok(m)
-                    } else {
-                        Err(io::Error::other("not a regular file"))
-                    }
-                })
-            } else {
-                fs::symlink_metadata(&file)
-            };
-            match meta {
-                Err(err) if linked => errors.push(format!(
-                    "{} is a symbolic link to something that is not a readable file ({err})",
+        let found = walked
+            .as_ref()
+            .map(|w| w.declared.as_slice())
+            .unwrap_or(&[]);
+        for (i, spec) in entry.files.iter().enumerate() {
+            match found.get(i).copied().flatten() {
+                // A declared file may be a link to a regular file (a symlink import): it
+                // is measured through the link; a link to anything else is an error.
+                Some((EntryKind::Link { to_file: false }, _)) => errors.push(format!(
+                    "{} is a symbolic link to something that is not a readable file",
                     spec.path
                 )),
-                Ok(meta) if !meta.is_file() => {
+                Some((EntryKind::Dir | EntryKind::Other, _)) => {
                     errors.push(format!("{} is not a regular file", spec.path))
                 }
-                Ok(meta) => match spec.size {
-                    Some(want) if meta.len() != want => errors.push(format!(
-                        "size mismatch: {} is {} bytes, expected {want}",
-                        spec.path,
-                        meta.len()
+                Some((_, len)) => match spec.size {
+                    Some(want) if len != want => errors.push(format!(
+                        "size mismatch: {} is {len} bytes, expected {want}",
+                        spec.path
                     )),
                     _ => {}
                 },
-                Err(err) if err.kind() == io::ErrorKind::NotFound => declared_missing += 1,
-                Err(err) => errors.push(format!("cannot read {}: {err}", spec.path)),
+                // Not met by the walk: missing (or in a part that could not be read,
+                // which the walk's errors already say).
+                None => declared_missing += 1,
             }
         }
     } else if let Some(entry) = c.entry {
@@ -546,19 +511,6 @@ fn model_info(
     }
 }
 
-/// What an entry that is not a folder counts as: a link to a regular file (a symlink
-/// import) counts as its target; anything else a link points to (a folder, nothing, a loop)
-/// counts as the link itself, so folders behind links are never descended.
-fn measured(path: &Path, meta: fs::Metadata) -> fs::Metadata {
-    if meta.file_type().is_symlink()
-        && let Ok(target) = fs::metadata(path)
-        && target.is_file()
-    {
-        return target;
-    }
-    meta
-}
-
 /// Most files [`list_files`] returns.
 pub const MAX_LISTED_FILES: usize = 2000;
 
@@ -568,25 +520,16 @@ pub const MAX_LISTED_FILES: usize = 2000;
 pub fn list_files(root: &Path) -> (Vec<(String, u64)>, bool) {
     let mut out = Vec::new();
     let mut more = false;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for entry in rd.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-                continue;
-            }
-            if out.len() >= MAX_LISTED_FILES {
-                more = true;
-                continue;
-            }
-            let size = measured(&entry.path(), meta).len();
-            let rel = entry.path();
-            let rel = rel.strip_prefix(root).unwrap_or(&rel);
-            out.push((rel.to_string_lossy().into_owned(), size));
+    crate::library::walk::walk(root, WalkOptions::default(), &mut |e| {
+        if e.kind == EntryKind::Dir {
+            return;
         }
-    }
+        if out.len() >= MAX_LISTED_FILES {
+            more = true;
+            return;
+        }
+        out.push((e.rel_path().to_string_lossy().into_owned(), e.size));
+    });
     out.sort();
     (out, more)
 }
@@ -609,81 +552,10 @@ pub fn guess_format(path: &Path) -> Option<&'static str> {
     })
 }
 
-/// Fault injection for tests: lets a unit test make one path unreadable or make an entry
-/// vanish between being listed and being measured, deterministically and even as root.
-/// In non-test builds these are the plain `std` calls.
-mod faults {
-    #[cfg(not(test))]
-    use std::{fs, io, path::Path};
-
-    #[cfg(not(test))]
-    pub fn read_dir(dir: &Path) -> io::Result<fs::ReadDir> {
-        fs::read_dir(dir)
-    }
-
-    #[cfg(not(test))]
-    pub fn entry_metadata(entry: &fs::DirEntry) -> io::Result<fs::Metadata> {
-        entry.metadata()
-    }
-
-    #[cfg(test)]
-    pub use injected::*;
-
-    #[cfg(test)]
-    mod injected {
-        use std::fs;
-        use std::io;
-        use std::path::{Path, PathBuf};
-        use std::sync::Mutex;
-
-        /// A fault planted on one exact path.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Fault {
-            /// `read_dir` of this folder fails with permission denied.
-            DenyReadDir,
-            /// The entry is deleted right after its folder was listed.
-            VanishAfterListing,
-        }
-
-        static FAULTS: Mutex<Vec<(PathBuf, Fault)>> = Mutex::new(Vec::new());
-
-        pub fn plant(path: &Path, fault: Fault) {
-            FAULTS.lock().unwrap().push((path.to_path_buf(), fault));
-        }
-
-        fn planted(path: &Path, fault: Fault) -> bool {
-            FAULTS
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(p, f)| p == path && *f == fault)
-        }
-
-        pub fn read_dir(dir: &Path) -> io::Result<fs::ReadDir> {
-            if planted(dir, Fault::DenyReadDir) {
-                return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-            }
-            fs::read_dir(dir)
-        }
-
-        pub fn entry_metadata(entry: &fs::DirEntry) -> io::Result<fs::Metadata> {
-            let path = entry.path();
-            if planted(&path, Fault::VanishAfterListing) {
-                if path.is_dir() {
-                    fs::remove_dir_all(&path)?;
-                } else {
-                    fs::remove_file(&path)?;
-                }
-            }
-            entry.metadata()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::faults::{Fault, plant};
     use super::*;
+    use crate::library::walk::faults::{Fault, plant};
 
     fn scan_dir(root: &Path, kind: ListKind) -> Vec<ModelInfo> {
         let library = Library::new(root);

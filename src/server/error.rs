@@ -52,7 +52,7 @@ impl IntoResponse for ApiError {
 impl From<LibraryError> for ApiError {
     fn from(err: LibraryError) -> Self {
         let status = match &err {
-            LibraryError::InvalidTtl(_)
+            LibraryError::InvalidTtl { .. }
             | LibraryError::InvalidId { .. }
             | LibraryError::UnknownStatus(_) => StatusCode::BAD_REQUEST,
             LibraryError::NothingToDelete { .. } | LibraryError::UnknownModel(_) => {

@@ -72,7 +72,7 @@ pub(crate) fn plan_source(
         let name = source.file_name().unwrap_or_default();
         files.push(planned(source, utf8(name, source)?.to_string())?);
     } else {
-        walk_source(source, Path::new(""), &mut files)?;
+        walk_source(source, &mut files)?;
         if files.is_empty() {
             return Err(refused(format!(
                 "{} holds no regular files to import",
@@ -116,22 +116,26 @@ fn planned(path: &Path, rel: String) -> Result<PlannedFile> {
     })
 }
 
-fn walk_source(root: &Path, rel: &Path, files: &mut Vec<PlannedFile>) -> Result<()> {
-    let dir = root.join(rel);
-    let rd = fs::read_dir(&dir).map_err(|e| LibraryError::io(&dir, e))?;
-    let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let rel_child = rel.join(utf8(&name, &entry.path())?);
-        let ft = entry
-            .file_type()
-            .map_err(|e| LibraryError::io(entry.path(), e))?;
-        if ft.is_dir() {
-            walk_source(root, &rel_child, files)?;
-        } else if ft.is_file() {
-            let text = rel_child.to_string_lossy().replace('\\', "/");
-            files.push(planned(&entry.path(), text)?);
+/// The regular files of a source tree, sorted by path (walkdir: this walk is not a hot
+/// path). Links and other special entries are left where they are; folders behind links
+/// are not descended.
+fn walk_source(root: &Path, files: &mut Vec<PlannedFile>) -> Result<()> {
+    for entry in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            let io = e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("a folder loop"));
+            LibraryError::io(path, io)
+        })?;
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let text = utf8(rel.as_os_str(), entry.path())?;
+        if entry.file_type().is_file() {
+            files.push(planned(entry.path(), text.replace('\\', "/"))?);
         }
     }
     Ok(())
@@ -277,14 +281,17 @@ pub(crate) fn remove_sources(plan: &Plan, models: &SafeDir) -> Vec<String> {
     notes
 }
 
-/// Removes the folders of a moved source tree that are left empty (never through a link).
+/// Removes the folders of a moved source tree that are left empty (never through a link:
+/// walkdir does not follow them, and `remove_dir` leaves a folder that is not empty).
 fn remove_empty_tree(dir: &Path) {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_empty_tree(&e.path());
-            }
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .contents_first(true)
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_dir() {
+            let _ = fs::remove_dir(entry.path());
         }
     }
-    let _ = fs::remove_dir(dir);
 }

@@ -28,10 +28,11 @@ use crate::library::error::{LibraryError, Result};
 use crate::library::import::{self, ImportOutcome, ImportRequest};
 use crate::library::layout::{Library, validate_id};
 use crate::library::metadata::MetadataCache;
+use crate::library::model::ListKind;
 use crate::library::model::{LIBRARY_SOURCE, ListQuery, ModelInfo, ModelMetadata, ModelStatus};
 use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
-use crate::library::scan::{self, ListKind, ProgressReading, ScanInput, ScanProgress};
+use crate::library::scan::{self, ProgressReading, ScanInput, ScanProgress};
 use crate::library::sources::{self, SourceConfig};
 use crate::library::watch::verifier::VerifierOptions;
 use crate::library::watch::{
@@ -435,6 +436,10 @@ fn check_ttl(secs: i64) -> Result<u64> {
     if (TTL_MIN_SECS as i64..=TTL_MAX_SECS as i64).contains(&secs) {
         Ok(secs as u64)
     } else {
-        Err(LibraryError::InvalidTtl(secs))
+        Err(LibraryError::InvalidTtl {
+            secs,
+            min: TTL_MIN_SECS,
+            max: TTL_MAX_SECS,
+        })
     }
 }

@@ -16,7 +16,6 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -25,6 +24,7 @@ use super::{
     lexical_normalize, list_dir, main_weight_set, push_unique, read_bounded, walk,
     weight_set_metadata,
 };
+use crate::library::clock::unix_seconds;
 use crate::library::error::LibraryError;
 use crate::library::metadata::MetadataCache;
 use crate::library::model::ModelMetadata;
@@ -71,7 +71,7 @@ struct SnapFile {
 
 fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d: &mut Draft) {
     if let Ok(m) = fs::symlink_metadata(dir) {
-        d.newest = m.modified().ok();
+        d.newest = m.modified().ok().map(unix_seconds);
     }
 
     // blobs/: listed directly, never through a link.
@@ -89,7 +89,11 @@ fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d:
                     d.partial = true;
                 }
                 blobs.insert(name, meta.len());
-                d.count(entry.path(), meta.len(), meta.modified().ok());
+                d.count(
+                    entry.path(),
+                    meta.len(),
+                    meta.modified().ok().map(unix_seconds),
+                );
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -113,7 +117,7 @@ fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d:
             Vec::new()
         }
     };
-    let mut by_rev: Vec<(OsString, Option<SystemTime>, Vec<SnapFile>)> = Vec::new();
+    let mut by_rev: Vec<(OsString, Option<f64>, Vec<SnapFile>)> = Vec::new();
     let mut snapshot_files = 0usize;
     for (rev, ft) in revisions {
         let rev_dir = snaps_dir.join(&rev);
@@ -132,7 +136,7 @@ fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d:
         d.errors.extend(w.errors);
         let mut files = Vec::new();
         for (rel, abs, size, mtime) in w.files {
-            d.count(abs.clone(), size, mtime);
+            d.count(abs.clone(), size, Some(mtime));
             files.push(SnapFile {
                 rel,
                 real: abs,
@@ -177,7 +181,12 @@ fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d:
                 .position(|(r, _, _)| r.to_str() == Some(m.as_str()))
         })
         .or_else(|| {
-            (0..by_rev.len()).max_by(|&a, &b| by_rev[a].1.cmp(&by_rev[b].1).then(b.cmp(&a)))
+            (0..by_rev.len()).max_by(|&a, &b| {
+                let (ta, tb) = (by_rev[a].1, by_rev[b].1);
+                ta.partial_cmp(&tb)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(b.cmp(&a))
+            })
         });
     let Some(current) = current else { return };
     let files = &by_rev[current].2;

@@ -108,7 +108,7 @@ fn scan_model(dir: &Path, cache: &mut MetadataCache, d: &mut Draft) -> bool {
     let mut weights = Vec::new();
     let mut largest: Option<(u64, &'static str)> = None;
     for (rel, abs, size, mtime) in &w.files {
-        d.count(abs.clone(), *size, *mtime);
+        d.count(abs.clone(), *size, Some(*mtime));
         if is_partial_name(rel) {
             d.partial = true;
             continue;

@@ -35,7 +35,6 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,10 +42,10 @@ pub use usage::{
     DiskUsage, bytes_freed_by_deleting, disk_usage, largest_models, least_recently_used,
 };
 
-use crate::library::clock::unix_seconds;
 use crate::library::error::LibraryError;
 use crate::library::metadata::{MetadataCache, fill_missing, merge_parts};
 use crate::library::model::{ModelInfo, ModelMetadata, ModelStatus};
+use crate::library::walk::{EntryKind, WalkOptions};
 
 /// Which store a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -372,11 +371,11 @@ fn list_dir(dir: &Path) -> io::Result<Vec<(OsString, fs::FileType)>> {
 #[derive(Debug, Default)]
 struct Walked {
     /// Regular files: (path relative to the walked folder, absolute path, size, mtime).
-    files: Vec<(PathBuf, PathBuf, u64, Option<SystemTime>)>,
+    files: Vec<(PathBuf, PathBuf, u64, f64)>,
     /// Symlinks: (relative path, absolute path).
     links: Vec<(PathBuf, PathBuf)>,
     /// Newest mtime of the folder and everything in it (links included, not followed).
-    newest: Option<SystemTime>,
+    newest: Option<f64>,
     /// What could not be read.
     errors: Vec<String>,
 }
@@ -384,67 +383,36 @@ struct Walked {
 /// The deepest a model folder is walked.
 const MAX_WALK_DEPTH: usize = 32;
 
-/// Walks `root` without following symlinks. Hidden entries are included (a download's
-/// temporary file may be hidden). Entries that vanish mid-walk are skipped.
+/// Walks `root` with the core's walker ([`crate::library::walk`]): links not followed,
+/// hidden entries included (a download's temporary file may be hidden), entries that
+/// vanish mid-walk skipped. Files and links come sorted by relative path.
 fn walk(root: &Path) -> Walked {
     let mut w = Walked::default();
-    if let Ok(m) = fs::symlink_metadata(root) {
-        w.newest = m.modified().ok();
-    }
-    let mut stack = vec![(PathBuf::new(), 0usize)];
-    while let Some((rel, depth)) = stack.pop() {
-        let dir = root.join(&rel);
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                w.errors.push(format!("cannot read {}: {e}", dir.display()));
-                continue;
+    let options = WalkOptions {
+        max_depth: MAX_WALK_DEPTH,
+    };
+    let report = crate::library::walk::walk(root, options, &mut |e| {
+        w.newest = newest(w.newest, Some(e.mtime));
+        match e.kind {
+            EntryKind::Link { .. } => {
+                let rel = e.rel_path();
+                w.links.push((rel.clone(), root.join(rel)));
             }
-        };
-        for entry in rd {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    w.errors.push(format!("cannot read {}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    w.errors
-                        .push(format!("cannot read {}: {e}", entry.path().display()));
-                    continue;
-                }
-            };
-            let mtime = meta.modified().ok();
-            w.newest = newest(w.newest, mtime);
-            let rel_child = rel.join(entry.file_name());
-            let ft = meta.file_type();
-            if ft.is_symlink() {
-                w.links.push((rel_child, entry.path()));
-            } else if ft.is_dir() {
-                if depth + 1 >= MAX_WALK_DEPTH {
-                    w.errors.push(format!(
-                        "{} is nested too deeply; not scanned",
-                        entry.path().display()
-                    ));
-                } else {
-                    stack.push((rel_child, depth + 1));
-                }
-            } else if ft.is_file() {
-                w.files.push((rel_child, entry.path(), meta.len(), mtime));
+            EntryKind::File => {
+                let rel = e.rel_path();
+                w.files.push((rel.clone(), root.join(rel), e.size, e.mtime));
             }
+            EntryKind::Dir | EntryKind::Other => {}
         }
-    }
+    });
+    w.newest = newest(w.newest, report.root_mtime);
+    w.errors = report.errors;
     w.files.sort_by(|a, b| a.0.cmp(&b.0));
     w.links.sort();
     w
 }
 
-fn newest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+fn newest(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -582,7 +550,7 @@ struct Draft {
     name: String,
     path: PathBuf,
     files: BTreeMap<PathBuf, u64>,
-    newest: Option<SystemTime>,
+    newest: Option<f64>,
     errors: Vec<String>,
     partial: bool,
     empty_is_error: bool,
@@ -608,7 +576,7 @@ impl Draft {
         }
     }
 
-    fn count(&mut self, path: PathBuf, size: u64, mtime: Option<SystemTime>) {
+    fn count(&mut self, path: PathBuf, size: u64, mtime: Option<f64>) {
         self.newest = newest(self.newest, mtime);
         self.files.insert(path, size);
     }
@@ -656,7 +624,7 @@ impl Draft {
             size_bytes: Some(self.files.values().sum()),
             file_count: Some(self.files.len() as u64),
             expected_size_bytes: None,
-            modified: self.newest.map(unix_seconds),
+            modified: self.newest,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             source: kind.as_str().to_string(),
             metadata: self.metadata,

@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use serde_json::Value;
 
 use super::{Draft, SourceScan, arch_capabilities, list_dir, push_unique, read_bounded};
+use crate::library::clock::unix_seconds;
 use crate::library::error::LibraryError;
 use crate::library::metadata::{HeaderKind, MetadataCache, fill_missing};
 
@@ -37,7 +37,7 @@ const MAX_MANIFEST: u64 = 1 << 20;
 struct BlobFile {
     path: PathBuf,
     size: u64,
-    mtime: Option<SystemTime>,
+    mtime: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -152,7 +152,7 @@ fn index_blobs(dir: &Path) -> io::Result<Blobs> {
         let file = BlobFile {
             path: entry.path(),
             size: meta.len(),
-            mtime: meta.modified().ok(),
+            mtime: meta.modified().ok().map(unix_seconds),
         };
         if partial {
             blobs.partial.entry(hex).or_default().push(file);
@@ -235,7 +235,7 @@ fn manifest_model(
     };
     let mut d = Draft::new(id, name, path.to_path_buf());
     if let Ok(m) = fs::symlink_metadata(path) {
-        d.newest = m.modified().ok();
+        d.newest = m.modified().ok().map(unix_seconds);
     }
     let parsed = read_bounded(path, MAX_MANIFEST)
         .map_err(|e| format!("cannot read the manifest: {e}"))

@@ -23,7 +23,6 @@ use crate::library::cache::{Listing, SnapshotHandle};
 use crate::library::clock::Clock;
 use crate::library::layout::Library;
 use crate::library::model::{LIBRARY_SOURCE, ModelInfo, ModelStatus};
-#[cfg(test)]
 use crate::library::scan::walk;
 
 use super::Changes;
@@ -281,87 +280,9 @@ fn differs(m: &ModelInfo) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return m.modified.is_some(),
         Err(_) => return true,
     }
-    match summary(&m.path) {
-        Some((size, files, newest)) => {
-            m.size_bytes != Some(size) || m.file_count != Some(files) || m.modified != newest
-        }
-        // Something could not be read: let the scanner look (and say what).
-        None => true,
+    let w = walk(&m.path);
+    if !w.errors.is_empty() {
+        return true; // something could not be read: let the scanner look (and say what)
     }
-}
-
-/// What [`walk`] would find in a model folder — apparent size and count of everything
-/// that is not a folder (a link to a regular file measured through it), newest
-/// modification time of the folder and everything in it — with one `fstatat` per entry
-/// relative to an open folder, links never descended, and no path built. `None` when
-/// anything cannot be read.
-fn summary(path: &std::path::Path) -> Option<(u64, u64, Option<f64>)> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let secs = |st: &rustix::fs::Stat| {
-        // The same arithmetic as `Duration::as_secs_f64`, so the figures compare equal.
-        st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1_000_000_000.0
-    };
-    let root = rustix::fs::open(path, flags, Mode::empty()).ok()?;
-    let mut newest = secs(&rustix::fs::fstat(&root).ok()?);
-    let (mut size, mut files) = (0u64, 0u64);
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        let mut entries = rustix::fs::Dir::read_from(&dir).ok()?;
-        while let Some(entry) = entries.read() {
-            let entry = entry.ok()?;
-            let name = entry.file_name();
-            if name.to_bytes() == b"." || name.to_bytes() == b".." {
-                continue;
-            }
-            let st = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(rustix::io::Errno::NOENT) => continue, // vanished, as the scan says
-                Err(_) => return None,
-            };
-            newest = newest.max(secs(&st));
-            match FileType::from_raw_mode(st.st_mode as _) {
-                FileType::Directory => {
-                    stack.push(rustix::fs::openat(&dir, name, flags, Mode::empty()).ok()?);
-                }
-                FileType::Symlink => {
-                    let through = rustix::fs::statat(&dir, name, AtFlags::empty())
-                        .ok()
-                        .filter(|t| {
-                            FileType::from_raw_mode(t.st_mode as _) == FileType::RegularFile
-                        });
-                    size += through.map_or(st.st_size, |t| t.st_size) as u64;
-                    files += 1;
-                }
-                _ => {
-                    size += st.st_size as u64;
-                    files += 1;
-                }
-            }
-        }
-    }
-    Some((size, files, Some(newest)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_summary_agrees_with_the_scanners_walk() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = dir.path().join("m");
-        std::fs::create_dir_all(m.join("sub/deeper")).unwrap();
-        std::fs::write(m.join("w.bin"), vec![0u8; 1000]).unwrap();
-        std::fs::write(m.join("sub/deeper/x"), b"12345").unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("big"), vec![0u8; 777]).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("big"), m.join("linked.gguf")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), m.join("linked-dir")).unwrap();
-        let w = walk(&m);
-        let (size, files, newest) = summary(&m).unwrap();
-        assert_eq!((size, files, newest), (w.size, w.files, w.newest));
-        assert_eq!(files, 4);
-        assert!(summary(&dir.path().join("missing")).is_none());
-    }
+    m.size_bytes != Some(w.size) || m.file_count != Some(w.files) || m.modified != w.newest
 }
