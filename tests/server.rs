@@ -1015,3 +1015,140 @@ fn a_read_only_library_refuses_writes_with_409_and_says_why() {
             .contains("is a symbolic link")
     );
 }
+
+#[test]
+fn limit_and_offset_page_the_listing_while_total_counts_every_match() {
+    let lib = sample();
+    let api = Api::start(&lib);
+    let all = api.get("/api/models/library");
+    assert_eq!(ids(&all), ["alpha", "beta", "gamma", "loose"]);
+
+    let page = api.get("/api/models/library?limit=2");
+    assert_eq!(
+        (ids(&page), &page.body["total"]),
+        (vec!["alpha".into(), "beta".into()], &json!(4))
+    );
+    let page = api.get("/api/models/library?offset=1&limit=2");
+    assert_eq!(ids(&page), ["beta", "gamma"]);
+    let page = api.get("/api/models/library?offset=3");
+    assert_eq!(ids(&page), ["loose"]);
+    let page = api.get("/api/models/library?offset=10");
+    assert_eq!((ids(&page).len(), &page.body["total"]), (0, &json!(4)));
+    let page = api.get("/api/models/library?limit=0");
+    assert_eq!((ids(&page).len(), &page.body["total"]), (0, &json!(4)));
+    let page = api.get("/api/models/library?provider=huggingface&limit=1&offset=1");
+    assert_eq!(
+        (ids(&page), &page.body["total"]),
+        (vec!["gamma".into()], &json!(2))
+    );
+    // An empty value is no value, as for the filters.
+    let page = api.get("/api/models/library?limit=&offset=");
+    assert_eq!(ids(&page).len(), 4);
+
+    for bad in [
+        "limit=-1",
+        "limit=two",
+        "offset=1.5",
+        "offset=99999999999999999999999",
+    ] {
+        let which = bad.split('=').next().unwrap();
+        assert_error(&api.get(&format!("/api/models/library?{bad}")), 400, which);
+    }
+}
+
+#[test]
+fn a_repeated_listing_is_served_from_its_kept_body_until_the_listing_changes() {
+    let lib = sample();
+    let api = Api::start(&lib);
+    let first = api.get("/api/models/library");
+    assert_eq!(
+        (first.body["cache_hit"].clone(), first.served_from.clone()),
+        (json!(false), None)
+    );
+    let second = api.get("/api/models/library");
+    assert_eq!(
+        second.served_from.as_deref(),
+        Some("kept-body"),
+        "{second:?}"
+    );
+    assert_eq!(second.body["cache_hit"], true);
+    let mut expected = first.body.clone();
+    expected["cache_hit"] = json!(true);
+    assert_eq!(
+        second.body, expected,
+        "the kept body is the listing's, with cache_hit true"
+    );
+    // Another filter has a body of its own.
+    let chat = api.get("/api/models/library?capability=chat");
+    assert_eq!(ids(&chat), ["alpha", "gamma"]);
+    assert_ne!(chat.served_from.as_deref(), Some("kept-body"));
+    let chat = api.get("/api/models/library?capability=chat");
+    assert_eq!(
+        (ids(&chat), chat.served_from.as_deref()),
+        (vec!["alpha".into(), "gamma".into()], Some("kept-body"))
+    );
+    // Pages are encoded each time (they are small), never from the kept body.
+    let page = api.get("/api/models/library?limit=1");
+    assert_eq!((ids(&page).len(), page.served_from.as_deref()), (1, None));
+
+    // A new model folder: a new listing, so the kept bodies are not served again.
+    lib.file("models/newcomer/w.gguf", 7);
+    let after = api.get("/api/models/library");
+    assert!(ids(&after).contains(&"newcomer".to_string()), "{after:?}");
+    assert_eq!(after.served_from, None);
+    let again = api.get("/api/models/library");
+    assert_eq!(
+        (
+            again.served_from.as_deref(),
+            again.body["cache_hit"].clone()
+        ),
+        (Some("kept-body"), json!(true))
+    );
+    assert!(ids(&again).contains(&"newcomer".to_string()));
+}
+
+#[test]
+fn listings_are_gzip_encoded_for_clients_that_ask() {
+    use std::io::Read;
+    let lib = sample();
+    let api = Api::start(&lib);
+    let plain = api.get("/api/models/library");
+    assert_eq!(plain.status, 200);
+    for round in 0..3 {
+        // First: a miss compressed fresh; then the kept body compressed once; then kept.
+        let mut response = api
+            .agent
+            .get(api.url("/api/models/library"))
+            .header("Accept-Encoding", "br;q=1, gzip;q=0.5")
+            .call()
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            header("content-encoding").as_deref(),
+            Some("gzip"),
+            "round {round}"
+        );
+        assert_eq!(header("vary").as_deref(), Some("accept-encoding"));
+        let packed = response.body_mut().read_to_vec().unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["models"], plain.body["models"], "round {round}");
+        assert_eq!(body["cache_hit"], true);
+    }
+    // Refused gzip: plain.
+    let response = api
+        .agent
+        .get(api.url("/api/models/library"))
+        .header("Accept-Encoding", "gzip;q=0")
+        .call()
+        .unwrap();
+    assert!(response.headers().get("content-encoding").is_none());
+}

@@ -39,7 +39,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /api/models/library?force_refresh=&quick=&provider=&status=&capability=` | `{"models", "total", "cache_hit"}` |
+//! | `GET /api/models/library?force_refresh=&quick=&provider=&status=&capability=&limit=&offset=` | `{"models", "total", "cache_hit"}` (gzip when accepted) |
 //! | `POST /api/models/refresh` | `{"message", "cache_info", "api_cache_cleared"}` |
 //! | `GET /api/models/cache-info` | `{"service_cache", "api_cache"}` (`api_cache.snapshot_hits` added) |
 //! | `POST /api/models/cache-config` `{"ttl_seconds": N}` | `{"message", "ttl_seconds"}` |
@@ -87,6 +87,7 @@
 //! usual stale-while-revalidate trade): a refresh's result is visible to every request
 //! that starts after the refresh answered.
 
+mod bodies;
 mod conn;
 mod error;
 mod extract;

@@ -6,15 +6,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, OriginalUri, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::bodies::{self, Bodies, Page, accepts_gzip};
 use super::error::ApiError;
 use super::extract::{JsonObject, Params, PathId, json_kind, parse_bool};
 use crate::library::service::SnapshotHandle;
@@ -23,7 +25,8 @@ use crate::library::{
     RefreshInfo, Registry, View, validate_id,
 };
 
-/// Header set on listings served from the published snapshot while a scan held the service.
+/// Header set on listings served from the published snapshot while a scan held the service
+/// (`snapshot`), or from the body kept for an unchanged listing (`kept-body`).
 pub(crate) const SERVED_FROM: HeaderName = HeaderName::from_static("x-served-from");
 
 type Shared = Arc<AppState>;
@@ -40,6 +43,8 @@ struct AppState {
     superseded: StdMutex<Weak<Listing>>,
     /// Listings served from the snapshot (they bypass the service's counters).
     snapshot_hits: AtomicU64,
+    /// Encoded listing bodies of the current listing, served again while it is current.
+    bodies: Bodies,
 }
 
 /// What a lock holder does, which decides whether waiting readers may use the snapshot.
@@ -77,6 +82,7 @@ impl AppState {
             read_in_progress: AtomicBool::new(false),
             superseded: StdMutex::new(Weak::new()),
             snapshot_hits: AtomicU64::new(0),
+            bodies: Bodies::default(),
         }
     }
 
@@ -183,7 +189,7 @@ pub(crate) fn router(service: ModelLibraryService, body_limit: usize) -> Router 
         .with_state(state)
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+fn json_response(status: StatusCode, body: impl IntoResponse) -> Response {
     (
         status,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -209,25 +215,24 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
 
 // ---- GET /api/models/library ----
 
-/// The answer of `GET /api/models/library`.
-#[derive(Serialize)]
-struct ListBody<'a> {
-    models: Vec<&'a ModelInfo>,
-    total: usize,
-    cache_hit: bool,
-}
-
-fn list_body(view: &View, cache_hit: bool) -> Result<Vec<u8>, ApiError> {
-    to_json(&ListBody {
-        models: view.iter().collect(),
-        total: view.len(),
-        cache_hit,
-    })
-}
-
-fn list_params(params: Params) -> Result<(ListQuery, bool), ApiError> {
-    let [force_refresh, quick, provider, status, capability] =
-        params.known(["force_refresh", "quick", "provider", "status", "capability"])?;
+fn list_params(params: Params) -> Result<(ListQuery, bool, Page), ApiError> {
+    let [
+        force_refresh,
+        quick,
+        provider,
+        status,
+        capability,
+        limit,
+        offset,
+    ] = params.known([
+        "force_refresh",
+        "quick",
+        "provider",
+        "status",
+        "capability",
+        "limit",
+        "offset",
+    ])?;
     // An empty filter (`provider=`) is no filter, as an HTML form would mean it.
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let query = ListQuery {
@@ -238,22 +243,44 @@ fn list_params(params: Params) -> Result<(ListQuery, bool), ApiError> {
             .transpose()?,
         capability: non_empty(capability),
     };
+    let page = Page {
+        offset: parse_count("offset", non_empty(offset))?.unwrap_or(0),
+        limit: parse_count("limit", non_empty(limit))?,
+    };
     Ok((
         query,
         parse_bool("force_refresh", force_refresh.as_deref())?,
+        page,
     ))
 }
 
-async fn list_models(State(state): State<Shared>, params: Params) -> Result<Response, ApiError> {
-    let (query, force_refresh) = list_params(params)?;
+/// A non-negative whole number query parameter.
+fn parse_count(name: &str, value: Option<String>) -> Result<Option<usize>, ApiError> {
+    value
+        .map(|v| {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "query parameter {name:?} must be a whole number of 0 or more, not {v:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+async fn list_models(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let (query, force_refresh, page) = list_params(params)?;
+    let gzip = accepts_gzip(&headers);
     let guard = match Arc::clone(&state.service).try_lock_owned() {
         Ok(guard) => guard,
         Err(_) => {
             if let Some(listing) = state.fallback(&query, force_refresh) {
                 state.snapshot_hits.fetch_add(1, Ordering::Relaxed);
-                let body =
-                    blocking(move || list_body(&View::filter(listing, &query), true)).await?;
-                let mut response = json_response(StatusCode::OK, body);
+                let view = View::filter(listing, &query);
+                let mut response = state.answer(view, query, page, true, gzip).await?;
                 response
                     .headers_mut()
                     .insert(SERVED_FROM, HeaderValue::from_static("snapshot"));
@@ -263,13 +290,92 @@ async fn list_models(State(state): State<Shared>, params: Params) -> Result<Resp
         }
     };
     let result = state
-        .run_locked(guard, Hold::Read, move |service| {
-            Ok(service.list_view(&query, force_refresh)?)
+        .run_locked(guard, Hold::Read, {
+            let query = query.clone();
+            move |service| Ok(service.list_view(&query, force_refresh)?)
         })
         .await?;
-    // Encoding a large listing takes a while: off the async threads, and the lock is free.
-    let body = blocking(move || list_body(&result.view, result.cache_hit)).await?;
-    Ok(json_response(StatusCode::OK, body))
+    state
+        .answer(result.view, query, page, result.cache_hit, gzip)
+        .await
+}
+
+/// A listing body as the answer, gzip-encoded or not.
+fn listing_response(body: Bytes, gzip: bool) -> Response {
+    let mut response = json_response(StatusCode::OK, body);
+    let headers = response.headers_mut();
+    headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// `body` (which ends in `"cache_hit":false}`) with `"cache_hit":true}` instead.
+fn as_cache_hit(body: &[u8]) -> Bytes {
+    const MISS: &[u8] = b"false}";
+    debug_assert!(body.ends_with(MISS), "cache_hit is the last field");
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(&body[..body.len() - MISS.len()]);
+    out.extend_from_slice(b"true}");
+    Bytes::from(out)
+}
+
+impl AppState {
+    /// Answers a listing request with `view`: the kept body when the service answered from
+    /// its caches and one was kept for this listing and these filters, else a fresh
+    /// encoding (kept for the next time when it is the whole view). Encoding and
+    /// compressing run on the blocking pool, after the service lock was released.
+    async fn answer(
+        self: &Arc<Self>,
+        view: View,
+        query: ListQuery,
+        page: Page,
+        cache_hit: bool,
+        gzip: bool,
+    ) -> Result<Response, ApiError> {
+        let whole = page.is_whole();
+        if whole
+            && cache_hit
+            && let Some(body) = self.bodies.get(&view, &query, gzip)
+        {
+            let mut response = listing_response(body, gzip);
+            response
+                .headers_mut()
+                .insert(SERVED_FROM, HeaderValue::from_static("kept-body"));
+            return Ok(response);
+        }
+        let state = Arc::clone(self);
+        let body = blocking(move || {
+            if gzip
+                && whole
+                && cache_hit
+                && let Some(plain) = state.bodies.get(&view, &query, false)
+            {
+                // Kept plain, asked for gzip: compress once, keep that too.
+                let packed = bodies::gzip(&plain);
+                state.bodies.put_gzip(&view, &query, packed.clone());
+                return Ok(packed);
+            }
+            let fresh = Bytes::from(
+                bodies::encode(&view, page, cache_hit)
+                    .map_err(|e| ApiError::internal(format!("cannot encode JSON: {e}")))?,
+            );
+            let packed = gzip.then(|| bodies::gzip(&fresh));
+            if whole {
+                let plain = if cache_hit {
+                    fresh.clone()
+                } else {
+                    as_cache_hit(&fresh)
+                };
+                let packed_hit = packed.clone().filter(|_| cache_hit);
+                state.bodies.put(&view, &query, plain, packed_hit);
+            }
+            Ok(packed.unwrap_or(fresh))
+        })
+        .await?;
+        Ok(listing_response(body, gzip))
+    }
 }
 
 // ---- POST /api/models/refresh ----
