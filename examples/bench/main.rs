@@ -10,6 +10,7 @@
 //! start to a stated freshness bound (see `freshness.rs`).
 
 mod freshness;
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +52,10 @@ struct Args {
     /// Trials with polling (freshness).
     #[arg(long, default_value_t = 5)]
     poll_trials: usize,
+    /// Measure whole processes instead: `list --json` against `du`, `serve`'s memory and
+    /// its repeated answers (needs `cargo build --release` for the binary).
+    #[arg(long)]
+    process: bool,
 }
 
 /// One row of the report: a name, one figure per size, the target.
@@ -195,6 +200,29 @@ fn frame_times(view: &View) -> (Duration, Duration) {
     (median(times), worst)
 }
 
+/// `--process`: whole-process figures for each size (see `process.rs`).
+fn process_main(args: &Args, base: &Path) {
+    let bin = process::binary();
+    let empty = base.join("lib-empty");
+    let _ = std::fs::remove_dir_all(&empty);
+    std::fs::create_dir_all(empty.join("models")).expect("empty library");
+    for &n in &args.sizes {
+        let root = base.join(format!("lib-{n}"));
+        let _ = std::fs::remove_dir_all(&root);
+        generate_library(
+            &root,
+            &GenSpec {
+                models: n,
+                files_per_model: args.files,
+                file_size: 64 << 20,
+            },
+        )
+        .expect("generate");
+        process::report(&bin, &root, &empty, n, args.reps.max(7));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let temp = tempfile::tempdir().expect("temp dir");
@@ -204,6 +232,10 @@ fn main() {
         .unwrap_or_else(|| temp.path().to_path_buf());
     if args.freshness {
         freshness_main(&args, &base);
+        return;
+    }
+    if args.process {
+        process_main(&args, &base);
         return;
     }
     let mut rows: Vec<Row> = [

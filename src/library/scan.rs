@@ -10,9 +10,10 @@
 //! Never writes.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -171,16 +172,24 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
             .collect()),
         ListKind::Full => {
             input.progress.start(candidates.len() as u64);
-            let out = candidates
-                .par_iter()
-                .map(|c| {
-                    let walked = (c.folder == Folder::Dir)
-                        .then(|| walk_model(&models_dir.join(&c.name), c.entry));
-                    let info = model_info(c, &models_dir, input, Some(walked));
-                    input.progress.tick();
-                    info
-                })
-                .collect();
+            // Model folders are opened relative to one open `models/` (no path looked up
+            // from `/` for each); without it, by path.
+            let models_fd = crate::library::walk::open_dir(&models_dir).ok();
+            let at = models_fd.as_ref().map(|fd| fd.as_fd());
+            let out = scan_pool().install(|| {
+                candidates
+                    .par_iter()
+                    .map(|c| {
+                        let walked = (c.folder == Folder::Dir).then(|| {
+                            let root = models_dir.join(&c.name);
+                            walk_model(&root, at.map(|fd| (fd, c.name.as_os_str())), c.entry)
+                        });
+                        let info = model_info(c, &models_dir, input, Some(walked));
+                        input.progress.tick();
+                        info
+                    })
+                    .collect()
+            });
             input.progress.finish();
             Ok(out)
         }
@@ -225,7 +234,8 @@ pub fn scan_some(
                 folder,
                 leftovers,
             };
-            let walked = (folder == Folder::Dir).then(|| walk_model(&models_dir.join(name), entry));
+            let walked =
+                (folder == Folder::Dir).then(|| walk_model(&models_dir.join(name), None, entry));
             (
                 name.clone(),
                 Some(model_info(&c, &models_dir, input, Some(walked))),
@@ -294,17 +304,35 @@ pub struct WalkSummary {
 /// open folder, links not followed; a link to a regular file counts as that file).
 /// Unreadable parts are recorded in `errors`; entries that vanish mid-walk are skipped.
 pub fn walk(root: &Path) -> WalkSummary {
-    walk_declared(root, &[])
+    walk_declared(root, None, &[])
+}
+
+/// The threads full scans run on: more than the cores, because a cold scan waits on the
+/// disk, and requests in flight keep it busy (three per core, as diskus does).
+fn scan_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((3 * cores).clamp(4, 48))
+            .thread_name(|i| format!("scan-{i}"))
+            .build()
+            .expect("scan threads")
+    })
 }
 
 /// [`walk`], also noting what is found at each of the `declared` relative paths (so a
 /// registry entry's files are checked without a second stat).
-fn walk_declared(root: &Path, declared: &[PathBuf]) -> WalkSummary {
+fn walk_declared(
+    root: &Path,
+    at: Option<(BorrowedFd<'_>, &OsStr)>,
+    declared: &[PathBuf],
+) -> WalkSummary {
     let mut sum = WalkSummary {
         declared: vec![None; declared.len()],
         ..WalkSummary::default()
     };
-    let report = crate::library::walk::walk(root, WalkOptions::default(), &mut |e| {
+    let mut visit = |e: &crate::library::walk::Entry<'_>| {
         sum.newest = Some(sum.newest.map_or(e.mtime, |n| n.max(e.mtime)));
         if let Some(i) = declared.iter().position(|d| e.is(d)) {
             sum.declared[i] = Some((e.kind, e.size));
@@ -318,7 +346,14 @@ fn walk_declared(root: &Path, declared: &[PathBuf]) -> WalkSummary {
         if file && sum.largest.as_ref().is_none_or(|(l, _)| e.size > *l) {
             sum.largest = Some((e.size, root.join(e.rel_path())));
         }
-    });
+    };
+    let options = WalkOptions::default();
+    let report = match at {
+        Some((parent, name)) => {
+            crate::library::walk::walk_in(parent, name, root, options, &mut visit)
+        }
+        None => crate::library::walk::walk(root, options, &mut visit),
+    };
     if let Some(t) = report.root_mtime {
         sum.newest = Some(sum.newest.map_or(t, |n| n.max(t)));
     }
@@ -335,14 +370,15 @@ fn declared_path(spec: &str) -> PathBuf {
 }
 
 /// Walks a model folder, checking the files its registry entry declares on the way.
-fn walk_model(root: &Path, entry: Option<&RegistryEntry>) -> WalkSummary {
-    match entry {
-        Some(e) if !e.files.is_empty() => {
-            let declared: Vec<PathBuf> = e.files.iter().map(|f| declared_path(&f.path)).collect();
-            walk_declared(root, &declared)
-        }
-        _ => walk(root),
-    }
+fn walk_model(
+    root: &Path,
+    at: Option<(BorrowedFd<'_>, &OsStr)>,
+    entry: Option<&RegistryEntry>,
+) -> WalkSummary {
+    let declared: Vec<PathBuf> = entry
+        .map(|e| e.files.iter().map(|f| declared_path(&f.path)).collect())
+        .unwrap_or_default();
+    walk_declared(root, at, &declared)
 }
 
 /// Builds one model's info. `walked` is `None` for the fast listing, `Some(None)` for a full

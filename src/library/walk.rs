@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fd::OwnedFd;
+use rustix::fd::{BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -102,8 +102,39 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 /// Walks `root` (links not followed), calling `visit` once per entry below it, parents
 /// before their children. A root that is a link or not a folder is an error in the report.
 pub fn walk(root: &Path, options: WalkOptions, visit: &mut dyn FnMut(&Entry<'_>)) -> WalkReport {
+    let opened = faults::open_dir(root, || rustix::fs::open(root, DIR_FLAGS, Mode::empty()));
+    walk_opened(opened, root, options, visit)
+}
+
+/// Opens a folder to walk in (not through a link).
+pub fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::open(path, DIR_FLAGS, Mode::empty())?)
+}
+
+/// [`walk`] of the folder `name` inside the open folder `parent` (whose path is
+/// `root`'s parent): the folder is opened relative to that handle, so no path is looked
+/// up again from `/` (a scan walks every model folder of one open `models/`).
+pub fn walk_in(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    root: &Path,
+    options: WalkOptions,
+    visit: &mut dyn FnMut(&Entry<'_>),
+) -> WalkReport {
+    let opened = faults::open_dir(root, || {
+        rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())
+    });
+    walk_opened(opened, root, options, visit)
+}
+
+fn walk_opened(
+    opened: Result<OwnedFd, Errno>,
+    root: &Path,
+    options: WalkOptions,
+    visit: &mut dyn FnMut(&Entry<'_>),
+) -> WalkReport {
     let mut report = WalkReport::default();
-    let fd = match faults::open_dir(root, || rustix::fs::open(root, DIR_FLAGS, Mode::empty())) {
+    let fd = match opened {
         Ok(fd) => fd,
         Err(Errno::NOENT) => {
             report.missing = true;
@@ -120,7 +151,8 @@ pub fn walk(root: &Path, options: WalkOptions, visit: &mut dyn FnMut(&Entry<'_>)
     }
     let mut stack: Vec<(OwnedFd, PathBuf, usize)> = vec![(fd, PathBuf::new(), 0)];
     while let Some((dir, rel, depth)) = stack.pop() {
-        let mut entries = match rustix::fs::Dir::read_from(&dir) {
+        // `Dir::new` reads through this very handle (`read_from` would open it again).
+        let mut entries = match rustix::fs::Dir::new(dir) {
             Ok(d) => d,
             Err(e) => {
                 report.errors.push(cannot_read(&root.join(&rel), e));
@@ -139,9 +171,10 @@ pub fn walk(root: &Path, options: WalkOptions, visit: &mut dyn FnMut(&Entry<'_>)
             if name == "." || name == ".." {
                 continue;
             }
+            let Ok(dir) = entries.fd() else { break };
             let here = || root.join(&rel).join(name);
             let st = match faults::stat(&here, || {
-                rustix::fs::statat(&dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                rustix::fs::statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
             }) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue, // vanished since the folder was read
@@ -155,7 +188,7 @@ pub fn walk(root: &Path, options: WalkOptions, visit: &mut dyn FnMut(&Entry<'_>)
                 FileType::RegularFile => EntryKind::File,
                 FileType::Directory => EntryKind::Dir,
                 FileType::Symlink => {
-                    let through = rustix::fs::statat(&dir, entry.file_name(), AtFlags::empty())
+                    let through = rustix::fs::statat(dir, entry.file_name(), AtFlags::empty())
                         .ok()
                         .filter(|t| {
                             FileType::from_raw_mode(t.st_mode as _) == FileType::RegularFile
@@ -188,7 +221,7 @@ pub fn walk(root: &Path, options: WalkOptions, visit: &mut dyn FnMut(&Entry<'_>)
                 continue;
             }
             let opened = faults::open_dir(&here(), || {
-                rustix::fs::openat(&dir, entry.file_name(), DIR_FLAGS, Mode::empty())
+                rustix::fs::openat(dir, entry.file_name(), DIR_FLAGS, Mode::empty())
             });
             match opened {
                 Ok(fd) => stack.push((fd, rel.join(name), depth + 1)),
