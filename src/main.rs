@@ -6,6 +6,7 @@ use model_library::app::{AppOptions, run_window};
 use model_library::cli::{Cli, run};
 
 fn main() {
+    model_library::library::memory::limit_arenas();
     let cli = Cli::parse();
     let code = match cli.command {
         Some(command) => run(cli.library, cli.no_sources, command),

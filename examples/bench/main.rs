@@ -10,6 +10,7 @@
 //! start to a stated freshness bound (see `freshness.rs`).
 
 mod freshness;
+mod heap;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,9 @@ struct Args {
     /// its repeated answers (needs `cargo build --release` for the binary).
     #[arg(long)]
     process: bool,
+    /// Show where the live heap of a settled service goes, step by step.
+    #[arg(long)]
+    heap: bool,
 }
 
 /// One row of the report: a name, one figure per size, the target.
@@ -236,6 +240,20 @@ fn main() {
     }
     if args.process {
         process_main(&args, &base);
+        return;
+    }
+    if args.heap {
+        for &n in &args.sizes {
+            let root = base.join(format!("lib-{n}"));
+            let _ = std::fs::remove_dir_all(&root);
+            let spec = GenSpec {
+                models: n,
+                files_per_model: args.files,
+                file_size: 64 << 20,
+            };
+            generate_library(&root, &spec).expect("generate");
+            heap::report(&root, n);
+        }
         return;
     }
     let mut rows: Vec<Row> = [

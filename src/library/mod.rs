@@ -12,6 +12,7 @@ pub mod error;
 pub mod fs_safe;
 pub mod import;
 pub mod layout;
+pub mod memory;
 pub mod metadata;
 pub mod model;
 pub mod persist;

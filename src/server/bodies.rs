@@ -6,7 +6,7 @@
 //! encodings of immutable listings.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -23,18 +23,31 @@ const MAX_ENTRIES: usize = 16;
 /// The encoded bodies of cached views.
 #[derive(Default)]
 pub(crate) struct Bodies {
-    /// Each entry holds its listing alive, so pointer identity cannot be reused while the
-    /// entry exists. Only entries of the newest listing put are kept.
+    /// Only entries of the newest listing put are kept. Each names its listing by a weak
+    /// reference: the rows are freed as soon as the service drops the listing, while the
+    /// reference keeps the address from being reused by another listing.
     entries: Mutex<Vec<Entry>>,
 }
 
 struct Entry {
-    listing: Arc<Listing>,
+    listing: Weak<Listing>,
     query: ListQuery,
     /// The whole body with `"cache_hit": true`.
     plain: Bytes,
     /// `plain` gzip-compressed, made the first time a client accepted gzip.
     gzip: Option<Bytes>,
+}
+
+impl Entry {
+    /// Whether this is a body of `view`'s listing.
+    fn of(&self, view: &View) -> bool {
+        std::ptr::eq(self.listing.as_ptr(), Arc::as_ptr(&view.listing))
+    }
+
+    /// Whether this is the body of `view` (its listing, these filters).
+    fn is(&self, view: &View, query: &ListQuery) -> bool {
+        self.of(view) && self.query == *query
+    }
 }
 
 /// A page of a view: `offset` rows skipped, at most `limit` given.
@@ -66,11 +79,13 @@ pub(crate) fn encode(view: &View, page: Page, cache_hit: bool) -> serde_json::Re
         .skip(page.offset)
         .take(page.limit.unwrap_or(usize::MAX))
         .collect();
-    serde_json::to_vec(&ListBody {
+    let mut body = serde_json::to_vec(&ListBody {
         models,
         total: view.len(),
         cache_hit,
-    })
+    })?;
+    body.shrink_to_fit(); // kept for as long as the listing is current
+    Ok(body)
 }
 
 /// Whether the client accepts a gzip-encoded answer (`Accept-Encoding: gzip`, not `q=0`).
@@ -106,9 +121,7 @@ impl Bodies {
     /// The kept body of `view` (plain, or gzip when `gzip` and one was made).
     pub fn get(&self, view: &View, query: &ListQuery, gzip: bool) -> Option<Bytes> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries
-            .iter()
-            .find(|e| Arc::ptr_eq(&e.listing, &view.listing) && e.query == *query)?;
+        let entry = entries.iter().find(|e| e.is(view, query))?;
         if gzip {
             entry.gzip.clone()
         } else {
@@ -120,12 +133,12 @@ impl Bodies {
     /// other listings are dropped: the service answered from this one, so they are older.
     pub fn put(&self, view: &View, query: &ListQuery, plain: Bytes, gzip: Option<Bytes>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|e| Arc::ptr_eq(&e.listing, &view.listing) && e.query != *query);
+        entries.retain(|e| e.of(view) && e.query != *query);
         if entries.len() >= MAX_ENTRIES {
             entries.remove(0);
         }
         entries.push(Entry {
-            listing: Arc::clone(&view.listing),
+            listing: Arc::downgrade(&view.listing),
             query: query.clone(),
             plain,
             gzip,
@@ -135,10 +148,7 @@ impl Bodies {
     /// Adds the gzip form to the kept body of `view`.
     pub fn put_gzip(&self, view: &View, query: &ListQuery, gzip: Bytes) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries
-            .iter_mut()
-            .find(|e| Arc::ptr_eq(&e.listing, &view.listing) && e.query == *query)
-        {
+        if let Some(entry) = entries.iter_mut().find(|e| e.is(view, query)) {
             entry.gzip = Some(gzip);
         }
     }

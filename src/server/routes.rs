@@ -370,6 +370,8 @@ impl AppState {
                 };
                 let packed_hit = packed.clone().filter(|_| cache_hit);
                 state.bodies.put(&view, &query, plain, packed_hit);
+                // The encoding's buffers are free now; so is an older listing's body.
+                crate::library::memory::release_free();
             }
             Ok(packed.unwrap_or(fresh))
         })

@@ -57,6 +57,10 @@ impl ModelLibraryService {
             }
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
+        if how == Installed::Scanned {
+            drop(old);
+            crate::library::memory::release_free();
+        }
     }
 
     /// Scans and caches `kind`. Stamps are read before the registry and the folders, so a

@@ -1,0 +1,100 @@
+//! `--heap`: where the live heap of a settled service goes (issue #13's "lean rows"), step
+//! by step, with the benchmark's counting allocator: the service opened, its first full
+//! listing, watching set up (and the background scan after it), header metadata read,
+//! the listing encoded as the server keeps it. Figures are bytes per model.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use model_library::library::watch::WatchOption;
+use model_library::library::{Library, ListQuery, ModelInfo, ModelLibraryService, ServiceOptions};
+
+use super::heap_bytes;
+
+fn step(name: &str, before: &mut u64, n: usize, base: u64) {
+    let now = heap_bytes();
+    println!(
+        "| {name} | {:+.0} | {:.0} |",
+        (now as f64 - *before as f64) / n as f64,
+        (now.saturating_sub(base)) as f64 / n as f64
+    );
+    *before = now;
+}
+
+/// Prints the table for the library at `root` (of `n` models).
+pub fn report(root: &Path, n: usize) {
+    println!("### live heap of a service over {n} models (bytes per model)\n");
+    println!("| step | added | total |");
+    println!("|---|---|---|");
+    let base = heap_bytes();
+    let mut before = base;
+    let mut service = ModelLibraryService::new(
+        Library::new(root),
+        ServiceOptions {
+            persist: false,
+            watch: WatchOption::Auto,
+            ..ServiceOptions::default()
+        },
+    )
+    .expect("service");
+    step(
+        "service opened (watch set-up started)",
+        &mut before,
+        n,
+        base,
+    );
+    let first = service
+        .list_view(&ListQuery::default(), false)
+        .expect("first listing");
+    step("first full listing (+ registry kept)", &mut before, n, base);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while service
+        .cache_info()
+        .service_cache
+        .freshness_bound_seconds
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "watching did not settle");
+        service.tick();
+        std::thread::sleep(Duration::from_millis(50)); // the worker's tick rate
+    }
+    drop(first);
+    step(
+        "watching set up, background scan installed",
+        &mut before,
+        n,
+        base,
+    );
+    // Header metadata: ticks until no more rows gain metadata for a while.
+    let mut last = usize::MAX;
+    let mut still = 0;
+    while still < 20 && Instant::now() < deadline {
+        service.tick();
+        let view = service
+            .list_view(&ListQuery::default(), false)
+            .expect("listing");
+        let with = view.view.iter().filter(|m| m.metadata.is_some()).count();
+        still = if with == last { still + 1 } else { 0 };
+        last = with;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    step("header metadata read", &mut before, n, base);
+    let view = service
+        .list_view(&ListQuery::default(), false)
+        .expect("listing")
+        .view;
+    let models: Vec<&ModelInfo> = view.iter().collect();
+    let body = serde_json::to_vec(&models).expect("encode");
+    drop(models);
+    step(
+        "the listing's JSON body (as the server keeps it)",
+        &mut before,
+        n,
+        base,
+    );
+    println!(
+        "\nbody {:.1} MB ({:.0} B per model)\n",
+        body.len() as f64 / 1e6,
+        body.len() as f64 / n as f64
+    );
+}
