@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
         "error",
         "fs_safe",
         "crashpoint",
+        "memory",
         "model",
         "layout",
         "walk",

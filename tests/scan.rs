@@ -11,7 +11,8 @@ use model_library::library::{LibraryError, ListKind, ModelInfo, ModelStatus};
 
 fn full(lib: &TestLib) -> Vec<ModelInfo> {
     let (mut svc, _) = lib.service();
-    svc.list(ListKind::Full, false).unwrap().models.clone()
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    listing.models.iter().map(|m| ModelInfo::clone(m)).collect()
 }
 
 fn get<'a>(models: &'a [ModelInfo], id: &str) -> &'a ModelInfo {
@@ -85,7 +86,7 @@ fn fast_listing_does_not_recurse() {
         .file("models/c/w", 1);
     let (mut svc, _) = lib.service();
     let listing = svc.list(ListKind::Fast, false).unwrap();
-    let models = &listing.models;
+    let models: &Vec<ModelInfo> = &listing.models.iter().map(|m| ModelInfo::clone(m)).collect();
     assert_eq!(models.len(), 3);
     assert!(
         models

@@ -29,7 +29,7 @@ fn service(lib: &TestLib) -> ModelLibraryService {
     .unwrap()
 }
 
-fn fresh_scan(lib: &TestLib) -> Vec<ModelInfo> {
+fn fresh_scan(lib: &TestLib) -> Vec<Arc<ModelInfo>> {
     service(lib)
         .list(ListKind::Full, true)
         .unwrap()

@@ -352,14 +352,14 @@ fn usage(
         .models
         .iter()
         .filter(|m| m.source == LIBRARY_SOURCE)
-        .cloned()
+        .map(|m| ModelInfo::clone(m))
         .collect();
     let usage = disk_usage(&scans, &library);
     let on_disk: Vec<ModelInfo> = listing
         .models
         .iter()
         .filter(|m| m.size_bytes.is_some_and(|b| b > 0))
-        .cloned()
+        .map(|m| ModelInfo::clone(m))
         .collect();
     let frees = |m: &ModelInfo| {
         if m.source == LIBRARY_SOURCE {

@@ -74,7 +74,9 @@ pub struct Listing {
     /// Full or fast.
     pub kind: ListKind,
     /// The models, registered ones first in registry order, then unregistered by name.
-    pub models: Vec<ModelInfo>,
+    /// Rows are shared: a listing made from another (a rescan of a few models, header
+    /// metadata added, a status patched) shares every row it does not replace.
+    pub models: Vec<Arc<ModelInfo>>,
     /// Registry entries that could not be listed, one line each.
     pub problems: Vec<String>,
     /// Clock time when the scan started.
@@ -228,13 +230,14 @@ impl View {
         self.rows
             .get(i)
             .and_then(|&r| self.listing.models.get(r as usize))
+            .map(|m| &**m)
     }
 
     /// The rows in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &ModelInfo> + '_ {
         self.rows
             .iter()
-            .map(move |&r| &self.listing.models[r as usize])
+            .map(move |&r| &*self.listing.models[r as usize])
     }
 }
 

@@ -17,6 +17,7 @@ use crate::library::fs_safe::SafeDir;
 use crate::library::layout::{CACHE_DIR, Library};
 use crate::library::model::ListKind;
 use crate::library::model::ModelInfo;
+use std::sync::Arc;
 
 /// File name of the persisted listing under `.cache/`.
 pub const FILE_NAME: &str = "listing.bin";
@@ -150,7 +151,11 @@ pub fn save(library: &Library, listing: &Listing) -> Result<()> {
         models_dir_mtime: listing.stamps.models_dir,
         downloads_dir_mtime: listing.stamps.downloads_dir,
         problems: listing.problems.clone(),
-        models: listing.models.iter().map(StoredModel::from).collect(),
+        models: listing
+            .models
+            .iter()
+            .map(|m| StoredModel::from(&**m))
+            .collect(),
     };
     let payload = postcard::to_stdvec(&persisted)
         .map_err(|e| LibraryError::io(path(library), io::Error::other(e)))?;
@@ -218,7 +223,11 @@ pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
     }
     Ok(Listing {
         kind: ListKind::Full,
-        models: p.models.into_iter().map(ModelInfo::from).collect(),
+        models: p
+            .models
+            .into_iter()
+            .map(|m| Arc::new(ModelInfo::from(m)))
+            .collect(),
         problems: p.problems,
         scan_started: p.scan_started,
         timestamp: p.timestamp,

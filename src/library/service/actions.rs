@@ -40,7 +40,8 @@ impl ModelLibraryService {
         let cached = self
             .listings
             .values()
-            .find_map(|l| l.models.iter().find(|m| m.id == id).cloned());
+            .find_map(|l| l.models.iter().find(|m| m.id == id))
+            .map(|m| ModelInfo::clone(m));
         Ok(cached.unwrap_or_else(|| ModelInfo {
             id: id.to_string(),
             name: entry.name.clone().unwrap_or_else(|| id.to_string()),

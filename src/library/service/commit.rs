@@ -100,7 +100,7 @@ impl ModelLibraryService {
             },
             kind,
         )?;
-        let mut models = models;
+        let mut models: Vec<Arc<ModelInfo>> = models.into_iter().map(Arc::new).collect();
         models.extend(self.scan_stores());
         let problems: Vec<String> = registry
             .problems
@@ -122,7 +122,7 @@ impl ModelLibraryService {
     /// Lists every enabled store (header metadata cached by path, size and mtime), sorted
     /// by id as listings keep them; a store that cannot be read is recorded in
     /// `source_problems`, never fatal.
-    pub(super) fn scan_stores(&mut self) -> Vec<ModelInfo> {
+    pub(super) fn scan_stores(&mut self) -> Vec<Arc<ModelInfo>> {
         self.source_problems.clear();
         let mut found = Vec::new();
         for source in self.sources.iter().filter(|s| s.enabled) {
@@ -130,7 +130,7 @@ impl ModelLibraryService {
                 source,
                 &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),
             ) {
-                Ok(models) => found.extend(models),
+                Ok(models) => found.extend(models.into_iter().map(Arc::new)),
                 Err(e) => self
                     .source_problems
                     .push(format!("{}: {e}", source.kind.display_name())),
@@ -158,7 +158,7 @@ impl ModelLibraryService {
         for listing in self.listings.values_mut() {
             if let Some(i) = listing.models.iter().position(|m| m.id == id) {
                 let mut patched = Listing::clone(listing);
-                patched.models[i].status = status;
+                Arc::make_mut(&mut patched.models[i]).status = status;
                 *listing = Arc::new(patched);
             }
         }

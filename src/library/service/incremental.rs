@@ -65,7 +65,7 @@ impl ModelLibraryService {
             match scanned {
                 Ok(found) => {
                     listing.models.retain(|m| m.source != name);
-                    listing.models.extend(found);
+                    listing.models.extend(found.into_iter().map(Arc::new));
                 }
                 Err(e) => {
                     let why = format!("{} could not be read: {e}", source.kind.display_name());
@@ -217,7 +217,7 @@ impl ModelLibraryService {
             .chain(self.source_problems.iter().cloned())
             .collect();
         let rows_changed = located.iter().any(|(at, info)| match (at, info) {
-            (Some(i), Some(m)) => full.models[*i] != *m,
+            (Some(i), Some(m)) => *full.models[*i] != *m,
             (None, None) => false,
             _ => true,
         });
@@ -231,13 +231,13 @@ impl ModelLibraryService {
             match (at, info) {
                 (Some(i), Some(m)) => {
                     reorder |= models[i].status != m.status;
-                    models[i] = m;
+                    models[i] = Arc::new(m);
                 }
                 (Some(i), None) => {
                     removed.insert(i);
                 }
                 (None, Some(m)) => {
-                    models.push(m);
+                    models.push(Arc::new(m));
                     reorder = true;
                 }
                 (None, None) => {}

@@ -268,7 +268,7 @@ impl ModelLibraryService {
         }
         let mut enriched = Listing::clone(listing);
         for (i, meta) in found {
-            enriched.models[i].metadata = Some(meta);
+            Arc::make_mut(&mut enriched.models[i]).metadata = Some(meta);
         }
         let enriched = Arc::new(enriched);
         self.install_full(Arc::clone(&enriched), Installed::MetadataAdded);
@@ -340,7 +340,7 @@ impl ModelLibraryService {
                     Ok((
                         Listing {
                             kind: ListKind::Full,
-                            models,
+                            models: models.into_iter().map(Arc::new).collect(),
                             problems: registry.problems.iter().map(|p| p.to_string()).collect(),
                             scan_started,
                             timestamp: clock.now(),

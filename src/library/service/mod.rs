@@ -424,7 +424,7 @@ fn importing_now(library: &Library) -> HashMap<String, String> {
 }
 
 /// Keeps the rows of the other stores after the library's, by id (the order scans give).
-fn sort_store_rows(models: &mut [ModelInfo]) {
+fn sort_store_rows(models: &mut [Arc<ModelInfo>]) {
     let library_count = models
         .iter()
         .take_while(|m| m.source == LIBRARY_SOURCE)

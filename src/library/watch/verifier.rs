@@ -191,6 +191,7 @@ impl Worker {
             .models
             .iter()
             .filter(|m| m.source == LIBRARY_SOURCE)
+            .map(|m| &**m)
             .collect();
         let batches = rows.len().div_ceil(self.options.batch.max(1)).max(1);
         for (i, chunk) in rows.chunks(self.options.batch.max(1)).enumerate() {
