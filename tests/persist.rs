@@ -189,3 +189,44 @@ fn the_saved_listing_is_revalidated_model_by_model() {
     let fresh = service(&lib).list(ListKind::Full, true).unwrap();
     assert_eq!(listing.models, fresh.models);
 }
+
+#[test]
+fn a_revalidation_that_finds_nothing_new_does_not_rewrite_the_saved_listing() {
+    let lib = TestLib::new();
+    for i in 0..5 {
+        lib.file(&format!("models/m{i}/w.bin"), 10);
+    }
+    service(&lib).list(ListKind::Full, false).unwrap();
+    let saved = lib.path(".cache/listing.bin");
+    let before = std::fs::read(&saved).unwrap();
+    let stamp = std::fs::metadata(&saved).unwrap().modified().unwrap();
+
+    // Nothing changed: the saved listing stays as it is, byte for byte.
+    let mut svc = service(&lib);
+    assert!(svc.warm_start().is_some());
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    assert_eq!(listing.models.len(), 5);
+    assert!(!svc.revalidating());
+    let note = svc.cache_info().service_cache.persisted.unwrap();
+    assert!(note.contains("0 of 5 models rescanned"), "{note}");
+    assert!(!note.contains("saved to"), "{note}");
+    assert_eq!(std::fs::read(&saved).unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().modified().unwrap(),
+        stamp
+    );
+
+    // A change: the revalidated listing is saved.
+    lib.file("models/m3/extra.bin", 5);
+    let mut svc = service(&lib);
+    assert!(svc.warm_start().is_some());
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let m3 = listing.models.iter().find(|m| m.id == "m3").unwrap();
+    assert_eq!(m3.size_bytes, Some(15));
+    let note = svc.cache_info().service_cache.persisted.unwrap();
+    assert!(
+        note.contains("1 of 5 models rescanned") && note.contains("saved to"),
+        "{note}"
+    );
+    assert_ne!(std::fs::read(&saved).unwrap(), before);
+}

@@ -15,6 +15,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -305,6 +306,49 @@ pub struct WalkSummary {
 /// Unreadable parts are recorded in `errors`; entries that vanish mid-walk are skipped.
 pub fn walk(root: &Path) -> WalkSummary {
     walk_declared(root, None, &[])
+}
+
+/// The fingerprint pass of a start-up revalidation: the ids of the library rows of a saved
+/// listing to read again — their folder changed since it was scanned (its modification
+/// time is newer than the newest time the scan saw in it; gone where the scan saw one;
+/// unreadable), or their status depends on more than the folder (partial, downloading,
+/// error). One `fstatat` per model folder, relative to one open `models/`, on the scan
+/// threads.
+pub fn rows_to_reread(library: &Library, models: &[Arc<ModelInfo>]) -> Vec<String> {
+    let models_dir = library.models_dir();
+    let models_fd = crate::library::walk::open_dir(&models_dir).ok();
+    let at = models_fd.as_ref().map(|fd| fd.as_fd());
+    scan_pool().install(|| {
+        models
+            .par_iter()
+            .filter(|m| m.source == LIBRARY_SOURCE)
+            .filter(|m| {
+                let volatile = matches!(
+                    m.status,
+                    ModelStatus::Partial | ModelStatus::Downloading | ModelStatus::Error
+                );
+                volatile || folder_changed(m, &models_dir, at)
+            })
+            .map(|m| m.id.clone())
+            .collect()
+    })
+}
+
+/// Whether a row's folder changed since its scan (file-system times on both sides, so no
+/// clock is involved).
+fn folder_changed(m: &ModelInfo, models_dir: &Path, at: Option<BorrowedFd<'_>>) -> bool {
+    let now = match (at, m.path.file_name()) {
+        (Some(fd), Some(name)) if m.path.parent() == Some(models_dir) => {
+            crate::library::walk::mtime_at(fd, name)
+        }
+        _ => crate::library::walk::mtime_of(&m.path),
+    };
+    match now {
+        Ok(now) => m.modified.is_none_or(|then| now > then),
+        // Gone: a change only if the scan had seen a folder there.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => m.modified.is_some(),
+        Err(_) => true,
+    }
 }
 
 /// The threads full scans run on: more than the cores, because a cold scan waits on the

@@ -106,6 +106,20 @@ pub fn walk(root: &Path, options: WalkOptions, visit: &mut dyn FnMut(&Entry<'_>)
     walk_opened(opened, root, options, visit)
 }
 
+/// Modification time of `name` in the open folder `parent`, links not followed.
+pub fn mtime_at(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<f64> {
+    Ok(mtime(&rustix::fs::statat(
+        parent,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?))
+}
+
+/// Modification time of `path`, links not followed.
+pub fn mtime_of(path: &Path) -> std::io::Result<f64> {
+    Ok(mtime(&rustix::fs::lstat(path)?))
+}
+
 /// Opens a folder to walk in (not through a link).
 pub fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(rustix::fs::open(path, DIR_FLAGS, Mode::empty())?)

@@ -9,8 +9,12 @@ use super::*;
 /// What kind of change a new full listing is, which decides what installing it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Installed {
-    /// A scan of everything (a full scan, a start-up revalidation): persisted.
+    /// A scan of everything (a full scan, a start-up revalidation that changed rows):
+    /// persisted.
     Scanned,
+    /// A start-up revalidation that found every row as saved: like `Scanned`, but the saved
+    /// listing already says the same, so it is not written again.
+    Confirmed,
     /// Some rows changed (watched changes, a store rescanned): the fast listing, one read
     /// of the top folders, is dropped rather than patched.
     RowsChanged,
@@ -39,17 +43,17 @@ impl ModelLibraryService {
             Installed::RowsChanged => {
                 self.listings.remove(&ListKind::Fast);
             }
-            Installed::Scanned | Installed::MetadataAdded => {}
+            Installed::Scanned | Installed::Confirmed | Installed::MetadataAdded => {}
         }
         // Views built on the replaced listing can never be served again.
         self.drop_stale_views();
         self.published.publish(Arc::clone(&listing));
-        if how == Installed::Scanned {
+        if matches!(how, Installed::Scanned | Installed::Confirmed) {
             self.last_full_scan = Some(listing.scan_started);
             self.last_error = None;
             self.invalidated = None;
             self.warm = None;
-            if self.persist {
+            if self.persist && how == Installed::Scanned {
                 self.persist_note = Some(match persist::save(&self.library, &listing) {
                     Ok(()) => format!("saved to {}", persist::path(&self.library).display()),
                     Err(e) => format!("could not save the listing: {e}"),
@@ -57,7 +61,7 @@ impl ModelLibraryService {
             }
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if how == Installed::Scanned {
+        if matches!(how, Installed::Scanned | Installed::Confirmed) {
             drop(old);
             crate::library::memory::release_free();
         }

@@ -284,33 +284,16 @@ impl ModelLibraryService {
         self.library.check_reachable()?;
         let started_wall = Instant::now();
         let mut changes = Changes::default();
-        for m in warm.models.iter().filter(|m| m.source == LIBRARY_SOURCE) {
-            // The fingerprint: the folder's mtime against the newest mtime the scan saw in
-            // it (file-system times on both sides, so no clock is involved).
-            let changed = match std::fs::symlink_metadata(&m.path) {
-                Ok(meta) => {
-                    let now = meta
-                        .modified()
-                        .ok()
-                        .map(crate::library::clock::unix_seconds);
-                    match (now, m.modified) {
-                        (Some(now), Some(then)) => now > then,
-                        _ => true,
-                    }
-                }
-                // Gone: a change only if the scan had seen a folder there.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => m.modified.is_some(),
-                Err(_) => true,
-            };
-            // Rows whose status depends on more than the folder are always read again.
-            let volatile = matches!(
-                m.status,
-                ModelStatus::Partial | ModelStatus::Downloading | ModelStatus::Error
-            );
-            if changed || volatile {
-                changes.models.insert(m.id.clone());
-            }
-        }
+        // The fingerprints (one `fstatat` per model folder, relative to one open `models/`,
+        // on the scan threads) while the registry is read on this one: the rows to read
+        // again need it, and it is not needed before.
+        let library = self.library.clone();
+        let (rows, registry) = rayon::join(
+            || scan::rows_to_reread(&library, &warm.models),
+            || Registry::load(&library),
+        );
+        self.registry_cache = Some((stamps.registry, Arc::new(registry?)));
+        changes.models.extend(rows);
         // Folders that appeared, and the registry's view of them, need the same reading
         // (compared against the saved listing, held as the full one while this runs).
         let full = Arc::clone(warm);
@@ -321,9 +304,9 @@ impl ModelLibraryService {
         // The other stores are cheap to list again in full (first, so the listing's
         // problems below name any store that cannot be read).
         let store_models = self.scan_stores();
-        let mut listing = match self.rescan_some(&full, &names, stamps) {
-            Ok(Some((listing, _))) => listing,
-            Ok(None) => Listing::clone(&full),
+        let (mut listing, mut rows_changed) = match self.rescan_some(&full, &names, stamps) {
+            Ok(Some((listing, changed))) => (listing, changed),
+            Ok(None) => (Listing::clone(&full), false),
             Err(e) => {
                 self.listings.remove(&ListKind::Full);
                 return Err(e);
@@ -335,7 +318,20 @@ impl ModelLibraryService {
         listing.scan_duration = started_wall.elapsed();
         let total = listing.models.len();
         let listing = Arc::new(listing);
-        self.install_full(Arc::clone(&listing), Installed::Scanned);
+        // The other stores' rows are not in the saved listing's fingerprints: any change
+        // there is a change to save.
+        rows_changed |= listing.models.len() != full.models.len()
+            || listing
+                .models
+                .iter()
+                .zip(full.models.iter())
+                .any(|(a, b)| !Arc::ptr_eq(a, b) && a != b);
+        let how = if rows_changed {
+            Installed::Scanned
+        } else {
+            Installed::Confirmed
+        };
+        self.install_full(Arc::clone(&listing), how);
         let saved = self
             .persist_note
             .take()
