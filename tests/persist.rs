@@ -88,8 +88,9 @@ fn damaged_or_foreign_files_are_ignored_with_the_reason() {
         assert!(svc.warm_start().is_none(), "{needle}");
         let note = svc.cache_info().service_cache.persisted.unwrap();
         assert!(note.contains(needle), "{needle}: {note}");
-        // It is rebuilt by the next scan.
+        // It is rebuilt by the next scan (saved on a thread of the service's own).
         svc.list(ListKind::Full, false).unwrap();
+        svc.flush_saves();
         assert!(service(&lib).warm_start().is_some(), "{needle}: rebuilt");
     }
 
@@ -113,6 +114,7 @@ fn an_unreachable_library_overwrites_nothing() {
     let lib = sample();
     let mut svc = service(&lib);
     svc.list(ListKind::Full, false).unwrap();
+    svc.flush_saves();
     let file = persist::path(&lib.library());
     let saved = fs::read(&file).unwrap();
     let moved = lib.root().with_extension("unmounted");
@@ -223,10 +225,45 @@ fn a_revalidation_that_finds_nothing_new_does_not_rewrite_the_saved_listing() {
     let listing = svc.list(ListKind::Full, false).unwrap();
     let m3 = listing.models.iter().find(|m| m.id == "m3").unwrap();
     assert_eq!(m3.size_bytes, Some(15));
+    svc.flush_saves();
     let note = svc.cache_info().service_cache.persisted.unwrap();
     assert!(
         note.contains("1 of 5 models rescanned") && note.contains("saved to"),
         "{note}"
     );
     assert_ne!(std::fs::read(&saved).unwrap(), before);
+}
+
+#[test]
+fn listings_are_saved_off_the_service_thread_newest_last_and_whole_at_drop() {
+    use model_library::library::persist::Saver;
+    let lib = sample();
+    let listing = service(&lib).list(ListKind::Full, true).unwrap();
+    fs::remove_file(persist::path(&lib.library())).unwrap();
+    let stamped = |t: f64| {
+        let mut l = (*listing).clone();
+        l.timestamp = t;
+        std::sync::Arc::new(l)
+    };
+    let mut saver = Saver::new(lib.library());
+    assert_eq!(saver.note(), None);
+    for t in [1.0, 2.0, 3.0] {
+        saver.save(stamped(t));
+    }
+    saver.flush();
+    assert!(
+        saver.note().unwrap().starts_with("saved to"),
+        "{:?}",
+        saver.note()
+    );
+    assert_eq!(
+        persist::load(&lib.library()).unwrap().timestamp,
+        3.0,
+        "the newest is on disk"
+    );
+
+    // Dropped right after a hand-over: the listing is written before the drop returns.
+    saver.save(stamped(4.0));
+    drop(saver);
+    assert_eq!(persist::load(&lib.library()).unwrap().timestamp, 4.0);
 }

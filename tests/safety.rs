@@ -299,6 +299,7 @@ fn a_persisted_listing_that_is_a_link_is_replaced_when_saved_and_ignored_when_lo
     let note = service.cache_info().service_cache.persisted.unwrap();
     assert!(note.contains("symbolic link"), "{note}");
     service.list(ListKind::Full, false).unwrap();
+    service.flush_saves();
     assert_eq!(snapshot(out.path()), before, "the target was not written");
     let saved = fs::symlink_metadata(lib.path(".cache/listing.bin")).unwrap();
     assert!(

@@ -17,7 +17,8 @@ use crate::library::fs_safe::SafeDir;
 use crate::library::layout::{CACHE_DIR, Library};
 use crate::library::model::ListKind;
 use crate::library::model::ModelInfo;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 /// File name of the persisted listing under `.cache/`.
 pub const FILE_NAME: &str = "listing.bin";
@@ -170,6 +171,138 @@ pub fn save(library: &Library, listing: &Listing) -> Result<()> {
         .cache()?
         .write_atomic(FILE_NAME, &bytes)
         .map_err(|e| LibraryError::io(path(library), e))
+}
+
+/// Writes full listings on a thread of its own, so a save (about 0.2 s at 100 000 models)
+/// never holds the service. Listings handed over while one is being written are coalesced:
+/// only the newest is written next. Dropping the saver waits for the last one, so a CLI run
+/// exits with its listing saved.
+pub struct Saver {
+    library: Library,
+    shared: Arc<(Mutex<SaverState>, Condvar)>,
+    /// Started at the first save.
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct SaverState {
+    /// The newest listing not yet being written.
+    next: Option<Arc<Listing>>,
+    /// A listing is being written now.
+    busy: bool,
+    /// The saver is dropped: write what is queued, then stop.
+    closed: bool,
+    /// What the last save did, or that one is under way.
+    note: Option<String>,
+}
+
+impl std::fmt::Debug for Saver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saver")
+            .field("library", &self.library)
+            .field("note", &self.note())
+            .finish()
+    }
+}
+
+impl Saver {
+    /// A saver for `library` (no thread until the first save).
+    pub fn new(library: Library) -> Saver {
+        Saver {
+            library,
+            shared: Arc::default(),
+            thread: None,
+        }
+    }
+
+    /// Queues `listing` to be saved (replacing one queued and not yet started).
+    pub fn save(&mut self, listing: Arc<Listing>) {
+        let (lock, wake) = &*self.shared;
+        {
+            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+            state.next = Some(listing);
+            state.note = Some(format!("saving to {}", path(&self.library).display()));
+        }
+        wake.notify_all();
+        if self.thread.is_none() {
+            let (library, shared) = (self.library.clone(), Arc::clone(&self.shared));
+            self.thread = std::thread::Builder::new()
+                .name("listing-saver".into())
+                .spawn(move || save_loop(&library, &shared))
+                .ok();
+            if self.thread.is_none() {
+                // No thread to be had: save here rather than not at all.
+                save_loop_once(&self.library, &self.shared);
+            }
+        }
+    }
+
+    /// What the last save did ("saved to …", "could not save …"), or that one is under way.
+    pub fn note(&self) -> Option<String> {
+        let state = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.note.clone()
+    }
+
+    /// Waits until every listing handed over is written.
+    pub fn flush(&self) {
+        let (lock, wake) = &*self.shared;
+        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.thread.is_some() && (state.next.is_some() || state.busy) {
+            state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Saver {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.shared;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn save_loop(library: &Library, shared: &(Mutex<SaverState>, Condvar)) {
+    let (lock, wake) = shared;
+    loop {
+        {
+            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while state.next.is_none() && !state.closed {
+                state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.next.is_none() {
+                return; // closed, nothing left
+            }
+        }
+        save_loop_once(library, shared);
+    }
+}
+
+/// Writes the queued listing, if any, and records what happened.
+fn save_loop_once(library: &Library, shared: &(Mutex<SaverState>, Condvar)) {
+    let (lock, wake) = shared;
+    let listing = {
+        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(listing) = state.next.take() else {
+            return;
+        };
+        state.busy = true;
+        listing
+    };
+    let note = match save(library, &listing) {
+        Ok(()) => format!("saved to {}", path(library).display()),
+        Err(e) => format!("could not save the listing: {e}"),
+    };
+    drop(listing);
+    let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+    state.busy = false;
+    if state.next.is_none() {
+        state.note = Some(note);
+    }
+    drop(state);
+    wake.notify_all();
 }
 
 /// Why a persisted listing was not used.

@@ -54,10 +54,7 @@ impl ModelLibraryService {
             self.invalidated = None;
             self.warm = None;
             if self.persist && how == Installed::Scanned {
-                self.persist_note = Some(match persist::save(&self.library, &listing) {
-                    Ok(()) => format!("saved to {}", persist::path(&self.library).display()),
-                    Err(e) => format!("could not save the listing: {e}"),
-                });
+                self.saver.save(Arc::clone(&listing));
             }
         }
         self.generation.fetch_add(1, Ordering::SeqCst);

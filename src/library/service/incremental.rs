@@ -332,12 +332,8 @@ impl ModelLibraryService {
             Installed::Confirmed
         };
         self.install_full(Arc::clone(&listing), how);
-        let saved = self
-            .persist_note
-            .take()
-            .map_or(String::new(), |n| format!("; {n}"));
         self.persist_note = Some(format!(
-            "revalidated the saved listing: {rescanned} of {total} models rescanned{saved}"
+            "revalidated the saved listing: {rescanned} of {total} models rescanned"
         ));
         Ok(listing)
     }

@@ -126,7 +126,13 @@ impl ModelLibraryService {
                 registry_problems: main.map(|l| l.problems.clone()).unwrap_or_default(),
                 library: self.library.root().display().to_string(),
                 revalidating: self.warm.is_some(),
-                persisted: self.persist_note.clone(),
+                persisted: {
+                    let notes: Vec<String> = [self.persist_note.clone(), self.saver.note()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    (!notes.is_empty()).then(|| notes.join("; "))
+                },
                 watch_mode: self
                     .watcher
                     .as_ref()

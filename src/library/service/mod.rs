@@ -158,7 +158,10 @@ pub struct ModelLibraryService {
     published: SnapshotHandle,
     downloads: DownloadManager,
     persist: bool,
+    /// What loading or revalidating the saved listing found (saving says its own).
     persist_note: Option<String>,
+    /// Writes full listings off the service's thread.
+    saver: persist::Saver,
     /// The listing saved by the last run, offered until the first full listing replaces
     /// it; never served as a cache hit.
     warm: Option<Arc<Listing>>,
@@ -206,6 +209,7 @@ impl ModelLibraryService {
     pub fn new(library: Library, options: ServiceOptions) -> Result<Self> {
         check_ttl(options.ttl_secs as i64)?;
         Ok(ModelLibraryService {
+            saver: persist::Saver::new(library.clone()),
             library,
             clock: options.clock,
             ttl_secs: options.ttl_secs,
@@ -294,6 +298,12 @@ impl ModelLibraryService {
                 None
             }
         }
+    }
+
+    /// Waits until every full listing handed to the saver is written (saving runs on a
+    /// thread of its own; dropping the service waits too).
+    pub fn flush_saves(&self) {
+        self.saver.flush();
     }
 
     /// The generation counter, bumped whenever watching changed the listing.
