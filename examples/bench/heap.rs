@@ -84,7 +84,8 @@ pub fn report(root: &Path, n: usize) {
         .expect("listing")
         .view;
     let models: Vec<&ModelInfo> = view.iter().collect();
-    let body = serde_json::to_vec(&models).expect("encode");
+    let mut body = serde_json::to_vec(&models).expect("encode");
+    body.shrink_to_fit();
     drop(models);
     step(
         "the listing's JSON body (as the server keeps it)",
@@ -93,8 +94,37 @@ pub fn report(root: &Path, n: usize) {
         base,
     );
     println!(
-        "\nbody {:.1} MB ({:.0} B per model)\n",
+        "\nbody {:.1} MB ({:.0} B per model)",
         body.len() as f64 / 1e6,
         body.len() as f64 / n as f64
+    );
+    // The parts on their own: the registry as the service keeps it, one listing.
+    let before = heap_bytes();
+    let registry = model_library::library::Registry::load(&Library::new(root))
+        .expect("registry")
+        .for_listing();
+    let registry_bytes = heap_bytes().saturating_sub(before);
+    drop(registry);
+    drop(view);
+    drop(service);
+    let mut alone = ModelLibraryService::new(
+        Library::new(root),
+        ServiceOptions {
+            persist: false,
+            ..ServiceOptions::default()
+        },
+    )
+    .expect("service");
+    let listing = alone
+        .list(model_library::library::ListKind::Full, true)
+        .expect("listing");
+    drop(alone);
+    let with = heap_bytes();
+    drop(listing);
+    let listing_bytes = with.saturating_sub(heap_bytes().min(with));
+    println!(
+        "registry as kept: {:.0} B per model; one full listing: {:.0} B per model\n",
+        registry_bytes as f64 / n as f64,
+        listing_bytes as f64 / n as f64
     );
 }

@@ -222,6 +222,9 @@ fn process_main(args: &Args, base: &Path) {
             },
         )
         .expect("generate");
+        // Let the generated tree reach the disk first: writeback during the runs would
+        // weigh on whichever command happens to run then.
+        let _ = Command::new("sync").status();
         process::report(&bin, &root, &empty, n, args.reps.max(7));
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -186,6 +186,44 @@ impl Drop for Serve {
     }
 }
 
+/// Resident memory of the window (the binary without a command) on `root`, once it has
+/// settled: its resident size unchanged for 3 s (at most 180 s). `None` without a display.
+pub fn window_rss(bin: &Path, root: &Path) -> Option<u64> {
+    std::env::var_os("DISPLAY")?;
+    let mut child = Command::new(bin)
+        .args(["--library", root.to_str().unwrap()])
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the window");
+    let rss = || -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (mut last, mut since) = (0u64, Instant::now());
+    let settled = loop {
+        let Some(now) = rss() else { break None };
+        if now.abs_diff(last) > 256 * 1024 {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(3) {
+            break Some(now);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(250)); // a sampling rate, not a wait for a condition
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    settled
+}
+
 /// The whole-process report for one generated library of `n` models.
 pub fn report(bin: &Path, root: &Path, empty: &Path, n: usize, reps: usize) {
     println!("### {n} models\n");
@@ -262,5 +300,15 @@ pub fn report(bin: &Path, root: &Path, empty: &Path, n: usize, reps: usize) {
         rss_after as f64 / 1048576.0,
         (rss_after.saturating_sub(base_rss)) as f64 / n as f64
     );
+    drop(serve);
+    match (window_rss(bin, empty), window_rss(bin, root)) {
+        (Some(base), Some(full)) => println!(
+            "| window resident memory, table shown, settled | {:.1} MiB (empty library: {:.1} MiB) | | {:.0} B per model (target ≤ 1024) |",
+            full as f64 / 1048576.0,
+            base as f64 / 1048576.0,
+            full.saturating_sub(base) as f64 / n as f64
+        ),
+        _ => println!("| window resident memory | (no display: run under `xvfb-run -a`) | | |"),
+    }
     println!();
 }

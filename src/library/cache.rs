@@ -89,6 +89,16 @@ pub struct Listing {
     pub stamps: Stamps,
 }
 
+/// Rows for a [`Listing`]: each model in an `Arc` of its own. (A plain
+/// `into_iter().map(Arc::new).collect()` would reuse the models' buffer in place and keep
+/// all of it — hundreds of bytes per row — for the 8-byte pointers.)
+pub fn shared_rows(models: impl IntoIterator<Item = ModelInfo>) -> Vec<Arc<ModelInfo>> {
+    let models = models.into_iter();
+    let mut rows = Vec::with_capacity(models.size_hint().0);
+    rows.extend(models.map(Arc::new));
+    rows
+}
+
 /// Why a cached listing cannot be served.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]

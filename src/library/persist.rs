@@ -356,11 +356,7 @@ pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
     }
     Ok(Listing {
         kind: ListKind::Full,
-        models: p
-            .models
-            .into_iter()
-            .map(|m| Arc::new(ModelInfo::from(m)))
-            .collect(),
+        models: crate::library::cache::shared_rows(p.models.into_iter().map(ModelInfo::from)),
         problems: p.problems,
         scan_started: p.scan_started,
         timestamp: p.timestamp,

@@ -88,7 +88,7 @@ impl ModelLibraryService {
         let scan_started = self.clock.now();
         self.library.check_reachable()?;
         let stamps = Stamps::read(&self.library);
-        let registry = Arc::new(Registry::load(&self.library)?);
+        let registry = Arc::new(Registry::load(&self.library)?.for_listing());
         self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
         let importing = importing_now(&self.library);
         let models = scan::scan(
@@ -101,7 +101,7 @@ impl ModelLibraryService {
             },
             kind,
         )?;
-        let mut models: Vec<Arc<ModelInfo>> = models.into_iter().map(Arc::new).collect();
+        let mut models = crate::library::cache::shared_rows(models);
         models.extend(self.scan_stores());
         let problems: Vec<String> = registry
             .problems
@@ -172,7 +172,7 @@ impl ModelLibraryService {
         {
             return Ok(Arc::clone(registry));
         }
-        let registry = Arc::new(Registry::load(&self.library)?);
+        let registry = Arc::new(Registry::load(&self.library)?.for_listing());
         self.registry_cache = Some((mtime, Arc::clone(&registry)));
         Ok(registry)
     }

@@ -292,7 +292,7 @@ impl ModelLibraryService {
             || scan::rows_to_reread(&library, &warm.models),
             || Registry::load(&library),
         );
-        self.registry_cache = Some((stamps.registry, Arc::new(registry?)));
+        self.registry_cache = Some((stamps.registry, Arc::new(registry?.for_listing())));
         changes.models.extend(rows);
         // Folders that appeared, and the registry's view of them, need the same reading
         // (compared against the saved listing, held as the full one while this runs).

@@ -325,7 +325,7 @@ impl ModelLibraryService {
                     let scan_started = clock.now();
                     library.check_reachable()?;
                     let stamps = Stamps::read(&library);
-                    let registry = Arc::new(Registry::load(&library)?);
+                    let registry = Arc::new(Registry::load(&library)?.for_listing());
                     let importing = importing_now(&library);
                     let models = scan::scan(
                         &ScanInput {
@@ -340,7 +340,7 @@ impl ModelLibraryService {
                     Ok((
                         Listing {
                             kind: ListKind::Full,
-                            models: models.into_iter().map(Arc::new).collect(),
+                            models: crate::library::cache::shared_rows(models),
                             problems: registry.problems.iter().map(|p| p.to_string()).collect(),
                             scan_started,
                             timestamp: clock.now(),
