@@ -3,11 +3,15 @@
 use clap::Parser;
 
 use model_library::app::{AppOptions, run_window};
-use model_library::cli::{Cli, run};
+use model_library::cli::{Cli, Command, run};
 
 fn main() {
-    model_library::library::memory::limit_arenas();
     let cli = Cli::parse();
+    // Long-running processes (the window, `serve`) keep their memory lean; a one-shot
+    // command would only pay for it in allocator contention.
+    if matches!(cli.command, None | Some(Command::Serve(_))) {
+        model_library::library::memory::limit_arenas();
+    }
     let code = match cli.command {
         Some(command) => run(cli.library, cli.no_sources, command),
         None => run_window(AppOptions {
