@@ -425,6 +425,62 @@ fn walk_model(
     walk_declared(root, at, &declared)
 }
 
+/// The status of a model with no download or import running and nothing wrong found
+/// (SPEC §3).
+fn settled_status(c: &Candidate<'_>, has_content: bool, declared_missing: usize) -> ModelStatus {
+    if c.entry.is_none() {
+        if c.folder == Folder::Dir {
+            ModelStatus::Downloaded
+        } else {
+            ModelStatus::Partial // only leftovers in .downloads/
+        }
+    } else if c.folder == Folder::Missing || !has_content {
+        if c.leftovers {
+            ModelStatus::Partial
+        } else {
+            ModelStatus::Available
+        }
+    } else if declared_missing > 0 || c.leftovers {
+        ModelStatus::Partial
+    } else {
+        ModelStatus::Downloaded
+    }
+}
+
+/// Checks the files `entry` declares against what the walk `found` at each (kind, measured
+/// size): wrong ones are added to `errors`; returns how many are missing.
+fn check_declared(
+    entry: &RegistryEntry,
+    found: &[Option<(EntryKind, u64)>],
+    errors: &mut Vec<String>,
+) -> usize {
+    let mut missing = 0;
+    for (i, spec) in entry.files.iter().enumerate() {
+        match found.get(i).copied().flatten() {
+            // A declared file may be a link to a regular file (a symlink import): it is
+            // measured through the link; a link to anything else is an error.
+            Some((EntryKind::Link { to_file: false }, _)) => errors.push(format!(
+                "{} is a symbolic link to something that is not a readable file",
+                spec.path
+            )),
+            Some((EntryKind::Dir | EntryKind::Other, _)) => {
+                errors.push(format!("{} is not a regular file", spec.path))
+            }
+            Some((_, len)) => match spec.size {
+                Some(want) if len != want => errors.push(format!(
+                    "size mismatch: {} is {len} bytes, expected {want}",
+                    spec.path
+                )),
+                _ => {}
+            },
+            // Not met by the walk: missing (or in a part that could not be read, which
+            // the walk's errors already say).
+            None => missing += 1,
+        }
+    }
+    missing
+}
+
 /// Builds one model's info. `walked` is `None` for the fast listing, `Some(None)` for a full
 /// listing of a model with no folder to walk.
 fn model_info(
@@ -462,45 +518,15 @@ fn model_info(
     }
 
     // Declared files: present with the right size, missing, or wrong.
-    let mut declared_missing = 0usize;
-    if full
-        && c.folder == Folder::Dir
-        && let Some(entry) = c.entry
-    {
-        let found = walked
-            .as_ref()
-            .map(|w| w.declared.as_slice())
-            .unwrap_or(&[]);
-        for (i, spec) in entry.files.iter().enumerate() {
-            match found.get(i).copied().flatten() {
-                // A declared file may be a link to a regular file (a symlink import): it
-                // is measured through the link; a link to anything else is an error.
-                Some((EntryKind::Link { to_file: false }, _)) => errors.push(format!(
-                    "{} is a symbolic link to something that is not a readable file",
-                    spec.path
-                )),
-                Some((EntryKind::Dir | EntryKind::Other, _)) => {
-                    errors.push(format!("{} is not a regular file", spec.path))
-                }
-                Some((_, len)) => match spec.size {
-                    Some(want) if len != want => errors.push(format!(
-                        "size mismatch: {} is {len} bytes, expected {want}",
-                        spec.path
-                    )),
-                    _ => {}
-                },
-                // Not met by the walk: missing (or in a part that could not be read,
-                // which the walk's errors already say).
-                None => declared_missing += 1,
-            }
+    let declared_missing = match c.entry {
+        Some(entry) if full && c.folder == Folder::Dir => {
+            let found = walked.as_ref().map_or(&[][..], |w| w.declared.as_slice());
+            check_declared(entry, found, &mut errors)
         }
-    } else if let Some(entry) = c.entry {
-        declared_missing = if c.folder == Folder::Dir {
-            0
-        } else {
-            entry.files.len()
-        };
-    }
+        Some(_) if c.folder == Folder::Dir => 0,
+        Some(entry) => entry.files.len(),
+        None => 0,
+    };
 
     let has_content = match &walked {
         Some(w) => w.files > 0,
@@ -517,22 +543,8 @@ fn model_info(
         ModelStatus::Partial
     } else if !errors.is_empty() {
         ModelStatus::Error
-    } else if c.entry.is_none() {
-        if c.folder == Folder::Dir {
-            ModelStatus::Downloaded
-        } else {
-            ModelStatus::Partial // only leftovers in .downloads/
-        }
-    } else if c.folder == Folder::Missing || !has_content {
-        if c.leftovers {
-            ModelStatus::Partial
-        } else {
-            ModelStatus::Available
-        }
-    } else if declared_missing > 0 || c.leftovers {
-        ModelStatus::Partial
     } else {
-        ModelStatus::Downloaded
+        settled_status(c, has_content, declared_missing)
     };
 
     let entry = c.entry;

@@ -165,19 +165,51 @@ fn walk_opened(
     }
     let mut stack: Vec<(OwnedFd, PathBuf, usize)> = vec![(fd, PathBuf::new(), 0)];
     while let Some((dir, rel, depth)) = stack.pop() {
+        let folder = Folder {
+            root,
+            rel: &rel,
+            depth,
+            options,
+        };
+        folder.read(dir, visit, &mut report, &mut stack);
+    }
+    report
+}
+
+/// One folder of a walk being read.
+struct Folder<'a> {
+    root: &'a Path,
+    rel: &'a Path,
+    depth: usize,
+    options: WalkOptions,
+}
+
+impl Folder<'_> {
+    /// Reads the folder open as `dir`: each entry stat-ed and visited, subfolders opened
+    /// (relative to `dir`) and pushed on `stack`.
+    fn read(
+        &self,
+        dir: OwnedFd,
+        visit: &mut dyn FnMut(&Entry<'_>),
+        report: &mut WalkReport,
+        stack: &mut Vec<(OwnedFd, PathBuf, usize)>,
+    ) {
+        let Folder {
+            root, rel, depth, ..
+        } = *self;
         // `Dir::new` reads through this very handle (`read_from` would open it again).
         let mut entries = match rustix::fs::Dir::new(dir) {
             Ok(d) => d,
             Err(e) => {
-                report.errors.push(cannot_read(&root.join(&rel), e));
-                continue;
+                report.errors.push(cannot_read(&root.join(rel), e));
+                return;
             }
         };
         while let Some(entry) = entries.read() {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    report.errors.push(cannot_read(&root.join(&rel), e));
+                    report.errors.push(cannot_read(&root.join(rel), e));
                     break;
                 }
             };
@@ -186,7 +218,7 @@ fn walk_opened(
                 continue;
             }
             let Ok(dir) = entries.fd() else { break };
-            let here = || root.join(&rel).join(name);
+            let here = || root.join(rel).join(name);
             let st = match faults::stat(&here, || {
                 rustix::fs::statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
             }) {
@@ -197,27 +229,9 @@ fn walk_opened(
                     continue;
                 }
             };
-            let mut size = st.st_size as u64;
-            let kind = match FileType::from_raw_mode(st.st_mode as _) {
-                FileType::RegularFile => EntryKind::File,
-                FileType::Directory => EntryKind::Dir,
-                FileType::Symlink => {
-                    let through = rustix::fs::statat(dir, entry.file_name(), AtFlags::empty())
-                        .ok()
-                        .filter(|t| {
-                            FileType::from_raw_mode(t.st_mode as _) == FileType::RegularFile
-                        });
-                    if let Some(t) = &through {
-                        size = t.st_size as u64;
-                    }
-                    EntryKind::Link {
-                        to_file: through.is_some(),
-                    }
-                }
-                _ => EntryKind::Other,
-            };
+            let (kind, size) = classify(dir, entry.file_name(), &st);
             visit(&Entry {
-                dir: &rel,
+                dir: rel,
                 name,
                 kind,
                 size,
@@ -227,7 +241,7 @@ fn walk_opened(
             if kind != EntryKind::Dir {
                 continue;
             }
-            if depth + 1 >= options.max_depth {
+            if depth + 1 >= self.options.max_depth {
                 report.errors.push(format!(
                     "{} is nested too deeply; not scanned",
                     here().display()
@@ -244,7 +258,27 @@ fn walk_opened(
             }
         }
     }
-    report
+}
+
+/// What an entry is, from its own `stat` (links not followed), and its measured size: a
+/// link is stat-ed through once more, only to measure a link to a regular file as that file.
+fn classify(dir: BorrowedFd<'_>, name: &std::ffi::CStr, st: &rustix::fs::Stat) -> (EntryKind, u64) {
+    let own = st.st_size as u64;
+    match FileType::from_raw_mode(st.st_mode as _) {
+        FileType::RegularFile => (EntryKind::File, own),
+        FileType::Directory => (EntryKind::Dir, own),
+        FileType::Symlink => {
+            let through = rustix::fs::statat(dir, name, AtFlags::empty())
+                .ok()
+                .filter(|t| FileType::from_raw_mode(t.st_mode as _) == FileType::RegularFile);
+            let to_file = through.is_some();
+            (
+                EntryKind::Link { to_file },
+                through.map_or(own, |t| t.st_size as u64),
+            )
+        }
+        _ => (EntryKind::Other, own),
+    }
 }
 
 fn cannot_read(path: &Path, e: Errno) -> String {
