@@ -139,7 +139,7 @@ pub fn generate_library(root: &Path, spec: &GenSpec) -> io::Result<GenSummary> {
     let doc = json!({"version": 1, "models": entries});
     let mut text = serde_json::to_vec_pretty(&doc).map_err(io::Error::other)?;
     text.push(b'\n');
-    crate::library::registry::write_atomic(&root.join("model_registry.json"), &text)
+    crate::library::write_atomic(&root.join("model_registry.json"), &text)
         .map_err(io::Error::other)?;
     Ok(summary)
 }

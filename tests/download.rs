@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::TestLib;
 use common::http::{Behavior, TestServer};
-use model_library::library::download::sha256_file;
+use model_library::library::sha256_file;
 use model_library::library::{
-    DownloadOptions, DownloadState, LibraryError, ListKind, ManualClock, ModelLibraryService,
-    ModelStatus, ServiceOptions, SystemClock, clock::Clock,
+    Clock, DownloadOptions, DownloadState, LibraryError, ListKind, ManualClock,
+    ModelLibraryService, ModelStatus, ServiceOptions, SystemClock,
 };
 use serde_json::json;
 

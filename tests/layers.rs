@@ -300,3 +300,28 @@ fn the_checker_sees_grouped_and_nested_uses() {
         vec!["model", "error", "registry"]
     );
 }
+
+#[test]
+fn each_core_item_has_one_path() {
+    // A module whose items are re-exported from `library` is private, so that each item is
+    // reached as `library::Item` only; a public module is a namespace whose items are not
+    // re-exported.
+    let code = code_only(&fs::read_to_string(library_dir().join("mod.rs")).unwrap());
+    let re_exported: BTreeSet<String> = reexports().into_values().collect();
+    let mut wrong = Vec::new();
+    for line in code.lines().map(str::trim) {
+        if let Some(module) = line.strip_prefix("pub mod ") {
+            let module = module.trim_end_matches(';');
+            if re_exported.contains(module) {
+                wrong.push(format!(
+                    "`{module}` is public and its items are re-exported too"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        re_exported.contains("model") && code.contains("mod model;"),
+        "the check sees the re-exports"
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::TestLib;
 use model_library::library::persist;
 use model_library::library::{
-    ListKind, ManualClock, ModelLibraryService, ServiceOptions, SystemClock, clock::Clock,
+    Clock, ListKind, ManualClock, ModelLibraryService, ServiceOptions, SystemClock,
 };
 
 fn service(lib: &TestLib) -> ModelLibraryService {

@@ -7,8 +7,8 @@ mod common;
 use std::fs;
 
 use common::TestLib;
-use model_library::library::registry::{Registry, update_registry, upsert_entry};
 use model_library::library::{LibraryError, ListKind, ModelStatus};
+use model_library::library::{Registry, update_registry, upsert_entry};
 use serde_json::{Value, json};
 
 fn load(lib: &TestLib) -> Result<Registry, LibraryError> {

@@ -12,8 +12,7 @@ use common::TestLib;
 use model_library::library::watch::verifier::VerifierOptions;
 use model_library::library::watch::{WatchMode, WatchOption};
 use model_library::library::{
-    ListKind, ManualClock, ModelInfo, ModelLibraryService, ServiceOptions, SystemClock,
-    clock::Clock,
+    Clock, ListKind, ManualClock, ModelInfo, ModelLibraryService, ServiceOptions, SystemClock,
 };
 use proptest::prelude::*;
 
@@ -476,7 +475,7 @@ fn requests_are_answered_while_watches_are_set_up() {
             clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
             persist: false,
             watch: WatchOption::Auto,
-            watch_setup_hook: Some(model_library::library::service::WatchSetupHook(hook)),
+            watch_setup_hook: Some(model_library::library::WatchSetupHook(hook)),
             ..ServiceOptions::default()
         },
     )

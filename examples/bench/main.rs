@@ -22,10 +22,10 @@ use clap::Parser;
 use model_library::app::settings::SortKey;
 use model_library::app::ui::table::{TableInput, table_ui};
 use model_library::fixtures::{GenSpec, generate_library};
-use model_library::library::cache::{Stamps, View};
 use model_library::library::{
     Library, ListKind, ListQuery, ModelLibraryService, ModelStatus, ServiceOptions, persist,
 };
+use model_library::library::{Stamps, View};
 
 #[derive(Parser)]
 struct Args {

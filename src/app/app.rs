@@ -18,7 +18,7 @@ use crate::app::ui::stores::{StoresAction, StoresDraft, stores_ui};
 use crate::app::ui::table::{TableAction, TableInput, table_ui};
 use crate::app::ui::toolbar::{ToolbarAction, ToolbarInput, ToolbarText, toolbar_ui};
 use crate::app::worker::{Reply, Request, Response, Worker};
-use crate::library::clock::unix_seconds;
+use crate::library::unix_seconds;
 use crate::library::{
     CacheInfo, DeletePlan, DownloadProgress, DownloadState, Library, ListQuery, ModelInfo,
     ModelStatus, View,
@@ -799,7 +799,7 @@ impl ModelLibraryApp {
             && !ctx.egui_wants_keyboard_input()
             && let Some(m) = self.selected_model()
             && m.status != ModelStatus::Available
-            && m.source == crate::library::model::LIBRARY_SOURCE
+            && m.source == crate::library::LIBRARY_SOURCE
         {
             let id = m.id.clone();
             self.ask_delete(id);

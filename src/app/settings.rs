@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::library::cache::DEFAULT_TTL_SECS;
+use crate::library::DEFAULT_TTL_SECS;
 use crate::library::{DeleteMode, ModelStatus};
 
 /// A column the table can be sorted by.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use poll_promise::Promise;
 
 use crate::app::settings::StoreSetting;
-use crate::library::scan::ScanProgress;
+use crate::library::ScanProgress;
 use crate::library::watch::WatchOption;
 use crate::library::{
     CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, ImportMode, ImportOutcome,
@@ -375,7 +375,7 @@ impl WorkerState {
                     .map_err(text)?,
             ),
             Request::Files { id, path } => {
-                let (files, more) = crate::library::scan::list_files(&path);
+                let (files, more) = crate::library::list_files(&path);
                 Reply::Files { id, files, more }
             }
             Request::Crash => panic!("crash requested"),
@@ -389,10 +389,7 @@ impl WorkerState {
         stores: Option<BTreeMap<String, StoreSetting>>,
     ) -> Response {
         let library = crate::library::resolve_library(path).map_err(|e| e.to_string())?;
-        let ttl = ttl_secs.clamp(
-            crate::library::cache::TTL_MIN_SECS,
-            crate::library::cache::TTL_MAX_SECS,
-        );
+        let ttl = ttl_secs.clamp(crate::library::TTL_MIN_SECS, crate::library::TTL_MAX_SECS);
         self.sources = match stores {
             Some(settings) => {
                 let mut sources = crate::library::sources::default_sources(

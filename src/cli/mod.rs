@@ -335,8 +335,8 @@ fn usage(
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
+    use crate::library::LIBRARY_SOURCE;
     use crate::library::metadata::MetadataCache;
-    use crate::library::model::LIBRARY_SOURCE;
     use crate::library::sources::{
         bytes_freed_by_deleting, disk_usage, largest_models, least_recently_used,
         scan_source_detailed,

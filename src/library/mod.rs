@@ -3,36 +3,48 @@
 //! imports egui, eframe or poll-promise: the window, the CLI and the HTTP server are shells
 //! around it.
 
-pub mod cache;
-pub mod clock;
+// Modules whose items are re-exported below are private: each item has one path,
+// `model_library::library::Item`. The public modules are namespaces of their own (the
+// stores, header metadata, the persisted listing, watching, allocator housekeeping, the
+// crash points of the crash tests); nothing of theirs is re-exported here.
+mod cache;
+mod clock;
 pub mod crashpoint;
-pub mod delete;
-pub mod download;
-pub mod error;
-pub mod fs_safe;
-pub mod import;
-pub mod layout;
+mod delete;
+mod download;
+mod error;
+mod fs_safe;
+mod import;
+mod layout;
 pub mod memory;
 pub mod metadata;
-pub mod model;
+mod model;
 pub mod persist;
-pub mod registry;
-pub mod scan;
-pub mod service;
+mod registry;
+mod scan;
+mod service;
 pub mod sources;
-pub mod walk;
+mod walk;
 pub mod watch;
 
-pub use cache::{Counters, Listing, Staleness, View};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use cache::{
+    Counters, DEFAULT_TTL_SECS, Listing, SnapshotHandle, Staleness, Stamps, TTL_MAX_SECS,
+    TTL_MIN_SECS, View,
+};
+pub use clock::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use delete::{DeleteMode, DeleteOutcome, DeletePlan};
 pub use download::{
-    DownloadBoard, DownloadEvent, DownloadOptions, DownloadProgress, DownloadState,
+    DownloadBoard, DownloadEvent, DownloadOptions, DownloadProgress, DownloadState, sha256_file,
 };
 pub use error::{LibraryError, Result};
 pub use import::{ImportMode, ImportOutcome, ImportRequest};
 pub use layout::{Library, default_library_dir, validate_id};
-pub use model::{ListKind, ListQuery, ModelInfo, ModelMetadata, ModelStatus};
-pub use registry::{Registry, init_default, resolve_library};
-pub use scan::ProgressReading;
-pub use service::{CacheInfo, ModelLibraryService, RefreshInfo, ServiceOptions, ViewResult};
+pub use model::{LIBRARY_SOURCE, ListKind, ListQuery, ModelInfo, ModelMetadata, ModelStatus};
+pub use registry::{
+    Registry, init_default, resolve_library, update_registry, upsert_entry, write_atomic,
+};
+pub use scan::{MAX_LISTED_FILES, ProgressReading, ScanProgress, list_files};
+pub use service::{
+    CacheInfo, ModelLibraryService, RefreshInfo, ServiceCacheInfo, ServiceOptions, ViewCacheInfo,
+    ViewResult, WatchSetupHook,
+};

@@ -48,8 +48,6 @@ pub struct Entry<'a> {
     pub size: u64,
     /// Modification time of the entry itself (a link's own), in seconds since the epoch.
     pub mtime: f64,
-    /// How deep: 1 for the root's own entries.
-    pub depth: usize,
 }
 
 impl Entry<'_> {
@@ -236,7 +234,6 @@ impl Folder<'_> {
                 kind,
                 size,
                 mtime: mtime(&st),
-                depth: depth + 1,
             });
             if kind != EntryKind::Dir {
                 continue;
@@ -462,7 +459,6 @@ mod tests {
             kind: EntryKind::File,
             size: 1,
             mtime: 0.0,
-            depth: 2,
         };
         assert!(e.is(Path::new("shards/part-001.bin")));
         assert!(!e.is(Path::new("part-001.bin")));

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::bodies::{self, Bodies, Page, accepts_gzip};
 use super::error::ApiError;
 use super::extract::{JsonObject, Params, PathId, json_kind, parse_bool};
-use crate::library::service::SnapshotHandle;
+use crate::library::SnapshotHandle;
 use crate::library::{
     DeleteMode, LibraryError, ListQuery, Listing, ModelInfo, ModelLibraryService, ModelStatus,
     RefreshInfo, Registry, View, validate_id,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use model_library::library::{
-    Library, ManualClock, ModelLibraryService, ServiceOptions, SystemClock, clock::Clock,
+    Clock, Library, ManualClock, ModelLibraryService, ServiceOptions, SystemClock,
 };
 
 /// The fields of ModelInfo that SPEC §4 requires in every JSON answer.

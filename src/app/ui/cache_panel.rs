@@ -9,7 +9,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use crate::app::ui::{RefreshButton, refresh_buttons_ui};
 use crate::library::CacheInfo;
-use crate::library::cache::{TTL_MAX_SECS, TTL_MIN_SECS};
+use crate::library::{TTL_MAX_SECS, TTL_MIN_SECS};
 use crate::util::format_unix_utc;
 
 /// One listing request, for the plot.

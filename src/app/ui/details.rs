@@ -151,7 +151,7 @@ pub fn details_ui(
         {
             action = Some(DetailsAction::OpenFolder(m.path.clone()));
         }
-        if m.source != crate::library::model::LIBRARY_SOURCE {
+        if m.source != crate::library::LIBRARY_SOURCE {
             ui.weak(format!("Read-only: managed by {}", m.source));
         } else if running.is_some() || m.status == ModelStatus::Downloading {
             if ui.button("Cancel download").clicked() {

@@ -8,7 +8,7 @@ use egui_extras::{Column, TableBuilder};
 use crate::app::settings::SortKey;
 use std::collections::BTreeMap;
 
-use crate::library::model::LIBRARY_SOURCE;
+use crate::library::LIBRARY_SOURCE;
 use crate::library::{
     DownloadProgress, DownloadState, ModelInfo, ModelMetadata, ModelStatus, View,
 };

@@ -40,7 +40,7 @@ use crate::library::scan::guess_format;
 
 use journal::{Begun, Journal, Step};
 
-pub use journal::{PendingImport, pending, recover};
+pub use journal::{pending, recover};
 use place::{Plan, plan_source, remove_sources, stage};
 
 pub use crate::library::layout::IMPORTS_DIR;

@@ -25,8 +25,8 @@ use notify::event::EventKindMask;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, NoCache, new_debouncer_opt};
 use serde::Serialize;
 
+use crate::library::Clock;
 use crate::library::cache::SnapshotHandle;
-use crate::library::clock::Clock;
 use crate::library::layout::{CACHE_DIR, DOWNLOADS_DIR, Library, MODELS_DIR, REGISTRY_FILE};
 use verifier::{Verifier, VerifierOptions};
 

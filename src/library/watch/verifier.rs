@@ -19,8 +19,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::library::Clock;
 use crate::library::cache::{Listing, SnapshotHandle};
-use crate::library::clock::Clock;
 use crate::library::layout::Library;
 use crate::library::model::{LIBRARY_SOURCE, ModelInfo, ModelStatus};
 use crate::library::scan::walk;
