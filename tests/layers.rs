@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "layout",
         "walk",
     ],
-    &["registry", "metadata"],
+    &["registry", "registry_copy", "metadata"],
     &["scan", "sources", "cache"],
     &["persist", "watch", "download", "delete", "import"],
     &["service"],

@@ -289,3 +289,106 @@ fn default_library_starts_with_the_builtin_catalog() {
     model_library::library::init_default(&library).unwrap();
     assert!(Registry::load(&library).unwrap().entries.is_empty());
 }
+
+/// The registry's name field of `id` as the service lists it (a fresh service each time).
+fn listed_name(lib: &TestLib, id: &str) -> String {
+    let (mut svc, _) = lib.service();
+    let listing = svc.list(ListKind::Full, true).unwrap();
+    let name = listing
+        .models
+        .iter()
+        .find(|m| m.id == id)
+        .unwrap()
+        .name
+        .clone();
+    svc.flush_saves();
+    name
+}
+
+fn set_mtime(path: &std::path::Path, ago: std::time::Duration) {
+    set_mtime_to(path, std::time::SystemTime::now() - ago);
+}
+
+fn set_mtime_to(path: &std::path::Path, when: std::time::SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+#[test]
+fn a_settled_registry_is_read_from_its_binary_copy_while_its_stamp_is_unchanged() {
+    let lib = TestLib::new();
+    let registry = |name: &str| {
+        json!({"version": 1, "models": [{"id": "m", "name": name, "files": [{"path": "w.bin", "size": 4}]}]})
+            .to_string()
+    };
+    lib.registry(&registry("Alpha")).file("models/m/w.bin", 4);
+    let file = lib.path("model_registry.json");
+    let copy = lib.path(".cache/registry.bin");
+    set_mtime(&file, std::time::Duration::from_secs(60));
+    let stamp = fs::metadata(&file).unwrap().modified().unwrap();
+    assert_eq!(listed_name(&lib, "m"), "Alpha");
+    assert!(copy.exists(), "a settled registry gets a copy");
+
+    // Same size, same inode, same modification time: the copy is what is read. (This is
+    // the copy's trust rule, shown by a registry edited behind its back.)
+    fs::write(&file, registry("Omega")).unwrap();
+    set_mtime_to(&file, stamp);
+    assert_eq!(listed_name(&lib, "m"), "Alpha");
+
+    // Any real change moves the stamp: the JSON is parsed again, and the copy replaced.
+    set_mtime(&file, std::time::Duration::from_secs(30));
+    assert_eq!(listed_name(&lib, "m"), "Omega");
+    set_mtime_to(&file, stamp);
+    assert_eq!(listed_name(&lib, "m"), "Omega", "the copy was made again");
+}
+
+#[test]
+fn a_damaged_copy_is_ignored_and_made_again() {
+    let lib = TestLib::new();
+    lib.registry(&common::registry_json(&[("a", &[("w.bin", 4)])]))
+        .file("models/a/w.bin", 4);
+    set_mtime(
+        &lib.path("model_registry.json"),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(listed_name(&lib, "a"), "a");
+    let copy = lib.path(".cache/registry.bin");
+    let good = fs::read(&copy).unwrap();
+    for bad in [b"garbage".to_vec(), good[..good.len() / 2].to_vec(), {
+        let mut b = good.clone();
+        let last = b.len() - 3;
+        b[last] ^= 0xff;
+        b
+    }] {
+        fs::write(&copy, &bad).unwrap();
+        let (mut svc, _) = lib.service();
+        let listing = svc.list(ListKind::Full, true).unwrap();
+        assert_eq!(listing.models.len(), 1);
+        assert_eq!(listing.models[0].status, ModelStatus::Downloaded);
+        assert_eq!(fs::read(&copy).unwrap(), good, "made again from the JSON");
+    }
+}
+
+#[test]
+fn a_registry_changed_within_the_settling_time_gets_no_copy() {
+    use model_library::library::{
+        Clock, ManualClock, ModelLibraryService, ServiceOptions, SystemClock,
+    };
+    let lib = TestLib::new();
+    lib.registry(&common::registry_json(&[("a", &[("w.bin", 4)])]))
+        .file("models/a/w.bin", 4);
+    let mut svc = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: std::sync::Arc::new(ManualClock::new(SystemClock.now())),
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(svc.list(ListKind::Full, true).unwrap().models.len(), 1);
+    assert!(!lib.path(".cache/registry.bin").exists());
+}

@@ -21,6 +21,7 @@ pub mod metadata;
 mod model;
 pub mod persist;
 mod registry;
+mod registry_copy;
 mod scan;
 mod service;
 pub mod sources;

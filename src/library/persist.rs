@@ -17,6 +17,7 @@ use crate::library::fs_safe::SafeDir;
 use crate::library::layout::{CACHE_DIR, Library};
 use crate::library::model::ListKind;
 use crate::library::model::ModelInfo;
+use crate::library::registry_copy::{checksum, framed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -125,21 +126,6 @@ pub fn path(library: &Library) -> PathBuf {
     library.cache_dir().join(FILE_NAME)
 }
 
-/// 64-bit FNV-1a over 8-byte words (fast enough for tens of megabytes at startup).
-fn checksum(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    for &b in chunks.remainder() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// Saves a full listing (atomic write; the previous file stays whole if this fails).
 pub fn save(library: &Library, listing: &Listing) -> Result<()> {
     debug_assert_eq!(listing.kind, ListKind::Full);
@@ -160,12 +146,7 @@ pub fn save(library: &Library, listing: &Listing) -> Result<()> {
     };
     let payload = postcard::to_stdvec(&persisted)
         .map_err(|e| LibraryError::io(path(library), io::Error::other(e)))?;
-    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&checksum(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    let bytes = framed(MAGIC, FORMAT_VERSION, &payload);
     library
         .open_writes()?
         .cache()?

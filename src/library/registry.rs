@@ -25,7 +25,7 @@ pub const REGISTRY_VERSION: u64 = 1;
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One file of a registry entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegistryFileSpec {
     /// Path relative to the model folder (checked: not absolute, no `..`).
     pub path: String,
@@ -38,7 +38,7 @@ pub struct RegistryFileSpec {
 }
 
 /// One model of the registry, with SPEC §2 defaults applied by the scanner.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RegistryEntry {
     /// A valid model id.
     pub id: String,
@@ -62,7 +62,7 @@ pub struct RegistryEntry {
 }
 
 /// A registry entry that could not be used at all (no valid id, or a duplicate).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryProblem {
     /// Index in the `models` array.
     pub index: usize,
@@ -164,6 +164,20 @@ impl Registry {
     /// The entry with this id.
     pub fn get(&self, id: &str) -> Option<&RegistryEntry> {
         self.index.get(id).map(|&i| &self.entries[i])
+    }
+
+    /// A registry of these entries (ids unique, as a parse leaves them) and problems.
+    pub(crate) fn from_parts(entries: Vec<RegistryEntry>, problems: Vec<EntryProblem>) -> Registry {
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i))
+            .collect();
+        Registry {
+            entries,
+            problems,
+            index,
+        }
     }
 
     /// This registry without what only a download needs (each file's `url` and `sha256`;

@@ -88,7 +88,10 @@ impl ModelLibraryService {
         let scan_started = self.clock.now();
         self.library.check_reachable()?;
         let stamps = Stamps::read(&self.library);
-        let registry = Arc::new(Registry::load(&self.library)?.for_listing());
+        let registry = Arc::new(registry_copy::load_for_listing(
+            &self.library,
+            self.clock.now(),
+        )?);
         self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
         let importing = importing_now(&self.library);
         let models = scan::scan(
@@ -172,7 +175,10 @@ impl ModelLibraryService {
         {
             return Ok(Arc::clone(registry));
         }
-        let registry = Arc::new(Registry::load(&self.library)?.for_listing());
+        let registry = Arc::new(registry_copy::load_for_listing(
+            &self.library,
+            self.clock.now(),
+        )?);
         self.registry_cache = Some((mtime, Arc::clone(&registry)));
         Ok(registry)
     }

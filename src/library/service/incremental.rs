@@ -288,11 +288,12 @@ impl ModelLibraryService {
         // on the scan threads) while the registry is read on this one: the rows to read
         // again need it, and it is not needed before.
         let library = self.library.clone();
+        let now = self.clock.now();
         let (rows, registry) = rayon::join(
             || scan::rows_to_reread(&library, &warm.models),
-            || Registry::load(&library),
+            || registry_copy::load_for_listing(&library, now),
         );
-        self.registry_cache = Some((stamps.registry, Arc::new(registry?.for_listing())));
+        self.registry_cache = Some((stamps.registry, Arc::new(registry?)));
         changes.models.extend(rows);
         // Folders that appeared, and the registry's view of them, need the same reading
         // (compared against the saved listing, held as the full one while this runs).

@@ -325,7 +325,8 @@ impl ModelLibraryService {
                     let scan_started = clock.now();
                     library.check_reachable()?;
                     let stamps = Stamps::read(&library);
-                    let registry = Arc::new(Registry::load(&library)?.for_listing());
+                    let registry =
+                        Arc::new(registry_copy::load_for_listing(&library, clock.now())?);
                     let importing = importing_now(&library);
                     let models = scan::scan(
                         &ScanInput {

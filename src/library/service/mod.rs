@@ -32,6 +32,7 @@ use crate::library::model::ListKind;
 use crate::library::model::{LIBRARY_SOURCE, ListQuery, ModelInfo, ModelMetadata, ModelStatus};
 use crate::library::persist::{self, LoadProblem};
 use crate::library::registry::Registry;
+use crate::library::registry_copy;
 use crate::library::scan::{self, ProgressReading, ScanInput, ScanProgress};
 use crate::library::sources::{self, SourceConfig};
 use crate::library::watch::verifier::VerifierOptions;

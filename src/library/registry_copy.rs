@@ -1,0 +1,152 @@
+//! A binary copy of the parsed registry as listings need it (`Registry::for_listing`), in
+//! `LIBRARY/.cache/registry.bin`: a start, a fast listing or a full scan of a library whose
+//! `model_registry.json` did not change reads it instead of parsing the JSON again (100 000
+//! models are ~69 MB of JSON, ~0.35 s to parse). It is only a cache, never trusted beyond
+//! what it can prove: it is used only while the registry's size, inode, device and
+//! modification time are the ones it was made from, and it is made only from a registry
+//! whose modification time was at least [`SETTLED`] old by the service's clock (a change in
+//! the same clock tick could hide behind it). Missing, damaged, of another version or
+//! another library: the JSON is parsed, and the copy written again. Written through the
+//! library's write gate (never through a link); a read-only library just parses.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::library::error::Result;
+use crate::library::fs_safe::SafeDir;
+use crate::library::layout::{CACHE_DIR, Library};
+use crate::library::registry::{EntryProblem, Registry, RegistryEntry};
+
+/// File name of the copy under `.cache/`.
+pub const FILE_NAME: &str = "registry.bin";
+const MAGIC: &[u8; 8] = b"MLREGCP\0";
+/// Version of the format; bump on any change to [`Copy`] or the types in it.
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 8;
+/// How old the registry's modification time must be before a copy is made of it.
+pub const SETTLED: f64 = 2.0;
+
+/// What identifies one state of `model_registry.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Stamp {
+    mtime: f64,
+    size: u64,
+    inode: u64,
+    device: u64,
+}
+
+impl Stamp {
+    /// The registry's stamp now; `None` when there is no registry (nothing to copy).
+    fn read(library: &Library) -> Option<Stamp> {
+        let meta = fs::metadata(library.registry_path()).ok()?;
+        Some(Stamp {
+            mtime: meta.mtime() as f64 + meta.mtime_nsec() as f64 / 1e9,
+            size: meta.len(),
+            inode: meta.ino(),
+            device: meta.dev(),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Copy {
+    library_root: String,
+    stamp: Stamp,
+    entries: Vec<RegistryEntry>,
+    problems: Vec<EntryProblem>,
+}
+
+/// The registry as listings need it: from the copy when it matches the registry on disk,
+/// else parsed from the JSON (and a copy written when the registry has settled, at clock
+/// time `now`).
+pub fn load_for_listing(library: &Library, now: f64) -> Result<Registry> {
+    let stamp = Stamp::read(library);
+    if let Some(stamp) = stamp
+        && let Some(registry) = read(library, stamp)
+    {
+        return Ok(registry);
+    }
+    let registry = Registry::load(library)?.for_listing();
+    // Only from a registry that has settled, and only if it is still the one parsed.
+    if let Some(stamp) = stamp
+        && now - stamp.mtime >= SETTLED
+        && Stamp::read(library) == Some(stamp)
+    {
+        let _ = write(library, stamp, &registry); // a cache: failing to write loses nothing
+    }
+    Ok(registry)
+}
+
+fn read(library: &Library, stamp: Stamp) -> Option<Registry> {
+    let mut bytes = Vec::new();
+    SafeDir::open_root(library.root())
+        .ok()?
+        .open_dir(CACHE_DIR)
+        .ok()?
+        .open_read(FILE_NAME)
+        .ok()?
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
+    let len = u64::from_le_bytes(bytes[12..20].try_into().ok()?) as usize;
+    let sum = u64::from_le_bytes(bytes[20..28].try_into().ok()?);
+    let payload = bytes.get(HEADER_LEN..)?;
+    if version != VERSION || payload.len() != len || checksum(payload) != sum {
+        return None;
+    }
+    let copy: Copy = postcard::from_bytes(payload).ok()?;
+    (copy.stamp == stamp && copy.library_root == library.root().to_string_lossy())
+        .then(|| Registry::from_parts(copy.entries, copy.problems))
+}
+
+fn write(library: &Library, stamp: Stamp, registry: &Registry) -> Result<()> {
+    let copy = Copy {
+        library_root: library.root().to_string_lossy().into_owned(),
+        stamp,
+        entries: registry.entries.clone(),
+        problems: registry.problems.clone(),
+    };
+    let Ok(payload) = postcard::to_stdvec(&copy) else {
+        return Ok(());
+    };
+    let bytes = framed(MAGIC, VERSION, &payload);
+    library
+        .open_writes()?
+        .cache()?
+        .write_atomic(FILE_NAME, &bytes)
+        .map_err(|e| crate::library::error::LibraryError::io(library.cache_dir(), e))
+}
+
+/// A cache file: magic, format version, payload length and checksum, then the payload
+/// (the persisted listing's layout too).
+pub fn framed(magic: &[u8; 8], version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&checksum(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// 64-bit FNV-1a over 8-byte words (fast enough for tens of megabytes at startup); also
+/// the persisted listing's checksum.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    for &b in chunks.remainder() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
