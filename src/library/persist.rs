@@ -272,9 +272,12 @@ fn save_loop_once(library: &Library, shared: &(Mutex<SaverState>, Condvar)) {
         state.busy = true;
         listing
     };
-    let note = match save(library, &listing) {
-        Ok(()) => format!("saved to {}", path(library).display()),
-        Err(e) => format!("could not save the listing: {e}"),
+    // A panic while saving must not leave `busy` set (a flush would wait for ever).
+    let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save(library, &listing)));
+    let note = match saved {
+        Ok(Ok(())) => format!("saved to {}", path(library).display()),
+        Ok(Err(e)) => format!("could not save the listing: {e}"),
+        Err(_) => "could not save the listing: the saver failed".to_string(),
     };
     drop(listing);
     let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
