@@ -370,12 +370,15 @@ impl AppState {
                 };
                 let packed_hit = packed.clone().filter(|_| cache_hit);
                 state.bodies.put(&view, &query, plain, packed_hit);
-                // The encoding's buffers are free now; so is an older listing's body.
-                crate::library::memory::release_free();
             }
             Ok(packed.unwrap_or(fresh))
         })
         .await?;
+        if whole {
+            // The encoding's buffers are free now, and so is an older listing's body: give
+            // them back, after this answer and off its way.
+            tokio::task::spawn_blocking(crate::library::memory::release_free);
+        }
         Ok(listing_response(body, gzip))
     }
 }
