@@ -108,9 +108,10 @@ pub struct ModelInfo {
     /// `ollama`, `lmstudio`).
     #[serde(default = "library_source")]
     pub source: String,
-    /// What the model's file headers say, when they were read.
+    /// What the model's file headers say, when they were read (boxed: most rows of a large
+    /// listing carry none, and inline it would cost every row 104 bytes).
     #[serde(default)]
-    pub metadata: Option<ModelMetadata>,
+    pub metadata: Option<Box<ModelMetadata>>,
     /// The model's main file (its largest), whose header the metadata comes from; not part
     /// of the JSON shape.
     #[serde(skip)]

@@ -85,7 +85,7 @@ impl From<&ModelInfo> for StoredModel {
             modified: m.modified,
             error: m.error.clone(),
             source: m.source.clone(),
-            metadata: m.metadata.clone(),
+            metadata: m.metadata.as_deref().cloned(),
             main_file: m
                 .main_file
                 .as_ref()
@@ -114,7 +114,7 @@ impl From<StoredModel> for ModelInfo {
             modified: m.modified,
             error: m.error,
             source: m.source,
-            metadata: m.metadata,
+            metadata: m.metadata.map(Box::new),
             main_file: m.main_file.map(PathBuf::from),
             note: m.note,
         }

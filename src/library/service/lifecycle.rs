@@ -268,7 +268,7 @@ impl ModelLibraryService {
         }
         let mut enriched = Listing::clone(listing);
         for (i, meta) in found {
-            Arc::make_mut(&mut enriched.models[i]).metadata = Some(meta);
+            Arc::make_mut(&mut enriched.models[i]).metadata = Some(Box::new(meta));
         }
         let enriched = Arc::new(enriched);
         self.install_full(Arc::clone(&enriched), Installed::MetadataAdded);

@@ -627,7 +627,7 @@ impl Draft {
             modified: self.newest,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             source: kind.as_str().to_string(),
-            metadata: self.metadata,
+            metadata: self.metadata.map(Box::new),
             main_file: None,
             note: None,
         };
