@@ -112,10 +112,11 @@ pub struct ModelInfo {
     /// listing carry none, and inline it would cost every row 104 bytes).
     #[serde(default)]
     pub metadata: Option<Box<ModelMetadata>>,
-    /// The model's main file (its largest), whose header the metadata comes from; not part
-    /// of the JSON shape.
+    /// The model's main file (its largest), whose header the metadata comes from, relative
+    /// to `path` (an absolute one, as saved by earlier versions, also joins correctly); not
+    /// part of the JSON shape.
     #[serde(skip)]
-    pub main_file: Option<PathBuf>,
+    pub main_file: Option<Box<Path>>,
 }
 
 /// The source name of models in the library folder itself.

@@ -115,7 +115,7 @@ impl From<StoredModel> for ModelInfo {
             error: m.error,
             source: m.source,
             metadata: m.metadata.map(Box::new),
-            main_file: m.main_file.map(PathBuf::from),
+            main_file: m.main_file.map(|f| PathBuf::from(f).into_boxed_path()),
             note: m.note,
         }
     }

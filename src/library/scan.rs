@@ -293,7 +293,7 @@ pub struct WalkSummary {
     pub files: u64,
     /// Newest mtime of the folder and everything below it.
     pub newest: Option<f64>,
-    /// Name of the largest file (for guessing the format).
+    /// The largest file, its path relative to the walked folder (for guessing the format).
     pub largest: Option<(u64, PathBuf)>,
     /// What could not be read.
     pub errors: Vec<String>,
@@ -388,7 +388,7 @@ fn walk_declared(
         sum.files += 1;
         let file = matches!(e.kind, EntryKind::File | EntryKind::Link { to_file: true });
         if file && sum.largest.as_ref().is_none_or(|(l, _)| e.size > *l) {
-            sum.largest = Some((e.size, root.join(e.rel_path())));
+            sum.largest = Some((e.size, e.rel_path()));
         }
     };
     let options = WalkOptions::default();
@@ -597,9 +597,8 @@ fn model_info(
         source: LIBRARY_SOURCE.to_string(),
         metadata: None,
         main_file: walked
-            .as_ref()
-            .and_then(|w| w.largest.as_ref())
-            .map(|(_, p)| p.clone()),
+            .and_then(|w| w.largest)
+            .map(|(_, p)| p.into_boxed_path()),
     }
 }
 

@@ -236,14 +236,14 @@ impl ModelLibraryService {
         while i < full.models.len() && batch.len() < budget {
             let m = &full.models[i];
             i += 1;
-            let Some(file) = m.main_file.as_deref() else {
+            let Some(file) = m.main_file.as_deref().map(|f| m.path.join(f)) else {
                 continue;
             };
             let header_kind = file.extension().and_then(|e| e.to_str()).is_some_and(|e| {
                 e.eq_ignore_ascii_case("gguf") || e.eq_ignore_ascii_case("safetensors")
             });
             if m.source == LIBRARY_SOURCE && m.metadata.is_none() && header_kind {
-                batch.push((i - 1, file.to_path_buf()));
+                batch.push((i - 1, file));
             }
         }
         Some((full, batch, i))
