@@ -272,7 +272,7 @@ fn default_library_starts_with_the_builtin_catalog() {
         assert!(e.problem.is_none(), "{}: {:?}", e.id, e.problem);
         assert!(!e.files.is_empty());
         for f in &e.files {
-            let url = f.url.as_deref().unwrap();
+            let url = f.url().unwrap();
             assert!(
                 url.starts_with("https://") && url.ends_with(&f.path),
                 "{url}"

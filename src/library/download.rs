@@ -263,7 +263,7 @@ fn download_files(
         path: PathBuf::from(id),
         reason: "is not a valid model id",
     })?;
-    if let Some(f) = files.iter().find(|f| f.url.is_none()) {
+    if let Some(f) = files.iter().find(|f| f.url().is_none()) {
         return Err(DownloadError::NoUrl {
             file: f.path.clone(),
         });
@@ -408,7 +408,7 @@ fn fetch_file(
     cancel: &AtomicBool,
     on_bytes: &mut dyn FnMut(u64, u64),
 ) -> Result<u64, DownloadError> {
-    let url = spec.url.as_deref().expect("checked by download_model");
+    let url = spec.url().expect("checked by download_model");
     let mut offset = file.metadata().map_err(io_err(part))?.len();
     if spec.size.is_some_and(|s| offset > s) {
         // More than the whole file: not ours to trust.
@@ -501,14 +501,14 @@ fn verify(spec: &RegistryFileSpec, file: &mut File, part: &Path) -> Result<(), D
             want,
         });
     }
-    if let Some(want) = &spec.sha256 {
+    if let Some(want) = spec.sha256() {
         file.seek(SeekFrom::Start(0)).map_err(io_err(part))?;
         let got = sha256_reader(file).map_err(io_err(part))?;
-        if &got != want {
+        if got != want {
             return Err(DownloadError::Checksum {
                 file: spec.path.clone(),
                 got,
-                want: want.clone(),
+                want: want.to_string(),
             });
         }
     }

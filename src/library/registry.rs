@@ -29,12 +29,30 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RegistryFileSpec {
     /// Path relative to the model folder (checked: not absolute, no `..`).
     pub path: String,
-    /// Where to download it from.
-    pub url: Option<String>,
     /// Declared size in bytes.
     pub size: Option<u64>,
+    /// Where to download it from and what it must hash to, when declared (boxed: a registry
+    /// kept for listings drops them, and inline they cost every file 48 bytes).
+    fetch: Option<Box<Fetch>>,
+}
+
+/// What only a download needs of a declared file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Fetch {
+    url: Option<String>,
+    sha256: Option<String>,
+}
+
+impl RegistryFileSpec {
+    /// Where to download it from.
+    pub fn url(&self) -> Option<&str> {
+        self.fetch.as_ref()?.url.as_deref()
+    }
+
     /// Declared sha256, lower-case hex.
-    pub sha256: Option<String>,
+    pub fn sha256(&self) -> Option<&str> {
+        self.fetch.as_ref()?.sha256.as_deref()
+    }
 }
 
 /// One model of the registry, with SPEC §2 defaults applied by the scanner.
@@ -187,8 +205,7 @@ impl Registry {
     pub fn for_listing(mut self) -> Registry {
         for entry in &mut self.entries {
             for file in &mut entry.files {
-                file.url = None;
-                file.sha256 = None;
+                file.fetch = None;
             }
         }
         self
@@ -356,12 +373,8 @@ fn checked_file(
         }
         Some(_) => return Err("\"sha256\" must be 64 hex digits".into()),
     };
-    Ok(RegistryFileSpec {
-        path,
-        url,
-        size,
-        sha256,
-    })
+    let fetch = (url.is_some() || sha256.is_some()).then(|| Box::new(Fetch { url, sha256 }));
+    Ok(RegistryFileSpec { path, size, fetch })
 }
 
 /// The registry as the fast path reads it: only typed fields, unknown ones skipped.

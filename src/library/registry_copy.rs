@@ -24,7 +24,7 @@ use crate::library::registry::{EntryProblem, Registry, RegistryEntry};
 pub const FILE_NAME: &str = "registry.bin";
 const MAGIC: &[u8; 8] = b"MLREGCP\0";
 /// Version of the format; bump on any change to [`Copy`] or the types in it.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// How old the registry's modification time must be before a copy is made of it.
 pub const SETTLED: f64 = 2.0;

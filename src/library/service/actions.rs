@@ -28,7 +28,7 @@ impl ModelLibraryService {
         if entry.files.is_empty() {
             return Err(refuse("its registry entry lists no files"));
         }
-        if let Some(f) = entry.files.iter().find(|f| f.url.is_none()) {
+        if let Some(f) = entry.files.iter().find(|f| f.url().is_none()) {
             return Err(refuse(&format!("{} has no URL", f.path)));
         }
         if self.downloads.is_running(id) {
