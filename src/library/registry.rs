@@ -106,8 +106,19 @@ pub struct Registry {
     pub entries: Vec<RegistryEntry>,
     /// Entries that were skipped, with the reason.
     pub problems: Vec<EntryProblem>,
-    /// Position of each id in `entries`.
-    index: HashMap<String, usize>,
+    /// Position of each id in `entries`, by a 64-bit hash of the id (so ids are not stored
+    /// twice); a lookup checks the id found there.
+    index: HashMap<u64, usize>,
+    /// Ids whose hash an earlier id already has (practically never), by id.
+    clashes: HashMap<String, usize>,
+}
+
+/// The index key of an id (SipHash with fixed keys: the same in every process).
+fn id_key(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 impl Registry {
@@ -161,8 +172,16 @@ impl Registry {
     /// Adds a parsed entry (or its problem); a repeated id is a problem.
     fn add(&mut self, index: usize, parsed: Result<RegistryEntry, EntryProblem>) {
         match parsed {
-            Ok(entry) if !self.index.contains_key(&entry.id) => {
-                self.index.insert(entry.id.clone(), self.entries.len());
+            Ok(entry) if self.position(&entry.id).is_none() => {
+                let at = self.entries.len();
+                match self.index.entry(id_key(&entry.id)) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(at);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.clashes.insert(entry.id.clone(), at);
+                    }
+                }
                 self.entries.push(entry);
             }
             Ok(entry) => self.problems.push(EntryProblem {
@@ -176,26 +195,29 @@ impl Registry {
 
     /// Position of the entry with this id.
     pub fn position(&self, id: &str) -> Option<usize> {
-        self.index.get(id).copied()
+        match self.index.get(&id_key(id)) {
+            Some(&i) if self.entries[i].id == id => Some(i),
+            Some(_) => self.clashes.get(id).copied(),
+            None => None,
+        }
     }
 
     /// The entry with this id.
     pub fn get(&self, id: &str) -> Option<&RegistryEntry> {
-        self.index.get(id).map(|&i| &self.entries[i])
+        self.position(id).map(|i| &self.entries[i])
     }
 
     /// A registry of these entries (ids unique, as a parse leaves them) and problems.
     pub(crate) fn from_parts(entries: Vec<RegistryEntry>, problems: Vec<EntryProblem>) -> Registry {
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.clone(), i))
-            .collect();
-        Registry {
-            entries,
+        let mut registry = Registry {
+            entries: Vec::with_capacity(entries.len()),
             problems,
-            index,
+            ..Registry::default()
+        };
+        for (i, entry) in entries.into_iter().enumerate() {
+            registry.add(i, Ok(entry));
         }
+        registry
     }
 
     /// This registry without what only a download needs (each file's `url` and `sha256`;
@@ -620,5 +642,34 @@ pub fn resolve_library(flag: Option<PathBuf>) -> Result<Library> {
             init_default(&library)?;
             Ok(library)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> RegistryEntry {
+        RegistryEntry {
+            id: id.into(),
+            ..RegistryEntry::default()
+        }
+    }
+
+    #[test]
+    fn ids_whose_hashes_clash_are_still_found_and_duplicates_still_refused() {
+        let mut r = Registry::default();
+        r.add(0, Ok(entry("a")));
+        // Make "b" clash with "a": its key is taken by a's entry.
+        r.index.insert(id_key("b"), 0);
+        r.add(1, Ok(entry("b")));
+        r.add(2, Ok(entry("b")));
+        r.add(3, Ok(entry("a")));
+        assert_eq!((r.position("a"), r.position("b")), (Some(0), Some(1)));
+        assert_eq!(r.get("b").unwrap().id, "b");
+        assert_eq!(r.position("c"), None);
+        assert_eq!(r.entries.len(), 2);
+        let dups: Vec<usize> = r.problems.iter().map(|p| p.index).collect();
+        assert_eq!(dups, [2, 3], "both repeats are reported as duplicates");
     }
 }
