@@ -137,6 +137,13 @@ fn an_unreachable_library_overwrites_nothing() {
 #[test]
 fn persistence_can_be_switched_off() {
     let lib = sample();
+    // A settled registry, of which a persisting service would make a copy.
+    fs::File::options()
+        .write(true)
+        .open(lib.path("model_registry.json"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
     let mut svc = ModelLibraryService::new(
         lib.library(),
         ServiceOptions {
@@ -146,7 +153,12 @@ fn persistence_can_be_switched_off() {
     )
     .unwrap();
     svc.list(ListKind::Full, false).unwrap();
+    svc.flush_saves();
     assert!(!persist::path(&lib.library()).exists());
+    assert!(
+        !lib.path(".cache/registry.bin").exists(),
+        "no copy of the registry either"
+    );
     assert!(svc.warm_start().is_none());
 }
 

@@ -367,6 +367,7 @@ fn a_damaged_copy_is_ignored_and_made_again() {
         fs::write(&copy, &bad).unwrap();
         let (mut svc, _) = lib.service();
         let listing = svc.list(ListKind::Full, true).unwrap();
+        svc.flush_saves(); // the copy is made by the service's saver thread
         assert_eq!(listing.models.len(), 1);
         assert_eq!(listing.models[0].status, ModelStatus::Downloaded);
         assert_eq!(fs::read(&copy).unwrap(), good, "made again from the JSON");
@@ -390,5 +391,6 @@ fn a_registry_changed_within_the_settling_time_gets_no_copy() {
     )
     .unwrap();
     assert_eq!(svc.list(ListKind::Full, true).unwrap().models.len(), 1);
+    svc.flush_saves();
     assert!(!lib.path(".cache/registry.bin").exists());
 }

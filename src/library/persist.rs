@@ -17,7 +17,8 @@ use crate::library::fs_safe::SafeDir;
 use crate::library::layout::{CACHE_DIR, Library};
 use crate::library::model::ListKind;
 use crate::library::model::ModelInfo;
-use crate::library::registry_copy::{checksum, framed};
+use crate::library::registry::Registry;
+use crate::library::registry_copy::{self, checksum, framed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -169,6 +170,8 @@ pub struct Saver {
 struct SaverState {
     /// The newest listing not yet being written.
     next: Option<Arc<Listing>>,
+    /// The newest registry copy to make, not yet being written.
+    registry: Option<(Arc<Registry>, registry_copy::Pending)>,
     /// A listing is being written now.
     busy: bool,
     /// The saver is dropped: write what is queued, then stop.
@@ -198,13 +201,27 @@ impl Saver {
 
     /// Queues `listing` to be saved (replacing one queued and not yet started).
     pub fn save(&mut self, listing: Arc<Listing>) {
-        let (lock, wake) = &*self.shared;
         {
-            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
             state.next = Some(listing);
             state.note = Some(format!("saving to {}", path(&self.library).display()));
         }
-        wake.notify_all();
+        self.wake();
+    }
+
+    /// Queues the binary copy of `registry` that loading it asked for (`registry.bin`).
+    pub fn copy_registry(&mut self, registry: Arc<Registry>, pending: registry_copy::Pending) {
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .registry = Some((registry, pending));
+        self.wake();
+    }
+
+    /// Wakes the thread (starting it the first time).
+    fn wake(&mut self) {
+        self.shared.1.notify_all();
         if self.thread.is_none() {
             let (library, shared) = (self.library.clone(), Arc::clone(&self.shared));
             self.thread = std::thread::Builder::new()
@@ -228,7 +245,9 @@ impl Saver {
     pub fn flush(&self) {
         let (lock, wake) = &*self.shared;
         let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while self.thread.is_some() && (state.next.is_some() || state.busy) {
+        while self.thread.is_some()
+            && (state.next.is_some() || state.registry.is_some() || state.busy)
+        {
             state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -250,10 +269,10 @@ fn save_loop(library: &Library, shared: &(Mutex<SaverState>, Condvar)) {
     loop {
         {
             let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while state.next.is_none() && !state.closed {
+            while state.next.is_none() && state.registry.is_none() && !state.closed {
                 state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            if state.next.is_none() {
+            if state.next.is_none() && state.registry.is_none() {
                 return; // closed, nothing left
             }
         }
@@ -261,16 +280,24 @@ fn save_loop(library: &Library, shared: &(Mutex<SaverState>, Condvar)) {
     }
 }
 
-/// Writes the queued listing, if any, and records what happened.
+/// Writes the queued listing and registry copy, if any, and records what happened.
 fn save_loop_once(library: &Library, shared: &(Mutex<SaverState>, Condvar)) {
     let (lock, wake) = shared;
-    let listing = {
+    let (listing, registry) = {
         let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(listing) = state.next.take() else {
-            return;
-        };
-        state.busy = true;
-        listing
+        let taken = (state.next.take(), state.registry.take());
+        state.busy = taken.0.is_some() || taken.1.is_some();
+        taken
+    };
+    if let Some((registry, pending)) = registry {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            registry_copy::write_pending(library, pending, &registry)
+        }));
+    }
+    let Some(listing) = listing else {
+        lock.lock().unwrap_or_else(|e| e.into_inner()).busy = false;
+        wake.notify_all();
+        return;
     };
     // A panic while saving must not leave `busy` set (a flush would wait for ever).
     let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save(library, &listing)));

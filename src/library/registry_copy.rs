@@ -6,8 +6,10 @@
 //! modification time are the ones it was made from, and it is made only from a registry
 //! whose modification time was at least [`SETTLED`] old by the service's clock (a change in
 //! the same clock tick could hide behind it). Missing, damaged, of another version or
-//! another library: the JSON is parsed, and the copy written again. Written through the
-//! library's write gate (never through a link); a read-only library just parses.
+//! another library: the JSON is parsed, and the copy written again — by the service's saver
+//! thread (or the background scan's own thread), never while the service is held. Written
+//! through the library's write gate (never through a link); a read-only library, or a
+//! service that does not persist, just parses.
 
 use std::fs;
 use std::io::Read;
@@ -59,25 +61,33 @@ struct Copy {
     problems: Vec<EntryProblem>,
 }
 
+/// A copy to make: the registry just parsed had settled and was still the one on disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending(Stamp);
+
 /// The registry as listings need it: from the copy when it matches the registry on disk,
-/// else parsed from the JSON (and a copy written when the registry has settled, at clock
-/// time `now`).
-pub fn load_for_listing(library: &Library, now: f64) -> Result<Registry> {
+/// else parsed from the JSON — then with the copy to make of it, if the registry had
+/// settled at clock time `now` ([`write_pending`] makes it; the service has its saver
+/// thread do that, so the service is not held).
+pub fn load_for_listing(library: &Library, now: f64) -> Result<(Registry, Option<Pending>)> {
     let stamp = Stamp::read(library);
     if let Some(stamp) = stamp
         && let Some(registry) = read(library, stamp)
     {
-        return Ok(registry);
+        return Ok((registry, None));
     }
     let registry = Registry::load(library)?.for_listing();
     // Only from a registry that has settled, and only if it is still the one parsed.
-    if let Some(stamp) = stamp
-        && now - stamp.mtime >= SETTLED
-        && Stamp::read(library) == Some(stamp)
-    {
-        let _ = write(library, stamp, &registry); // a cache: failing to write loses nothing
-    }
-    Ok(registry)
+    let pending = stamp
+        .filter(|s| now - s.mtime >= SETTLED && Stamp::read(library) == Some(*s))
+        .map(Pending);
+    Ok((registry, pending))
+}
+
+/// Makes the copy of `registry` that [`load_for_listing`] asked for. A cache: failing to
+/// write loses nothing, so failures are ignored.
+pub fn write_pending(library: &Library, pending: Pending, registry: &Registry) {
+    let _ = write(library, pending.0, registry);
 }
 
 fn read(library: &Library, stamp: Stamp) -> Option<Registry> {

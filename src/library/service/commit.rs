@@ -88,10 +88,7 @@ impl ModelLibraryService {
         let scan_started = self.clock.now();
         self.library.check_reachable()?;
         let stamps = Stamps::read(&self.library);
-        let registry = Arc::new(registry_copy::load_for_listing(
-            &self.library,
-            self.clock.now(),
-        )?);
+        let registry = self.load_registry()?;
         self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
         let importing = importing_now(&self.library);
         let models = scan::scan(
@@ -175,11 +172,28 @@ impl ModelLibraryService {
         {
             return Ok(Arc::clone(registry));
         }
-        let registry = Arc::new(registry_copy::load_for_listing(
-            &self.library,
-            self.clock.now(),
-        )?);
+        let registry = self.load_registry()?;
         self.registry_cache = Some((mtime, Arc::clone(&registry)));
         Ok(registry)
+    }
+
+    /// The registry as listings need it; a copy of it to make goes to the saver thread.
+    pub(super) fn load_registry(&mut self) -> Result<Arc<Registry>> {
+        let (registry, pending) = registry_copy::load_for_listing(&self.library, self.clock.now())?;
+        Ok(self.keep_registry(registry, pending))
+    }
+
+    /// Shares `registry`, handing the copy to make of it (if any, and if this service
+    /// persists) to the saver thread.
+    pub(super) fn keep_registry(
+        &mut self,
+        registry: Registry,
+        pending: Option<registry_copy::Pending>,
+    ) -> Arc<Registry> {
+        let registry = Arc::new(registry);
+        if let Some(pending) = pending.filter(|_| self.persist) {
+            self.saver.copy_registry(Arc::clone(&registry), pending);
+        }
+        registry
     }
 }

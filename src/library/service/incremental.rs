@@ -293,7 +293,9 @@ impl ModelLibraryService {
             || scan::rows_to_reread(&library, &warm.models),
             || registry_copy::load_for_listing(&library, now),
         );
-        self.registry_cache = Some((stamps.registry, Arc::new(registry?)));
+        let (registry, pending) = registry?;
+        let registry = self.keep_registry(registry, pending);
+        self.registry_cache = Some((stamps.registry, registry));
         changes.models.extend(rows);
         // Folders that appeared, and the registry's view of them, need the same reading
         // (compared against the saved listing, held as the full one while this runs).

@@ -315,6 +315,7 @@ impl ModelLibraryService {
     fn start_background_scan(&mut self) {
         let (tx, rx) = mpsc::channel();
         let library = self.library.clone();
+        let persist = self.persist;
         let clock = Arc::clone(&self.clock);
         let downloading = self.downloading.clone();
         let spawned = std::thread::Builder::new()
@@ -325,8 +326,13 @@ impl ModelLibraryService {
                     let scan_started = clock.now();
                     library.check_reachable()?;
                     let stamps = Stamps::read(&library);
-                    let registry =
-                        Arc::new(registry_copy::load_for_listing(&library, clock.now())?);
+                    // This thread does not hold the service: it makes the copy itself.
+                    let (registry, pending) =
+                        registry_copy::load_for_listing(&library, clock.now())?;
+                    if let Some(pending) = pending.filter(|_| persist) {
+                        registry_copy::write_pending(&library, pending, &registry);
+                    }
+                    let registry = Arc::new(registry);
                     let importing = importing_now(&library);
                     let models = scan::scan(
                         &ScanInput {
