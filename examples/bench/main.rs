@@ -204,6 +204,20 @@ fn frame_times(view: &View) -> (Duration, Duration) {
     (median(times), worst)
 }
 
+/// Generates a library of `n` models with `files` files each as `base/lib-<n>`, replacing
+/// whatever was there.
+fn fresh_library(base: &Path, n: usize, files: usize) -> PathBuf {
+    let root = base.join(format!("lib-{n}"));
+    let _ = std::fs::remove_dir_all(&root);
+    let spec = GenSpec {
+        models: n,
+        files_per_model: files,
+        file_size: 64 << 20,
+    };
+    generate_library(&root, &spec).expect("generate");
+    root
+}
+
 /// `--process`: whole-process figures for each size (see `process.rs`).
 fn process_main(args: &Args, base: &Path) {
     let bin = process::binary();
@@ -211,17 +225,7 @@ fn process_main(args: &Args, base: &Path) {
     let _ = std::fs::remove_dir_all(&empty);
     std::fs::create_dir_all(empty.join("models")).expect("empty library");
     for &n in &args.sizes {
-        let root = base.join(format!("lib-{n}"));
-        let _ = std::fs::remove_dir_all(&root);
-        generate_library(
-            &root,
-            &GenSpec {
-                models: n,
-                files_per_model: args.files,
-                file_size: 64 << 20,
-            },
-        )
-        .expect("generate");
+        let root = fresh_library(base, n, args.files);
         // Let the generated tree reach the disk first: writeback during the runs would
         // weigh on whichever command happens to run then.
         let _ = Command::new("sync").status();
@@ -247,15 +251,7 @@ fn main() {
     }
     if args.heap {
         for &n in &args.sizes {
-            let root = base.join(format!("lib-{n}"));
-            let _ = std::fs::remove_dir_all(&root);
-            let spec = GenSpec {
-                models: n,
-                files_per_model: args.files,
-                file_size: 64 << 20,
-            };
-            generate_library(&root, &spec).expect("generate");
-            heap::report(&root, n);
+            heap::report(&fresh_library(&base, n, args.files), n);
         }
         return;
     }
@@ -292,19 +288,7 @@ fn main() {
     let mut dropped_all = true;
 
     for &n in &args.sizes {
-        let root = base.join(format!("lib-{n}"));
-        let _ = std::fs::remove_dir_all(&root);
-        let (gen_time, _) = time(|| {
-            generate_library(
-                &root,
-                &GenSpec {
-                    models: n,
-                    files_per_model: args.files,
-                    file_size: 64 << 20,
-                },
-            )
-            .expect("generate")
-        });
+        let (gen_time, root) = time(|| fresh_library(&base, n, args.files));
         let library = Library::new(&root);
         let mut v = Vec::new();
         v.push(format!("{n} ({})", args.files));
@@ -515,17 +499,7 @@ fn freshness_main(args: &Args, base: &Path) {
     println!("| models | watch | measure | result | note |");
     println!("|---|---|---|---|---|");
     for &n in &args.sizes {
-        let root = base.join(format!("lib-{n}"));
-        let _ = std::fs::remove_dir_all(&root);
-        generate_library(
-            &root,
-            &GenSpec {
-                models: n,
-                files_per_model: args.files,
-                file_size: 64 << 20,
-            },
-        )
-        .expect("generate");
+        let root = fresh_library(base, n, args.files);
         for line in freshness::run(&root, n, args.event_trials, args.poll_trials) {
             println!("{line}");
         }
