@@ -307,9 +307,9 @@ impl ModelLibraryService {
         // The other stores are cheap to list again in full (first, so the listing's
         // problems below name any store that cannot be read).
         let store_models = self.scan_stores();
-        let (mut listing, mut rows_changed) = match self.rescan_some(&full, &names, stamps) {
-            Ok(Some((listing, changed))) => (listing, changed),
-            Ok(None) => (Listing::clone(&full), false),
+        let mut listing = match self.rescan_some(&full, &names, stamps) {
+            Ok(Some((listing, _))) => listing,
+            Ok(None) => Listing::clone(&full),
             Err(e) => {
                 self.listings.remove(&ListKind::Full);
                 return Err(e);
@@ -321,9 +321,9 @@ impl ModelLibraryService {
         listing.scan_duration = started_wall.elapsed();
         let total = listing.models.len();
         let listing = Arc::new(listing);
-        // The other stores' rows are not in the saved listing's fingerprints: any change
-        // there is a change to save.
-        rows_changed |= listing.models.len() != full.models.len()
+        // Whether any row differs from the saved one (the rescanned ones and the other
+        // stores' alike; rows carried over are the same `Arc`s, so they cost nothing).
+        let rows_changed = listing.models.len() != full.models.len()
             || listing
                 .models
                 .iter()
