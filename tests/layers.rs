@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. Every module of `src/library/` is in exactly one.
 const LAYERS: &[&[&str]] = &[
     &[
+        "cache_file",
         "clock",
         "error",
         "fs_safe",

@@ -8,6 +8,7 @@
 // stores, header metadata, the persisted listing, watching, allocator housekeeping, the
 // crash points of the crash tests); nothing of theirs is re-exported here.
 mod cache;
+mod cache_file;
 mod clock;
 pub mod crashpoint;
 mod delete;

@@ -5,20 +5,20 @@
 //! Touches only that file, never through a symbolic link (a link there is refused when
 //! saving and ignored when loading).
 
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::library::cache::{Listing, Stamps};
+use crate::library::cache_file;
 use crate::library::error::{LibraryError, Result};
-use crate::library::fs_safe::SafeDir;
-use crate::library::layout::{CACHE_DIR, Library};
+use crate::library::layout::Library;
 use crate::library::model::ListKind;
 use crate::library::model::ModelInfo;
 use crate::library::registry::Registry;
-use crate::library::registry_copy::{self, checksum, framed};
+use crate::library::registry_copy;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -27,7 +27,6 @@ pub const FILE_NAME: &str = "listing.bin";
 const MAGIC: &[u8; 8] = b"MLCACHE\0";
 /// Version of the on-disk format; bump on any change to [`Persisted`].
 pub const FORMAT_VERSION: u32 = 4;
-const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 
 #[derive(Serialize, Deserialize)]
 struct Persisted {
@@ -147,7 +146,7 @@ pub fn save(library: &Library, listing: &Listing) -> Result<()> {
     };
     let payload = postcard::to_stdvec(&persisted)
         .map_err(|e| LibraryError::io(path(library), io::Error::other(e)))?;
-    let bytes = framed(MAGIC, FORMAT_VERSION, &payload);
+    let bytes = cache_file::framed(MAGIC, FORMAT_VERSION, &payload);
     library
         .open_writes()?
         .cache()?
@@ -328,38 +327,14 @@ pub enum LoadProblem {
 /// Loads the persisted listing of `library`.
 pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
     let file = path(library);
-    let read = || -> io::Result<Vec<u8>> {
-        let mut f = SafeDir::open_root(library.root())?
-            .open_dir(CACHE_DIR)?
-            .open_read(FILE_NAME)?;
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes)?;
-        Ok(bytes)
-    };
-    let bytes = match read() {
+    let bytes = match cache_file::read(library, FILE_NAME) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LoadProblem::Absent),
         Err(e) => return Err(LoadProblem::Ignored(format!("{}: {e}", file.display()))),
     };
     let bad = |why: &str| LoadProblem::Ignored(format!("{}: {why}", file.display()));
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-        return Err(bad("not a listing cache file"));
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(bad(&format!(
-            "format version {version}, this app reads {FORMAT_VERSION}"
-        )));
-    }
-    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let sum = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
-    let payload = &bytes[HEADER_LEN..];
-    if payload.len() as u64 != len {
-        return Err(bad("truncated"));
-    }
-    if checksum(payload) != sum {
-        return Err(bad("checksum mismatch"));
-    }
+    let payload = cache_file::unframed(&bytes, MAGIC, FORMAT_VERSION, "listing cache")
+        .map_err(|why| bad(&why))?;
     let p: Persisted =
         postcard::from_bytes(payload).map_err(|e| bad(&format!("unreadable: {e}")))?;
     if p.library_root != library.root().to_string_lossy() {

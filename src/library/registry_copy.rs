@@ -12,14 +12,14 @@
 //! service that does not persist, just parses.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::library::cache_file;
+use crate::library::clock::unix_seconds;
 use crate::library::error::Result;
-use crate::library::fs_safe::SafeDir;
-use crate::library::layout::{CACHE_DIR, Library};
+use crate::library::layout::Library;
 use crate::library::registry::{EntryProblem, Registry, RegistryEntry};
 
 /// File name of the copy under `.cache/`.
@@ -27,7 +27,6 @@ pub const FILE_NAME: &str = "registry.bin";
 const MAGIC: &[u8; 8] = b"MLREGCP\0";
 /// Version of the format; bump on any change to [`Copy`] or the types in it.
 const VERSION: u32 = 2;
-const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// How old the registry's modification time must be before a copy is made of it.
 pub const SETTLED: f64 = 2.0;
 
@@ -45,7 +44,7 @@ impl Stamp {
     fn read(library: &Library) -> Option<Stamp> {
         let meta = fs::metadata(library.registry_path()).ok()?;
         Some(Stamp {
-            mtime: meta.mtime() as f64 + meta.mtime_nsec() as f64 / 1e9,
+            mtime: unix_seconds(meta.modified().ok()?),
             size: meta.len(),
             inode: meta.ino(),
             device: meta.dev(),
@@ -91,25 +90,8 @@ pub fn write_pending(library: &Library, pending: Pending, registry: &Registry) {
 }
 
 fn read(library: &Library, stamp: Stamp) -> Option<Registry> {
-    let mut bytes = Vec::new();
-    SafeDir::open_root(library.root())
-        .ok()?
-        .open_dir(CACHE_DIR)
-        .ok()?
-        .open_read(FILE_NAME)
-        .ok()?
-        .read_to_end(&mut bytes)
-        .ok()?;
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-        return None;
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
-    let len = u64::from_le_bytes(bytes[12..20].try_into().ok()?) as usize;
-    let sum = u64::from_le_bytes(bytes[20..28].try_into().ok()?);
-    let payload = bytes.get(HEADER_LEN..)?;
-    if version != VERSION || payload.len() != len || checksum(payload) != sum {
-        return None;
-    }
+    let bytes = cache_file::read(library, FILE_NAME).ok()?;
+    let payload = cache_file::unframed(&bytes, MAGIC, VERSION, "registry copy").ok()?;
     let copy: Copy = postcard::from_bytes(payload).ok()?;
     (copy.stamp == stamp && copy.library_root == library.root().to_string_lossy())
         .then(|| Registry::from_parts(copy.entries, copy.problems))
@@ -125,38 +107,10 @@ fn write(library: &Library, stamp: Stamp, registry: &Registry) -> Result<()> {
     let Ok(payload) = postcard::to_stdvec(&copy) else {
         return Ok(());
     };
-    let bytes = framed(MAGIC, VERSION, &payload);
+    let bytes = cache_file::framed(MAGIC, VERSION, &payload);
     library
         .open_writes()?
         .cache()?
         .write_atomic(FILE_NAME, &bytes)
         .map_err(|e| crate::library::error::LibraryError::io(library.cache_dir(), e))
-}
-
-/// A cache file: magic, format version, payload length and checksum, then the payload
-/// (the persisted listing's layout too).
-pub fn framed(magic: &[u8; 8], version: u32, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(magic);
-    bytes.extend_from_slice(&version.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&checksum(payload).to_le_bytes());
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
-/// 64-bit FNV-1a over 8-byte words (fast enough for tens of megabytes at startup); also
-/// the persisted listing's checksum.
-pub fn checksum(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    for &b in chunks.remainder() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
