@@ -38,6 +38,15 @@ fn fresh_scan(lib: &TestLib) -> Vec<Arc<ModelInfo>> {
 
 /// A service that watches by itself as `watch` says (polling every 200 ms).
 fn self_watching(lib: &TestLib, watch: WatchOption) -> ModelLibraryService {
+    self_watching_within(lib, watch, None)
+}
+
+/// [`self_watching`] with at most `budget` folders watched by file events.
+fn self_watching_within(
+    lib: &TestLib,
+    watch: WatchOption,
+    budget: Option<usize>,
+) -> ModelLibraryService {
     ModelLibraryService::new(
         lib.library(),
         ServiceOptions {
@@ -46,8 +55,10 @@ fn self_watching(lib: &TestLib, watch: WatchOption) -> ModelLibraryService {
             watch,
             verifier: VerifierOptions {
                 period: Duration::from_millis(200),
+                partial_period: Duration::from_millis(200),
                 ..VerifierOptions::default()
             },
+            watch_budget: budget,
             ..ServiceOptions::default()
         },
     )
@@ -143,7 +154,7 @@ fn folders_added_removed_and_renamed_show_up() {
 
 #[test]
 fn a_folder_renamed_then_removed_at_once_leaves_no_ghost() {
-    // The debouncer may merge these into events that never name the old folder again.
+    // A rename and a removal at once: no event may be left naming the old folder.
     let lib = TestLib::new();
     lib.file("models/alpha/w.bin", 1).file("models/keep/w", 1);
     let mut svc = watched(&lib);
@@ -228,6 +239,12 @@ enum Op {
     Registry {
         registered: Vec<bool>,
     },
+    /// Moves a model's `sub/` folder (with whatever is in it) into another model, or, to
+    /// the same model, renames it to `sub2/` and back.
+    MoveSub {
+        from: usize,
+        to: usize,
+    },
     List,
 }
 
@@ -242,6 +259,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize).prop_map(|model| Op::RemoveModel { model }),
         1 => (0..5usize, 0..5usize).prop_map(|(from, to)| Op::Rename { from, to }),
         1 => proptest::collection::vec(any::<bool>(), 5).prop_map(|registered| Op::Registry { registered }),
+        1 => (0..5usize, 0..5usize).prop_map(|(from, to)| Op::MoveSub { from, to }),
         2 => Just(Op::List),
     ]
 }
@@ -281,6 +299,21 @@ fn apply_on_disk(root: &std::path::Path, op: &Op) {
         Op::Rename { from, to } => {
             if model_dir(*from).exists() && !model_dir(*to).exists() {
                 fs::rename(model_dir(*from), model_dir(*to)).unwrap();
+            }
+        }
+        Op::MoveSub { from, to } => {
+            let (a, b) = if from == to {
+                let m = model_dir(*from);
+                if m.join("sub").exists() {
+                    (m.join("sub"), m.join("sub2"))
+                } else {
+                    (m.join("sub2"), m.join("sub"))
+                }
+            } else {
+                (model_dir(*from).join("sub"), model_dir(*to).join("sub"))
+            };
+            if a.is_dir() && b.parent().unwrap().is_dir() && !b.exists() {
+                fs::rename(a, b).unwrap();
             }
         }
         Op::Registry { registered } => {
@@ -324,14 +357,15 @@ proptest! {
         }
     }
 
-    /// The service watching by itself, in event mode or forced polling: changes made
+    /// The service watching by itself, in event mode, forced polling or the hybrid of
+    /// both: changes made
     /// during the first scan (from another thread, while the watches are still being set
     /// up), right after the first answer, and later between listings — nested files and
     /// in-place rewrites included — are all in the listing once activity settles and the
     /// stated bound has passed.
     #[test]
-    fn from_the_first_answer_on_every_change_shows_in_either_mode(
-        poll in any::<bool>(),
+    fn from_the_first_answer_on_every_change_shows_in_every_mode(
+        mode in 0..3u8,
         during_first_scan in proptest::collection::vec(op(), 0..6),
         batches in proptest::collection::vec(proptest::collection::vec(op(), 1..6), 1..3)
     ) {
@@ -340,8 +374,14 @@ proptest! {
             lib.file(&format!("models/{m}/w.bin"), 100);
             lib.file(&format!("models/{m}/sub/x.gguf"), 10);
         }
-        let mode = if poll { WatchOption::Poll } else { WatchOption::Auto };
-        let mut svc = self_watching(&lib, mode);
+        // Events for every folder; polling only; or the hybrid: a budget that covers the
+        // top level and one model, so the rest is polled beside the events.
+        let (option, budget) = match mode {
+            0 => (WatchOption::Auto, None),
+            1 => (WatchOption::Poll, None),
+            _ => (WatchOption::Auto, Some(6)),
+        };
+        let mut svc = self_watching_within(&lib, option, budget);
         let writer = {
             let root = lib.root().to_path_buf();
             let ops = during_first_scan.clone();
@@ -588,4 +628,176 @@ fn without_watching_the_listing_says_what_it_cannot_know() {
         "{}",
         info.freshness
     );
+}
+
+/// A library larger than the watch budget: the models that fit are watched, the rest are
+/// polled beside the events, and a change anywhere — in a watched model, in a polled one,
+/// in a model folder that appears once the budget is spent — shows within the bound the
+/// service states for the two together.
+#[test]
+fn beyond_the_watch_limit_models_are_polled_beside_the_events() {
+    let lib = TestLib::new();
+    fs::create_dir_all(lib.path(".cache/imports")).unwrap();
+    fs::create_dir_all(lib.path(".downloads")).unwrap();
+    for m in ["a", "b", "c", "d"] {
+        lib.file(&format!("models/{m}/w.bin"), 10)
+            .file(&format!("models/{m}/sub/x.bin"), 20);
+    }
+    // The top level costs 5 watches (the library, models/, .downloads/, .cache/ and its
+    // imports/); each model 2: a and b fit, c and d do not.
+    let mut svc = self_watching_within(&lib, WatchOption::Auto, Some(9));
+    svc.list(ListKind::Full, false).unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    assert_eq!(
+        svc.watch_mode(),
+        WatchMode::Hybrid {
+            polled: 2,
+            reason: model_library::library::watch::LIMIT_REASON.into()
+        }
+    );
+    let info = svc.cache_info().service_cache;
+    assert!(
+        info.watch_mode
+            .starts_with("watching file events; polling modification times of 2 model folders"),
+        "{}",
+        info.watch_mode
+    );
+    assert_eq!(
+        info.freshness_bound_seconds,
+        Some(2.0),
+        "200 ms period, plus a second"
+    );
+    assert!(info.freshness.contains("within 2 s"), "{}", info.freshness);
+
+    // Nested changes in a watched model and in a polled one (an in-place rewrite).
+    lib.file("models/a/sub/new.bin", 7);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(lib.path("models/d/sub/x.bin"))
+        .unwrap()
+        .set_len(12_345)
+        .unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let sizes = |svc: &ModelLibraryService, id: &str| {
+        svc.cached(ListKind::Full)
+            .unwrap()
+            .models
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.size_bytes)
+    };
+    assert_eq!(sizes(&svc, "a"), Some(37));
+    assert_eq!(sizes(&svc, "d"), Some(12_355));
+
+    // A model folder that appears once the budget is spent is polled, and a file written
+    // deep inside it later still shows.
+    lib.file("models/e/w.bin", 1);
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(svc.watch_mode(), WatchMode::Hybrid { polled: 3, .. }) {
+        assert!(Instant::now() < deadline, "{:?}", svc.watch_mode());
+        svc.tick();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lib.file("models/e/deeper/still/x.bin", 5);
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    assert_eq!(sizes(&svc, "e"), Some(6));
+}
+
+/// With `--watch events`, a library beyond the budget is not half watched: nothing is,
+/// and the mode says why.
+#[test]
+fn events_only_beyond_the_watch_limit_says_nothing_is_watched() {
+    let lib = TestLib::new();
+    for m in ["a", "b", "c"] {
+        lib.file(&format!("models/{m}/sub/x.bin"), 1);
+    }
+    let mut svc = self_watching_within(&lib, WatchOption::Events, Some(4));
+    svc.list(ListKind::Full, false).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while svc.watch_mode() == WatchMode::Starting {
+        assert!(Instant::now() < deadline);
+        svc.tick();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(svc.watch_mode(), WatchMode::Off);
+    let info = svc.cache_info().service_cache;
+    assert!(
+        info.watch_mode.contains("file events failed")
+            && info.watch_mode.contains("max_user_watches"),
+        "{}",
+        info.watch_mode
+    );
+    assert_eq!(info.freshness_bound_seconds, None);
+}
+
+/// An event on `models/` itself (here a change of its permissions) re-places only folders
+/// not watched yet: a library that fits its budget exactly stays wholly on file events.
+#[test]
+fn an_event_on_the_models_folder_does_not_spend_the_budget_twice() {
+    use std::os::unix::fs::PermissionsExt;
+    let lib = TestLib::new();
+    for m in ["a", "b"] {
+        lib.file(&format!("models/{m}/sub/x.bin"), 1);
+    }
+    // The library and models/ (1 each), a and b (2 each); no .cache/ or .downloads/ yet.
+    let mut svc = self_watching_within(&lib, WatchOption::Auto, Some(6));
+    svc.list(ListKind::Full, false).unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    assert_eq!(svc.watch_mode(), WatchMode::Events);
+    for mode in [0o700, 0o755] {
+        fs::set_permissions(lib.path("models"), fs::Permissions::from_mode(mode)).unwrap();
+        lib.file("models/a/sub/y.bin", mode as usize);
+        settles_to_fresh(&mut svc, &lib).unwrap();
+    }
+    assert_eq!(svc.watch_mode(), WatchMode::Events);
+}
+
+/// Every folder has a watch of its own, so folders made, moved or renamed inside a model
+/// after the set-up must get theirs as they appear: a file written into one later, with
+/// nothing else happening, still shows.
+#[test]
+fn folders_made_or_moved_later_inside_models_are_watched_too() {
+    let lib = TestLib::new();
+    lib.file("models/a/w.bin", 1).file("models/b/w.bin", 1);
+    let mut svc = self_watching(&lib, WatchOption::Auto);
+    svc.list(ListKind::Full, false).unwrap();
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    assert_eq!(svc.watch_mode(), WatchMode::Events);
+
+    let steps: [(&str, &dyn Fn()); 5] = [
+        ("a tree made at once", &|| {
+            fs::create_dir_all(lib.path("models/a/x/y/z")).unwrap()
+        }),
+        ("a file in its deepest folder", &|| {
+            lib.file("models/a/x/y/z/f.bin", 10);
+        }),
+        ("the tree renamed", &|| {
+            fs::rename(lib.path("models/a/x"), lib.path("models/a/moved")).unwrap()
+        }),
+        ("a file in the renamed tree", &|| {
+            lib.file("models/a/moved/y/z/g.bin", 20);
+        }),
+        (
+            "the tree moved to another model, then a file in it",
+            &|| {
+                fs::rename(lib.path("models/a/moved"), lib.path("models/b/moved")).unwrap();
+            },
+        ),
+    ];
+    for (what, step) in steps {
+        step();
+        settles_to_fresh(&mut svc, &lib).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    lib.file("models/b/moved/y/z/h.bin", 30);
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let b = svc
+        .cached(ListKind::Full)
+        .unwrap()
+        .models
+        .iter()
+        .find(|m| m.id == "b")
+        .and_then(|m| m.size_bytes);
+    assert_eq!(b, Some(61));
+    assert_eq!(svc.watch_mode(), WatchMode::Events);
 }

@@ -297,6 +297,8 @@ pub struct WalkSummary {
     pub largest: Option<(u64, PathBuf)>,
     /// What could not be read.
     pub errors: Vec<String>,
+    /// The folder is not there.
+    pub missing: bool,
     /// For each declared path asked for: what the walk met there (kind, measured size).
     pub declared: Vec<Option<(EntryKind, u64)>>,
 }
@@ -306,6 +308,12 @@ pub struct WalkSummary {
 /// Unreadable parts are recorded in `errors`; entries that vanish mid-walk are skipped.
 pub fn walk(root: &Path) -> WalkSummary {
     walk_declared(root, None, &[])
+}
+
+/// [`walk`] of the folder `name` in the open folder `parent` (`root` is its path), opened
+/// relative to that handle: no path is looked up from `/` again.
+pub fn walk_at(parent: BorrowedFd<'_>, name: &OsStr, root: &Path) -> WalkSummary {
+    walk_declared(root, Some((parent, name)), &[])
 }
 
 /// The fingerprint pass of a start-up revalidation: the ids of the library rows of a saved
@@ -402,6 +410,7 @@ fn walk_declared(
         sum.newest = Some(sum.newest.map_or(t, |n| n.max(t)));
     }
     sum.errors = report.errors;
+    sum.missing = report.missing;
     sum
 }
 

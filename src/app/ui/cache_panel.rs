@@ -60,6 +60,9 @@ pub fn badge(info: &CacheInfo, now: f64) -> (String, Color32) {
         let within = |b: f64| format!("changes within {b:.0} s");
         let (how, sure) = match (s.watch_mode.as_str(), s.freshness_bound_seconds) {
             (m, Some(b)) if m.starts_with("polling") => (format!("polling, {}", within(b)), true),
+            (m, Some(b)) if m.contains("polling") => {
+                (format!("file events + polling, {}", within(b)), true)
+            }
             (_, Some(b)) => (format!("file events, {}", within(b)), true),
             (m, None) if m.starts_with("starting") => (
                 "watches starting, a change may be unseen".to_string(),

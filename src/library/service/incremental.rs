@@ -79,8 +79,8 @@ impl ModelLibraryService {
         true
     }
 
-    /// Events can be merged away (a folder renamed and then removed within one debounce
-    /// window may leave no event for its old name), so when the top-level stamps moved,
+    /// Events can be lost (a full kernel queue) or name a folder only by a name it no
+    /// longer has, so when the top-level stamps moved,
     /// the folder names on disk are compared with the listing's and every difference is
     /// rescanned too. One read of `models/` and `.downloads/`, only when a stamp changed.
     pub(super) fn reconcile_top_level(&self, changes: &mut Changes, stamps: &Stamps) {

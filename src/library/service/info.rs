@@ -173,6 +173,11 @@ impl ModelLibraryService {
             (WatchMode::Polling { .. }, Some(bound)) => format!(
                 "polling: every model folder is re-checked, so changes show within {bound} s"
             ),
+            (WatchMode::Hybrid { polled, .. }, Some(bound)) => format!(
+                "file events, and {polled} model folder{} beyond the system's watch limit \
+                 re-checked by polling: changes show within {bound} s",
+                if polled == 1 { "" } else { "s" }
+            ),
             (WatchMode::Starting, _) => format!(
                 "watches are being set up: a change made meanwhile may show only {until_ttl}"
             ),

@@ -117,6 +117,7 @@ impl ModelLibraryService {
             snapshot: self.published.clone(),
             clock: Arc::clone(&self.clock),
             options: self.verifier_options.clone(),
+            budget: self.watch_budget,
         }
     }
 
@@ -175,14 +176,21 @@ impl ModelLibraryService {
     }
 
     /// Handles a finished watch set-up: takes the store watchers, and once file events
-    /// cover the whole library, scans it again in the background, so nothing that changed
-    /// while the watches were being set up (or during the first scan) stays unseen.
+    /// cover the library (all of it, or all but the polled part in the hybrid mode), scans
+    /// it again in the background, so nothing that changed while the watches were being
+    /// set up (or during the first scan) stays unseen.
     fn poll_watch_setup(&mut self) -> bool {
         let Some(done) = self.watcher.as_mut().and_then(|w| w.poll_setup()) else {
             return false;
         };
-        self.store_watchers = done.stores;
-        if self.watch_mode() == WatchMode::Events && self.listings.contains_key(&ListKind::Full) {
+        if let Some(stores) = done.stores {
+            self.store_watchers = stores;
+        }
+        let events = matches!(
+            self.watch_mode(),
+            WatchMode::Events | WatchMode::Hybrid { .. }
+        );
+        if events && self.listings.contains_key(&ListKind::Full) {
             self.start_background_scan();
         }
         true

@@ -74,6 +74,10 @@ pub struct ServiceOptions {
     pub watch: WatchOption,
     /// How the polling verifier paces itself.
     pub verifier: VerifierOptions,
+    /// The most folders file events may watch (`None`: the system's inotify limit less
+    /// room for other programs, see [`crate::library::watch::system_budget`]). Model
+    /// folders beyond it are polled beside the events (the hybrid mode).
+    pub watch_budget: Option<usize>,
     /// Runs on the watch set-up thread before it sets up anything (tests hold it there).
     #[doc(hidden)]
     pub watch_setup_hook: Option<WatchSetupHook>,
@@ -102,6 +106,7 @@ impl Default for ServiceOptions {
             sources: Vec::new(),
             watch: WatchOption::Off,
             verifier: VerifierOptions::default(),
+            watch_budget: None,
             watch_setup_hook: None,
         }
     }
@@ -193,6 +198,7 @@ pub struct ModelLibraryService {
     /// How to watch; the watcher is started (once) before the first scan.
     watch_option: WatchOption,
     verifier_options: VerifierOptions,
+    watch_budget: Option<usize>,
     watch_hook: Option<WatchSetupHook>,
     /// A full scan running on its own thread (the one after the watches were set up),
     /// with what changed while it ran.
@@ -240,6 +246,7 @@ impl ModelLibraryService {
             recovery: Vec::new(),
             watch_option: options.watch,
             verifier_options: options.verifier,
+            watch_budget: options.watch_budget,
             watch_hook: options.watch_setup_hook,
             background: None,
             epoch: 0,

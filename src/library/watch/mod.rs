@@ -1,9 +1,11 @@
-//! Watching a library for changes, in the mode the user chose ([`WatchOption`]): a
-//! recursive file watcher (notify, with notify-debouncer-full settling bursts) whose events
-//! are mapped to the model ids they touch, so the service can rescan just those models; or,
-//! where events cannot work (the inotify watch limit, a network file system, a watch
+//! Watching a library for changes, in the mode the user chose ([`WatchOption`]): file
+//! events (notify; each folder of the library watched, see [`setup`], and folders that
+//! appear watched as they appear) mapped to the model ids they touch, so the service can
+//! rescan just those models; or, where events cannot work (a network file system, a watch
 //! error, or when asked), a [`verifier`] that re-checks the whole library round-robin with
-//! stats alone, within a period it states.
+//! stats alone, within a period it states. Where the system's inotify limit covers only
+//! part of the library, both at once (the hybrid mode): events for the models that fit,
+//! the verifier for the rest.
 //!
 //! Setting up a recursive watch walks the library (seconds at 100 000 models), so it runs
 //! on a thread of its own: [`LibraryWatcher::start`] returns at once, events already flow
@@ -12,23 +14,24 @@
 //! freshness bound. Reads nothing itself but event paths (the verifier stats); ignores the
 //! app's own `.cache/` writes except import journals, which mark a model mid-import.
 
+mod setup;
 pub mod verifier;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use notify::RecursiveMode;
-use notify::event::EventKindMask;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, NoCache, new_debouncer_opt};
+use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 
 use crate::library::Clock;
 use crate::library::cache::SnapshotHandle;
 use crate::library::layout::{CACHE_DIR, DOWNLOADS_DIR, Library, MODELS_DIR, REGISTRY_FILE};
-use verifier::{Verifier, VerifierOptions};
+use setup::{EventResult, Events, Placed, Watched};
+pub use setup::{LIMIT_REASON, system_budget};
+use verifier::{Scope, Verifier, VerifierOptions};
 
 /// How the user wants changes noticed (`--watch auto|events|poll|off`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -77,6 +80,14 @@ pub enum WatchMode {
         /// Why events are not used.
         reason: String,
     },
+    /// File events for the model folders the system's watch limit covers, and the
+    /// verifier for the rest (re-checked within its period).
+    Hybrid {
+        /// Model folders polled rather than watched.
+        polled: usize,
+        /// Why they are not watched.
+        reason: String,
+    },
     /// Not watching (the command line, tests, `--watch off`, or events that failed with
     /// `--watch events`).
     Off,
@@ -88,13 +99,18 @@ impl std::fmt::Display for WatchMode {
             WatchMode::Starting => f.write_str("starting to watch file events"),
             WatchMode::Events => f.write_str("watching file events"),
             WatchMode::Polling { reason } => write!(f, "polling modification times ({reason})"),
+            WatchMode::Hybrid { polled, reason } => write!(
+                f,
+                "watching file events; polling modification times of {polled} model folder{} ({reason})",
+                if *polled == 1 { "" } else { "s" }
+            ),
             WatchMode::Off => f.write_str("not watching"),
         }
     }
 }
 
-/// The longest a change can take to show with file events: the debounce, the shells'
-/// tick (200 ms) and a selective rescan, rounded up.
+/// The longest a change can take to show with file events: the shells' tick (200 ms) and
+/// a selective rescan, rounded up.
 pub const EVENTS_BOUND_SECS: f64 = 1.0;
 
 /// What changed since the last drain.
@@ -123,14 +139,16 @@ pub type SetupHook = Arc<dyn Fn() + Send + Sync>;
 
 /// What the set-up thread hands back.
 struct Setup {
-    events: Result<Debouncer<notify::RecommendedWatcher, NoCache>, String>,
-    stores: Vec<(usize, StoreWatcher)>,
+    events: Result<Watched, String>,
+    /// `None` when the set-up ran again and left the stores' watchers as they were.
+    stores: Option<Vec<(usize, StoreWatcher)>>,
 }
 
 /// What [`LibraryWatcher::poll_setup`] found: the set-up ended.
 pub struct SetupDone {
-    /// Watchers of the stores that could be watched, by the index given to `start`.
-    pub stores: Vec<(usize, StoreWatcher)>,
+    /// Watchers of the stores that could be watched, by the index given to `start`
+    /// (`None`: the set-up ran again, after lost events, and the stores' watchers stay).
+    pub stores: Option<Vec<(usize, StoreWatcher)>>,
 }
 
 /// A watcher on one library.
@@ -140,14 +158,22 @@ pub struct LibraryWatcher {
     mode: WatchMode,
     /// Why nothing is watched although watching was asked for.
     failure: Option<String>,
-    /// Debounced events; live from the moment the set-up thread made the watcher, so
-    /// events for folders already watched are kept while the set-up goes on.
-    events: Option<Receiver<DebounceEventResult>>,
+    /// Events; live from the moment the set-up thread made the watcher, so events for
+    /// folders already watched are kept while the set-up goes on.
+    events: Option<Receiver<EventResult>>,
     /// Keeps the watches alive once they are all set up.
-    debouncer: Option<Debouncer<notify::RecommendedWatcher, NoCache>>,
+    notifier: Option<Events>,
+    /// Watches the budget has left (an estimate; the kernel has the last word).
+    left: usize,
+    /// Model folders that appeared in events while the watches were being set up: each is
+    /// watched (or polled) once the set-up ends, before the scan that follows it.
+    pending: BTreeSet<String>,
+    /// In the hybrid mode, the model folders file events do not cover; the verifier
+    /// re-checks exactly these. Only grows (a name gone from disk has no row to check).
+    polled: Arc<Mutex<HashSet<String>>>,
     /// The set-up thread's answer, while it runs.
     setup: Option<Receiver<Setup>>,
-    /// The round-robin verifier, in polling mode.
+    /// The round-robin verifier, in polling and hybrid modes.
     verifier: Option<Verifier>,
     /// What polling needs to start a verifier.
     poll: PollInputs,
@@ -162,6 +188,8 @@ pub struct PollInputs {
     pub clock: Arc<dyn Clock>,
     /// Period and pacing.
     pub options: VerifierOptions,
+    /// The most folders file events may watch (`None`: [`system_budget`]).
+    pub budget: Option<usize>,
 }
 
 impl std::fmt::Debug for LibraryWatcher {
@@ -172,9 +200,6 @@ impl std::fmt::Debug for LibraryWatcher {
             .finish()
     }
 }
-
-/// How long events settle before they are reported (a burst becomes one update).
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
 impl LibraryWatcher {
     /// Starts watching `library` as `option` says, and the stores at `stores` (index,
@@ -194,7 +219,10 @@ impl LibraryWatcher {
             mode: WatchMode::Off,
             failure: None,
             events: None,
-            debouncer: None,
+            notifier: None,
+            left: 0,
+            pending: BTreeSet::new(),
+            polled: Arc::default(),
             setup: None,
             verifier: None,
             poll,
@@ -202,34 +230,40 @@ impl LibraryWatcher {
         match option {
             WatchOption::Off => {}
             WatchOption::Poll => watcher.start_polling("asked for with --watch poll".into()),
-            WatchOption::Auto | WatchOption::Events => {
-                let (events_tx, events_rx) = mpsc::channel();
-                let (setup_tx, setup_rx) = mpsc::channel();
-                let root = library.root().to_path_buf();
-                let spawned = std::thread::Builder::new()
-                    .name("model-library-watch-setup".into())
-                    .spawn(move || {
-                        if let Some(hook) = hook {
-                            hook();
-                        }
-                        let events = watch_recursively(&root, events_tx);
-                        let stores = stores
-                            .into_iter()
-                            .filter_map(|(i, root)| StoreWatcher::start(&root).map(|w| (i, w)))
-                            .collect();
-                        let _ = setup_tx.send(Setup { events, stores });
-                    });
-                match spawned {
-                    Ok(_) => {
-                        watcher.mode = WatchMode::Starting;
-                        watcher.events = Some(events_rx);
-                        watcher.setup = Some(setup_rx);
-                    }
-                    Err(e) => watcher.events_failed(format!("cannot start watching: {e}")),
-                }
-            }
+            WatchOption::Auto | WatchOption::Events => watcher.start_setup(Some(stores), hook),
         }
         watcher
+    }
+
+    /// Sets up the watches on a thread of their own; events flow from the first watch on.
+    fn start_setup(&mut self, stores: Option<Vec<(usize, PathBuf)>>, hook: Option<SetupHook>) {
+        let (events_tx, events_rx) = mpsc::channel();
+        let (setup_tx, setup_rx) = mpsc::channel();
+        let root = self.library.root().to_path_buf();
+        let budget = self.poll.budget.unwrap_or_else(system_budget);
+        let spawned = std::thread::Builder::new()
+            .name("model-library-watch-setup".into())
+            .spawn(move || {
+                if let Some(hook) = hook {
+                    hook();
+                }
+                let events = setup::watch_library(&root, events_tx, budget);
+                let stores = stores.map(|stores| {
+                    stores
+                        .into_iter()
+                        .filter_map(|(i, root)| StoreWatcher::start(&root).map(|w| (i, w)))
+                        .collect()
+                });
+                let _ = setup_tx.send(Setup { events, stores });
+            });
+        match spawned {
+            Ok(_) => {
+                self.mode = WatchMode::Starting;
+                self.events = Some(events_rx);
+                self.setup = Some(setup_rx);
+            }
+            Err(e) => self.events_failed(format!("cannot start watching: {e}")),
+        }
     }
 
     /// A watcher that only polls (for file systems known not to deliver events).
@@ -241,21 +275,29 @@ impl LibraryWatcher {
     }
 
     fn start_polling(&mut self, reason: String) {
-        self.verifier = Some(Verifier::start(
+        self.verifier = Some(self.new_verifier(Scope::All));
+        self.mode = WatchMode::Polling { reason };
+    }
+
+    fn new_verifier(&self, scope: Scope) -> Verifier {
+        Verifier::start(
             self.library.clone(),
             self.poll.snapshot.clone(),
             Arc::clone(&self.poll.clock),
             self.poll.options.clone(),
-        ));
-        self.mode = WatchMode::Polling { reason };
+            scope,
+        )
     }
 
     /// Events cannot be used: poll instead (`Auto`), or say so and watch nothing.
     fn events_failed(&mut self, reason: String) {
         self.events = None;
-        self.debouncer = None;
+        self.notifier = None;
         self.setup = None;
+        self.pending.clear();
+        self.polled = Arc::default();
         if self.option == WatchOption::Events {
+            self.verifier = None;
             self.mode = WatchMode::Off;
             self.failure = Some(format!("file events failed: {reason}"));
         } else {
@@ -263,8 +305,31 @@ impl LibraryWatcher {
         }
     }
 
+    /// Model folders beyond the budget: polled beside the events (`Auto`: the hybrid mode),
+    /// or, with `--watch events`, nothing is watched and that is said.
+    fn poll_some(&mut self, names: impl IntoIterator<Item = String>) {
+        let mut polled = self.polled.lock().unwrap_or_else(|e| e.into_inner());
+        polled.extend(names);
+        let count = polled.len();
+        drop(polled);
+        if count == 0 || matches!(self.mode, WatchMode::Polling { .. } | WatchMode::Off) {
+            return;
+        }
+        if self.option == WatchOption::Events {
+            self.events_failed(LIMIT_REASON.into());
+            return;
+        }
+        if self.verifier.is_none() {
+            self.verifier = Some(self.new_verifier(Scope::Only(Arc::clone(&self.polled))));
+        }
+        self.mode = WatchMode::Hybrid {
+            polled: count,
+            reason: LIMIT_REASON.into(),
+        };
+    }
+
     /// Whether the set-up thread finished since the last call; when it did, the mode is
-    /// now [`WatchMode::Events`], or polling (or off) with the reason.
+    /// now [`WatchMode::Events`] (or hybrid), or polling (or off) with the reason.
     pub fn poll_setup(&mut self) -> Option<SetupDone> {
         let setup = self.setup.as_ref()?;
         let done = match setup.try_recv() {
@@ -272,20 +337,107 @@ impl LibraryWatcher {
             Err(TryRecvError::Empty) => return None,
             Err(TryRecvError::Disconnected) => Setup {
                 events: Err("the watch set-up thread stopped".into()),
-                stores: Vec::new(),
+                stores: None,
             },
         };
         self.setup = None;
         match done.events {
-            Ok(debouncer) => {
-                self.debouncer = Some(debouncer);
+            Ok(watched) => {
+                self.notifier = Some(watched.events);
+                self.left = watched.left;
                 self.mode = WatchMode::Events;
+                self.poll_some(watched.polled);
+                // Folders that appeared while the set-up ran.
+                for top in watched.absent {
+                    self.place_top_level(top);
+                }
+                let pending = std::mem::take(&mut self.pending);
+                self.place_models(pending);
             }
             Err(reason) => self.events_failed(reason),
         }
         Some(SetupDone {
             stores: done.stores,
         })
+    }
+
+    /// Watches (or polls) the model folders `names` that are on disk now: folders that
+    /// appeared, or came back, after the set-up. Must run before those models are
+    /// rescanned, so that nothing written after the rescan can go unseen.
+    fn place_models(&mut self, names: BTreeSet<String>) {
+        let Some(events) = self.notifier.as_mut() else {
+            if self.setup.is_some() {
+                self.pending.extend(names);
+            }
+            return;
+        };
+        let models = self.library.models_dir();
+        let beyond: Vec<String> = names
+            .into_iter()
+            .filter(|name| {
+                setup::watch_tree(events, &models.join(name), &mut self.left) == Placed::Refused
+            })
+            .collect();
+        self.poll_some(beyond);
+    }
+
+    /// A top-level folder (`.downloads/`, `.cache/`, `models/`) appeared or was replaced:
+    /// watch it again (for `models/`, with every model folder in it not watched yet).
+    fn place_top_level(&mut self, name: &str) {
+        let Some(events) = self.notifier.as_mut() else {
+            return;
+        };
+        let root = self.library.root().to_path_buf();
+        if name == MODELS_DIR {
+            // Only folders not watched yet: an event on `models/` itself (a `touch`) must
+            // not count every model against the budget a second time.
+            let _ = events.watch(&root.join(MODELS_DIR), RecursiveMode::NonRecursive);
+            let watched: HashSet<PathBuf> = events
+                .watched_paths()
+                .map(|paths| paths.into_iter().map(|(p, _)| p).collect())
+                .unwrap_or_default();
+            let polled = self
+                .polled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let models = self.library.models_dir();
+            let names = setup::model_names(&models)
+                .into_iter()
+                .filter(|n| !polled.contains(n) && !watched.contains(&models.join(n)))
+                .collect();
+            self.place_models(names);
+        } else if setup::watch_tree(events, &root.join(name), &mut self.left) == Placed::Refused {
+            self.events_failed(LIMIT_REASON.into());
+        }
+    }
+
+    /// A folder appeared inside a watched tree (`path`, `top` is the model folder it is in,
+    /// or `None` in `.downloads/` or `.cache/`): watch it and everything in it. Beyond the
+    /// budget, its model moves to polling as a whole.
+    fn place_folder(&mut self, path: &Path, model: Option<&str>) {
+        let Some(events) = self.notifier.as_mut() else {
+            return; // the set-up's own walk, or the scan after it, covers it
+        };
+        if let Some(id) = model
+            && self
+                .polled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
+        {
+            return; // the verifier covers it
+        }
+        if setup::watch_tree(events, path, &mut self.left) != Placed::Refused {
+            return;
+        }
+        match model {
+            Some(id) => {
+                setup::unwatch_tree(events, &self.library.models_dir().join(id));
+                self.poll_some([id.to_string()]);
+            }
+            None => self.events_failed(LIMIT_REASON.into()),
+        }
     }
 
     /// The active mode.
@@ -303,12 +455,16 @@ impl LibraryWatcher {
     }
 
     /// The longest a change on disk can stay unseen, in seconds: about one with events,
-    /// the verifier's period when polling, `None` while watches are set up or when
-    /// nothing is watched.
+    /// the verifier's period when polling (the longer of both in the hybrid mode), `None`
+    /// while watches are set up or when nothing is watched.
     pub fn freshness_bound_secs(&self) -> Option<f64> {
         match self.mode {
             WatchMode::Events => Some(EVENTS_BOUND_SECS),
             WatchMode::Polling { .. } => self.verifier.as_ref().map(|v| v.bound_secs()),
+            WatchMode::Hybrid { .. } => self
+                .verifier
+                .as_ref()
+                .map(|v| v.bound_secs().max(EVENTS_BOUND_SECS)),
             WatchMode::Starting | WatchMode::Off => None,
         }
     }
@@ -325,83 +481,130 @@ impl LibraryWatcher {
     }
 
     /// What changed since the last call (never blocks): event paths mapped to models, or
-    /// the verifier's findings. A watch error switches to polling (or off).
+    /// the verifier's findings. Folders that appeared are watched (or their models polled)
+    /// before this returns. A watch error switches to polling (or off); events lost to an
+    /// overflowing queue start the set-up again (folders made meanwhile may be unwatched).
     pub fn drain(&mut self) -> Changes {
         let mut changes = Changes::default();
-        if let Some(verifier) = &mut self.verifier {
-            verifier.drain_into(&mut changes);
-        }
+        let mut seen = Seen::default();
         let mut failed: Option<String> = None;
         if let Some(rx) = &self.events {
             for result in rx.try_iter() {
                 match result {
-                    Ok(events) => {
-                        for event in events {
-                            // Reads (our own scans open every folder) change nothing.
-                            if is_read_only(&event.kind) {
-                                continue;
-                            }
-                            if event.need_rescan() {
-                                changes.everything = true;
-                            }
-                            for path in &event.paths {
-                                classify(&self.library, path, &mut changes);
-                            }
+                    // Reads (our own scans open every folder) change nothing.
+                    Ok(event) if is_read_only(&event.kind) => {}
+                    Ok(event) => {
+                        if event.need_rescan() {
+                            changes.everything = true;
+                            seen.overflow = true;
+                        }
+                        for path in &event.paths {
+                            classify(&self.library, path, &mut changes);
+                            seen.note(&self.library, &event.kind, path);
                         }
                     }
-                    Err(errors) => {
+                    Err(e) => {
                         changes.everything = true;
-                        failed = errors.first().map(|e| e.to_string());
+                        failed = Some(e.to_string());
                     }
                 }
             }
         }
         if let Some(reason) = failed {
             self.events_failed(format!("the watcher failed: {reason}"));
+        } else if seen.overflow && self.notifier.is_some() {
+            self.restart();
+        } else {
+            self.apply_seen(seen);
+        }
+        if let Some(verifier) = &mut self.verifier {
+            verifier.drain_into(&mut changes);
         }
         changes
     }
+
+    /// Sets the watches up again from scratch (after events were lost).
+    fn restart(&mut self) {
+        self.notifier = None;
+        self.events = None;
+        self.verifier = None;
+        self.polled = Arc::default();
+        self.start_setup(None, None);
+    }
+
+    /// Keeps the watches in step with the folders events saw come and go.
+    fn apply_seen(&mut self, seen: Seen) {
+        for name in seen.top_level {
+            self.place_top_level(&name);
+        }
+        self.place_models(seen.models);
+        for (path, model) in seen.folders {
+            self.place_folder(&path, model.as_deref());
+        }
+    }
 }
 
-type EventStream = (
-    Debouncer<notify::RecommendedWatcher, NoCache>,
-    Receiver<DebounceEventResult>,
-);
+/// Folders that events showed appearing, going or being replaced, whose watches may need
+/// to follow.
+#[derive(Default)]
+struct Seen {
+    /// Top-level folders (`models`, `.downloads`, `.cache`).
+    top_level: BTreeSet<String>,
+    /// Model folders (`models/<name>` itself).
+    models: BTreeSet<String>,
+    /// Entries made or moved in deeper down, with the model they are in (`None` in
+    /// `.downloads/` or `.cache/`): the folders among them are to be watched.
+    folders: Vec<(PathBuf, Option<String>)>,
+    /// The kernel's queue overflowed: events were lost.
+    overflow: bool,
+}
 
-/// A debounced recursive watch on `root`, reporting to `tx`.
-fn watch_recursively(
-    root: &Path,
-    tx: mpsc::Sender<DebounceEventResult>,
-) -> Result<Debouncer<notify::RecommendedWatcher, NoCache>, String> {
-    // No open or read-only close events: every folder a scan opens (and every header the
-    // app reads) would otherwise be an event, and at 100 000 models they overflow the
-    // kernel's queue, which forces a full rescan — which opens every folder again.
-    let config = notify::Config::default()
-        .with_event_kinds(EventKindMask::CORE | EventKindMask::ACCESS_CLOSE);
-    // No file-id cache: renames come paired from inotify, and the cache would walk and
-    // remember every file of the library.
-    let mut debouncer = new_debouncer_opt::<_, notify::RecommendedWatcher, NoCache>(
-        DEBOUNCE,
-        None,
-        tx,
-        NoCache::new(),
-        config,
-    )
-    .map_err(|e| e.to_string())?;
-    debouncer
-        .watch(root, RecursiveMode::Recursive)
-        .map_err(|e| match &e.kind {
-            notify::ErrorKind::MaxFilesWatch => "the system's limit on watched folders is \
-                 reached (fs.inotify.max_user_watches)"
-                .to_string(),
-            _ => format!("cannot watch {}: {e}", root.display()),
-        })?;
-    Ok(debouncer)
+impl Seen {
+    /// Notes `path` if it is a top-level folder, a model folder itself, or something made
+    /// (or moved in) deeper down.
+    fn note(&mut self, library: &Library, kind: &notify::EventKind, path: &Path) {
+        use notify::EventKind;
+        let Ok(rel) = path.strip_prefix(library.root()) else {
+            return;
+        };
+        let parts: Vec<&OsStr> = rel.iter().take(3).collect();
+        let top_level = |p: &OsStr| {
+            [MODELS_DIR, DOWNLOADS_DIR, CACHE_DIR]
+                .iter()
+                .any(|t| p == OsStr::new(t))
+        };
+        // Made or moved in (a write to a file is neither: no stat for those).
+        let made = matches!(
+            kind,
+            EventKind::Create(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+        );
+        match parts.as_slice() {
+            [top] if top_level(top) => {
+                self.top_level.insert(top.to_string_lossy().into_owned());
+            }
+            [models, name] if *models == OsStr::new(MODELS_DIR) => {
+                if let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) {
+                    self.models.insert(name.to_string());
+                }
+            }
+            [models, name, _] if made && *models == OsStr::new(MODELS_DIR) => {
+                if let Some(name) = name.to_str() {
+                    self.folders
+                        .push((path.to_path_buf(), Some(name.to_string())));
+                }
+            }
+            [top, _, ..] if made && top_level(top) => {
+                self.folders.push((path.to_path_buf(), None));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A watch on one read-only store's folder: it only tells whether anything changed.
 pub struct StoreWatcher {
-    stream: EventStream,
+    _watcher: Events,
+    events: Receiver<EventResult>,
 }
 
 impl std::fmt::Debug for StoreWatcher {
@@ -414,20 +617,21 @@ impl StoreWatcher {
     /// Watches `root` recursively; `None` when events cannot work there (the store is then
     /// refreshed by the TTL and manual refreshes only).
     pub fn start(root: &Path) -> Option<StoreWatcher> {
-        let (tx, rx) = mpsc::channel();
-        watch_recursively(root, tx)
-            .ok()
-            .map(|debouncer| StoreWatcher {
-                stream: (debouncer, rx),
-            })
+        let (tx, events) = mpsc::channel();
+        let mut watcher = setup::new_events(tx).ok()?;
+        watcher.watch(root, RecursiveMode::Recursive).ok()?;
+        Some(StoreWatcher {
+            _watcher: watcher,
+            events,
+        })
     }
 
     /// Whether anything but reads happened since the last call (never blocks).
     pub fn changed(&mut self) -> bool {
         let mut changed = false;
-        for result in self.stream.1.try_iter() {
+        for result in self.events.try_iter() {
             match result {
-                Ok(events) => changed |= events.iter().any(|e| !is_read_only(&e.kind)),
+                Ok(event) => changed |= !is_read_only(&event.kind),
                 Err(_) => changed = true,
             }
         }

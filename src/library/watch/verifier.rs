@@ -11,9 +11,14 @@
 //! a batch, then waits for the batch's share of the period. When a pass needs more than
 //! its share of one core (5 %), the period grows until it does not, and the bound the app
 //! states grows with it. Touches nothing; only reads directory entries and metadata.
+//!
+//! In the hybrid mode it checks only the models that file events do not cover ([`Scope`]);
+//! events see the top level there.
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -23,7 +28,7 @@ use crate::library::Clock;
 use crate::library::cache::{Listing, SnapshotHandle};
 use crate::library::layout::Library;
 use crate::library::model::{LIBRARY_SOURCE, ModelInfo, ModelStatus};
-use crate::library::scan::walk;
+use crate::library::scan::{walk, walk_at};
 
 use super::Changes;
 
@@ -33,6 +38,9 @@ pub struct VerifierOptions {
     /// The period a whole pass is spread over (the stated bound, unless the work needs
     /// longer to stay under `cpu_share`).
     pub period: Duration,
+    /// The period in the hybrid mode, where only the model folders beyond the watch limit
+    /// are polled: they are few, so a pass can come round sooner at the same CPU share.
+    pub partial_period: Duration,
     /// The share of one core a pass may use on average (0.05 = 5 %).
     pub cpu_share: f64,
     /// Model folders checked between two waits.
@@ -43,10 +51,20 @@ impl Default for VerifierOptions {
     fn default() -> Self {
         VerifierOptions {
             period: Duration::from_secs(30),
+            partial_period: Duration::from_secs(5),
             cpu_share: 0.05,
             batch: 64,
         }
     }
+}
+
+/// Which models a verifier re-checks.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every model of the library, and the names in `models/` and `.downloads/`.
+    All,
+    /// Only these model folders (the ones file events do not cover; the set can grow).
+    Only(Arc<Mutex<HashSet<String>>>),
 }
 
 /// Batches worked before the cost of a whole pass is projected from them (the first few
@@ -90,9 +108,14 @@ impl Verifier {
         snapshot: SnapshotHandle,
         clock: Arc<dyn Clock>,
         options: VerifierOptions,
+        scope: Scope,
     ) -> Verifier {
         let (findings_tx, findings) = mpsc::channel();
         let (stop, stop_rx) = mpsc::channel();
+        let mut options = options;
+        if matches!(scope, Scope::Only(_)) {
+            options.period = options.partial_period;
+        }
         let period_ms = Arc::new(AtomicU64::new(options.period.as_millis() as u64));
         let last_busy = Arc::new(Mutex::new(None));
         let worker = Worker {
@@ -100,6 +123,7 @@ impl Verifier {
             snapshot,
             clock,
             options,
+            scope,
             findings: findings_tx,
             stop: stop_rx,
             period_ms: Arc::clone(&period_ms),
@@ -150,6 +174,7 @@ struct Worker {
     snapshot: SnapshotHandle,
     clock: Arc<dyn Clock>,
     options: VerifierOptions,
+    scope: Scope,
     findings: Sender<Finding>,
     stop: Receiver<()>,
     period_ms: Arc<AtomicU64>,
@@ -185,18 +210,31 @@ impl Worker {
         let mut busy = Duration::ZERO;
 
         let t = Instant::now();
-        let mut found = top_level_differences(&self.library, listing);
+        let (mut found, rows) = match &self.scope {
+            Scope::All => (
+                top_level_differences(&self.library, listing),
+                library_rows(listing, |_| true),
+            ),
+            Scope::Only(ids) => {
+                let ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+                (Vec::new(), library_rows(listing, |id| ids.contains(id)))
+            }
+        };
         busy += t.elapsed();
-        let rows: Vec<&ModelInfo> = listing
-            .models
-            .iter()
-            .filter(|m| m.source == LIBRARY_SOURCE)
-            .map(|m| &**m)
-            .collect();
+        let models_dir = self.library.models_dir();
+        let models_fd = crate::library::walk::open_dir(&models_dir).ok();
+        let models = models_fd
+            .as_ref()
+            .map(|fd| (fd.as_fd(), models_dir.as_path()));
         let batches = rows.len().div_ceil(self.options.batch.max(1)).max(1);
         for (i, chunk) in rows.chunks(self.options.batch.max(1)).enumerate() {
             let t = Instant::now();
-            found.extend(chunk.iter().filter(|m| differs(m)).map(|m| m.id.clone()));
+            found.extend(
+                chunk
+                    .iter()
+                    .filter(|m| differs(m, models))
+                    .map(|m| m.id.clone()),
+            );
             busy += t.elapsed();
             if !found.is_empty() && self.findings.send(Finding::Models(found)).is_err() {
                 return false;
@@ -238,9 +276,21 @@ impl Worker {
         let next = needed.max(self.options.period);
         self.period_ms
             .store(next.as_millis() as u64, Ordering::Relaxed);
-        // A pass faster than its period already waited; a tiny library still waits a bit.
-        self.wait(Duration::from_millis(10))
+        // A pass with batches already waited out its period; one with nothing to check
+        // (an empty library, polled folders without rows yet) waits for it here.
+        let rest = period.saturating_sub(started.elapsed());
+        self.wait(rest.max(Duration::from_millis(10)))
     }
+}
+
+/// The library's rows of `listing` whose id `keep` accepts.
+fn library_rows(listing: &Listing, keep: impl Fn(&str) -> bool) -> Vec<&ModelInfo> {
+    listing
+        .models
+        .iter()
+        .filter(|m| m.source == LIBRARY_SOURCE && keep(&m.id))
+        .map(|m| &**m)
+        .collect()
 }
 
 /// Names in `models/` and `.downloads/` that the listing does not have, and rows that
@@ -270,20 +320,28 @@ fn top_level_differences(library: &Library, listing: &Listing) -> Vec<String> {
 }
 
 /// Whether a model's folder no longer matches its row: the same walk a full scan makes
-/// (stats only), compared on size, file count and newest modification time. A folder
-/// that is a link is never walked: it only has to still be a link.
-fn differs(m: &ModelInfo) -> bool {
-    match fs::symlink_metadata(&m.path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return m.size_bytes != Some(0) || m.file_count != Some(0);
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return m.modified.is_some(),
-        Err(_) => return true,
+/// (stats only, relative to the open `models/` folder when the row is in it), compared on
+/// size, file count and newest modification time. A folder that is a link is never walked:
+/// it only has to still be a link.
+fn differs(m: &ModelInfo, models: Option<(BorrowedFd<'_>, &Path)>) -> bool {
+    let at = models
+        .filter(|(_, dir)| m.path.parent() == Some(*dir))
+        .zip(m.path.file_name());
+    let w = match at {
+        Some(((fd, _), name)) => walk_at(fd, name, &m.path),
+        None => walk(&m.path),
+    };
+    if w.missing {
+        return m.modified.is_some();
     }
-    let w = walk(&m.path);
     if !w.errors.is_empty() {
-        return true; // something could not be read: let the scanner look (and say what)
+        return match fs::symlink_metadata(&m.path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                m.size_bytes != Some(0) || m.file_count != Some(0)
+            }
+            // Something could not be read: let the scanner look (and say what).
+            _ => true,
+        };
     }
     m.size_bytes != Some(w.size) || m.file_count != Some(w.files) || m.modified != w.newest
 }
