@@ -299,6 +299,8 @@ pub struct WalkSummary {
     pub errors: Vec<String>,
     /// The folder is not there.
     pub missing: bool,
+    /// Modification time of the folder itself.
+    pub root_mtime: Option<f64>,
     /// For each declared path asked for: what the walk met there (kind, measured size).
     pub declared: Vec<Option<(EntryKind, u64)>>,
 }
@@ -311,9 +313,15 @@ pub fn walk(root: &Path) -> WalkSummary {
 }
 
 /// [`walk`] of the folder `name` in the open folder `parent` (`root` is its path), opened
-/// relative to that handle: no path is looked up from `/` again.
-pub fn walk_at(parent: BorrowedFd<'_>, name: &OsStr, root: &Path) -> WalkSummary {
-    walk_declared(root, Some((parent, name)), &[])
+/// relative to that handle: no path is looked up from `/` again. `also` sees every entry
+/// the walk meets (the verifier keeps a print of the folder from it).
+pub fn walk_at(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    root: &Path,
+    also: &mut dyn FnMut(&crate::library::walk::Entry<'_>),
+) -> WalkSummary {
+    walk_declared_with(root, Some((parent, name)), &[], also)
 }
 
 /// The fingerprint pass of a start-up revalidation: the ids of the library rows of a saved
@@ -380,11 +388,21 @@ fn walk_declared(
     at: Option<(BorrowedFd<'_>, &OsStr)>,
     declared: &[PathBuf],
 ) -> WalkSummary {
+    walk_declared_with(root, at, declared, &mut |_| {})
+}
+
+fn walk_declared_with(
+    root: &Path,
+    at: Option<(BorrowedFd<'_>, &OsStr)>,
+    declared: &[PathBuf],
+    also: &mut dyn FnMut(&crate::library::walk::Entry<'_>),
+) -> WalkSummary {
     let mut sum = WalkSummary {
         declared: vec![None; declared.len()],
         ..WalkSummary::default()
     };
     let mut visit = |e: &crate::library::walk::Entry<'_>| {
+        also(e);
         sum.newest = Some(sum.newest.map_or(e.mtime, |n| n.max(e.mtime)));
         if let Some(i) = declared.iter().position(|d| e.is(d)) {
             sum.declared[i] = Some((e.kind, e.size));
@@ -411,6 +429,7 @@ fn walk_declared(
     }
     sum.errors = report.errors;
     sum.missing = report.missing;
+    sum.root_mtime = report.root_mtime;
     sum
 }
 

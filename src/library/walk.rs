@@ -104,6 +104,18 @@ pub fn walk(root: &Path, options: WalkOptions, visit: &mut dyn FnMut(&Entry<'_>)
     walk_opened(opened, root, options, visit)
 }
 
+/// What `rel` (a path relative to the open folder `parent`; links not followed, a link to
+/// a regular file measured as that file) is now: the kind, size and modification time a
+/// walk would report for it.
+pub fn entry_at(
+    parent: BorrowedFd<'_>,
+    rel: &std::ffi::CStr,
+) -> Result<(EntryKind, u64, f64), Errno> {
+    let st = rustix::fs::statat(parent, rel, AtFlags::SYMLINK_NOFOLLOW)?;
+    let (kind, size) = classify(parent, rel, &st);
+    Ok((kind, size, mtime(&st)))
+}
+
 /// Modification time of `name` in the open folder `parent`, links not followed.
 pub fn mtime_at(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<f64> {
     Ok(mtime(&rustix::fs::statat(

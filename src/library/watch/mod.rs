@@ -14,6 +14,7 @@
 //! freshness bound. Reads nothing itself but event paths (the verifier stats); ignores the
 //! app's own `.cache/` writes except import journals, which mark a model mid-import.
 
+mod print;
 mod setup;
 pub mod verifier;
 

@@ -1,13 +1,15 @@
 //! The polling verifier: where file events cannot be used, a thread of its own re-checks
 //! the whole library round-robin against the latest full listing — every model folder
 //! walked with stats alone (sizes, file counts, newest modification time; no file is
-//! read) — and reports the models that differ, so the service rescans just those. Any
+//! read), or, once walked, checked against its [`print`](super::print) with one `stat` per
+//! entry — and reports the models that differ, so the service rescans just those. Any
 //! change inside a model folder (a nested file, an in-place rewrite, a rename) therefore
 //! shows within one pass, and so do names appearing in or vanishing from `models/` and
 //! `.downloads/` (which also move the top-level stamps the service checks on every tick,
 //! as do registry edits).
 //!
-//! A pass is spread over a period (30 s by default) so the verifier costs little: it works
+//! A pass is spread over a period (29 s by default: with the tick that applies what it
+//! found, a change shows within 30 s) so the verifier costs little: it works
 //! a batch, then waits for the batch's share of the period. When a pass needs more than
 //! its share of one core (5 %), the period grows until it does not, and the bound the app
 //! states grows with it. Touches nothing; only reads directory entries and metadata.
@@ -15,7 +17,7 @@
 //! In the hybrid mode it checks only the models that file events do not cover ([`Scope`]);
 //! events see the top level there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
@@ -31,6 +33,7 @@ use crate::library::model::{LIBRARY_SOURCE, ModelInfo, ModelStatus};
 use crate::library::scan::{walk, walk_at};
 
 use super::Changes;
+use super::print::{self, Print};
 
 /// How the verifier paces itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +53,7 @@ pub struct VerifierOptions {
 impl Default for VerifierOptions {
     fn default() -> Self {
         VerifierOptions {
-            period: Duration::from_secs(30),
+            period: Duration::from_secs(29),
             partial_period: Duration::from_secs(5),
             cpu_share: 0.05,
             batch: 64,
@@ -128,6 +131,7 @@ impl Verifier {
             stop: stop_rx,
             period_ms: Arc::clone(&period_ms),
             last_busy: Arc::clone(&last_busy),
+            prints: Prints::default(),
         };
         let _ = std::thread::Builder::new()
             .name("model-library-verifier".into())
@@ -179,6 +183,7 @@ struct Worker {
     stop: Receiver<()>,
     period_ms: Arc<AtomicU64>,
     last_busy: Arc<Mutex<Option<Duration>>>,
+    prints: Prints,
 }
 
 impl Worker {
@@ -187,7 +192,7 @@ impl Worker {
         matches!(self.stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
     }
 
-    fn run(self) {
+    fn run(mut self) {
         loop {
             let Some(listing) = self.snapshot.latest() else {
                 // Nothing to verify against until the first full listing.
@@ -203,7 +208,7 @@ impl Worker {
     }
 
     /// One whole pass; false when the verifier is to stop.
-    fn pass(&self, listing: &Listing) -> bool {
+    fn pass(&mut self, listing: &Listing) -> bool {
         let started_clock = self.clock.now();
         let started = Instant::now();
         let mut period = Duration::from_millis(self.period_ms.load(Ordering::Relaxed));
@@ -232,7 +237,7 @@ impl Worker {
             found.extend(
                 chunk
                     .iter()
-                    .filter(|m| differs(m, models))
+                    .filter(|m| self.prints.differs(m, models))
                     .map(|m| m.id.clone()),
             );
             busy += t.elapsed();
@@ -261,6 +266,10 @@ impl Worker {
         if !found.is_empty() && self.findings.send(Finding::Models(found)).is_err() {
             return false;
         }
+        let checked: HashSet<&str> = rows.iter().map(|m| m.id.as_str()).collect();
+        self.prints
+            .map
+            .retain(|id, _| checked.contains(id.as_str()));
         if self
             .findings
             .send(Finding::PassDone {
@@ -319,29 +328,55 @@ fn top_level_differences(library: &Library, listing: &Listing) -> Vec<String> {
     on_disk.symmetric_difference(&listed).cloned().collect()
 }
 
-/// Whether a model's folder no longer matches its row: the same walk a full scan makes
-/// (stats only, relative to the open `models/` folder when the row is in it), compared on
-/// size, file count and newest modification time. A folder that is a link is never walked:
-/// it only has to still be a link.
-fn differs(m: &ModelInfo, models: Option<(BorrowedFd<'_>, &Path)>) -> bool {
-    let at = models
-        .filter(|(_, dir)| m.path.parent() == Some(*dir))
-        .zip(m.path.file_name());
-    let w = match at {
-        Some(((fd, _), name)) => walk_at(fd, name, &m.path),
-        None => walk(&m.path),
-    };
-    if w.missing {
-        return m.modified.is_some();
-    }
-    if !w.errors.is_empty() {
-        return match fs::symlink_metadata(&m.path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                m.size_bytes != Some(0) || m.file_count != Some(0)
+/// The prints of the model folders checked, and a buffer for the paths they stat.
+#[derive(Default)]
+struct Prints {
+    map: HashMap<String, Print>,
+    buf: Vec<u8>,
+}
+
+impl Prints {
+    /// Whether a model's folder no longer matches its row. When the folder's print still
+    /// holds (one `stat` per entry), it does not; otherwise the folder is walked as a full
+    /// scan walks it (stats only, relative to the open `models/` folder when the row is in
+    /// it) and compared on size, file count and newest modification time, and a folder that
+    /// matches gets a new print. A folder that is a link is never walked: it only has to
+    /// still be a link.
+    fn differs(&mut self, m: &ModelInfo, models: Option<(BorrowedFd<'_>, &Path)>) -> bool {
+        let at = models.and_then(|(fd, dir)| print::folder_in(m, dir).map(|name| (fd, name)));
+        if let Some((fd, _)) = at
+            && let Some(print) = self.map.get(&m.id)
+            && print.is_for(m)
+            && print.holds(fd, &mut self.buf)
+        {
+            return false;
+        }
+        self.map.remove(&m.id);
+        let (w, taker) = match at {
+            Some((fd, name)) => {
+                let mut taker = print::Taker::new(name);
+                let w = walk_at(fd, name, &m.path, &mut |e| taker.note(e));
+                (w, Some(taker))
             }
-            // Something could not be read: let the scanner look (and say what).
-            _ => true,
+            None => (walk(&m.path), None),
         };
+        if w.missing {
+            return m.modified.is_some();
+        }
+        if !w.errors.is_empty() {
+            return match fs::symlink_metadata(&m.path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    m.size_bytes != Some(0) || m.file_count != Some(0)
+                }
+                // Something could not be read: let the scanner look (and say what).
+                _ => true,
+            };
+        }
+        let differs =
+            m.size_bytes != Some(w.size) || m.file_count != Some(w.files) || m.modified != w.newest;
+        if !differs && let (Some(taker), Some(root_mtime)) = (taker, w.root_mtime) {
+            self.map.insert(m.id.clone(), taker.finish(m, root_mtime));
+        }
+        differs
     }
-    m.size_bytes != Some(w.size) || m.file_count != Some(w.files) || m.modified != w.newest
 }
