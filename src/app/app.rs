@@ -868,6 +868,7 @@ impl ModelLibraryApp {
         egui::Panel::right("cache_panel")
             .resizable(true)
             .default_size(320.0)
+            .size_range(240.0..=480.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     cache_action = cache_panel_ui(

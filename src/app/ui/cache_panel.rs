@@ -50,6 +50,25 @@ pub struct CachePanelInput<'a> {
     pub refreshing: bool,
 }
 
+/// The watch mode in a few words (the full description names the reason).
+pub fn watch_summary(mode: &str) -> String {
+    if let Some(rest) = mode
+        .split_once("polling modification times of ")
+        .map(|(_, r)| r)
+    {
+        let folders = rest.split_whitespace().next().unwrap_or("some");
+        format!("file events + polling {folders} folders")
+    } else if mode.starts_with("polling") {
+        "polling".into()
+    } else if mode.starts_with("watching file events") {
+        "file events".into()
+    } else if mode.starts_with("starting") {
+        "starting".into()
+    } else {
+        "off".into()
+    }
+}
+
 /// Badge text and colour for the service cache, computed live. "Valid" always says what it
 /// rests on: how soon a change on disk shows, or that it may not show until the TTL.
 pub fn badge(info: &CacheInfo, now: f64) -> (String, Color32) {
@@ -153,41 +172,54 @@ pub fn cache_panel_ui(
         .num_columns(2)
         .striped(true)
         .show(ui, |ui| {
-            let mut row = |k: &str, v: String| {
+            let row = |ui: &mut egui::Ui, k: &str, v: String| {
                 ui.label(k);
                 ui.label(v);
                 ui.end_row();
             };
+            // The mode's whole description (with its reason) can be long: the row says it
+            // briefly, the full text is on hover and in the sentence under the badge.
+            ui.label("Watching");
+            ui.label(watch_summary(&s.watch_mode))
+                .on_hover_text(&s.watch_mode);
+            ui.end_row();
             row(
+                ui,
                 "Service hits / misses",
                 format!("{} / {}", s.hits, s.misses),
             );
-            row("Service hit rate", rate(s.hit_rate));
-            row("View hits / misses", format!("{} / {}", a.hits, a.misses));
-            row("View hit rate", rate(a.hit_rate));
+            row(ui, "Service hit rate", rate(s.hit_rate));
             row(
+                ui,
+                "View hits / misses",
+                format!("{} / {}", a.hits, a.misses),
+            );
+            row(ui, "View hit rate", rate(a.hit_rate));
+            row(
+                ui,
                 "Last scan",
                 s.last_scan_duration_ms
                     .map_or("-".into(), |ms| format!("{ms:.1} ms")),
             );
-            row("Cached models", s.cached_model_count.to_string());
-            row("Cache keys", s.cache_keys.join(", "));
-            row("View entries", a.api_cache_entries.to_string());
-            row("Watching", s.watch_mode.clone());
+            row(ui, "Cached models", s.cached_model_count.to_string());
+            row(ui, "Cache keys", s.cache_keys.join(", "));
+            row(ui, "View entries", a.api_cache_entries.to_string());
             row(
+                ui,
                 "Changes show within",
                 s.freshness_bound_seconds
                     .map_or("unknown (TTL)".into(), |b| format!("{b:.0} s")),
             );
-            row("Last verified", stamp(s.last_verified));
+            row(ui, "Last verified", stamp(s.last_verified));
             row(
+                ui,
                 "Writes",
                 s.read_only_reason
                     .as_ref()
                     .map_or("on".into(), |_| "off (a library folder is a link)".into()),
             );
-            row("Registry changed", stamp(s.registry_mtime));
-            row("Models folder changed", stamp(s.models_dir_mtime));
+            row(ui, "Registry changed", stamp(s.registry_mtime));
+            row(ui, "Models folder changed", stamp(s.models_dir_mtime));
         });
     if !a.api_cache_keys.is_empty() {
         ui.collapsing("View cache keys", |ui| {
@@ -250,4 +282,32 @@ fn history_plots(ui: &mut egui::Ui, history: &VecDeque<Sample>) {
                     .color(Color32::from_rgb(220, 70, 60)),
             );
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watch_summary;
+    use crate::library::watch::WatchMode;
+
+    #[test]
+    fn watch_modes_are_said_in_a_few_words() {
+        let said = |m: WatchMode| watch_summary(&m.to_string());
+        assert_eq!(said(WatchMode::Events), "file events");
+        assert_eq!(said(WatchMode::Starting), "starting");
+        assert_eq!(said(WatchMode::Off), "off");
+        let reason = "the system's limit on watched folders is reached".to_string();
+        assert_eq!(
+            said(WatchMode::Polling {
+                reason: reason.clone()
+            }),
+            "polling"
+        );
+        assert_eq!(
+            said(WatchMode::Hybrid {
+                polled: 5859,
+                reason
+            }),
+            "file events + polling 5859 folders"
+        );
+    }
 }
