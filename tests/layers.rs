@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "memory",
         "model",
         "layout",
+        "sym",
         "walk",
     ],
     &["registry", "registry_copy", "metadata"],

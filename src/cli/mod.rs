@@ -285,10 +285,10 @@ pub fn write_table<'a>(
             total += m.size_bytes.unwrap_or(0);
             [
                 m.id.clone(),
-                m.provider.clone(),
+                m.provider.to_string(),
                 m.status.to_string(),
                 m.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
-                m.format.clone().unwrap_or_else(|| "-".into()),
+                m.format.as_deref().unwrap_or("-").to_string(),
                 m.modified
                     .map(format_unix_utc)
                     .unwrap_or_else(|| "-".into()),

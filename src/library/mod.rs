@@ -26,6 +26,7 @@ mod registry_copy;
 mod scan;
 mod service;
 pub mod sources;
+mod sym;
 mod walk;
 pub mod watch;
 
@@ -50,3 +51,4 @@ pub use service::{
     CacheInfo, ModelLibraryService, RefreshInfo, ServiceCacheInfo, ServiceOptions, ViewCacheInfo,
     ViewResult, WatchSetupHook,
 };
+pub use sym::Sym;

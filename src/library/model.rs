@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::library::error::LibraryError;
+use crate::library::sym::Sym;
 
 /// The status of a model (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,13 +73,13 @@ pub struct ModelInfo {
     /// Display name; the id when the registry gives none.
     pub name: String,
     /// Who publishes it; `local` for unregistered folders.
-    pub provider: String,
+    pub provider: Sym,
     /// Status per SPEC §3.
     pub status: ModelStatus,
     /// What it can do (`text-generation`, `chat`, `embedding`, …).
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Sym>,
     /// File format (`gguf`, `safetensors`, …) when known.
-    pub format: Option<String>,
+    pub format: Option<Sym>,
     /// Free text from the registry.
     pub description: Option<String>,
     /// License identifier from the registry.
@@ -107,7 +108,7 @@ pub struct ModelInfo {
     /// Where the model was found: `library`, or a read-only store (`huggingface`,
     /// `ollama`, `lmstudio`).
     #[serde(default = "library_source")]
-    pub source: String,
+    pub source: Sym,
     /// What the model's file headers say, when they were read (boxed: most rows of a large
     /// listing carry none, and inline it would cost every row 104 bytes).
     #[serde(default)]
@@ -122,8 +123,8 @@ pub struct ModelInfo {
 /// The source name of models in the library folder itself.
 pub const LIBRARY_SOURCE: &str = "library";
 
-fn library_source() -> String {
-    LIBRARY_SOURCE.to_string()
+fn library_source() -> Sym {
+    Sym::new(LIBRARY_SOURCE)
 }
 
 /// Facts read from a model's file headers (GGUF, safetensors, Ollama config).

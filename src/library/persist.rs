@@ -5,6 +5,7 @@
 //! Touches only that file, never through a symbolic link (a link there is refused when
 //! saving and ignored when loading).
 
+use crate::library::sym::Sym;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,10 +48,10 @@ struct Persisted {
 struct StoredModel {
     id: String,
     name: String,
-    provider: String,
+    provider: Sym,
     status: crate::library::ModelStatus,
-    capabilities: Vec<String>,
-    format: Option<String>,
+    capabilities: Vec<Sym>,
+    format: Option<Sym>,
     description: Option<String>,
     license: Option<String>,
     registered: bool,
@@ -60,7 +61,7 @@ struct StoredModel {
     expected_size_bytes: Option<u64>,
     modified: Option<f64>,
     error: Option<String>,
-    source: String,
+    source: Sym,
     metadata: Option<crate::library::model::ModelMetadata>,
     main_file: Option<String>,
     note: Option<String>,

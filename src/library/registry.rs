@@ -4,6 +4,7 @@
 //! the library's write gate (never through a symbolic link). A UTF-8 byte-order mark (as
 //! Windows Notepad writes) is accepted on reading and not written back.
 
+use crate::library::sym::Sym;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -63,11 +64,11 @@ pub struct RegistryEntry {
     /// Display name, if given.
     pub name: Option<String>,
     /// Provider, if given.
-    pub provider: Option<String>,
+    pub provider: Option<Sym>,
     /// Capabilities (default empty).
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Sym>,
     /// File format, if given.
-    pub format: Option<String>,
+    pub format: Option<Sym>,
     /// Description, if given.
     pub description: Option<String>,
     /// License, if given.
@@ -316,7 +317,7 @@ fn parse_entry(value: &Value) -> Result<RegistryEntry, EntryProblem> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
             .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
+            .filter_map(|v| v.as_str().map(Sym::new))
             .collect(),
         Some(_) => {
             problems.push("\"capabilities\" must be an array of strings".into());
@@ -341,9 +342,9 @@ fn parse_entry(value: &Value) -> Result<RegistryEntry, EntryProblem> {
     Ok(RegistryEntry {
         id,
         name,
-        provider,
+        provider: provider.map(Sym::from),
         capabilities,
-        format,
+        format: format.map(Sym::from),
         description,
         license,
         files,
@@ -410,9 +411,9 @@ struct FastDoc {
 struct FastEntry {
     id: String,
     name: Option<String>,
-    provider: Option<String>,
-    capabilities: Option<Vec<String>>,
-    format: Option<String>,
+    provider: Option<Sym>,
+    capabilities: Option<Vec<Sym>>,
+    format: Option<Sym>,
     description: Option<String>,
     license: Option<String>,
     files: Option<Vec<FastFile>>,

@@ -24,6 +24,7 @@ use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
 use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelStatus};
 use crate::library::registry::{Registry, RegistryEntry};
+use crate::library::sym::Sym;
 use crate::library::walk::{EntryKind, WalkOptions};
 
 /// Progress of the running scan, readable from any thread without locking.
@@ -588,7 +589,7 @@ fn model_info(
             .as_ref()
             .and_then(|w| w.largest.as_ref())
             .and_then(|(_, p)| guess_format(p))
-            .map(str::to_string)
+            .map(Sym::new)
     });
     ModelInfo {
         id: display.clone(),
@@ -597,7 +598,7 @@ fn model_info(
             .unwrap_or_else(|| display.clone()),
         provider: entry
             .and_then(|e| e.provider.clone())
-            .unwrap_or_else(|| "local".to_string()),
+            .unwrap_or_else(|| Sym::new("local")),
         status,
         capabilities: entry.map(|e| e.capabilities.clone()).unwrap_or_default(),
         format,
@@ -622,7 +623,7 @@ fn model_info(
             _ => None,
         },
         error: (!errors.is_empty()).then(|| errors.join("; ")),
-        source: LIBRARY_SOURCE.to_string(),
+        source: Sym::new(LIBRARY_SOURCE),
         metadata: None,
         main_file: walked
             .and_then(|w| w.largest)

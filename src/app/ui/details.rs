@@ -90,7 +90,7 @@ pub fn details_ui(
                 ui.end_row();
             };
             row("Id", m.id.clone());
-            row("Source", m.source.clone());
+            row("Source", m.source.to_string());
             if let Some(meta) = &m.metadata {
                 row(
                     "Architecture",
@@ -114,10 +114,10 @@ pub fn details_ui(
                     row("Tensor types", meta.dtypes.join(", "));
                 }
             }
-            row("Provider", m.provider.clone());
+            row("Provider", m.provider.to_string());
             row("Registered", if m.registered { "yes" } else { "no" }.into());
             row("Path", m.path.display().to_string());
-            row("Format", m.format.clone().unwrap_or_else(|| "-".into()));
+            row("Format", m.format.as_deref().unwrap_or("-").to_string());
             row(
                 "Capabilities",
                 if m.capabilities.is_empty() {

@@ -198,10 +198,10 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     cell(ui, &m.name).on_hover_text(&m.id);
                 });
                 row.col(|ui| {
-                    cell(ui, &m.provider);
+                    cell(ui, m.provider.as_str());
                 });
                 row.col(|ui| {
-                    cell(ui, &m.source);
+                    cell(ui, m.source.as_str());
                 });
                 let download = input
                     .downloads
@@ -227,7 +227,7 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                         m.metadata.as_ref().and_then(|d| d.quantization.as_ref()),
                     ) {
                         (Some(f), Some(q)) => format!("{f} {q}"),
-                        (Some(f), None) => f.clone(),
+                        (Some(f), None) => f.to_string(),
                         (None, Some(q)) => q.clone(),
                         (None, None) => String::new(),
                     };

@@ -58,7 +58,7 @@ impl ModelLibraryService {
             expected_size_bytes: entry.files.iter().map(|f| f.size).sum(),
             modified: None,
             error: None,
-            source: crate::library::model::LIBRARY_SOURCE.to_string(),
+            source: crate::library::Sym::new(crate::library::model::LIBRARY_SOURCE),
             metadata: None,
             main_file: None,
             note: None,

@@ -45,6 +45,7 @@ pub use usage::{
 use crate::library::error::LibraryError;
 use crate::library::metadata::{MetadataCache, fill_missing, merge_parts};
 use crate::library::model::{ModelInfo, ModelMetadata, ModelStatus};
+use crate::library::sym::Sym;
 use crate::library::walk::{EntryKind, WalkOptions};
 
 /// Which store a source is.
@@ -613,10 +614,10 @@ impl Draft {
         let info = ModelInfo {
             id: self.id,
             name: self.name,
-            provider: kind.as_str().to_string(),
+            provider: Sym::new(kind.as_str()),
             status,
-            capabilities: self.capabilities,
-            format: self.format,
+            capabilities: self.capabilities.iter().map(|c| Sym::new(c)).collect(),
+            format: self.format.as_deref().map(Sym::new),
             description: None,
             license: None,
             registered: false,
@@ -626,7 +627,7 @@ impl Draft {
             expected_size_bytes: None,
             modified: self.newest,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
-            source: kind.as_str().to_string(),
+            source: Sym::new(kind.as_str()),
             metadata: self.metadata.map(Box::new),
             main_file: None,
             note: None,

@@ -49,7 +49,7 @@ pub fn disk_usage(scans: &[SourceScan], others: &[ModelInfo]) -> DiskUsage {
             continue;
         }
         let size = m.size_bytes.unwrap_or(0);
-        *usage.per_source.entry(m.source.clone()).or_default() += size;
+        *usage.per_source.entry(m.source.to_string()).or_default() += size;
         usage.total_unique += size;
     }
     usage

@@ -1,0 +1,174 @@
+//! [`Sym`]: a short string that many rows repeat — a provider, a format, a source, a
+//! capability — kept once per distinct value (interned) and shared by every row, view and
+//! registry entry that names it, so 100 000 rows hold a handful of copies instead of
+//! 100 000. Plain data; owns the process-wide table of interned values and nothing else.
+
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Distinct values kept in the table at most: past it (a registry full of made-up
+/// providers) new values are still shared by their clones, just not looked up.
+const TABLE_LIMIT: usize = 4_096;
+
+/// An interned string; compares, hashes, orders, prints and serializes as its text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(Arc<str>);
+
+fn table() -> &'static Mutex<HashSet<Arc<str>>> {
+    static TABLE: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    TABLE.get_or_init(Mutex::default)
+}
+
+impl Sym {
+    /// The shared copy of `s`.
+    pub fn new(s: &str) -> Sym {
+        let mut table = table().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = table.get(s) {
+            return Sym(Arc::clone(shared));
+        }
+        let fresh: Arc<str> = Arc::from(s);
+        if table.len() < TABLE_LIMIT {
+            table.insert(Arc::clone(&fresh));
+        }
+        Sym(fresh)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Sym {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Sym {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Sym {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Sym {
+    fn default() -> Sym {
+        Sym::new("")
+    }
+}
+
+impl fmt::Debug for Sym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Sym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Sym {
+    fn from(s: &str) -> Sym {
+        Sym::new(s)
+    }
+}
+
+impl From<String> for Sym {
+    fn from(s: String) -> Sym {
+        Sym::new(&s)
+    }
+}
+
+impl From<&String> for Sym {
+    fn from(s: &String) -> Sym {
+        Sym::new(s)
+    }
+}
+
+impl PartialEq<str> for Sym {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Sym {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Sym {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Sym> for str {
+    fn eq(&self, other: &Sym) -> bool {
+        self == &*other.0
+    }
+}
+
+impl PartialEq<Sym> for &str {
+    fn eq(&self, other: &Sym) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl Serialize for Sym {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sym {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sym, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Sym;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sym, E> {
+                Ok(Sym::new(v))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_values_share_one_copy_and_read_as_text() {
+        let a = Sym::new("text-generation");
+        let b: Sym = String::from("text-generation").into();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, "text-generation");
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"text-generation\"");
+        let back: Sym = serde_json::from_str("\"text-generation\"").unwrap();
+        assert!(Arc::ptr_eq(&a.0, &back.0));
+        let bytes = postcard::to_allocvec(&a).unwrap();
+        assert_eq!(
+            bytes,
+            postcard::to_allocvec(&"text-generation".to_string()).unwrap()
+        );
+    }
+}
