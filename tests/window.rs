@@ -625,3 +625,30 @@ fn the_badge_says_what_valid_rests_on() {
     );
     assert!(h.query_by_label_contains("Changes show within").is_some());
 }
+
+/// Names sort in natural order (Model 2 before Model 10), and Source, Capabilities and
+/// Format sort too, by their text, names breaking ties.
+#[test]
+fn columns_sort_in_natural_order() {
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version":1,"models":[
+        {"id":"m10","name":"Model 10","format":"gguf","capabilities":["chat"]},
+        {"id":"m2","name":"Model 2","format":"safetensors","capabilities":["embedding"]},
+        {"id":"m1","name":"model 1","format":"gguf","capabilities":["audio", "chat"]}]}"#,
+    );
+    let mut h = open(&lib);
+    assert_eq!(ids(&h), ["m1", "m2", "m10"], "natural, ignoring case");
+    h.get_by_label("Format").click();
+    h.run();
+    assert_eq!(ids(&h), ["m1", "m10", "m2"]);
+    h.get_by_label("Format").click();
+    h.run();
+    assert_eq!(ids(&h), ["m2", "m10", "m1"], "descending on a second click");
+    h.get_by_label("Capabilities").click();
+    h.run();
+    assert_eq!(ids(&h), ["m1", "m10", "m2"]);
+    h.get_by_label("Source").click();
+    h.run();
+    assert_eq!(ids(&h), ["m1", "m2", "m10"], "one source: by name");
+}

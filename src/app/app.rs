@@ -641,16 +641,27 @@ impl ModelLibraryApp {
             .filter(|&i| view.get(i as usize).is_some_and(matches))
             .collect();
         let get = |i: &u32| view.get(*i as usize).expect("index from this view");
+        let by_text = |order: &mut Vec<u32>, key: &dyn Fn(&ModelInfo) -> String| {
+            natural_sort(order, |i| {
+                let m = get(&i);
+                (key(m), m.name.to_string())
+            })
+        };
         match self.settings.sort {
-            SortKey::Name => order.sort_by_cached_key(|i| get(i).name.to_lowercase()),
-            SortKey::Provider => order.sort_by_cached_key(|i| {
-                let m = get(i);
-                (m.provider.to_lowercase(), m.name.to_lowercase())
+            SortKey::Name => natural_sort(&mut order, |i| {
+                let m = get(&i);
+                (m.name.to_string(), m.id.clone())
             }),
-            SortKey::Status => order.sort_by_cached_key(|i| {
-                let m = get(i);
-                (m.status, m.name.to_lowercase())
+            SortKey::Provider => by_text(&mut order, &|m| m.provider.to_string()),
+            SortKey::Source => by_text(&mut order, &|m| m.source.to_string()),
+            SortKey::Capabilities => by_text(&mut order, &|m| m.capabilities.join(", ")),
+            SortKey::Format => by_text(&mut order, &|m| {
+                m.format.as_deref().unwrap_or_default().to_string()
             }),
+            SortKey::Status => {
+                natural_sort(&mut order, |i| (String::new(), get(&i).name.to_string()));
+                order.sort_by_key(|i| get(i).status); // stable: names stay in order
+            }
             SortKey::Size => order.sort_by_key(|i| get(i).size_bytes),
             SortKey::Modified => order.sort_by(|a, b| {
                 let t = |i: &u32| get(i).modified.unwrap_or(f64::NEG_INFINITY);
@@ -1079,4 +1090,22 @@ impl eframe::App for ModelLibraryApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.settings);
     }
+}
+
+/// Sorts rows by a text key and then a second one, each in natural order ignoring case
+/// ("Model 2" before "Model 10"), with the `alphanumeric-sort` crate's comparison. Keys are
+/// made once per row, not per comparison.
+fn natural_sort(order: &mut Vec<u32>, keys: impl Fn(u32) -> (String, String)) {
+    let mut keyed: Vec<(String, String, u32)> = order
+        .iter()
+        .map(|&i| {
+            let (a, b) = keys(i);
+            (a.to_lowercase(), b.to_lowercase(), i)
+        })
+        .collect();
+    keyed.sort_by(|x, y| {
+        alphanumeric_sort::compare_str(&x.0, &y.0)
+            .then_with(|| alphanumeric_sort::compare_str(&x.1, &y.1))
+    });
+    *order = keyed.into_iter().map(|(_, _, i)| i).collect();
 }

@@ -17,8 +17,14 @@ pub enum SortKey {
     Name,
     /// Provider.
     Provider,
+    /// Where the model was found (the library or a store).
+    Source,
     /// Status.
     Status,
+    /// Capabilities, as listed.
+    Capabilities,
+    /// File format.
+    Format,
     /// Size on disk.
     Size,
     /// Newest modification time.

@@ -158,10 +158,10 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
     let headers: [(&str, Option<SortKey>); 9] = [
         ("Name", Some(SortKey::Name)),
         ("Provider", Some(SortKey::Provider)),
-        ("Source", None),
+        ("Source", Some(SortKey::Source)),
         ("Status", Some(SortKey::Status)),
-        ("Capabilities", None),
-        ("Format", None),
+        ("Capabilities", Some(SortKey::Capabilities)),
+        ("Format", Some(SortKey::Format)),
         ("Size", Some(SortKey::Size)),
         ("Modified", Some(SortKey::Modified)),
         ("Actions", None),
