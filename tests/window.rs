@@ -652,3 +652,62 @@ fn columns_sort_in_natural_order() {
     h.run();
     assert_eq!(ids(&h), ["m1", "m2", "m10"], "one source: by name");
 }
+
+/// The table by keyboard: arrows, PageUp/PageDown and Home/End move the selection (and the
+/// details with it); Escape clears it; the search box keeps its own arrows.
+#[test]
+fn the_keyboard_moves_through_the_table() {
+    let lib = sample();
+    let mut h = open(&lib);
+    let press = |h: &mut H, key: egui::Key| {
+        h.key_press(key);
+        settle(h);
+        h.state().selected_id().map(str::to_string)
+    };
+    // Rows by name: embedder, llama-chat, whisper, zeta-local.
+    use egui::Key::{ArrowDown, ArrowUp, End, Escape, Home, PageDown, PageUp};
+    let steps = [
+        (ArrowDown, "embedder"),
+        (ArrowDown, "llama-chat"),
+        (End, "zeta-local"),
+        (ArrowDown, "zeta-local"),
+        (ArrowUp, "whisper"),
+        (Home, "embedder"),
+        (PageDown, "zeta-local"),
+        (PageUp, "embedder"),
+    ];
+    for (key, selected) in steps {
+        assert_eq!(
+            press(&mut h, key).as_deref(),
+            Some(selected),
+            "after {key:?}"
+        );
+    }
+    assert_eq!(
+        h.query_all_by_label("Embedder").count(),
+        2,
+        "the table's row and the details' heading"
+    );
+    assert_eq!(press(&mut h, Escape), None);
+    assert_eq!(press(&mut h, ArrowUp).as_deref(), Some("zeta-local"));
+
+    // Typing in the search box keeps its arrows.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::F);
+    h.run();
+    h.key_press(egui::Key::ArrowDown);
+    settle(&mut h);
+    assert_eq!(h.state().selected_id(), Some("zeta-local"));
+}
+
+/// Escape closes the "Other stores" dialog like every other.
+#[test]
+fn escape_closes_the_stores_dialog() {
+    let lib = sample();
+    let mut h = start(Some(lib.root().to_path_buf()), Settings::default(), true);
+    h.get_by_label("Stores…").click();
+    h.run();
+    assert!(h.query_by_label("Apply").is_some());
+    h.key_press(egui::Key::Escape);
+    settle(&mut h);
+    assert!(h.query_by_label("Apply").is_none());
+}

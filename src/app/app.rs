@@ -110,6 +110,9 @@ pub struct ModelLibraryApp {
     ttl_slider: f64,
     focus_search: bool,
     selected: Option<String>,
+    /// A row (position in `order`) the table scrolls to in the next frame, once: set when
+    /// the keyboard moves the selection.
+    scroll_to: Option<usize>,
     delete: Option<DeleteState>,
     stores_draft: Option<StoresDraft>,
     files: Option<FileList>,
@@ -168,6 +171,7 @@ impl ModelLibraryApp {
             typed_path: String::new(),
             focus_search: false,
             selected: None,
+            scroll_to: None,
             delete: None,
             stores_draft: None,
             files: None,
@@ -206,6 +210,11 @@ impl ModelLibraryApp {
                 .collect(),
             None => Vec::new(),
         }
+    }
+
+    /// The id of the selected row, if any.
+    pub fn selected_id(&self) -> Option<&str> {
+        self.selected.as_deref()
     }
 
     /// The notices on screen.
@@ -705,6 +714,34 @@ impl ModelLibraryApp {
         self.selected = Some(id);
     }
 
+    /// Moves the selection through the table's rows as the keyboard asked, and scrolls
+    /// the table to it. With nothing selected, down-going keys start at the first row and
+    /// up-going ones at the last.
+    fn step_selection(&mut self, step: Step) {
+        let Some(view) = &self.view else { return };
+        let last = match self.order.len() {
+            0 => return,
+            n => n - 1,
+        };
+        let at = self.selected.as_deref().and_then(|id| {
+            self.order
+                .iter()
+                .position(|&i| view.get(i as usize).is_some_and(|m| m.id == id))
+        });
+        let to = match (step, at) {
+            (Step::First, _) => 0,
+            (Step::Last, _) => last,
+            (Step::By(n), Some(at)) => at.saturating_add_signed(n).min(last),
+            (Step::By(n), None) if n > 0 => 0,
+            (Step::By(_), None) => last,
+        };
+        if let Some(m) = view.get(self.order[to] as usize) {
+            let id = m.id.clone();
+            self.select(id);
+            self.scroll_to = Some(to);
+        }
+    }
+
     fn selected_model(&self) -> Option<&ModelInfo> {
         let id = self.selected.as_deref()?;
         self.view.as_ref()?.iter().find(|m| m.id == id)
@@ -793,6 +830,13 @@ impl ModelLibraryApp {
     }
 
     fn shortcuts(&mut self, ctx: &egui::Context) {
+        if self.delete.is_none()
+            && self.stores_draft.is_none()
+            && !ctx.egui_wants_keyboard_input()
+            && let Some(step) = ctx.input_mut(table_step)
+        {
+            self.step_selection(step);
+        }
         let (refresh, find, delete) = ctx.input_mut(|i| {
             let refresh = i.consume_key(egui::Modifiers::NONE, egui::Key::F5)
                 || i.consume_key(egui::Modifiers::COMMAND, egui::Key::R);
@@ -953,7 +997,7 @@ impl ModelLibraryApp {
                         sort: self.settings.sort,
                         ascending: self.settings.ascending,
                         selected: self.selected.as_deref(),
-                        scroll_to: None,
+                        scroll_to: self.scroll_to.take(),
                         downloads: &self.downloads,
                     },
                 );
@@ -1108,4 +1152,33 @@ fn natural_sort(order: &mut Vec<u32>, keys: impl Fn(u32) -> (String, String)) {
             .then_with(|| alphanumeric_sort::compare_str(&x.1, &y.1))
     });
     *order = keyed.into_iter().map(|(_, _, i)| i).collect();
+}
+
+/// How the keyboard moves the table's selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Rows down (positive) or up (negative).
+    By(isize),
+    First,
+    Last,
+}
+
+/// Rows a PageUp or PageDown moves.
+const PAGE_ROWS: isize = 20;
+
+/// The table key pressed this frame, if any (consumed): arrows, PageUp/PageDown,
+/// Home/End.
+fn table_step(i: &mut egui::InputState) -> Option<Step> {
+    use egui::{Key, Modifiers};
+    let keys = [
+        (Key::ArrowDown, Step::By(1)),
+        (Key::ArrowUp, Step::By(-1)),
+        (Key::PageDown, Step::By(PAGE_ROWS)),
+        (Key::PageUp, Step::By(-PAGE_ROWS)),
+        (Key::Home, Step::First),
+        (Key::End, Step::Last),
+    ];
+    keys.into_iter()
+        .find(|(key, _)| i.consume_key(Modifiers::NONE, *key))
+        .map(|(_, step)| step)
 }

@@ -91,7 +91,8 @@ pub fn stores_ui(ctx: &egui::Context, draft: &mut StoresDraft) -> Option<StoresA
                 }
             });
         });
-    if !open {
+    // Escape closes it, as it closes every dialog (even while a path is being typed).
+    if !open || ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
         action = Some(StoresAction::Close);
     }
     action
