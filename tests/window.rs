@@ -541,6 +541,19 @@ fn a_store_pointed_elsewhere_is_listed_read_only() {
     // The source filter narrows to one store, or to the library.
     pick(&mut h, "Source", "lmstudio");
     assert_eq!(ids(&h), ["lmstudio/acme/tiny"]);
+    // Delete on a store's row says why nothing happens.
+    h.key_press(egui::Key::ArrowDown);
+    settle(&mut h);
+    h.key_press(egui::Key::Delete);
+    settle(&mut h);
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.text.contains("lists but never changes")),
+        "{:?}",
+        h.state().notices()
+    );
     pick(&mut h, "Source", "library");
     assert_eq!(ids(&h).len(), 4);
     h.get_by_label("Clear filters").click();
@@ -710,4 +723,55 @@ fn escape_closes_the_stores_dialog() {
     h.key_press(egui::Key::Escape);
     settle(&mut h);
     assert!(h.query_by_label("Apply").is_none());
+}
+
+/// What was put on the clipboard in the last frame.
+fn copied(h: &H) -> Vec<String> {
+    h.output()
+        .platform_output
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::CopyText(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A right click on a row opens its menu (open folder, copy path, copy id, download,
+/// delete where they apply); Ctrl+C copies the selected model's path; Delete on a
+/// read-only store row says why nothing happens. Download is not offered for a registry
+/// entry that lists no files.
+#[test]
+fn rows_have_a_menu_and_copy_their_path() {
+    let lib = sample();
+    let mut h = open(&lib);
+    h.get_by_label("zeta-local").click_secondary();
+    h.run();
+    assert_eq!(
+        h.query_all_by_label("Open folder").count(),
+        2,
+        "in the menu and the details"
+    );
+    assert_eq!(h.query_all_by_label("Delete…").count(), 2);
+    assert!(
+        h.query_by_label("Download").is_none(),
+        "nothing to download"
+    );
+    h.get_by_label("Copy id").click();
+    h.step();
+    assert_eq!(copied(&h), ["zeta-local"]);
+    h.run();
+    assert!(h.query_by_label("Copy id").is_none(), "the menu closed");
+
+    h.event(egui::Event::Copy);
+    h.step();
+    let path = lib.path("models/zeta-local").display().to_string();
+    assert_eq!(copied(&h), [path]);
+
+    // "whisper" is registered with no files: no Download, in the menu or the row.
+    h.get_by_label("Whisper").click_secondary();
+    h.run();
+    assert!(h.query_by_label("Copy path").is_some());
+    assert!(h.query_by_label("Download").is_none());
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use poll_promise::Promise;
@@ -114,6 +115,9 @@ pub struct ModelLibraryApp {
     /// the keyboard moves the selection.
     scroll_to: Option<usize>,
     delete: Option<DeleteState>,
+    /// Why opening a folder in the file manager failed, written by the opener's thread and
+    /// turned into notices by the next frame.
+    opener_failures: Arc<Mutex<Vec<String>>>,
     stores_draft: Option<StoresDraft>,
     files: Option<FileList>,
     files_req: Option<Promise<Response>>,
@@ -173,6 +177,7 @@ impl ModelLibraryApp {
             selected: None,
             scroll_to: None,
             delete: None,
+            opener_failures: Arc::default(),
             stores_draft: None,
             files: None,
             files_req: None,
@@ -742,6 +747,11 @@ impl ModelLibraryApp {
         }
     }
 
+    /// Opens a model's folder in the file manager (off the UI thread; a failure is shown).
+    fn open_folder(&self, path: PathBuf) {
+        open_in_file_manager(path, Arc::clone(&self.opener_failures));
+    }
+
     fn selected_model(&self) -> Option<&ModelInfo> {
         let id = self.selected.as_deref()?;
         self.view.as_ref()?.iter().find(|m| m.id == id)
@@ -849,15 +859,28 @@ impl ModelLibraryApp {
         if find {
             self.focus_search = true;
         }
+        let copy = ctx.input(|i| i.events.iter().any(|e| matches!(e, egui::Event::Copy)));
+        if copy
+            && !ctx.egui_wants_keyboard_input()
+            && let Some(m) = self.selected_model()
+        {
+            ctx.copy_text(m.path.display().to_string());
+        }
         if delete
             && self.delete.is_none()
             && !ctx.egui_wants_keyboard_input()
             && let Some(m) = self.selected_model()
-            && m.status != ModelStatus::Available
-            && m.source == crate::library::LIBRARY_SOURCE
         {
-            let id = m.id.clone();
-            self.ask_delete(id);
+            if m.source != crate::library::LIBRARY_SOURCE {
+                let text = format!(
+                    "{} is in the {} store, which this app lists but never changes",
+                    m.id, m.source
+                );
+                self.notify(Level::Info, text);
+            } else if m.status != ModelStatus::Available {
+                let id = m.id.clone();
+                self.ask_delete(id);
+            }
         }
     }
 
@@ -1063,10 +1086,12 @@ impl ModelLibraryApp {
             Some(TableAction::CancelDownload(id)) => {
                 self.download_request(Request::CancelDownload { id })
             }
+            Some(TableAction::OpenFolder(path)) => self.open_folder(path),
+            Some(TableAction::Copy(text)) => ctx.copy_text(text),
             None => {}
         }
         match details_action {
-            Some(DetailsAction::OpenFolder(path)) => open_in_file_manager(path),
+            Some(DetailsAction::OpenFolder(path)) => self.open_folder(path),
             Some(DetailsAction::Delete(id)) => self.ask_delete(id),
             Some(DetailsAction::Download(id)) => self.download_request(Request::Download { id }),
             Some(DetailsAction::CancelDownload(id)) => {
@@ -1099,7 +1124,9 @@ impl ModelLibraryApp {
 }
 
 /// Opens a folder with the desktop's file manager, off the UI thread.
-fn open_in_file_manager(path: PathBuf) {
+/// Opens `path` in the file manager on a thread of its own (the UI never waits for it);
+/// a failure (no file manager, say) is put in `failures` for the next frame to show.
+fn open_in_file_manager(path: PathBuf, failures: Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         let opener = if cfg!(target_os = "macos") {
             "open"
@@ -1108,13 +1135,35 @@ fn open_in_file_manager(path: PathBuf) {
         } else {
             "xdg-open"
         };
-        let _ = std::process::Command::new(opener).arg(path).status();
+        let failed = match std::process::Command::new(opener).arg(&path).status() {
+            Ok(status) if status.success() => None,
+            Ok(status) => Some(format!("{opener} {status}")),
+            Err(e) => Some(format!("{opener}: {e}")),
+        };
+        if let Some(why) = failed {
+            failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!(
+                    "Cannot open {} in a file manager ({why}); its path can be copied from the row's menu",
+                    path.display()
+                ));
+        }
     });
 }
 
 impl eframe::App for ModelLibraryApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.poll_worker(ctx);
+        let failures = std::mem::take(
+            &mut *self
+                .opener_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for text in failures {
+            self.notify(Level::Error, text);
+        }
         let t = ctx.input(|i| i.time);
         if self.library.is_some()
             && self.info_req.is_none()

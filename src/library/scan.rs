@@ -577,13 +577,10 @@ fn model_info(
     };
 
     let entry = c.entry;
-    let expected_size_bytes = entry.and_then(|e| {
-        if e.files.is_empty() {
-            None
-        } else {
-            e.files.iter().map(|f| f.size).sum::<Option<u64>>()
-        }
-    });
+    // An entry that lists no files expects nothing: 0, known (SPEC §4: null only when
+    // unknown); the window offers no download for it.
+    let expected_size_bytes =
+        entry.and_then(|e| e.files.iter().map(|f| f.size).sum::<Option<u64>>());
     let format = entry.and_then(|e| e.format.clone()).or_else(|| {
         walked
             .as_ref()

@@ -27,6 +27,10 @@ pub enum TableAction {
     Download(String),
     /// Cancel this model's download.
     CancelDownload(String),
+    /// Open this folder in the file manager.
+    OpenFolder(std::path::PathBuf),
+    /// Put this text on the clipboard (a path, an id).
+    Copy(String),
 }
 
 /// What the table shows.
@@ -47,11 +51,46 @@ pub struct TableInput<'a> {
     pub downloads: &'a BTreeMap<String, DownloadProgress>,
 }
 
-/// Whether the row offers a download (registered, not fully there, not running).
+/// Whether the row offers a download (registered with files to fetch, not fully there,
+/// not running). An entry that lists no files has nothing to download.
 pub fn can_download(m: &ModelInfo) -> bool {
     m.source == LIBRARY_SOURCE
         && m.registered
+        && m.expected_size_bytes != Some(0)
         && matches!(m.status, ModelStatus::Available | ModelStatus::Partial)
+}
+
+/// Whether the row offers a delete (something of it is in the library).
+pub fn can_delete(m: &ModelInfo) -> bool {
+    m.source == LIBRARY_SOURCE && m.status != ModelStatus::Available
+}
+
+/// The menu a right click on a row opens: the row's folder and id, and what can be done
+/// with it.
+fn row_menu_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<TableAction> {
+    let mut action = None;
+    let mut item = |ui: &mut egui::Ui, label: &str, a: TableAction| {
+        if ui.button(label).clicked() {
+            action = Some(a);
+            ui.close();
+        }
+    };
+    item(ui, "Open folder", TableAction::OpenFolder(m.path.clone()));
+    item(
+        ui,
+        "Copy path",
+        TableAction::Copy(m.path.display().to_string()),
+    );
+    item(ui, "Copy id", TableAction::Copy(m.id.clone()));
+    if can_download(m) {
+        ui.separator();
+        item(ui, "Download", TableAction::Download(m.id.clone()));
+    }
+    if can_delete(m) {
+        ui.separator();
+        item(ui, "Delete…", TableAction::Delete(m.id.clone()));
+    }
+    action
 }
 
 /// A download progress bar with percent or bytes.
@@ -266,13 +305,19 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                             action = Some(TableAction::Download(m.id.clone()));
                         }
                     }
-                    if m.status != ModelStatus::Available && ui.small_button("Delete").clicked() {
+                    if can_delete(m) && ui.small_button("Delete").clicked() {
                         action = Some(TableAction::Delete(m.id.clone()));
                     }
                 });
-                if action.is_none() && row.response().clicked() {
+                let response = row.response();
+                if action.is_none() && (response.clicked() || response.secondary_clicked()) {
                     action = Some(TableAction::Select(m.id.clone()));
                 }
+                response.context_menu(|ui| {
+                    if let Some(a) = row_menu_ui(ui, m) {
+                        action = Some(a);
+                    }
+                });
             });
         });
     action
