@@ -15,6 +15,15 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// `n` and a noun, plural unless `n` is 1: `1 file`, `3 files`.
+pub fn count_of(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A count with a short suffix: `135M`, `1.1B`, `7.0B`.
 pub fn human_count(n: u64) -> String {
     let n = n as f64;
@@ -86,6 +95,13 @@ pub fn progress_line(p: &crate::library::DownloadProgress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_say_one_file_and_two_files() {
+        assert_eq!(count_of(1, "file"), "1 file");
+        assert_eq!(count_of(0, "file"), "0 files");
+        assert_eq!(count_of(2, "file"), "2 files");
+    }
 
     #[test]
     fn sizes() {

@@ -470,14 +470,14 @@ fn delete(
         let mut err = io::stderr().lock();
         writeln!(
             err,
-            "This {} {} ({} files) from:",
+            "This {} {} ({}) from:",
             if args.permanent {
                 "permanently deletes"
             } else {
                 "moves to the trash"
             },
             human_bytes(plan.bytes),
-            plan.files
+            crate::util::count_of(plan.files, "file")
         )?;
         for t in &plan.targets {
             writeln!(err, "  {}", t.display())?;

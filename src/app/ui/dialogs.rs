@@ -42,9 +42,9 @@ pub fn delete_dialog_ui(
             }
             Some(plan) => {
                 ui.label(format!(
-                    "This frees {} ({} files) from:",
+                    "This frees {} ({}) from:",
                     human_bytes(plan.bytes),
-                    plan.files
+                    crate::util::count_of(plan.files, "file")
                 ));
                 for t in &plan.targets {
                     ui.monospace(t.display().to_string());
