@@ -270,10 +270,13 @@ fn a_corrupt_registry_shows_an_error_and_the_rows_stay() {
     let lib = sample();
     let mut h = open(&lib);
     let before = ids(&h);
+    let row_at = |h: &H| h.get_by_label("Embedder").rect();
+    let row_before = row_at(&h);
     lib.registry("{\n \"version\": 1,\n \"models\": [ oops ]\n}");
     h.key_press(egui::Key::F5);
     settle(&mut h);
     assert_eq!(ids(&h), before, "the last good rows stay");
+    assert_eq!(row_at(&h), row_before, "the notice moves nothing");
     assert!(h.state().rows_are_stale());
     let notice = &h.state().notices()[0].text;
     assert!(
@@ -282,11 +285,19 @@ fn a_corrupt_registry_shows_an_error_and_the_rows_stay() {
     );
     assert!(h.query_by_label_contains("model_registry.json").is_some());
     assert!(h.query_by_label("showing the last good listing").is_some());
-    // Fixing the file recovers.
+    // Fixing the file recovers, and the error goes with what it reported.
     lib.registry(&registry_json(&[]));
     h.key_press(egui::Key::F5);
     settle(&mut h);
     assert!(!h.state().rows_are_stale());
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .all(|n| !n.text.contains("model_registry.json")),
+        "{:?}",
+        h.state().notices()
+    );
 }
 
 #[test]

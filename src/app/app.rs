@@ -13,7 +13,7 @@ use crate::app::settings::{Settings, SortKey};
 use crate::app::ui::cache_panel::{CacheAction, CachePanelInput, Sample, cache_panel_ui};
 use crate::app::ui::details::{DetailsAction, details_ui};
 use crate::app::ui::dialogs::{DeleteDialogInput, DialogAction, delete_dialog_ui};
-use crate::app::ui::notices::{Level, Notice, NoticeAction, notices_ui};
+use crate::app::ui::notices::{About, Level, Notice, NoticeAction, notices_ui};
 use crate::app::ui::status_bar::{StatusInput, status_bar_ui};
 use crate::app::ui::stores::{StoresAction, StoresDraft, stores_ui};
 use crate::app::ui::table::{TableAction, TableInput, table_ui};
@@ -323,9 +323,19 @@ impl ModelLibraryApp {
     }
 
     fn notify(&mut self, level: Level, text: impl Into<String>) {
+        self.notify_about(level, About::Other, text);
+    }
+
+    /// A notice about `about`, which a later success can end.
+    fn notify_about(&mut self, level: Level, about: About, text: impl Into<String>) {
         let text = text.into();
         self.notices.retain(|n| n.text != text);
-        self.notices.push(Notice { level, text });
+        self.notices.push(Notice {
+            level,
+            text,
+            about,
+            shown: Instant::now(),
+        });
         if self.notices.len() > MAX_NOTICES {
             self.notices.remove(0);
         }
@@ -380,11 +390,13 @@ impl ModelLibraryApp {
                     self.set_view(view);
                     self.stale_rows = false;
                     self.revalidating = false;
+                    // What made an earlier listing fail is over.
+                    self.notices.retain(|n| n.about != About::Listing);
                 }
                 Ok(Ok(other)) => self.unexpected(&other),
                 Ok(Err(e)) => {
                     self.stale_rows = self.view.is_some();
-                    self.notify(Level::Error, e);
+                    self.notify_about(Level::Error, About::Listing, e);
                 }
             }
             if self.list_req.is_none()
@@ -897,7 +909,9 @@ impl ModelLibraryApp {
             .as_ref()
             .map(|l| l.root().display().to_string());
         let mut toolbar_action = None;
-        let mut notice_action = None;
+        let now_instant = Instant::now();
+        self.notices.retain(|n| n.current(now_instant));
+        let notice_action = notices_ui(&ctx, &self.notices);
         egui::Panel::top("toolbar").show(ui, |ui| {
             ui.add_space(4.0);
             toolbar_action = toolbar_ui(
@@ -922,7 +936,6 @@ impl ModelLibraryApp {
                     typed_path: &mut self.typed_path,
                 },
             );
-            notice_action = notices_ui(ui, &self.notices);
             ui.add_space(2.0);
         });
 
@@ -968,7 +981,9 @@ impl ModelLibraryApp {
                 .resizable(true)
                 .default_size(230.0)
                 .show(ui, |ui| {
-                    egui::ScrollArea::vertical().show(ui, |ui| {
+                    // One scroll position per model: a newly selected model starts at its
+                    // name, not where the last one was left.
+                    egui::ScrollArea::vertical().id_salt(&m.id).show(ui, |ui| {
                         let files = self
                             .files
                             .as_ref()

@@ -147,13 +147,18 @@ pub fn cache_panel_ui(
             }),
     );
 
-    let slider = ui.add(
-        egui::Slider::new(ttl_slider, TTL_MIN_SECS as f64..=TTL_MAX_SECS as f64)
-            .logarithmic(true)
-            .integer()
-            .suffix(" s")
-            .text("TTL"),
-    );
+    let slider = ui
+        .add(
+            egui::Slider::new(ttl_slider, TTL_MIN_SECS as f64..=TTL_MAX_SECS as f64)
+                .logarithmic(true)
+                .integer()
+                .suffix(" s")
+                .text("TTL"),
+        )
+        .on_hover_text(format!(
+            "How long a listing is kept: {TTL_MIN_SECS} to {TTL_MAX_SECS} s (a typed value is \
+         brought into that range)"
+        ));
     if slider.drag_stopped() || (slider.changed() && !slider.dragged()) {
         let secs = ttl_slider.round() as u64;
         if secs != s.cache_ttl_seconds {

@@ -1,14 +1,31 @@
-//! The notice area: errors and information with the file and reason, each dismissable.
+//! Notices as toasts: errors and information with the file and reason, drawn over the
+//! bottom right corner so they never move the table. Information goes by itself after a
+//! few seconds; errors stay until dismissed, or until what they report is over (a listing
+//! error, once a listing succeeds). Returns the user's intent; keeps no state.
+
+use std::time::{Duration, Instant};
 
 use egui::{Color32, RichText};
+
+/// How long an information notice stays.
+pub const INFO_FOR: Duration = Duration::from_secs(8);
 
 /// How serious a notice is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
-    /// Something the user should know.
+    /// Something the user should know (goes by itself).
     Info,
-    /// Something failed.
+    /// Something failed (stays until dismissed or over).
     Error,
+}
+
+/// What a notice reports, when something later can say it is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum About {
+    /// Nothing in particular.
+    Other,
+    /// Listing the library failed (over once a listing succeeds).
+    Listing,
 }
 
 /// One notice.
@@ -18,6 +35,17 @@ pub struct Notice {
     pub level: Level,
     /// The message, naming the file and reason.
     pub text: String,
+    /// What it reports.
+    pub about: About,
+    /// When it was shown.
+    pub shown: Instant,
+}
+
+impl Notice {
+    /// Whether it is still to be shown at `now`.
+    pub fn current(&self, now: Instant) -> bool {
+        self.level == Level::Error || now.duration_since(self.shown) < INFO_FOR
+    }
 }
 
 /// What the user asked for in the notice area.
@@ -27,23 +55,70 @@ pub enum NoticeAction {
     Dismiss(usize),
 }
 
-/// Draws the notices (nothing when there are none).
-pub fn notices_ui(ui: &mut egui::Ui, notices: &[Notice]) -> Option<NoticeAction> {
+/// Width of a toast.
+const WIDTH: f32 = 420.0;
+
+/// Draws the notices as toasts over the bottom right corner, newest at the bottom
+/// (nothing when there are none).
+pub fn notices_ui(ctx: &egui::Context, notices: &[Notice]) -> Option<NoticeAction> {
+    if notices.is_empty() {
+        return None;
+    }
     let mut action = None;
-    for (i, n) in notices.iter().enumerate() {
-        let (color, tag) = match n.level {
-            Level::Error => (Color32::from_rgb(220, 70, 60), "Error"),
-            Level::Info => (Color32::from_rgb(70, 140, 230), "Note"),
-        };
-        ui.horizontal(|ui| {
-            ui.label(RichText::new(tag).color(color).strong());
-            ui.add(egui::Label::new(&n.text).wrap());
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if ui.small_button("Dismiss").clicked() {
+    egui::Area::new(egui::Id::unique("model-library-notices"))
+        .anchor(egui::Align2::RIGHT_BOTTOM, egui::vec2(-12.0, -36.0))
+        .order(egui::Order::Foreground)
+        .movable(false)
+        .interactable(true)
+        .show(ctx, |ui| {
+            ui.set_max_width(WIDTH);
+            for (i, n) in notices.iter().enumerate() {
+                if toast_ui(ui, n) {
                     action = Some(NoticeAction::Dismiss(i));
                 }
-            });
+                ui.add_space(4.0);
+            }
         });
-    }
     action
+}
+
+/// One toast; whether its Dismiss was clicked.
+fn toast_ui(ui: &mut egui::Ui, n: &Notice) -> bool {
+    let (color, tag) = match n.level {
+        Level::Error => (Color32::from_rgb(220, 70, 60), "Error"),
+        Level::Info => (Color32::from_rgb(70, 140, 230), "Note"),
+    };
+    let mut dismissed = false;
+    egui::Frame::popup(ui.style())
+        .stroke(egui::Stroke::new(1.0, color))
+        .show(ui, |ui| {
+            ui.set_width(WIDTH);
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(tag).color(color).strong());
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    dismissed = ui.small_button("Dismiss").clicked();
+                });
+            });
+            ui.add(egui::Label::new(&n.text).wrap());
+        });
+    dismissed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn information_goes_by_itself_errors_stay() {
+        let now = Instant::now();
+        let at = |level, ago: Duration| Notice {
+            level,
+            text: String::new(),
+            about: About::Other,
+            shown: now.checked_sub(ago).unwrap_or(now),
+        };
+        assert!(at(Level::Info, Duration::from_secs(1)).current(now));
+        assert!(!at(Level::Info, INFO_FOR + Duration::from_secs(1)).current(now));
+        assert!(at(Level::Error, Duration::from_secs(3600)).current(now));
+    }
 }
