@@ -7,6 +7,8 @@ use model_library::cli::{Cli, Command, run};
 
 fn main() {
     let cli = Cli::parse();
+    // Dates are shown in the user's time zone, read once here (never by the UI thread).
+    model_library::util::load_local_zone();
     // Long-running processes (the window, `serve`) keep their memory lean; a one-shot
     // command would only pay for it in allocator contention.
     if matches!(cli.command, None | Some(Command::Serve(_))) {

@@ -38,31 +38,33 @@ pub fn human_count(n: u64) -> String {
     }
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM` in UTC (no time-zone database needed).
-pub fn format_unix_utc(secs: f64) -> String {
-    let secs = secs.floor() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+/// The time zone dates are shown in: the system's, read once by [`load_local_zone`]
+/// (before a window opens, so the UI thread never reads the zone files); UTC until then.
+static LOCAL_ZONE: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+
+/// Reads the system's time zone (`TZ`, else `/etc/localtime`) for [`format_time`]; UTC if
+/// it cannot be read. Call once at start, off the UI thread's frames.
+pub fn load_local_zone() {
+    let _ = LOCAL_ZONE.set(jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC));
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// Unix seconds as `YYYY-MM-DD HH:MM` in the user's time zone (see [`load_local_zone`]).
+pub fn format_time(secs: f64) -> String {
+    match LOCAL_ZONE.get() {
+        Some(zone) => format_time_in(secs, zone),
+        None => format_time_in(secs, &jiff::tz::TimeZone::UTC),
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM` in `zone`.
+pub fn format_time_in(secs: f64, zone: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_second(secs.floor() as i64) {
+        Ok(t) => t
+            .to_zoned(zone.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string(),
+        Err(_) => "-".into(),
+    }
 }
 
 /// One line of download progress: bar, bytes, speed, ETA.
@@ -112,9 +114,14 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(format_unix_utc(0.0), "1970-01-01 00:00");
-        assert_eq!(format_unix_utc(1_704_067_200.0), "2024-01-01 00:00");
-        assert_eq!(format_unix_utc(951_825_600.0), "2000-02-29 12:00");
+    fn dates_in_a_zone() {
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(format_time_in(0.0, &utc), "1970-01-01 00:00");
+        assert_eq!(format_time_in(1_704_067_200.0, &utc), "2024-01-01 00:00");
+        assert_eq!(format_time_in(951_825_600.0, &utc), "2000-02-29 12:00");
+        let east = jiff::tz::TimeZone::fixed(jiff::tz::offset(2));
+        assert_eq!(format_time_in(1_704_067_200.0, &east), "2024-01-01 02:00");
+        let west = jiff::tz::TimeZone::fixed(jiff::tz::offset(-5));
+        assert_eq!(format_time_in(1_704_067_200.0, &west), "2023-12-31 19:00");
     }
 }

@@ -12,7 +12,7 @@ use crate::library::{
     CacheInfo, DeleteMode, LibraryError, ListQuery, ModelInfo, ModelLibraryService, ModelStatus,
     ServiceOptions, resolve_library,
 };
-use crate::util::{format_unix_utc, human_bytes};
+use crate::util::{format_time, human_bytes};
 
 /// `model-library`: the AI models on your disk, in one fast, filterable table.
 #[derive(Debug, Parser)]
@@ -289,9 +289,7 @@ pub fn write_table<'a>(
                 m.status.to_string(),
                 m.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
                 m.format.as_deref().unwrap_or("-").to_string(),
-                m.modified
-                    .map(format_unix_utc)
-                    .unwrap_or_else(|| "-".into()),
+                m.modified.map(format_time).unwrap_or_else(|| "-".into()),
                 if m.capabilities.is_empty() {
                     "-".into()
                 } else {
@@ -404,7 +402,7 @@ fn usage(
                 m.id,
                 m.size_bytes.map(human_bytes).unwrap_or_default(),
                 frees(m).map(human_bytes).unwrap_or_else(|| "?".into()),
-                m.modified.map(format_unix_utc).unwrap_or_default()
+                m.modified.map(format_time).unwrap_or_default()
             )?;
         }
     }

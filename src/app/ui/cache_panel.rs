@@ -10,7 +10,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use crate::app::ui::{RefreshButton, refresh_buttons_ui};
 use crate::library::CacheInfo;
 use crate::library::{TTL_MAX_SECS, TTL_MIN_SECS};
-use crate::util::format_unix_utc;
+use crate::util::format_time;
 
 /// One listing request, for the plot.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,7 +113,7 @@ fn rate(r: Option<f64>) -> String {
 }
 
 fn stamp(t: Option<f64>) -> String {
-    t.map_or("absent".into(), format_unix_utc)
+    t.map_or("absent".into(), format_time)
 }
 
 /// Draws the panel. `ttl_slider` holds the slider's position between frames.

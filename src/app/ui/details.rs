@@ -5,7 +5,7 @@ use egui::RichText;
 
 use crate::app::ui::table::{can_download, download_bar, status_color};
 use crate::library::{DownloadProgress, ModelInfo, ModelStatus};
-use crate::util::{format_unix_utc, human_bytes};
+use crate::util::{format_time, human_bytes};
 
 /// What the user asked for in the details panel.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,7 +135,7 @@ pub fn details_ui(
                 m.expected_size_bytes.map_or("-".into(), human_bytes),
             );
             row("Files", m.file_count.map_or("-".into(), |n| n.to_string()));
-            row("Modified", m.modified.map_or("-".into(), format_unix_utc));
+            row("Modified", m.modified.map_or("-".into(), format_time));
             row("License", m.license.clone().unwrap_or_else(|| "-".into()));
         });
     if let Some(desc) = &m.description {

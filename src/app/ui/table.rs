@@ -12,7 +12,7 @@ use crate::library::LIBRARY_SOURCE;
 use crate::library::{
     DownloadProgress, DownloadState, ModelInfo, ModelMetadata, ModelStatus, View,
 };
-use crate::util::{format_unix_utc, human_bytes};
+use crate::util::{format_time, human_bytes};
 
 /// What the user asked for in the table.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,7 +279,7 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     cell(ui, size_text(m));
                 });
                 row.col(|ui| {
-                    cell(ui, m.modified.map(format_unix_utc).unwrap_or_default());
+                    cell(ui, m.modified.map(format_time).unwrap_or_default());
                 });
                 row.col(|ui| {
                     if m.source != LIBRARY_SOURCE {
