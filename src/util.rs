@@ -81,12 +81,18 @@ pub fn progress_line(p: &crate::library::DownloadProgress) -> String {
         }
         None => "[ size unknown ]".to_string(),
     };
+    format!("{bar} {}", progress_summary(p))
+}
+
+/// A download's bytes done of its total, speed, time left and file: `11.2 MiB / 400.0 MiB
+/// 3.1 MiB/s ETA 127 s  file 1/1`.
+pub fn progress_summary(p: &crate::library::DownloadProgress) -> String {
     let total = p.bytes_total.map_or("?".into(), human_bytes);
     let eta = p
         .eta_seconds
         .map_or(String::new(), |s| format!(" ETA {:.0} s", s.ceil()));
     format!(
-        "{bar} {} / {total}  {}/s{eta}  file {}/{}",
+        "{} / {total}  {}/s{eta}  file {}/{}",
         human_bytes(p.bytes_done),
         human_bytes(p.speed_bytes_per_sec as u64),
         (p.files_done + 1).min(p.files_total),

@@ -786,3 +786,36 @@ fn rows_have_a_menu_and_copy_their_path() {
     assert!(h.query_by_label("Copy path").is_some());
     assert!(h.query_by_label("Download").is_none());
 }
+
+/// A row that is downloading shows its bytes so far of the total in the Size column (and
+/// speed and time left on its bar's hover); the theme can be chosen.
+#[test]
+fn a_downloading_row_shows_its_bytes_and_the_theme_can_be_chosen() {
+    use common::http::{Behavior, TestServer};
+    let lib = TestLib::new();
+    let server = TestServer::start();
+    server.route("/w.gguf", vec![7u8; 50_000], Behavior::StallAfter(20_000));
+    lib.registry(
+        &serde_json::json!({"version": 1, "models": [
+            {"id": "slow", "files": [{"path": "w.gguf", "url": server.url("/w.gguf"), "size": 50_000}]},
+        ]})
+        .to_string(),
+    );
+    let mut h = open(&lib);
+    h.get_by_label("Download").click();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.query_by_label("19.5 KiB of 48.8 KiB").is_none() {
+        assert!(Instant::now() < deadline, "the row never showed its bytes");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    pick(&mut h, "Theme", "Light");
+    assert_eq!(h.ctx.theme(), egui::Theme::Light);
+    assert_eq!(
+        h.state().settings.theme,
+        model_library::app::settings::Theme::Light
+    );
+    pick(&mut h, "Theme", "Dark");
+    assert_eq!(h.ctx.theme(), egui::Theme::Dark);
+}

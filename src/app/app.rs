@@ -111,6 +111,8 @@ pub struct ModelLibraryApp {
     ttl_slider: f64,
     focus_search: bool,
     selected: Option<String>,
+    /// The theme changed and is to be applied to the context in this frame.
+    theme_changed: bool,
     /// A row (position in `order`) the table scrolls to in the next frame, once: set when
     /// the keyboard moves the selection.
     scroll_to: Option<usize>,
@@ -140,6 +142,7 @@ impl ModelLibraryApp {
         if options.library.is_some() {
             settings.library = options.library;
         }
+        cc.egui_ctx.set_theme(settings.theme.preference());
         let ctx = cc.egui_ctx.clone();
         let worker = Worker::spawn(options.watch, move || ctx.request_repaint());
         let mut app = ModelLibraryApp {
@@ -176,6 +179,7 @@ impl ModelLibraryApp {
             focus_search: false,
             selected: None,
             scroll_to: None,
+            theme_changed: false,
             delete: None,
             opener_failures: Arc::default(),
             stores_draft: None,
@@ -848,6 +852,10 @@ impl ModelLibraryApp {
                 self.search.clear();
                 self.request_list(false);
             }
+            ToolbarAction::SetTheme(theme) => {
+                self.settings.theme = theme;
+                self.theme_changed = true;
+            }
         }
     }
 
@@ -930,6 +938,7 @@ impl ModelLibraryApp {
                     quick: self.settings.quick,
                     stores: self.stores_allowed.then_some(self.settings.other_stores),
                     focus_search: std::mem::take(&mut self.focus_search),
+                    theme: self.settings.theme,
                 },
                 ToolbarText {
                     search: &mut self.search,
@@ -1071,6 +1080,9 @@ impl ModelLibraryApp {
         // Apply what the user asked for.
         if let Some(a) = toolbar_action {
             self.apply_toolbar(a);
+        }
+        if std::mem::take(&mut self.theme_changed) {
+            ctx.set_theme(self.settings.theme.preference());
         }
         if let Some(NoticeAction::Dismiss(i)) = notice_action
             && i < self.notices.len()

@@ -31,6 +31,41 @@ pub enum SortKey {
     Modified,
 }
 
+/// The window's colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Theme {
+    /// Follow the system's light or dark preference.
+    #[default]
+    System,
+    /// Light.
+    Light,
+    /// Dark.
+    Dark,
+}
+
+impl Theme {
+    /// Every choice, in menu order.
+    pub const ALL: [Theme; 3] = [Theme::System, Theme::Light, Theme::Dark];
+
+    /// The name shown.
+    pub fn label(self) -> &'static str {
+        match self {
+            Theme::System => "System",
+            Theme::Light => "Light",
+            Theme::Dark => "Dark",
+        }
+    }
+
+    /// What egui calls it.
+    pub fn preference(self) -> egui::ThemePreference {
+        match self {
+            Theme::System => egui::ThemePreference::System,
+            Theme::Light => egui::ThemePreference::Light,
+            Theme::Dark => egui::ThemePreference::Dark,
+        }
+    }
+}
+
 /// What persists across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -59,6 +94,8 @@ pub struct Settings {
     pub other_stores: bool,
     /// Per store (`huggingface`, `ollama`, `lmstudio`): switched off, or pointed elsewhere.
     pub stores: BTreeMap<String, StoreSetting>,
+    /// Light, dark, or as the system says.
+    pub theme: Theme,
 }
 
 /// One read-only store's setting.
@@ -86,6 +123,7 @@ impl Default for Settings {
             delete_mode: DeleteMode::Trash,
             other_stores: true,
             stores: BTreeMap::new(),
+            theme: Theme::System,
         }
     }
 }

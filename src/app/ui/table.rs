@@ -248,7 +248,8 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     .filter(|p| !p.state.is_finished());
                 row.col(|ui| {
                     if let Some(p) = download {
-                        ui.add(download_bar(p, ui.available_width()));
+                        ui.add(download_bar(p, ui.available_width()))
+                            .on_hover_text(crate::util::progress_summary(p));
                         return;
                     }
                     let text = RichText::new(m.status.as_str()).color(status_color(m.status));
@@ -276,7 +277,19 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     }
                 });
                 row.col(|ui| {
-                    cell(ui, size_text(m));
+                    match download {
+                        // Bytes so far, of how many, while it downloads.
+                        Some(p) => cell(
+                            ui,
+                            match p.bytes_total {
+                                Some(t) => {
+                                    format!("{} of {}", human_bytes(p.bytes_done), human_bytes(t))
+                                }
+                                None => human_bytes(p.bytes_done),
+                            },
+                        ),
+                        None => cell(ui, size_text(m)),
+                    };
                 });
                 row.col(|ui| {
                     cell(ui, m.modified.map(format_time).unwrap_or_default());

@@ -1,6 +1,7 @@
 //! The toolbar: library folder (picker and typed path), refresh buttons, quick/full toggle,
 //! search box and the provider / status / capability pickers built from the data.
 
+use crate::app::settings::Theme;
 use std::path::PathBuf;
 
 use crate::app::ui::{RefreshButton, refresh_buttons_ui};
@@ -37,6 +38,8 @@ pub enum ToolbarAction {
     SearchChanged,
     /// Clear every filter and the search.
     ClearFilters,
+    /// Light, dark or system colours.
+    SetTheme(Theme),
 }
 
 /// What the toolbar shows.
@@ -67,6 +70,8 @@ pub struct ToolbarInput<'a> {
     pub stores: Option<bool>,
     /// Give the search box keyboard focus this frame.
     pub focus_search: bool,
+    /// The colours chosen.
+    pub theme: Theme,
 }
 
 /// Text fields the toolbar edits in place (they live in the app between frames).
@@ -148,6 +153,21 @@ pub fn toolbar_ui(
                 .clicked()
         {
             action = Some(ToolbarAction::EditStores);
+        }
+        ui.separator();
+        let mut theme = input.theme;
+        let label = ui.label("Theme");
+        egui::ComboBox::from_id_salt("theme")
+            .selected_text(theme.label())
+            .show_ui(ui, |ui| {
+                for t in Theme::ALL {
+                    ui.selectable_value(&mut theme, t, t.label());
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        if theme != input.theme {
+            action = Some(ToolbarAction::SetTheme(theme));
         }
     });
     ui.horizontal(|ui| {
