@@ -84,6 +84,19 @@ pub fn progress_line(p: &crate::library::DownloadProgress) -> String {
     format!("{bar} {}", progress_summary(p))
 }
 
+/// Bytes so far of a total, short: `11.2/400.0 MiB` (the unit once when both share it),
+/// `900.0 KiB/1.2 MiB`, or the bytes alone when the total is unknown.
+pub fn bytes_of(done: u64, total: Option<u64>) -> String {
+    let Some(total) = total else {
+        return human_bytes(done);
+    };
+    let (d, t) = (human_bytes(done), human_bytes(total));
+    match (d.rsplit_once(' '), t.rsplit_once(' ')) {
+        (Some((dn, du)), Some((tn, tu))) if du == tu => format!("{dn}/{tn} {tu}"),
+        _ => format!("{d}/{t}"),
+    }
+}
+
 /// A download's bytes done of its total, speed, time left and file: `11.2 MiB / 400.0 MiB
 /// 3.1 MiB/s ETA 127 s  file 1/1`.
 pub fn progress_summary(p: &crate::library::DownloadProgress) -> String {
@@ -103,6 +116,13 @@ pub fn progress_summary(p: &crate::library::DownloadProgress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_of_a_total_say_the_unit_once() {
+        assert_eq!(bytes_of(20_000, Some(50_000)), "19.5/48.8 KiB");
+        assert_eq!(bytes_of(900 * 1024, Some(1_300_000)), "900.0 KiB/1.2 MiB");
+        assert_eq!(bytes_of(5, None), "5 B");
+    }
 
     #[test]
     fn counts_say_one_file_and_two_files() {

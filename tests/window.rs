@@ -804,7 +804,7 @@ fn a_downloading_row_shows_its_bytes_and_the_theme_can_be_chosen() {
     let mut h = open(&lib);
     h.get_by_label("Download").click();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while h.query_by_label("19.5 KiB of 48.8 KiB").is_none() {
+    while h.query_by_label("19.5/48.8 KiB").is_none() {
         assert!(Instant::now() < deadline, "the row never showed its bytes");
         h.step();
         std::thread::sleep(Duration::from_millis(10));

@@ -279,15 +279,8 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                 row.col(|ui| {
                     match download {
                         // Bytes so far, of how many, while it downloads.
-                        Some(p) => cell(
-                            ui,
-                            match p.bytes_total {
-                                Some(t) => {
-                                    format!("{} of {}", human_bytes(p.bytes_done), human_bytes(t))
-                                }
-                                None => human_bytes(p.bytes_done),
-                            },
-                        ),
+                        Some(p) => cell(ui, crate::util::bytes_of(p.bytes_done, p.bytes_total))
+                            .on_hover_text(crate::util::progress_summary(p)),
                         None => cell(ui, size_text(m)),
                     };
                 });
