@@ -92,7 +92,7 @@ xdotool key --window "$WIN" Escape  # clears the selection (closes the details p
 xdotool key --window "$WIN" ctrl+f
 xdotool type --window "$WIN" --delay 40 "demo download"
 sleep 1
-xdotool mousemove --window "$WIN" 1010 101 click 1
+xdotool mousemove --window "$WIN" 1048 101 click 1
 sleep 0.5
 xdotool mousemove --window "$WIN" 120 101 click 1
 shot download-in-progress 3

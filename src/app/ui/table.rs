@@ -186,9 +186,10 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
         .column(Column::initial(85.0).at_least(40.0).clip(true))
         .column(Column::initial(95.0).at_least(60.0).clip(true))
         .column(Column::initial(140.0).at_least(60.0).clip(true))
-        .column(Column::initial(85.0).at_least(40.0).clip(true))
-        .column(Column::initial(85.0).at_least(50.0).clip(true))
-        .column(Column::initial(125.0).at_least(60.0).clip(true))
+        .column(Column::initial(75.0).at_least(40.0).clip(true))
+        // Wide enough for a download's "11.2/400.0 MiB".
+        .column(Column::initial(105.0).at_least(50.0).clip(true))
+        .column(Column::initial(120.0).at_least(60.0).clip(true))
         .column(Column::remainder().at_least(130.0))
         .min_scrolled_height(0.0);
     if let Some(row) = input.scroll_to {
