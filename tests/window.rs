@@ -819,3 +819,64 @@ fn a_downloading_row_shows_its_bytes_and_the_theme_can_be_chosen() {
     pick(&mut h, "Theme", "Dark");
     assert_eq!(h.ctx.theme(), egui::Theme::Dark);
 }
+
+/// A file to drop onto the window in tests.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Import without a system file dialog: by a typed path in the Import window, or by
+/// dropping files onto the window; both copy the file in and list it.
+#[test]
+fn import_by_a_typed_path_or_by_dropping_files() {
+    let lib = sample();
+    let outside = tempfile::tempdir().unwrap();
+    let typed = outside.path().join("typed-model.gguf");
+    let dropped = outside.path().join("dropped-model.gguf");
+    fs::write(&typed, b"GGUF-typed").unwrap();
+    fs::write(&dropped, b"GGUF-dropped").unwrap();
+    let mut h = open(&lib);
+
+    h.get_by_label("Import…").click();
+    h.run();
+    h.get_by_label("Path").click();
+    h.run();
+    h.event(egui::Event::Text(typed.display().to_string()));
+    h.run();
+    h.get_by_label("Import").click();
+    settle_downloads(&mut h);
+    settle(&mut h);
+    assert!(
+        ids(&h).contains(&"typed-model".to_string()),
+        "{:?}",
+        ids(&h)
+    );
+    assert!(
+        h.query_by_label("Import a model").is_none(),
+        "the window closed"
+    );
+
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(dropped.clone())));
+    h.step();
+    settle_downloads(&mut h);
+    settle(&mut h);
+    assert!(
+        ids(&h).contains(&"dropped-model".to_string()),
+        "{:?}",
+        ids(&h)
+    );
+    assert!(
+        typed.exists() && dropped.exists(),
+        "copied, the sources stay"
+    );
+}

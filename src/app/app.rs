@@ -13,6 +13,7 @@ use crate::app::settings::{Settings, SortKey};
 use crate::app::ui::cache_panel::{CacheAction, CachePanelInput, Sample, cache_panel_ui};
 use crate::app::ui::details::{DetailsAction, details_ui};
 use crate::app::ui::dialogs::{DeleteDialogInput, DialogAction, delete_dialog_ui};
+use crate::app::ui::import::{ImportAction, import_ui};
 use crate::app::ui::notices::{About, Level, Notice, NoticeAction, notices_ui};
 use crate::app::ui::status_bar::{StatusInput, status_bar_ui};
 use crate::app::ui::stores::{StoresAction, StoresDraft, stores_ui};
@@ -88,6 +89,8 @@ pub struct ModelLibraryApp {
     downloads: BTreeMap<String, DownloadProgress>,
     picker: Option<Promise<Option<PathBuf>>>,
     import_picker: Option<Promise<Option<PathBuf>>>,
+    /// The Import window's typed path, while the window is open.
+    import_path: Option<String>,
 
     library: Option<Library>,
     view: Option<View>,
@@ -160,6 +163,7 @@ impl ModelLibraryApp {
             downloads: BTreeMap::new(),
             picker: None,
             import_picker: None,
+            import_path: None,
             library: None,
             view: None,
             order: Vec::new(),
@@ -482,11 +486,14 @@ impl ModelLibraryApp {
         if let Some(p) = self.import_picker.take() {
             match p.try_take() {
                 Err(p) => self.import_picker = Some(p),
-                Ok(Some(source)) => self.download_request(Request::Import { source }),
+                Ok(Some(source)) => {
+                    self.import_path = None;
+                    self.download_request(Request::Import { source })
+                }
                 Ok(None) => self.notify(
                     Level::Info,
-                    "No file chosen. Without a file dialog, import from a terminal: \
-                     model-library import PATH",
+                    "No file chosen. Type its path in the Import window, or drop the file \
+                     onto the window.",
                 ),
             }
         }
@@ -763,6 +770,41 @@ impl ModelLibraryApp {
         }
     }
 
+    /// Opens the system's file dialog for a file to import (on a thread of its own).
+    fn choose_import_file(&mut self) {
+        self.import_picker = Some(Promise::spawn_thread("import-picker", || {
+            rfd::FileDialog::new()
+                .set_title("Choose a model file to import")
+                .pick_file()
+        }));
+    }
+
+    /// Imports the files dropped onto the window (each copied, one request each), when a
+    /// library is open; otherwise says why nothing happens.
+    fn import_dropped(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        if dropped.is_empty() {
+            return;
+        }
+        if self.library.is_none() {
+            self.notify(
+                Level::Info,
+                "Open a library first, then drop models onto it.",
+            );
+            return;
+        }
+        self.import_path = None;
+        for source in dropped {
+            self.download_request(Request::Import { source });
+        }
+    }
+
     /// Opens a model's folder in the file manager (off the UI thread; a failure is shown).
     fn open_folder(&self, path: PathBuf) {
         open_in_file_manager(path, Arc::clone(&self.opener_failures));
@@ -806,11 +848,7 @@ impl ModelLibraryApp {
                 }));
             }
             ToolbarAction::PickImport => {
-                self.import_picker = Some(Promise::spawn_thread("import-picker", || {
-                    rfd::FileDialog::new()
-                        .set_title("Choose a model file to import")
-                        .pick_file()
-                }));
+                self.import_path.get_or_insert_with(String::new);
             }
             ToolbarAction::OpenPath(path) => {
                 self.settings.library = Some(path.clone());
@@ -1050,6 +1088,22 @@ impl ModelLibraryApp {
                 );
             }
         });
+
+        let picking = self.import_picker.is_some();
+        let import_action = self
+            .import_path
+            .as_mut()
+            .and_then(|path| import_ui(&ctx, path, picking));
+        match import_action {
+            Some(ImportAction::Import(source)) => {
+                self.import_path = None;
+                self.download_request(Request::Import { source });
+            }
+            Some(ImportAction::Choose) => self.choose_import_file(),
+            Some(ImportAction::Close) => self.import_path = None,
+            None => {}
+        }
+        self.import_dropped(&ctx);
 
         let stores_action = self.stores_draft.as_mut().and_then(|d| stores_ui(&ctx, d));
         match stores_action {

@@ -4,6 +4,7 @@
 pub mod cache_panel;
 pub mod details;
 pub mod dialogs;
+pub mod import;
 pub mod notices;
 pub mod status_bar;
 pub mod stores;
