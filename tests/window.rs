@@ -880,3 +880,32 @@ fn import_by_a_typed_path_or_by_dropping_files() {
         "copied, the sources stay"
     );
 }
+
+/// Registry entries the listing cannot show (a bad id, a duplicate) are listed by entry in
+/// the cache panel.
+#[test]
+fn registry_problems_are_listed_by_entry() {
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version":1,"models":[
+        {"id":"good","name":"Good"},
+        {"id":"../escape","name":"Bad id"},
+        {"id":"good","name":"Twice"}]}"#,
+    );
+    let h = open(&lib);
+    assert_eq!(ids(&h), ["good"]);
+    assert!(h.query_by_label("Registry problems (2)").is_some());
+    let problems = &h
+        .state()
+        .cache_info()
+        .unwrap()
+        .service_cache
+        .registry_problems;
+    for p in problems {
+        assert!(h.query_by_label(p).is_some(), "{p} is shown");
+    }
+    assert!(
+        problems.iter().any(|p| p.contains("../escape")),
+        "{problems:?}"
+    );
+}

@@ -226,6 +226,19 @@ pub fn cache_panel_ui(
             row(ui, "Registry changed", stamp(s.registry_mtime));
             row(ui, "Models folder changed", stamp(s.models_dir_mtime));
         });
+    // Entries the registry has but the listing could not show (SPEC §1: said by name).
+    if !s.registry_problems.is_empty() {
+        egui::CollapsingHeader::new(
+            RichText::new(format!("Registry problems ({})", s.registry_problems.len()))
+                .color(Color32::from_rgb(220, 160, 40)),
+        )
+        .default_open(true)
+        .show(ui, |ui| {
+            for problem in &s.registry_problems {
+                ui.add(egui::Label::new(problem).wrap());
+            }
+        });
+    }
     if !a.api_cache_keys.is_empty() {
         ui.collapsing("View cache keys", |ui| {
             for key in &a.api_cache_keys {
