@@ -27,8 +27,20 @@ fn open(lib: &TestLib) -> H {
 
 /// A window on `library` with `settings`, waited for.
 fn start(library: Option<std::path::PathBuf>, settings: Settings, stores: bool) -> H {
+    start_sized(library, settings, stores, egui::vec2(1400.0, 900.0), 1.0)
+}
+
+/// [`start`] in a window of `size` points at `scale` pixels per point.
+fn start_sized(
+    library: Option<std::path::PathBuf>,
+    settings: Settings,
+    stores: bool,
+    size: egui::Vec2,
+    scale: f32,
+) -> H {
     let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
+        .with_size(size)
+        .with_pixels_per_point(scale)
         .with_max_steps(200)
         .build_eframe(move |cc| {
             ModelLibraryApp::new(
@@ -908,4 +920,48 @@ fn registry_problems_are_listed_by_entry() {
         problems.iter().any(|p| p.contains("../escape")),
         "{problems:?}"
     );
+}
+
+/// At 900×600, and at 1.5× and 2× scale in small windows, the table keeps its name, status
+/// and action columns: every row's buttons are inside the window, none clipped; columns
+/// that do not fit give way (Source first), and the sort still works.
+#[test]
+fn the_table_fits_small_windows_and_large_scales() {
+    let lib = sample();
+    // A partial model, whose row has two buttons (Resume, Delete).
+    lib.registry(
+        r#"{"version":1,"models":[
+        {"id":"half","name":"Half","files":[{"path":"a.bin","size":5},{"path":"b.bin","size":5}]}]}"#,
+    )
+    .file("models/half/a.bin", 5);
+    for (px, scale) in [
+        (egui::vec2(900.0, 600.0), 1.0),
+        (egui::vec2(1000.0, 650.0), 1.5),
+        (egui::vec2(1400.0, 900.0), 2.0),
+    ] {
+        let size = px / scale;
+        let settings = Settings {
+            delete_mode: DeleteMode::Permanent,
+            ..Settings::default()
+        };
+        let h = start_sized(Some(lib.root().to_path_buf()), settings, false, size, scale);
+        let inside = |label: &str| {
+            let nodes: Vec<_> = h.get_all_by_label(label).collect();
+            assert!(!nodes.is_empty(), "{label} at {px:?} × {scale}");
+            for n in nodes {
+                let r = n.rect();
+                assert!(
+                    r.min.x >= 0.0 && r.max.x <= size.x,
+                    "{label} at {r:?} outside a window {size:?} wide ({px:?} px × {scale})"
+                );
+            }
+        };
+        for label in ["Name", "Status", "Actions", "Resume", "Delete", "Half"] {
+            inside(label);
+        }
+        assert!(
+            h.query_by_label("Source").is_none(),
+            "Source gives way first at {px:?} × {scale}"
+        );
+    }
 }

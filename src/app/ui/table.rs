@@ -170,60 +170,182 @@ fn cell(ui: &mut egui::Ui, text: impl Into<egui::WidgetText>) -> egui::Response 
     ui.add(egui::Label::new(text).selectable(false).truncate())
 }
 
-/// Draws the table.
+/// A column of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Name,
+    Provider,
+    Source,
+    Status,
+    Capabilities,
+    Format,
+    Size,
+    Modified,
+    Actions,
+}
+
+/// How a column is drawn and when it gives way.
+#[derive(Debug)]
+pub struct ColSpec {
+    /// Which column.
+    pub col: Col,
+    /// Its header.
+    pub title: &'static str,
+    /// The sort its header asks for.
+    pub sort: Option<SortKey>,
+    /// Width it starts with (points).
+    pub width: f32,
+    /// Narrowest it may be dragged to.
+    pub min: f32,
+    /// When the table is too narrow, columns with a higher rank are left out first; 0:
+    /// never left out (name, status and the row's actions).
+    pub gives_way: u8,
+}
+
+/// Every column, in order.
+pub const COLUMNS: [ColSpec; 9] = [
+    ColSpec {
+        col: Col::Name,
+        title: "Name",
+        sort: Some(SortKey::Name),
+        width: 220.0,
+        min: 80.0,
+        gives_way: 0,
+    },
+    ColSpec {
+        col: Col::Provider,
+        title: "Provider",
+        sort: Some(SortKey::Provider),
+        width: 100.0,
+        min: 50.0,
+        gives_way: 2,
+    },
+    ColSpec {
+        col: Col::Source,
+        title: "Source",
+        sort: Some(SortKey::Source),
+        width: 85.0,
+        min: 40.0,
+        gives_way: 6,
+    },
+    ColSpec {
+        col: Col::Status,
+        title: "Status",
+        sort: Some(SortKey::Status),
+        width: 95.0,
+        min: 60.0,
+        gives_way: 0,
+    },
+    ColSpec {
+        col: Col::Capabilities,
+        title: "Capabilities",
+        sort: Some(SortKey::Capabilities),
+        width: 140.0,
+        min: 60.0,
+        gives_way: 5,
+    },
+    ColSpec {
+        col: Col::Format,
+        title: "Format",
+        sort: Some(SortKey::Format),
+        width: 75.0,
+        min: 40.0,
+        gives_way: 4,
+    },
+    // Wide enough for a download's "11.2/400.0 MiB".
+    ColSpec {
+        col: Col::Size,
+        title: "Size",
+        sort: Some(SortKey::Size),
+        width: 105.0,
+        min: 50.0,
+        gives_way: 1,
+    },
+    ColSpec {
+        col: Col::Modified,
+        title: "Modified",
+        sort: Some(SortKey::Modified),
+        width: 120.0,
+        min: 60.0,
+        gives_way: 3,
+    },
+    ColSpec {
+        col: Col::Actions,
+        title: "Actions",
+        sort: None,
+        width: 130.0,
+        min: 130.0,
+        gives_way: 0,
+    },
+];
+
+/// Room a column takes besides its width (the spacing between columns).
+const COLUMN_GAP: f32 = 8.0;
+
+/// The columns that fit in `width` points: every one, or without those that give way
+/// first; the name narrows (down to its minimum) before anything else has to go. Returns
+/// the columns and the name's width.
+pub fn columns_for(width: f32) -> (Vec<&'static ColSpec>, f32) {
+    let mut shown: Vec<&ColSpec> = COLUMNS.iter().collect();
+    let need = |shown: &[&ColSpec], name: f32| -> f32 {
+        shown
+            .iter()
+            .map(|c| if c.col == Col::Name { name } else { c.width } + COLUMN_GAP)
+            .sum()
+    };
+    let name = &COLUMNS[0];
+    loop {
+        let rest = need(&shown, 0.0);
+        if rest + name.width <= width {
+            return (shown, name.width);
+        }
+        if rest + name.min <= width {
+            return (shown, width - rest);
+        }
+        let Some(pos) = shown
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.gives_way > 0)
+            .max_by_key(|(_, c)| c.gives_way)
+            .map(|(i, _)| i)
+        else {
+            return (shown, name.min);
+        };
+        shown.remove(pos);
+    }
+}
+
+/// Draws the table: the columns that fit (see [`columns_for`]), the rows that are visible.
 pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction> {
     let mut action = None;
     ui.style_mut().interaction.selectable_labels = false;
     let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
+    let (columns, name_width) = columns_for(ui.available_width());
+    // Each set of columns keeps its own widths (as the user dragged them).
+    let layout: u16 = columns.iter().fold(0, |m, c| m | 1 << (c.col as u16));
     let mut table = TableBuilder::new(ui)
-        .id_salt("models")
+        .id_salt(("models", layout))
         .striped(true)
         .resizable(true)
         .sense(Sense::click())
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-        .column(Column::initial(220.0).at_least(80.0).clip(true))
-        .column(Column::initial(100.0).at_least(50.0).clip(true))
-        .column(Column::initial(85.0).at_least(40.0).clip(true))
-        .column(Column::initial(95.0).at_least(60.0).clip(true))
-        .column(Column::initial(140.0).at_least(60.0).clip(true))
-        .column(Column::initial(75.0).at_least(40.0).clip(true))
-        // Wide enough for a download's "11.2/400.0 MiB".
-        .column(Column::initial(105.0).at_least(50.0).clip(true))
-        .column(Column::initial(120.0).at_least(60.0).clip(true))
-        .column(Column::remainder().at_least(130.0))
         .min_scrolled_height(0.0);
+    for c in &columns {
+        table = table.column(match c.col {
+            Col::Actions => Column::remainder().at_least(c.min),
+            Col::Name => Column::initial(name_width).at_least(c.min).clip(true),
+            _ => Column::initial(c.width).at_least(c.min).clip(true),
+        });
+    }
     if let Some(row) = input.scroll_to {
         table = table.scroll_to_row(row, None);
     }
-    let headers: [(&str, Option<SortKey>); 9] = [
-        ("Name", Some(SortKey::Name)),
-        ("Provider", Some(SortKey::Provider)),
-        ("Source", Some(SortKey::Source)),
-        ("Status", Some(SortKey::Status)),
-        ("Capabilities", Some(SortKey::Capabilities)),
-        ("Format", Some(SortKey::Format)),
-        ("Size", Some(SortKey::Size)),
-        ("Modified", Some(SortKey::Modified)),
-        ("Actions", None),
-    ];
     table
         .header(row_height + 2.0, |mut header| {
-            for (title, key) in headers {
+            for c in &columns {
                 header.col(|ui| {
-                    let sense = if key.is_some() {
-                        Sense::click()
-                    } else {
-                        Sense::hover()
-                    };
-                    let title =
-                        ui.add(egui::Label::new(RichText::new(title).strong()).sense(sense));
-                    if key == Some(input.sort) {
-                        sort_arrow(ui, input.ascending);
-                    }
-                    if let Some(key) = key
-                        && title.clicked()
-                    {
-                        action = Some(TableAction::Sort(key));
+                    if let Some(a) = header_ui(ui, c, input) {
+                        action = Some(a);
                     }
                 });
             }
@@ -234,88 +356,17 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                     return;
                 };
                 row.set_selected(input.selected == Some(m.id.as_str()));
-                row.col(|ui| {
-                    cell(ui, &m.name).on_hover_text(&m.id);
-                });
-                row.col(|ui| {
-                    cell(ui, m.provider.as_str());
-                });
-                row.col(|ui| {
-                    cell(ui, m.source.as_str());
-                });
                 let download = input
                     .downloads
                     .get(&m.id)
                     .filter(|p| !p.state.is_finished());
-                row.col(|ui| {
-                    if let Some(p) = download {
-                        ui.add(download_bar(p, ui.available_width()))
-                            .on_hover_text(crate::util::progress_summary(p));
-                        return;
-                    }
-                    let text = RichText::new(m.status.as_str()).color(status_color(m.status));
-                    let label = cell(ui, text);
-                    if let Some(err) = &m.error {
-                        label.on_hover_text(err);
-                    }
-                });
-                row.col(|ui| {
-                    cell(ui, m.capabilities.join(", "));
-                });
-                row.col(|ui| {
-                    let text = match (
-                        &m.format,
-                        m.metadata.as_ref().and_then(|d| d.quantization.as_ref()),
-                    ) {
-                        (Some(f), Some(q)) => format!("{f} {q}"),
-                        (Some(f), None) => f.to_string(),
-                        (None, Some(q)) => q.clone(),
-                        (None, None) => String::new(),
-                    };
-                    let label = cell(ui, text);
-                    if let Some(meta) = &m.metadata {
-                        label.on_hover_text(metadata_summary(meta));
-                    }
-                });
-                row.col(|ui| {
-                    match download {
-                        // Bytes so far, of how many, while it downloads.
-                        Some(p) => cell(ui, crate::util::bytes_of(p.bytes_done, p.bytes_total))
-                            .on_hover_text(crate::util::progress_summary(p)),
-                        None => cell(ui, size_text(m)),
-                    };
-                });
-                row.col(|ui| {
-                    cell(ui, m.modified.map(format_time).unwrap_or_default());
-                });
-                row.col(|ui| {
-                    if m.source != LIBRARY_SOURCE {
-                        ui.weak("read-only").on_hover_text(format!(
-                            "In the {} store: listed, never changed by this app",
-                            m.source
-                        ));
-                        return;
-                    }
-                    if download.is_some() || m.status == ModelStatus::Downloading {
-                        if ui.small_button("Cancel").clicked() {
-                            action = Some(TableAction::CancelDownload(m.id.clone()));
+                for c in &columns {
+                    row.col(|ui| {
+                        if let Some(a) = cell_ui(ui, c.col, m, download) {
+                            action = Some(a);
                         }
-                        return;
-                    }
-                    if can_download(m) {
-                        let label = if m.status == ModelStatus::Partial {
-                            "Resume"
-                        } else {
-                            "Download"
-                        };
-                        if ui.small_button(label).clicked() {
-                            action = Some(TableAction::Download(m.id.clone()));
-                        }
-                    }
-                    if can_delete(m) && ui.small_button("Delete").clicked() {
-                        action = Some(TableAction::Delete(m.id.clone()));
-                    }
-                });
+                    });
+                }
                 let response = row.response();
                 if action.is_none() && (response.clicked() || response.secondary_clicked()) {
                     action = Some(TableAction::Select(m.id.clone()));
@@ -327,5 +378,125 @@ pub fn table_ui(ui: &mut egui::Ui, input: &TableInput<'_>) -> Option<TableAction
                 });
             });
         });
+    action
+}
+
+/// One column's header: its title (a click sorts by it) and the sort arrow.
+fn header_ui(ui: &mut egui::Ui, c: &ColSpec, input: &TableInput<'_>) -> Option<TableAction> {
+    let sense = if c.sort.is_some() {
+        Sense::click()
+    } else {
+        Sense::hover()
+    };
+    let title = ui.add(egui::Label::new(RichText::new(c.title).strong()).sense(sense));
+    if c.sort == Some(input.sort) {
+        sort_arrow(ui, input.ascending);
+    }
+    c.sort.filter(|_| title.clicked()).map(TableAction::Sort)
+}
+
+/// One cell of a row.
+fn cell_ui(
+    ui: &mut egui::Ui,
+    col: Col,
+    m: &ModelInfo,
+    download: Option<&DownloadProgress>,
+) -> Option<TableAction> {
+    match col {
+        Col::Name => {
+            cell(ui, m.name.as_str()).on_hover_text(&m.id);
+        }
+        Col::Provider => {
+            cell(ui, m.provider.as_str());
+        }
+        Col::Source => {
+            cell(ui, m.source.as_str());
+        }
+        Col::Status => status_cell_ui(ui, m, download),
+        Col::Capabilities => {
+            cell(ui, m.capabilities.join(", "));
+        }
+        Col::Format => format_cell_ui(ui, m),
+        Col::Size => {
+            match download {
+                // Bytes so far, of how many, while it downloads.
+                Some(p) => cell(ui, crate::util::bytes_of(p.bytes_done, p.bytes_total))
+                    .on_hover_text(crate::util::progress_summary(p)),
+                None => cell(ui, size_text(m)),
+            };
+        }
+        Col::Modified => {
+            cell(ui, m.modified.map(format_time).unwrap_or_default());
+        }
+        Col::Actions => return actions_cell_ui(ui, m, download),
+    }
+    None
+}
+
+/// The status, or a download's progress bar.
+fn status_cell_ui(ui: &mut egui::Ui, m: &ModelInfo, download: Option<&DownloadProgress>) {
+    if let Some(p) = download {
+        ui.add(download_bar(p, ui.available_width()))
+            .on_hover_text(crate::util::progress_summary(p));
+        return;
+    }
+    let text = RichText::new(m.status.as_str()).color(status_color(m.status));
+    let label = cell(ui, text);
+    if let Some(err) = &m.error {
+        label.on_hover_text(err);
+    }
+}
+
+/// The format, with the quantization the header gives, the header's summary on hover.
+fn format_cell_ui(ui: &mut egui::Ui, m: &ModelInfo) {
+    let text = match (
+        &m.format,
+        m.metadata.as_ref().and_then(|d| d.quantization.as_ref()),
+    ) {
+        (Some(f), Some(q)) => format!("{f} {q}"),
+        (Some(f), None) => f.to_string(),
+        (None, Some(q)) => q.clone(),
+        (None, None) => String::new(),
+    };
+    let label = cell(ui, text);
+    if let Some(meta) = &m.metadata {
+        label.on_hover_text(metadata_summary(meta));
+    }
+}
+
+/// The row's buttons: cancel a download; download or resume; delete. A store's row says it
+/// is read-only.
+fn actions_cell_ui(
+    ui: &mut egui::Ui,
+    m: &ModelInfo,
+    download: Option<&DownloadProgress>,
+) -> Option<TableAction> {
+    if m.source != LIBRARY_SOURCE {
+        ui.weak("read-only").on_hover_text(format!(
+            "In the {} store: listed, never changed by this app",
+            m.source
+        ));
+        return None;
+    }
+    if download.is_some() || m.status == ModelStatus::Downloading {
+        return ui
+            .small_button("Cancel")
+            .clicked()
+            .then(|| TableAction::CancelDownload(m.id.clone()));
+    }
+    let mut action = None;
+    if can_download(m) {
+        let label = if m.status == ModelStatus::Partial {
+            "Resume"
+        } else {
+            "Download"
+        };
+        if ui.small_button(label).clicked() {
+            action = Some(TableAction::Download(m.id.clone()));
+        }
+    }
+    if can_delete(m) && ui.small_button("Delete").clicked() {
+        action = Some(TableAction::Delete(m.id.clone()));
+    }
     action
 }
