@@ -98,4 +98,27 @@ xdotool mousemove --window "$WIN" 120 101 click 1
 shot download-in-progress 3
 SESSION
 xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/session.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
+
+# Small windows: 900x600 at scale 1, and 1000x650 at scale 1.5 (columns give way).
+cat > "$WORK/small.sh" <<'SMALL'
+set -euo pipefail
+BIN=$1; LIB=$2; OUT=$3; W=$4; H=$5; NAME=$6
+export XDG_CONFIG_HOME=$(dirname "$LIB")/config-small XDG_DATA_HOME=$(dirname "$LIB")/data
+unset WAYLAND_DISPLAY
+"$BIN" --library "$LIB" &
+APP=$!
+trap 'kill $APP 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  WIN=$(xdotool search --onlyvisible --name "Model Library" 2>/dev/null | head -1 || true)
+  [ -n "$WIN" ] && break
+  sleep 0.1
+done
+[ -n "$WIN" ] || { echo "window did not appear" >&2; exit 1; }
+xdotool windowmove "$WIN" 0 0 || true
+xdotool windowsize "$WIN" "$W" "$H" || true
+sleep 3
+import -window root -crop "${W}x${H}+0+0" +repage "$OUT/$NAME.png"
+SMALL
+xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/small.sh" "$BIN" "$WORK/library" "$PWD/screenshots" 900 600 small-window
+WINIT_X11_SCALE_FACTOR=1.5 xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/small.sh" "$BIN" "$WORK/library" "$PWD/screenshots" 1000 650 scaled-1.5
 ls -1 screenshots/*.png

@@ -89,7 +89,7 @@ pub fn toolbar_ui(
     text: ToolbarText<'_>,
 ) -> Option<ToolbarAction> {
     let mut action = None;
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.strong("Library");
         let path_edit = ui.add(
             egui::TextEdit::singleline(text.typed_path)
@@ -170,7 +170,7 @@ pub fn toolbar_ui(
             action = Some(ToolbarAction::SetTheme(theme));
         }
     });
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         let search = ui.add(
             egui::TextEdit::singleline(text.search)
                 .hint_text("Search name, id, description (Ctrl+F)")
