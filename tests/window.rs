@@ -119,6 +119,13 @@ fn first_listing_fills_in() {
     assert!(h.query_by_label("Llama Chat").is_some());
     let info = h.state().cache_info().unwrap();
     assert_eq!(info.service_cache.cached_model_count, 4);
+    for plot in [
+        "Requests per 10 s (last 5 min)",
+        "Request latency (ms, log scale)",
+        "Cache age (s): new listings, TTL expiries",
+    ] {
+        assert!(h.query_by_label(plot).is_some(), "{plot}");
+    }
 }
 
 #[test]

@@ -78,7 +78,6 @@ pub struct ModelLibraryApp {
     pub settings: Settings,
     stores_allowed: bool,
     worker: Worker,
-    started: Instant,
 
     open_req: Option<Promise<Response>>,
     list_req: Option<Promise<Response>>,
@@ -102,6 +101,8 @@ pub struct ModelLibraryApp {
     total_bytes: Option<u64>,
     cache: Option<CacheInfo>,
     history: VecDeque<Sample>,
+    /// When each listing the cache held was installed (unix seconds), for the age plot.
+    installed: VecDeque<f64>,
     stale_rows: bool,
     revalidating: bool,
     notices: Vec<Notice>,
@@ -153,7 +154,6 @@ impl ModelLibraryApp {
             settings,
             stores_allowed: options.stores,
             worker,
-            started: Instant::now(),
             open_req: None,
             list_req: None,
             list_queued: None,
@@ -174,6 +174,7 @@ impl ModelLibraryApp {
             total_bytes: None,
             cache: None,
             history: VecDeque::new(),
+            installed: VecDeque::new(),
             stale_rows: false,
             revalidating: false,
             notices: Vec::new(),
@@ -308,6 +309,14 @@ impl ModelLibraryApp {
     /// Keeps the latest cache info and announces what it says about the library.
     fn set_cache_info(&mut self, info: CacheInfo) {
         self.announce_library_state(&info);
+        if let Some(ts) = info.service_cache.cache_timestamp
+            && self.installed.back() != Some(&ts)
+        {
+            self.installed.push_back(ts);
+            while self.installed.len() > HISTORY_LEN {
+                self.installed.pop_front();
+            }
+        }
         self.cache = Some(info);
     }
 
@@ -393,7 +402,7 @@ impl ModelLibraryApp {
                     elapsed,
                     cache,
                 })) => {
-                    self.record_sample(cache_hit, elapsed.as_secs_f64() * 1000.0, &cache);
+                    self.record_sample(cache_hit, elapsed.as_secs_f64() * 1000.0);
                     self.set_cache_info(*cache);
                     self.set_view(view);
                     self.stale_rows = false;
@@ -608,13 +617,11 @@ impl ModelLibraryApp {
         );
     }
 
-    fn record_sample(&mut self, cache_hit: bool, latency_ms: f64, cache: &CacheInfo) {
+    fn record_sample(&mut self, cache_hit: bool, latency_ms: f64) {
         self.history.push_back(Sample {
-            t: self.started.elapsed().as_secs_f64(),
+            at: unix_seconds(SystemTime::now()),
             latency_ms,
             cache_hit,
-            service_hit_rate: cache.service_cache.hit_rate,
-            view_hit_rate: cache.api_cache.hit_rate,
         });
         while self.history.len() > HISTORY_LEN {
             self.history.pop_front();
@@ -1015,6 +1022,7 @@ impl ModelLibraryApp {
                             info: self.cache.as_ref(),
                             now,
                             history: &self.history,
+                            installed: &self.installed,
                             refreshing,
                         },
                         &mut self.ttl_slider,

@@ -1,31 +1,17 @@
 //! The cache panel: valid/stale badge with the reason, cache age filling toward the TTL, the
 //! TTL slider (logarithmic, 30 s – 3600 s), both levels' hits/misses/hit rate, last scan
-//! duration, keys, stamps, and a live plot of hit rate and request latency.
+//! duration, keys, stamps, and plots over the last five minutes (see `cache_plots`).
 
 use std::collections::VecDeque;
 
 use egui::{Color32, RichText};
-use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
+pub use crate::app::ui::cache_plots::Sample;
+use crate::app::ui::cache_plots::cache_plots_ui;
 use crate::app::ui::{RefreshButton, refresh_buttons_ui};
 use crate::library::CacheInfo;
 use crate::library::{TTL_MAX_SECS, TTL_MIN_SECS};
 use crate::util::format_time;
-
-/// One listing request, for the plot.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    /// Seconds since the window opened.
-    pub t: f64,
-    /// Time the service took, milliseconds.
-    pub latency_ms: f64,
-    /// Whether the view cache answered.
-    pub cache_hit: bool,
-    /// Service-cache hit rate after the request.
-    pub service_hit_rate: Option<f64>,
-    /// View-cache hit rate after the request.
-    pub view_hit_rate: Option<f64>,
-}
 
 /// What the user asked for in the cache panel.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,8 +30,10 @@ pub struct CachePanelInput<'a> {
     pub info: Option<&'a CacheInfo>,
     /// Wall-clock now, unix seconds (the age is computed live from it).
     pub now: f64,
-    /// Request history for the plot.
+    /// Request history for the plots.
     pub history: &'a VecDeque<Sample>,
+    /// When each listing was installed (unix seconds, oldest first), for the age plot.
+    pub installed: &'a VecDeque<f64>,
     /// Whether a refresh is running (the refresh buttons wait for it).
     pub refreshing: bool,
 }
@@ -248,58 +236,14 @@ pub fn cache_panel_ui(
     }
 
     ui.separator();
-    history_plots(ui, input.history);
+    cache_plots_ui(
+        ui,
+        input.history,
+        input.installed,
+        input.now,
+        s.cache_ttl_seconds as f64,
+    );
     action
-}
-
-fn history_plots(ui: &mut egui::Ui, history: &VecDeque<Sample>) {
-    ui.label(RichText::new("Hit rate").strong());
-    let line = |name: &str, pick: fn(&Sample) -> Option<f64>| {
-        let points: PlotPoints = history
-            .iter()
-            .filter_map(|s| pick(s).map(|r| [s.t, r * 100.0]))
-            .collect();
-        Line::new(name.to_string(), points)
-    };
-    Plot::new("hit_rate_plot")
-        .height(110.0)
-        .include_y(0.0)
-        .include_y(100.0)
-        .allow_drag(false)
-        .allow_zoom(false)
-        .allow_scroll(false)
-        .legend(Legend::default())
-        .show(ui, |plot| {
-            plot.line(line("service %", |s| s.service_hit_rate));
-            plot.line(line("view %", |s| s.view_hit_rate));
-        });
-    ui.label(RichText::new("Request latency (ms)").strong());
-    let points = |hit: bool| -> PlotPoints {
-        history
-            .iter()
-            .filter(|s| s.cache_hit == hit)
-            .map(|s| [s.t, s.latency_ms])
-            .collect()
-    };
-    Plot::new("latency_plot")
-        .height(110.0)
-        .include_y(0.0)
-        .allow_drag(false)
-        .allow_zoom(false)
-        .allow_scroll(false)
-        .legend(Legend::default())
-        .show(ui, |plot| {
-            plot.points(
-                Points::new("hits", points(true))
-                    .radius(3.0)
-                    .color(Color32::from_rgb(60, 170, 90)),
-            );
-            plot.points(
-                Points::new("misses", points(false))
-                    .radius(3.0)
-                    .color(Color32::from_rgb(220, 70, 60)),
-            );
-        });
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! intent as an action enum; `app.rs` applies it. Panels never talk to the worker.
 
 pub mod cache_panel;
+pub mod cache_plots;
 pub mod details;
 pub mod dialogs;
 pub mod import;
