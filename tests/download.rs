@@ -442,3 +442,78 @@ fn cli_download_reports_progress_and_result() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model \"ghost\""));
 }
+
+/// Reads `child`'s `stream` until `wanted` appears in it (bounded), then kills the child.
+fn read_until(
+    mut child: std::process::Child,
+    stream: impl std::io::Read + Send + 'static,
+    wanted: &'static str,
+) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stream = stream;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(wanted) && std::time::Instant::now() < deadline {
+        if let Ok(bytes) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen.extend(bytes);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// `download` on a terminal draws a bar (bytes of the total, speed, time left); into a pipe
+/// it writes plain lines instead.
+#[test]
+fn cli_download_progress_is_a_bar_on_a_terminal_and_lines_in_a_pipe() {
+    let lib = TestLib::new();
+    let server = TestServer::start();
+    server.route("/w", payload(50_000), Behavior::StallAfter(20_000));
+    lib.registry(
+        &json!({"version": 1, "models": [
+            {"id": "slow", "files": [{"path": "w", "url": server.url("/w"), "size": 50_000}]},
+        ]})
+        .to_string(),
+    );
+    let bin = env!("CARGO_BIN_EXE_model-library");
+    let root = lib.root().to_str().unwrap().to_string();
+
+    // A pipe: a plain line, no bar.
+    let mut child = std::process::Command::new(bin)
+        .args(["--library", &root, "download", "slow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let text = read_until(child, stderr, "19.5 KiB / 48.8 KiB");
+    assert!(text.contains("19.5 KiB / 48.8 KiB"), "{text}");
+    assert!(!text.contains('\r'), "nothing redrawn in a pipe: {text:?}");
+
+    // A terminal (`script` gives the command one): indicatif's bar, redrawn in place (the
+    // download resumes from the 20 000 bytes the first run kept).
+    let command = format!("'{bin}' --library '{root}' download slow");
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script (util-linux) runs the command on a terminal");
+    let stdout = child.stdout.take().unwrap();
+    let text = read_until(child, stdout, "39.06 KiB/48.83 KiB");
+    assert!(
+        text.contains("39.06 KiB/48.83 KiB"),
+        "{:?}",
+        &text[..text.len().min(400)]
+    );
+    assert!(text.contains('\r'), "redrawn on a terminal");
+}

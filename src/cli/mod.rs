@@ -2,6 +2,8 @@
 //! without a window. A thin shell over [`ModelLibraryService`]: it opens the library, calls
 //! the service once, and prints. Exit status: 0 done, 1 failed, 2 bad usage (clap).
 
+mod progress;
+
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -180,10 +182,12 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
         };
         return crate::server::serve_blocking(library, options, sources).map_err(Error::msg);
     }
+    let scan_progress = std::sync::Arc::new(crate::library::ScanProgress::default());
     let mut service = ModelLibraryService::new(
         library,
         ServiceOptions {
             sources: sources.clone(),
+            progress: std::sync::Arc::clone(&scan_progress),
             ..ServiceOptions::default()
         },
     )?;
@@ -191,7 +195,10 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
     // ~217 000 `write` calls for 10 000 models as pretty JSON).
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let done = match command {
-        Command::List(args) => list(&mut service, &args, &mut out),
+        Command::List(args) => {
+            let _bar = progress::ScanBar::start(scan_progress);
+            list(&mut service, &args, &mut out)
+        }
         Command::CacheInfo(args) => {
             // A fresh process has only what the last run saved: report that.
             service.warm_start();
@@ -199,7 +206,10 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
         }
         Command::Delete(args) => delete(&mut service, &args, &mut out),
         Command::Download(args) => download(&mut service, &args, &mut out),
-        Command::Usage(args) => usage(&mut service, &sources, args.json, &mut out),
+        Command::Usage(args) => {
+            let _bar = progress::ScanBar::start(scan_progress);
+            usage(&mut service, &sources, args.json, &mut out)
+        }
         Command::Import(args) => import(&mut service, &args, &mut out),
         Command::Serve(_) => unreachable!("handled above"),
     };
@@ -414,32 +424,19 @@ fn download(
     args: &DownloadArgs,
     out: &mut impl Write,
 ) -> Result<()> {
-    use std::io::IsTerminal;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     service.start_download(&args.id)?;
     let board = service.download_board();
-    let tty = io::stderr().is_terminal();
-    let mut last_line = Instant::now();
+    let mut bar = progress::DownloadBar::new();
     let event = loop {
         if let Some(event) = service.wait_download(Duration::from_millis(200)) {
             break event;
         }
-        if let Some(p) = board.get(&args.id)
-            && (tty || last_line.elapsed() >= Duration::from_secs(5))
-        {
-            last_line = Instant::now();
-            let mut err = io::stderr().lock();
-            let line = crate::util::progress_line(&p);
-            if tty {
-                let _ = write!(err, "\r{line:<100}");
-            } else {
-                let _ = writeln!(err, "{line}");
-            }
+        if let Some(p) = board.get(&args.id) {
+            bar.show(&p);
         }
     };
-    if tty {
-        eprintln!();
-    }
+    bar.finish();
     match event.result {
         Ok(fetched) => {
             writeln!(

@@ -1,0 +1,143 @@
+//! Progress on stderr for the commands that wait: a bar for a scan and for a download
+//! (indicatif) when stderr is a terminal; plain lines every few seconds when it is not (a
+//! log, a pipe), so nothing there is redrawn in place. Touches nothing but stderr.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::library::{DownloadProgress, ScanProgress};
+
+/// A scan that has run this long gets a bar (a quick listing shows none).
+const SHOW_AFTER: Duration = Duration::from_millis(500);
+
+/// Lines written at most this often when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// A bar that follows a scan's progress from a thread of its own until dropped.
+pub struct ScanBar {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ScanBar {
+    /// Follows `progress` while the caller scans (nothing when stderr is not a terminal:
+    /// a scan takes seconds at most, and its result says the rest).
+    pub fn start(progress: Arc<ScanProgress>) -> Option<ScanBar> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("scan-progress".into())
+            .spawn(move || follow_scan(&progress, &flag))
+            .ok()?;
+        Some(ScanBar {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ScanBar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn follow_scan(progress: &ScanProgress, stop: &AtomicBool) {
+    let started = Instant::now();
+    let mut bar: Option<ProgressBar> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let reading = progress.read();
+        if reading.running && started.elapsed() >= SHOW_AFTER {
+            let bar = bar.get_or_insert_with(|| {
+                let b = ProgressBar::with_draw_target(
+                    Some(reading.total),
+                    ProgressDrawTarget::stderr(),
+                );
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "scanning {bar:30} {pos}/{len} models  {per_sec}  ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b
+            });
+            bar.set_length(reading.total);
+            bar.set_position(reading.done);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+/// A download's progress: a bar on a terminal, else a line every few seconds.
+pub struct DownloadBar {
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+impl DownloadBar {
+    /// Progress for a download about to start.
+    pub fn new() -> DownloadBar {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes}  {bytes_per_sec}  ETA {eta}  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        });
+        DownloadBar {
+            bar,
+            last_line: None,
+        }
+    }
+
+    /// Shows `p`.
+    pub fn show(&mut self, p: &DownloadProgress) {
+        match &self.bar {
+            Some(bar) => {
+                if let Some(total) = p.bytes_total {
+                    bar.set_length(total);
+                }
+                bar.set_position(p.bytes_done);
+                bar.set_message(format!(
+                    "file {}/{}",
+                    (p.files_done + 1).min(p.files_total),
+                    p.files_total
+                ));
+            }
+            None => {
+                if self.last_line.is_none_or(|t| t.elapsed() >= LINE_EVERY) {
+                    self.last_line = Some(Instant::now());
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "{}",
+                        crate::util::progress_line(p)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Takes the bar off the terminal.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
