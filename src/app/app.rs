@@ -2,6 +2,8 @@
 //! requests, and applies the worker's replies. Never touches the file system and never
 //! waits: every request is a `Promise` polled once per frame.
 
+mod frame;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -115,8 +117,6 @@ pub struct ModelLibraryApp {
     ttl_slider: f64,
     focus_search: bool,
     selected: Option<String>,
-    /// The theme changed and is to be applied to the context in this frame.
-    theme_changed: bool,
     /// A row (position in `order`) the table scrolls to in the next frame, once: set when
     /// the keyboard moves the selection.
     scroll_to: Option<usize>,
@@ -184,7 +184,6 @@ impl ModelLibraryApp {
             focus_search: false,
             selected: None,
             scroll_to: None,
-            theme_changed: false,
             delete: None,
             opener_failures: Arc::default(),
             stores_draft: None,
@@ -359,120 +358,37 @@ impl ModelLibraryApp {
     }
 
     /// Polls every promise once; applies what arrived.
+    /// Takes the worker's replies that arrived and handles each in [`Self::answer`], then
+    /// what follows from them (a queued listing, ended downloads, watched changes, the file
+    /// dialogs' answers). Never waits.
     fn poll_worker(&mut self, ctx: &egui::Context) {
-        if let Some(p) = self.open_req.take() {
-            match p.try_take() {
-                Err(p) => self.open_req = Some(p),
-                Ok(Ok(Reply::Opened {
-                    library,
-                    ttl_secs,
-                    warm,
-                })) => {
-                    ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
-                        "Model Library — {}",
-                        library.display_name()
-                    )));
-                    self.settings.ttl_secs = ttl_secs;
-                    self.ttl_slider = ttl_secs as f64;
-                    self.library = Some(library);
-                    self.view = None;
-                    self.selected = None;
-                    self.stale_rows = false;
-                    self.list_queued = None;
-                    if let Some(listing) = warm {
-                        // Shown at once; the first listing below revalidates it.
-                        self.revalidating = true;
-                        self.set_view(View::filter(listing, &self.query()));
-                    }
-                    self.request_list(false);
-                }
-                Ok(Ok(other)) => self.unexpected(&other),
-                Ok(Err(e)) => {
-                    self.notify(Level::Error, format!("Cannot open the library: {e}"));
-                    self.list_queued = None;
-                }
-            }
-        }
-        if let Some(p) = self.list_req.take() {
-            match p.try_take() {
-                Err(p) => self.list_req = Some(p),
-                Ok(Ok(Reply::Listed {
-                    view,
-                    cache_hit,
-                    elapsed,
-                    cache,
-                })) => {
-                    self.record_sample(cache_hit, elapsed.as_secs_f64() * 1000.0);
-                    self.set_cache_info(*cache);
-                    self.set_view(view);
-                    self.stale_rows = false;
-                    self.revalidating = false;
-                    // What made an earlier listing fail is over.
-                    self.notices.retain(|n| n.about != About::Listing);
-                }
-                Ok(Ok(other)) => self.unexpected(&other),
-                Ok(Err(e)) => {
-                    self.stale_rows = self.view.is_some();
-                    self.notify_about(Level::Error, About::Listing, e);
-                }
-            }
-            if self.list_req.is_none()
-                && let Some(force) = self.list_queued.take()
-            {
-                self.request_list(force);
-            }
-        }
-        if let Some(p) = self.info_req.take() {
-            match p.try_take() {
-                Err(p) => self.info_req = Some(p),
-                Ok(Ok(Reply::CacheInfo(info))) => {
-                    self.set_cache_info(*info);
-                    self.maybe_auto_relist();
-                }
-                Ok(Ok(other)) => self.unexpected(&other),
-                Ok(Err(_)) => {} // no library open yet: nothing to show
-            }
-        }
+        let mut answers: Vec<(Asked, Response)> = Vec::new();
+        answers.extend(ready(&mut self.open_req).map(|r| (Asked::Open, r)));
+        answers.extend(ready(&mut self.list_req).map(|r| (Asked::List, r)));
+        answers.extend(ready(&mut self.info_req).map(|r| (Asked::Info, r)));
         if let Some((op, p)) = self.op_req.take() {
             match p.try_take() {
                 Err(p) => self.op_req = Some((op, p)),
-                Ok(result) => self.finish_op(op, result),
+                Ok(r) => answers.push((Asked::Op(op), r)),
             }
         }
         let mut still = Vec::new();
         for p in std::mem::take(&mut self.download_reqs) {
             match p.try_take() {
                 Err(p) => still.push(p),
-                Ok(Ok(Reply::DownloadStarted(_))) => self.request_list(false),
-                Ok(Ok(Reply::DownloadCancelled { .. })) => {}
-                Ok(Ok(Reply::Imported(outcome))) => {
-                    self.notify(
-                        Level::Info,
-                        format!(
-                            "Imported {} ({} files, {}).",
-                            outcome.id,
-                            outcome.files,
-                            crate::util::human_bytes(outcome.bytes)
-                        ),
-                    );
-                    self.selected = Some(outcome.id);
-                    self.request_list(false);
-                }
-                Ok(Ok(Reply::PartialDiscarded { id, freed })) => {
-                    self.notify(
-                        Level::Info,
-                        format!(
-                            "Partial download of {id} discarded; {} freed.",
-                            crate::util::human_bytes(freed)
-                        ),
-                    );
-                    self.request_list(false);
-                }
-                Ok(Ok(other)) => self.unexpected(&other),
-                Ok(Err(e)) => self.notify(Level::Error, e),
+                Ok(r) => answers.push((Asked::Background, r)),
             }
         }
         self.download_reqs = still;
+        answers.extend(ready(&mut self.files_req).map(|r| (Asked::Files, r)));
+        for (asked, response) in answers {
+            self.answer(asked, response, ctx);
+        }
+        if self.list_req.is_none()
+            && let Some(force) = self.list_queued.take()
+        {
+            self.request_list(force);
+        }
         self.poll_download_board();
         // The watcher changed the library: list again (a view-cache miss on a fresh listing).
         let generation = self.worker.generation();
@@ -482,16 +398,104 @@ impl ModelLibraryApp {
                 self.request_list(false);
             }
         }
-        if let Some(p) = self.files_req.take() {
-            match p.try_take() {
-                Err(p) => self.files_req = Some(p),
-                Ok(Ok(Reply::Files { id, files, more })) => {
-                    self.files = Some(FileList { id, files, more })
+        self.poll_pickers();
+    }
+
+    /// Handles one reply of the worker, by what was asked; a failure too.
+    fn answer(&mut self, asked: Asked, response: Response, ctx: &egui::Context) {
+        match (asked, response) {
+            (
+                Asked::Open,
+                Ok(Reply::Opened {
+                    library,
+                    ttl_secs,
+                    warm,
+                }),
+            ) => {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
+                    "Model Library — {}",
+                    library.display_name()
+                )));
+                self.settings.ttl_secs = ttl_secs;
+                self.ttl_slider = ttl_secs as f64;
+                self.library = Some(library);
+                self.view = None;
+                self.selected = None;
+                self.stale_rows = false;
+                self.list_queued = None;
+                if let Some(listing) = warm {
+                    // Shown at once; the first listing below revalidates it.
+                    self.revalidating = true;
+                    self.set_view(View::filter(listing, &self.query()));
                 }
-                Ok(Ok(other)) => self.unexpected(&other),
-                Ok(Err(e)) => self.notify(Level::Error, e),
+                self.request_list(false);
             }
+            (Asked::Open, Err(e)) => {
+                self.notify(Level::Error, format!("Cannot open the library: {e}"));
+                self.list_queued = None;
+            }
+            (
+                Asked::List,
+                Ok(Reply::Listed {
+                    view,
+                    cache_hit,
+                    elapsed,
+                    cache,
+                }),
+            ) => {
+                self.record_sample(cache_hit, elapsed.as_secs_f64() * 1000.0);
+                self.set_cache_info(*cache);
+                self.set_view(view);
+                self.stale_rows = false;
+                self.revalidating = false;
+                // What made an earlier listing fail is over.
+                self.notices.retain(|n| n.about != About::Listing);
+            }
+            (Asked::List, Err(e)) => {
+                self.stale_rows = self.view.is_some();
+                self.notify_about(Level::Error, About::Listing, e);
+            }
+            (Asked::Info, Ok(Reply::CacheInfo(info))) => {
+                self.set_cache_info(*info);
+                self.maybe_auto_relist();
+            }
+            (Asked::Info, Err(_)) => {} // no library open yet: nothing to show
+            (Asked::Op(op), result) => self.finish_op(op, result),
+            (Asked::Background, Ok(Reply::DownloadStarted(_))) => self.request_list(false),
+            (Asked::Background, Ok(Reply::DownloadCancelled { .. })) => {}
+            (Asked::Background, Ok(Reply::Imported(outcome))) => {
+                self.notify(
+                    Level::Info,
+                    format!(
+                        "Imported {} ({} files, {}).",
+                        outcome.id,
+                        outcome.files,
+                        crate::util::human_bytes(outcome.bytes)
+                    ),
+                );
+                self.selected = Some(outcome.id);
+                self.request_list(false);
+            }
+            (Asked::Background, Ok(Reply::PartialDiscarded { id, freed })) => {
+                self.notify(
+                    Level::Info,
+                    format!(
+                        "Partial download of {id} discarded; {} freed.",
+                        crate::util::human_bytes(freed)
+                    ),
+                );
+                self.request_list(false);
+            }
+            (Asked::Files, Ok(Reply::Files { id, files, more })) => {
+                self.files = Some(FileList { id, files, more })
+            }
+            (_, Ok(other)) => self.unexpected(&other),
+            (_, Err(e)) => self.notify(Level::Error, e),
         }
+    }
+
+    /// The file dialogs' answers (folder to open, file to import).
+    fn poll_pickers(&mut self) {
         if let Some(p) = self.import_picker.take() {
             match p.try_take() {
                 Err(p) => self.import_picker = Some(p),
@@ -843,7 +847,7 @@ impl ModelLibraryApp {
         self.start_op(Op::Refresh, Request::Refresh);
     }
 
-    fn apply_toolbar(&mut self, action: ToolbarAction) {
+    fn apply_toolbar(&mut self, action: ToolbarAction, ctx: &egui::Context) {
         match action {
             ToolbarAction::Refresh => self.refresh(),
             ToolbarAction::ForceRefresh => self.request_list(true),
@@ -899,7 +903,7 @@ impl ModelLibraryApp {
             }
             ToolbarAction::SetTheme(theme) => {
                 self.settings.theme = theme;
-                self.theme_changed = true;
+                ctx.set_theme(theme.preference());
             }
         }
     }
@@ -946,268 +950,6 @@ impl ModelLibraryApp {
                 let id = m.id.clone();
                 self.ask_delete(id);
             }
-        }
-    }
-
-    /// Draws one frame.
-    fn frame_ui(&mut self, ui: &mut egui::Ui) {
-        let ctx = ui.ctx().clone();
-        self.shortcuts(&ctx);
-        let now = unix_seconds(SystemTime::now());
-        let busy = self.open_req.is_some() || self.list_req.is_some() || self.op_req.is_some();
-        let refreshing = matches!(self.op_req, Some((Op::Refresh, _)));
-
-        let root = self
-            .library
-            .as_ref()
-            .map(|l| l.root().display().to_string());
-        let mut toolbar_action = None;
-        let now_instant = Instant::now();
-        self.notices.retain(|n| n.current(now_instant));
-        let notice_action = notices_ui(&ctx, &self.notices);
-        egui::Panel::top("toolbar").show(ui, |ui| {
-            ui.add_space(4.0);
-            toolbar_action = toolbar_ui(
-                ui,
-                &ToolbarInput {
-                    library: root.as_deref(),
-                    refreshing,
-                    picking: self.picker.is_some() || self.import_picker.is_some(),
-                    providers: &self.providers,
-                    capabilities: &self.capabilities,
-                    sources: &self.sources,
-                    source: self.settings.source.as_deref(),
-                    provider: self.settings.provider.as_deref(),
-                    status: self.settings.status,
-                    capability: self.settings.capability.as_deref(),
-                    quick: self.settings.quick,
-                    stores: self.stores_allowed.then_some(self.settings.other_stores),
-                    focus_search: std::mem::take(&mut self.focus_search),
-                    theme: self.settings.theme,
-                },
-                ToolbarText {
-                    search: &mut self.search,
-                    typed_path: &mut self.typed_path,
-                },
-            );
-            ui.add_space(2.0);
-        });
-
-        let progress = self.worker.progress().read();
-        egui::Panel::bottom("status").show(ui, |ui| {
-            status_bar_ui(
-                ui,
-                &StatusInput {
-                    counts: &self.counts,
-                    total_bytes: self.total_bytes,
-                    shown: self.order.len(),
-                    total: self.view.as_ref().map_or(0, |v| v.listing.models.len()),
-                    progress: progress.running.then_some(progress),
-                    stale: self.stale_rows,
-                    revalidating: self.revalidating,
-                },
-            );
-        });
-
-        let mut cache_action = None;
-        egui::Panel::right("cache_panel")
-            .resizable(true)
-            .default_size(320.0)
-            .size_range(240.0..=480.0)
-            .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| {
-                    cache_action = cache_panel_ui(
-                        ui,
-                        &CachePanelInput {
-                            info: self.cache.as_ref(),
-                            now,
-                            history: &self.history,
-                            installed: &self.installed,
-                            refreshing,
-                        },
-                        &mut self.ttl_slider,
-                    );
-                });
-            });
-
-        let mut details_action = None;
-        if let Some(m) = self.selected_model().cloned() {
-            egui::Panel::bottom("details")
-                .resizable(true)
-                .default_size(230.0)
-                .show(ui, |ui| {
-                    // One scroll position per model: a newly selected model starts at its
-                    // name, not where the last one was left.
-                    egui::ScrollArea::vertical().id_salt(&m.id).show(ui, |ui| {
-                        let files = self
-                            .files
-                            .as_ref()
-                            .filter(|f| f.id == m.id)
-                            .map(|f| (f.files.as_slice(), f.more));
-                        details_action = details_ui(ui, &m, self.downloads.get(&m.id), files);
-                    });
-                });
-        }
-
-        let mut table_action = None;
-        egui::CentralPanel::default().show(ui, |ui| match &self.view {
-            None => {
-                ui.add_space(40.0);
-                ui.vertical_centered(|ui| {
-                    if self.library.is_none() && self.open_req.is_none() {
-                        ui.heading("No library open");
-                        ui.label("Choose a folder with “Open folder…”, or type its path.");
-                    } else {
-                        ui.heading("Scanning the library…");
-                        if progress.running && progress.total > 0 {
-                            ui.add(
-                                egui::ProgressBar::new(
-                                    progress.done as f32 / progress.total as f32,
-                                )
-                                .desired_width(360.0)
-                                .text(format!("{} / {} models", progress.done, progress.total)),
-                            );
-                        }
-                    }
-                });
-            }
-            Some(view) if self.order.is_empty() => {
-                ui.add_space(40.0);
-                ui.vertical_centered(|ui| {
-                    if view.listing.models.is_empty() {
-                        ui.heading("This library has no models yet");
-                    } else {
-                        ui.heading("No models match the filters");
-                    }
-                });
-            }
-            Some(view) => {
-                table_action = table_ui(
-                    ui,
-                    &TableInput {
-                        view,
-                        order: &self.order,
-                        sort: self.settings.sort,
-                        ascending: self.settings.ascending,
-                        selected: self.selected.as_deref(),
-                        scroll_to: self.scroll_to.take(),
-                        downloads: &self.downloads,
-                    },
-                );
-            }
-        });
-
-        let picking = self.import_picker.is_some();
-        let import_action = self
-            .import_path
-            .as_mut()
-            .and_then(|path| import_ui(&ctx, path, picking));
-        match import_action {
-            Some(ImportAction::Import(source)) => {
-                self.import_path = None;
-                self.download_request(Request::Import { source });
-            }
-            Some(ImportAction::Choose) => self.choose_import_file(),
-            Some(ImportAction::Close) => self.import_path = None,
-            None => {}
-        }
-        self.import_dropped(&ctx);
-
-        let stores_action = self.stores_draft.as_mut().and_then(|d| stores_ui(&ctx, d));
-        match stores_action {
-            Some(StoresAction::Apply) => {
-                if let Some(draft) = self.stores_draft.take() {
-                    self.settings.stores = draft.to_settings();
-                    self.open_library(self.settings.library.clone());
-                }
-            }
-            Some(StoresAction::Close) => self.stores_draft = None,
-            None => {}
-        }
-
-        let mut dialog_action = None;
-        if let Some(d) = &self.delete {
-            dialog_action = delete_dialog_ui(
-                &ctx,
-                &DeleteDialogInput {
-                    name: &d.name,
-                    plan: d.plan.as_ref(),
-                    mode: self.settings.delete_mode,
-                },
-            );
-        } else if self.selected.is_some() && ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
-            self.selected = None;
-        }
-
-        // Apply what the user asked for.
-        if let Some(a) = toolbar_action {
-            self.apply_toolbar(a);
-        }
-        if std::mem::take(&mut self.theme_changed) {
-            ctx.set_theme(self.settings.theme.preference());
-        }
-        if let Some(NoticeAction::Dismiss(i)) = notice_action
-            && i < self.notices.len()
-        {
-            self.notices.remove(i);
-        }
-        match cache_action {
-            Some(CacheAction::SetTtl(secs)) => {
-                self.start_op(Op::SetTtl, Request::SetTtl { secs: secs as i64 })
-            }
-            Some(CacheAction::Refresh) => self.refresh(),
-            Some(CacheAction::ForceRefresh) => self.request_list(true),
-            None => {}
-        }
-        match table_action {
-            Some(TableAction::Select(id)) => self.select(id),
-            Some(TableAction::Sort(key)) => {
-                if self.settings.sort == key {
-                    self.settings.ascending = !self.settings.ascending;
-                } else {
-                    self.settings.sort = key;
-                    self.settings.ascending = true;
-                }
-                self.recompute_order();
-            }
-            Some(TableAction::Delete(id)) => self.ask_delete(id),
-            Some(TableAction::Download(id)) => self.download_request(Request::Download { id }),
-            Some(TableAction::CancelDownload(id)) => {
-                self.download_request(Request::CancelDownload { id })
-            }
-            Some(TableAction::OpenFolder(path)) => self.open_folder(path),
-            Some(TableAction::Copy(text)) => ctx.copy_text(text),
-            None => {}
-        }
-        match details_action {
-            Some(DetailsAction::OpenFolder(path)) => self.open_folder(path),
-            Some(DetailsAction::Delete(id)) => self.ask_delete(id),
-            Some(DetailsAction::Download(id)) => self.download_request(Request::Download { id }),
-            Some(DetailsAction::CancelDownload(id)) => {
-                self.download_request(Request::CancelDownload { id })
-            }
-            Some(DetailsAction::DiscardPartial(id)) => {
-                self.download_request(Request::DiscardPartial { id })
-            }
-            Some(DetailsAction::Close) => self.selected = None,
-            None => {}
-        }
-        match dialog_action {
-            Some(DialogAction::ConfirmDelete(mode)) => {
-                if let Some(d) = self.delete.take() {
-                    self.settings.delete_mode = mode;
-                    self.start_op(Op::Delete, Request::Delete { id: d.id, mode });
-                }
-            }
-            Some(DialogAction::SetMode(mode)) => self.settings.delete_mode = mode,
-            Some(DialogAction::Cancel) => self.delete = None,
-            None => {}
-        }
-
-        if busy || progress.running || !self.downloads.is_empty() {
-            ctx.request_repaint_after(std::time::Duration::from_millis(100));
-        } else {
-            ctx.request_repaint_after(std::time::Duration::from_secs(1));
         }
     }
 }
@@ -1319,4 +1061,33 @@ fn table_step(i: &mut egui::InputState) -> Option<Step> {
     keys.into_iter()
         .find(|(key, _)| i.consume_key(Modifiers::NONE, *key))
         .map(|(_, step)| step)
+}
+
+/// What a request to the worker was for, so its reply is handled by what it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// Opening a library.
+    Open,
+    /// A listing.
+    List,
+    /// The cache's state.
+    Info,
+    /// An operation (refresh, TTL, delete…).
+    Op(Op),
+    /// A download, a cancel, an import or a discard (several may run).
+    Background,
+    /// A model's files, for the details.
+    Files,
+}
+
+/// The reply in `slot` if it arrived (the slot is emptied then), never waiting.
+fn ready(slot: &mut Option<Promise<Response>>) -> Option<Response> {
+    let p = slot.take()?;
+    match p.try_take() {
+        Ok(r) => Some(r),
+        Err(p) => {
+            *slot = Some(p);
+            None
+        }
+    }
 }
