@@ -181,6 +181,33 @@ fn hf_revisions_sharing_a_blob_count_it_once() {
     );
 }
 
+/// The details of a Hugging Face model list its snapshots' files (revision shortened,
+/// links measured as their blobs), not the cache's `blobs/` and `refs/`.
+#[test]
+fn hf_model_files_are_the_snapshots_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let repo = HfRepo::new(&hub, "org/name");
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    repo.blob("aaa111", b"weights!")
+        .blob("bbb222", b"{}")
+        .link(rev, "model.safetensors", "aaa111")
+        .link(rev, "sub/config.json", "bbb222")
+        .main(rev);
+    let (files, more) = model_library::library::sources::model_files("huggingface", &repo.dir);
+    assert!(!more);
+    assert_eq!(
+        files,
+        [
+            ("01234567/model.safetensors".to_string(), 8),
+            ("01234567/sub/config.json".to_string(), 2),
+        ]
+    );
+    // Any other source lists the folder as it is.
+    let (files, _) = model_library::library::sources::model_files("library", &repo.dir);
+    assert!(files.iter().any(|(f, _)| f.starts_with("blobs/")));
+}
+
 #[test]
 fn hf_sharded_weights_and_gguf_repos() {
     let tmp = tempfile::tempdir().unwrap();

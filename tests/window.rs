@@ -697,7 +697,8 @@ fn columns_sort_in_natural_order() {
 }
 
 /// The table by keyboard: arrows, PageUp/PageDown and Home/End move the selection (and the
-/// details with it); Escape clears it; the search box keeps its own arrows.
+/// details with it); Escape clears it and Enter brings it back; the search box keeps its
+/// own arrows.
 #[test]
 fn the_keyboard_moves_through_the_table() {
     let lib = sample();
@@ -730,6 +731,12 @@ fn the_keyboard_moves_through_the_table() {
         h.query_all_by_label("Embedder").count(),
         2,
         "the table's row and the details' heading"
+    );
+    assert_eq!(press(&mut h, Escape), None);
+    assert_eq!(
+        press(&mut h, egui::Key::Enter).as_deref(),
+        Some("embedder"),
+        "Enter opens the last one again"
     );
     assert_eq!(press(&mut h, Escape), None);
     assert_eq!(press(&mut h, ArrowUp).as_deref(), Some("zeta-local"));

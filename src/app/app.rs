@@ -117,6 +117,8 @@ pub struct ModelLibraryApp {
     ttl_slider: f64,
     focus_search: bool,
     selected: Option<String>,
+    /// The last model selected, which Enter opens again after Escape closed its details.
+    last_selected: Option<String>,
     /// A row (position in `order`) the table scrolls to in the next frame, once: set when
     /// the keyboard moves the selection.
     scroll_to: Option<usize>,
@@ -183,6 +185,7 @@ impl ModelLibraryApp {
             typed_path: String::new(),
             focus_search: false,
             selected: None,
+            last_selected: None,
             scroll_to: None,
             delete: None,
             opener_failures: Arc::default(),
@@ -740,16 +743,18 @@ impl ModelLibraryApp {
             .view
             .as_ref()
             .and_then(|v| v.iter().find(|m| m.id == id))
-            .map(|m| m.path.clone());
-        if let Some(path) = path
+            .map(|m| (m.path.clone(), m.source.to_string()));
+        if let Some((path, source)) = path
             && self.files.as_ref().is_none_or(|f| f.id != id)
         {
             self.files = None;
             self.files_req = Some(self.worker.request(Request::Files {
                 id: id.clone(),
                 path,
+                source,
             }));
         }
+        self.last_selected = Some(id.clone());
         self.selected = Some(id);
     }
 
@@ -909,12 +914,24 @@ impl ModelLibraryApp {
     }
 
     fn shortcuts(&mut self, ctx: &egui::Context) {
-        if self.delete.is_none()
+        let free = self.delete.is_none()
             && self.stores_draft.is_none()
-            && !ctx.egui_wants_keyboard_input()
-            && let Some(step) = ctx.input_mut(table_step)
-        {
+            && self.import_path.is_none()
+            && !ctx.egui_wants_keyboard_input();
+        if free && let Some(step) = ctx.input_mut(table_step) {
             self.step_selection(step);
+        }
+        // Enter opens the details of the model last selected again.
+        if free
+            && self.selected.is_none()
+            && ctx.input(|i| i.key_pressed(egui::Key::Enter))
+            && let Some(id) = self.last_selected.clone()
+            && self
+                .view
+                .as_ref()
+                .is_some_and(|v| v.iter().any(|m| m.id == id))
+        {
+            self.select(id);
         }
         let (refresh, find, delete) = ctx.input_mut(|i| {
             let refresh = i.consume_key(egui::Modifiers::NONE, egui::Key::F5)

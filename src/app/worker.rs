@@ -90,6 +90,9 @@ pub enum Request {
         id: String,
         /// Its folder.
         path: PathBuf,
+        /// Where it was found (`library`, or a store: a Hugging Face repo lists its
+        /// snapshots' files, not the cache's internals).
+        source: String,
     },
     /// Panic inside the worker (used by tests to prove the worker survives).
     #[doc(hidden)]
@@ -374,8 +377,8 @@ impl WorkerState {
                     })
                     .map_err(text)?,
             ),
-            Request::Files { id, path } => {
-                let (files, more) = crate::library::list_files(&path);
+            Request::Files { id, path, source } => {
+                let (files, more) = crate::library::sources::model_files(&source, &path);
                 Reply::Files { id, files, more }
             }
             Request::Crash => panic!("crash requested"),

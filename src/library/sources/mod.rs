@@ -307,6 +307,26 @@ impl SourceScan {
 }
 
 /// Scans one store into its models (see [`scan_source_detailed`]).
+/// The files of a listed model, for a details view: its folder's files, or, for a Hugging
+/// Face repo, the files of its snapshots (`<revision>/<file>`, the revision shortened to
+/// 8 characters; links to blobs measured as the blob) rather than the cache's internals
+/// (`blobs/`, `refs/`). At most [`crate::library::MAX_LISTED_FILES`]; whether there were
+/// more.
+pub fn model_files(source: &str, path: &Path) -> (Vec<(String, u64)>, bool) {
+    if source != SourceKind::HuggingFace.as_str() {
+        return crate::library::list_files(path);
+    }
+    let (files, more) = crate::library::list_files(&path.join("snapshots"));
+    let files = files
+        .into_iter()
+        .map(|(rel, size)| match rel.split_once('/') {
+            Some((rev, rest)) if rev.len() > 8 => (format!("{}/{rest}", &rev[..8]), size),
+            _ => (rel, size),
+        })
+        .collect();
+    (files, more)
+}
+
 pub fn scan_source(
     config: &SourceConfig,
     cache: &mut MetadataCache,
