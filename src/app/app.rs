@@ -119,6 +119,8 @@ pub struct ModelLibraryApp {
     selected: Option<String>,
     /// The last model selected, which Enter opens again after Escape closed its details.
     last_selected: Option<String>,
+    /// Each store's default folder, as the worker found it when the library opened.
+    store_defaults: BTreeMap<String, PathBuf>,
     /// A row (position in `order`) the table scrolls to in the next frame, once: set when
     /// the keyboard moves the selection.
     scroll_to: Option<usize>,
@@ -186,6 +188,7 @@ impl ModelLibraryApp {
             focus_search: false,
             selected: None,
             last_selected: None,
+            store_defaults: BTreeMap::new(),
             scroll_to: None,
             delete: None,
             opener_failures: Arc::default(),
@@ -413,8 +416,10 @@ impl ModelLibraryApp {
                     library,
                     ttl_secs,
                     warm,
+                    store_defaults,
                 }),
             ) => {
+                self.store_defaults = store_defaults;
                 ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
                     "Model Library — {}",
                     library.display_name()
@@ -875,7 +880,10 @@ impl ModelLibraryApp {
                 self.open_library(self.settings.library.clone());
             }
             ToolbarAction::EditStores => {
-                self.stores_draft = Some(StoresDraft::from_settings(&self.settings.stores));
+                self.stores_draft = Some(StoresDraft::from_settings(
+                    &self.settings.stores,
+                    &self.store_defaults,
+                ));
             }
             ToolbarAction::SetQuick(q) => {
                 self.settings.quick = q;

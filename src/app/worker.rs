@@ -110,6 +110,8 @@ pub enum Reply {
         ttl_secs: u64,
         /// The listing saved by the last run, to show until the first scan replaces it.
         warm: Option<Arc<Listing>>,
+        /// Each store's default folder on this machine (by kind), for the Stores window.
+        store_defaults: BTreeMap<String, PathBuf>,
     },
     /// A listing.
     Listed {
@@ -393,12 +395,17 @@ impl WorkerState {
     ) -> Response {
         let library = crate::library::resolve_library(path).map_err(|e| e.to_string())?;
         let ttl = ttl_secs.clamp(crate::library::TTL_MIN_SECS, crate::library::TTL_MAX_SECS);
+        let defaults = crate::library::sources::default_sources(
+            &|k| std::env::var_os(k),
+            dirs::home_dir().as_deref(),
+        );
+        let store_defaults = defaults
+            .iter()
+            .map(|s| (s.kind.as_str().to_string(), s.root.clone()))
+            .collect();
         self.sources = match stores {
             Some(settings) => {
-                let mut sources = crate::library::sources::default_sources(
-                    &|k| std::env::var_os(k),
-                    dirs::home_dir().as_deref(),
-                );
+                let mut sources = defaults;
                 for source in &mut sources {
                     if let Some(s) = settings.get(source.kind.as_str()) {
                         source.enabled = !s.disabled;
@@ -419,6 +426,7 @@ impl WorkerState {
             library,
             ttl_secs: ttl,
             warm,
+            store_defaults,
         })
     }
 

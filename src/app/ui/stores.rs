@@ -13,11 +13,16 @@ use crate::library::sources::SourceKind;
 pub struct StoresDraft {
     /// Per store kind: listed, and the typed folder (empty: default location).
     pub rows: BTreeMap<String, (bool, String)>,
+    /// Per store kind: its default folder on this machine (shown while none is typed).
+    pub defaults: BTreeMap<String, PathBuf>,
 }
 
 impl StoresDraft {
-    /// A draft of `settings`.
-    pub fn from_settings(settings: &BTreeMap<String, StoreSetting>) -> Self {
+    /// A draft of `settings`, with each store's default folder.
+    pub fn from_settings(
+        settings: &BTreeMap<String, StoreSetting>,
+        defaults: &BTreeMap<String, PathBuf>,
+    ) -> Self {
         let rows = SourceKind::ALL
             .iter()
             .map(|k| {
@@ -26,7 +31,10 @@ impl StoresDraft {
                 (k.as_str().to_string(), (!s.disabled, root))
             })
             .collect();
-        StoresDraft { rows }
+        StoresDraft {
+            rows,
+            defaults: defaults.clone(),
+        }
     }
 
     /// The settings this draft describes.
@@ -70,13 +78,17 @@ pub fn stores_ui(ctx: &egui::Context, draft: &mut StoresDraft) -> Option<StoresA
                 .num_columns(2)
                 .show(ui, |ui| {
                     for kind in SourceKind::ALL {
+                        let hint = draft.defaults.get(kind.as_str()).map_or_else(
+                            || "no default folder on this machine".to_string(),
+                            |p| p.display().to_string(),
+                        );
                         let Some((on, root)) = draft.rows.get_mut(kind.as_str()) else {
                             continue;
                         };
                         ui.checkbox(on, kind.display_name());
                         ui.add(
                             egui::TextEdit::singleline(root)
-                                .hint_text("default location")
+                                .hint_text(hint)
                                 .desired_width(320.0),
                         );
                         ui.end_row();
