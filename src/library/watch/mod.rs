@@ -408,14 +408,21 @@ impl LibraryWatcher {
                 .filter(|n| !polled.contains(n) && !watched.contains(&models.join(n)))
                 .collect();
             self.place_models(names);
-        } else if setup::watch_tree(events, &root.join(name), &mut self.left) == Placed::Refused {
-            self.events_failed(LIMIT_REASON.into());
+        } else {
+            let placed = if name == CACHE_DIR {
+                setup::watch_cache(events, &root, &mut self.left)
+            } else {
+                setup::watch_tree(events, &root.join(name), &mut self.left)
+            };
+            if placed == Placed::Refused {
+                self.events_failed(LIMIT_REASON.into());
+            }
         }
     }
 
-    /// A folder appeared inside a watched tree (`path`, `top` is the model folder it is in,
-    /// or `None` in `.downloads/` or `.cache/`): watch it and everything in it. Beyond the
-    /// budget, its model moves to polling as a whole.
+    /// A folder appeared inside a watched tree (`path`; `model` is the model folder it is
+    /// in, or `None` in `.downloads/`): watch it and everything in it. Beyond the budget,
+    /// its model moves to polling as a whole.
     fn place_folder(&mut self, path: &Path, model: Option<&str>) {
         let Some(events) = self.notifier.as_mut() else {
             return; // the set-up's own walk, or the scan after it, covers it
@@ -554,7 +561,7 @@ struct Seen {
     /// Model folders (`models/<name>` itself).
     models: BTreeSet<String>,
     /// Entries made or moved in deeper down, with the model they are in (`None` in
-    /// `.downloads/` or `.cache/`): the folders among them are to be watched.
+    /// `.downloads/`): the folders among them are to be watched.
     folders: Vec<(PathBuf, Option<String>)>,
     /// The kernel's queue overflowed: events were lost.
     overflow: bool,
@@ -594,7 +601,16 @@ impl Seen {
                         .push((path.to_path_buf(), Some(name.to_string())));
                 }
             }
-            [top, _, ..] if made && top_level(top) => {
+            // `.cache/imports` made: its journals are to be seen (nothing else in `.cache`
+            // is watched).
+            [cache, imports]
+                if made
+                    && *cache == OsStr::new(CACHE_DIR)
+                    && *imports == OsStr::new(crate::library::layout::IMPORTS_DIR) =>
+            {
+                self.top_level.insert(CACHE_DIR.to_string());
+            }
+            [downloads, _, ..] if made && *downloads == OsStr::new(DOWNLOADS_DIR) => {
                 self.folders.push((path.to_path_buf(), None));
             }
             _ => {}

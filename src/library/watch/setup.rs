@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use notify::event::EventKindMask;
 use notify::{ErrorKind, RecursiveMode, Watcher};
 
-use crate::library::layout::{CACHE_DIR, DOWNLOADS_DIR, MODELS_DIR};
+use crate::library::layout::{CACHE_DIR, DOWNLOADS_DIR, IMPORTS_DIR, MODELS_DIR};
 
 /// The file watcher.
 pub(super) type Events = notify::RecommendedWatcher;
@@ -92,9 +92,10 @@ pub(super) enum Placed {
     Nothing,
 }
 
-/// Watches `root` as a library: the library folder itself and `models/` (their entries,
-/// not their subfolders), the trees of `.downloads/` and `.cache/`, then every model
-/// folder's tree while `budget` lasts.
+/// Watches `root` as a library: the library folder itself, `models/`, `.cache/` and
+/// `.cache/imports/` (their entries, not their subfolders: the app's own staging and
+/// deleting folders need no watch), the tree of `.downloads/`, then every model folder's
+/// tree while `budget` lasts.
 pub(super) fn watch_library(
     root: &Path,
     tx: mpsc::Sender<EventResult>,
@@ -113,8 +114,15 @@ pub(super) fn watch_library(
         }
     }
     let mut absent = Vec::new();
-    for name in [DOWNLOADS_DIR, CACHE_DIR] {
-        match watch_tree(&mut events, &root.join(name), &mut left) {
+    let top = [
+        (
+            DOWNLOADS_DIR,
+            watch_tree(&mut events, &root.join(DOWNLOADS_DIR), &mut left),
+        ),
+        (CACHE_DIR, watch_cache(&mut events, root, &mut left)),
+    ];
+    for (name, placed) in top {
+        match placed {
             Placed::Refused => return Err(LIMIT_REASON.into()),
             Placed::Nothing => absent.push(name),
             Placed::Watched => {}
@@ -187,6 +195,38 @@ pub(super) fn watch_tree(events: &mut Events, top: &Path, left: &mut usize) -> P
         added.push(dir);
     }
     Placed::Watched
+}
+
+/// Watches one folder's entries (not its subfolders), if the budget allows.
+pub(super) fn watch_one(events: &mut Events, dir: &Path, left: &mut usize) -> Placed {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        _ => return Placed::Nothing,
+    }
+    if *left == 0 {
+        return Placed::Refused;
+    }
+    match events.watch(dir, RecursiveMode::NonRecursive) {
+        Ok(()) => {
+            *left -= 1;
+            Placed::Watched
+        }
+        Err(e) if matches!(e.kind, ErrorKind::PathNotFound) => Placed::Nothing,
+        Err(_) => Placed::Refused,
+    }
+}
+
+/// Watches `.cache/` and `.cache/imports/` (where import journals come and go), nothing
+/// deeper.
+pub(super) fn watch_cache(events: &mut Events, root: &Path, left: &mut usize) -> Placed {
+    let cache = root.join(CACHE_DIR);
+    let placed = watch_one(events, &cache, left);
+    if placed == Placed::Watched
+        && watch_one(events, &cache.join(IMPORTS_DIR), left) == Placed::Refused
+    {
+        return Placed::Refused;
+    }
+    placed
 }
 
 /// Removes the watches of a tree that could not be watched whole.
