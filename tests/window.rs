@@ -979,3 +979,27 @@ fn the_table_fits_small_windows_and_large_scales() {
         );
     }
 }
+
+/// A TTL typed outside 30..=3600 s is refused with an error that names the range; the
+/// TTL stays as it was.
+#[test]
+fn a_typed_ttl_out_of_range_is_refused_not_clamped() {
+    let lib = sample();
+    let mut h = open(&lib);
+    h.get_by_role(egui::accesskit::Role::SpinButton).click();
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.event(egui::Event::Text("5000".into()));
+    h.key_press(egui::Key::Enter);
+    settle(&mut h);
+    let info = h.state().cache_info().unwrap();
+    assert_eq!(info.service_cache.cache_ttl_seconds, 300);
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.text.contains("30") && n.text.contains("3600")),
+        "{:?}",
+        h.state().notices()
+    );
+}

@@ -141,11 +141,13 @@ pub fn cache_panel_ui(
                 .logarithmic(true)
                 .integer()
                 .suffix(" s")
-                .text("TTL"),
+                .text("TTL")
+                // A typed value outside the range is sent as typed: the service refuses
+                // it with an error naming the range, rather than it being changed silently.
+                .clamping(egui::SliderClamping::Never),
         )
         .on_hover_text(format!(
-            "How long a listing is kept: {TTL_MIN_SECS} to {TTL_MAX_SECS} s (a typed value is \
-         brought into that range)"
+            "How long a listing is kept: {TTL_MIN_SECS} to {TTL_MAX_SECS} s"
         ));
     if slider.drag_stopped() || (slider.changed() && !slider.dragged()) {
         let secs = ttl_slider.round() as u64;
