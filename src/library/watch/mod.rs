@@ -14,6 +14,7 @@
 //! freshness bound. Reads nothing itself but event paths (the verifier stats); ignores the
 //! app's own `.cache/` writes except import journals, which mark a model mid-import.
 
+mod inotify;
 mod print;
 mod setup;
 pub mod verifier;
@@ -620,7 +621,7 @@ impl Seen {
 
 /// A watch on one read-only store's folder: it only tells whether anything changed.
 pub struct StoreWatcher {
-    _watcher: Events,
+    _watcher: notify::RecommendedWatcher,
     events: Receiver<EventResult>,
 }
 
@@ -635,7 +636,7 @@ impl StoreWatcher {
     /// refreshed by the TTL and manual refreshes only).
     pub fn start(root: &Path) -> Option<StoreWatcher> {
         let (tx, events) = mpsc::channel();
-        let mut watcher = setup::new_events(tx).ok()?;
+        let mut watcher = setup::new_notify(tx).ok()?;
         watcher.watch(root, RecursiveMode::Recursive).ok()?;
         Some(StoreWatcher {
             _watcher: watcher,

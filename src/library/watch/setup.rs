@@ -21,15 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use notify::event::EventKindMask;
-use notify::{ErrorKind, RecursiveMode, Watcher};
+use notify::{ErrorKind, RecursiveMode};
 
 use crate::library::layout::{CACHE_DIR, DOWNLOADS_DIR, IMPORTS_DIR, MODELS_DIR};
 
 /// The file watcher.
-pub(super) type Events = notify::RecommendedWatcher;
+pub(super) type Events = super::inotify::Notifier;
 
 /// What the watcher reports.
-pub(super) type EventResult = notify::Result<notify::Event>;
+pub(super) use super::inotify::EventResult;
 
 /// Why a model is polled rather than watched, in the user's words.
 pub const LIMIT_REASON: &str =
@@ -45,17 +45,22 @@ pub fn system_budget() -> usize {
     limit.saturating_sub((limit / 10).max(1_024).min(limit / 2))
 }
 
-/// A new watcher reporting to `tx`, watching nothing yet.
+/// A new watcher reporting to `tx`, watching nothing yet. It reports no reads (every folder
+/// a scan opens would otherwise be an event, and at 100 000 models they overflow the
+/// kernel's queue) and follows no link (the scan never descends a linked folder, and a link
+/// to `/` would take the whole budget).
 pub(super) fn new_events(tx: mpsc::Sender<EventResult>) -> Result<Events, String> {
-    // No open or read-only close events: every folder a scan opens (and every header the
-    // app reads) would otherwise be an event, and at 100 000 models they overflow the
-    // kernel's queue, which forces a full rescan — which opens every folder again.
-    // Links are not followed: the scan never descends a linked folder, and a link to `/`
-    // would otherwise take the whole budget.
+    Events::new(tx).map_err(|e| e.to_string())
+}
+
+/// A notify watcher (for the stores, watched recursively as a whole) reporting to `tx`.
+pub(super) fn new_notify(
+    tx: mpsc::Sender<EventResult>,
+) -> Result<notify::RecommendedWatcher, String> {
     let config = notify::Config::default()
         .with_event_kinds(EventKindMask::CORE | EventKindMask::ACCESS_CLOSE)
         .with_follow_symlinks(false);
-    notify::RecommendedWatcher::new(tx, config).map_err(|e| e.to_string())
+    <notify::RecommendedWatcher as notify::Watcher>::new(tx, config).map_err(|e| e.to_string())
 }
 
 /// Says why a watch failed, in the user's words.

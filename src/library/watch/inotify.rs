@@ -1,0 +1,383 @@
+//! The library's file watcher on Linux's inotify, keeping its own bookkeeping: each watched
+//! folder is one node — its parent's descriptor and its own name — so a path is rebuilt
+//! only when an event names it. notify kept about three paths per watched folder (~450 B
+//! each at 100 000 models); a node is a few dozen bytes. Events are reported as notify's
+//! types, so the rest of the watcher does not change. Watches only; never follows a link;
+//! reads nothing but the events.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use notify::event::{
+    AccessKind, AccessMode, CreateKind, DataChange, EventKind, Flag, MetadataKind, ModifyKind,
+    RemoveKind, RenameMode,
+};
+use notify::{ErrorKind, Event, RecursiveMode};
+
+/// What the reader reports.
+pub(super) type EventResult = notify::Result<Event>;
+
+/// No parent: a folder watched by its absolute path.
+const TOP: i32 = -1;
+
+/// One watched folder.
+#[derive(Debug)]
+struct Node {
+    /// The descriptor of the folder it is in, or [`TOP`].
+    parent: i32,
+    /// Its name in that folder (its whole path for a top node).
+    name: Box<OsStr>,
+    /// The kernel's handle of the watch (to remove it).
+    wd: WatchDescriptor,
+}
+
+/// Watched folders by descriptor, shared by the notifier and its reader.
+#[derive(Debug, Default)]
+struct Nodes {
+    by_wd: HashMap<i32, Node>,
+    /// Descriptor of each top node's path (few: the library, `models/`, …).
+    tops: HashMap<PathBuf, i32>,
+}
+
+impl Nodes {
+    /// The path of the folder watched as `wd`.
+    fn path(&self, wd: i32) -> Option<PathBuf> {
+        let mut names: Vec<&OsStr> = Vec::new();
+        let mut at = wd;
+        loop {
+            let node = self.by_wd.get(&at)?;
+            names.push(&node.name);
+            if node.parent == TOP {
+                break;
+            }
+            at = node.parent;
+            if names.len() > 4096 {
+                return None; // a cycle would be a bug; never loop for ever
+            }
+        }
+        let mut path = PathBuf::new();
+        for name in names.iter().rev() {
+            path.push(name);
+        }
+        Some(path)
+    }
+
+    /// The descriptor of the folder `name` in the folder watched as `parent`.
+    fn child(&self, parent: i32, name: &OsStr) -> Option<i32> {
+        self.by_wd
+            .iter()
+            .find(|(_, n)| n.parent == parent && &*n.name == name)
+            .map(|(wd, _)| *wd)
+    }
+
+    /// `wd` and every node below it.
+    fn subtree(&self, wd: i32) -> Vec<i32> {
+        let mut out = vec![wd];
+        let mut i = 0;
+        while i < out.len() {
+            let p = out[i];
+            out.extend(
+                self.by_wd
+                    .iter()
+                    .filter(|(_, n)| n.parent == p)
+                    .map(|(w, _)| *w),
+            );
+            i += 1;
+        }
+        out
+    }
+}
+
+/// What a watch asks the kernel for: everything but reads.
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+}
+
+/// The watcher: adds and removes watches; a thread of its own reads the events. Stops
+/// when dropped.
+pub(super) struct Notifier {
+    watches: Watches,
+    nodes: Arc<Mutex<Nodes>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn error(kind: ErrorKind, path: &Path) -> notify::Error {
+    notify::Error::new(kind).add_path(path.to_path_buf())
+}
+
+fn io_error(e: std::io::Error, path: &Path) -> notify::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => error(ErrorKind::MaxFilesWatch, path),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
+            error(ErrorKind::PathNotFound, path)
+        }
+        _ => notify::Error::io(e).add_path(path.to_path_buf()),
+    }
+}
+
+impl Notifier {
+    /// A watcher reporting to `tx`, watching nothing yet.
+    pub fn new(tx: Sender<EventResult>) -> std::io::Result<Notifier> {
+        let inotify = Inotify::init()?;
+        let watches = inotify.watches();
+        let nodes = Arc::new(Mutex::new(Nodes::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = Reader {
+            inotify,
+            nodes: Arc::clone(&nodes),
+            stop: Arc::clone(&stop),
+            tx,
+        };
+        std::thread::Builder::new()
+            .name("model-library-inotify".into())
+            .spawn(move || reader.run())?;
+        Ok(Notifier {
+            watches,
+            nodes,
+            stop,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches the folder `path` (its entries; subfolders are watched each on their own).
+    /// A folder whose parent is watched becomes a node of it (a name, not a path); any
+    /// other is a top node, kept by its path.
+    pub fn watch(&mut self, path: &Path, _mode: RecursiveMode) -> notify::Result<()> {
+        let handle = self
+            .watches
+            .add(path, mask())
+            .map_err(|e| io_error(e, path))?;
+        let wd = handle.get_watch_descriptor_id();
+        let parent = path.parent().and_then(|p| self.parent_descriptor(p));
+        let mut nodes = self.lock();
+        let node = match (parent, path.file_name()) {
+            (Some(parent), Some(name)) if parent != wd => Node {
+                parent,
+                name: name.into(),
+                wd: handle,
+            },
+            _ => {
+                nodes.tops.insert(path.to_path_buf(), wd);
+                Node {
+                    parent: TOP,
+                    name: path.as_os_str().into(),
+                    wd: handle,
+                }
+            }
+        };
+        nodes.by_wd.insert(wd, node);
+        Ok(())
+    }
+
+    /// The descriptor of the watched folder `dir`: a top node by its path, or, inside a
+    /// watched tree (folders are watched before their subfolders), what the kernel says.
+    fn parent_descriptor(&mut self, dir: &Path) -> Option<i32> {
+        {
+            let nodes = self.lock();
+            if let Some(wd) = nodes.tops.get(dir) {
+                return Some(*wd);
+            }
+            if !nodes.tops.keys().any(|t| dir.starts_with(t)) {
+                return None;
+            }
+        }
+        let handle = self.watches.add(dir, mask() | WatchMask::MASK_ADD).ok()?;
+        let wd = handle.get_watch_descriptor_id();
+        if self.lock().by_wd.contains_key(&wd) {
+            Some(wd)
+        } else {
+            let _ = self.watches.remove(handle); // it was not watched: leave it so
+            None
+        }
+    }
+
+    /// The descriptor of a watched folder, found through the kernel (adding a watch the
+    /// folder already has changes nothing and returns its descriptor).
+    pub fn descriptor(&mut self, path: &Path) -> Option<i32> {
+        let wd = self
+            .watches
+            .add(path, mask() | WatchMask::MASK_ADD)
+            .ok()?
+            .get_watch_descriptor_id();
+        self.lock().by_wd.contains_key(&wd).then_some(wd)
+    }
+
+    /// Stops watching the folder at `path` and everything watched below it.
+    pub fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        let wd = self
+            .descriptor(path)
+            .ok_or_else(|| error(ErrorKind::WatchNotFound, path))?;
+        let handles: Vec<WatchDescriptor> = {
+            let mut nodes = self.lock();
+            let subtree = nodes.subtree(wd);
+            nodes.tops.retain(|_, w| !subtree.contains(w));
+            subtree
+                .iter()
+                .filter_map(|w| nodes.by_wd.remove(w))
+                .map(|n| n.wd)
+                .collect()
+        };
+        for handle in handles {
+            let _ = self.watches.remove(handle);
+        }
+        Ok(())
+    }
+
+    /// Every watched folder's path.
+    pub fn watched_paths(&self) -> notify::Result<Vec<(PathBuf, RecursiveMode)>> {
+        let nodes = self.lock();
+        Ok(nodes
+            .by_wd
+            .keys()
+            .filter_map(|wd| nodes.path(*wd))
+            .map(|p| (p, RecursiveMode::NonRecursive))
+            .collect())
+    }
+}
+
+/// The thread that reads the events.
+struct Reader {
+    inotify: Inotify,
+    nodes: Arc<Mutex<Nodes>>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<EventResult>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        use rustix::event::{PollFd, PollFlags, poll};
+        use std::os::fd::AsFd;
+        let mut buffer = vec![0u8; 64 * 1024];
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        while !self.stop.load(Ordering::Relaxed) {
+            {
+                let fd = self.inotify.as_fd();
+                let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+                if poll(&mut fds, Some(&timeout)).unwrap_or(0) == 0 {
+                    continue;
+                }
+            }
+            let events: Vec<(i32, EventMask, Option<OsString>)> =
+                match self.inotify.read_events(&mut buffer) {
+                    Ok(events) => events
+                        .map(|e| {
+                            (
+                                e.wd.get_watch_descriptor_id(),
+                                e.mask,
+                                e.name.map(OsStr::to_os_string),
+                            )
+                        })
+                        .collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(notify::Error::io(e)));
+                        return;
+                    }
+                };
+            for (wd, mask, name) in events {
+                if self.handle(wd, mask, name.as_deref()).is_err() {
+                    return; // nobody listens any more
+                }
+            }
+        }
+    }
+
+    /// Reports one kernel event as notify's, and keeps the nodes in step.
+    fn handle(&mut self, wd: i32, mask: EventMask, name: Option<&OsStr>) -> Result<(), ()> {
+        let send = |tx: &Sender<EventResult>, kind: EventKind, path: PathBuf| {
+            tx.send(Ok(Event::new(kind).add_path(path))).map_err(|_| ())
+        };
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            let event = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+            return self.tx.send(Ok(event)).map_err(|_| ());
+        }
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if mask.contains(EventMask::IGNORED) {
+            nodes.by_wd.remove(&wd);
+            nodes.tops.retain(|_, w| *w != wd);
+            return Ok(());
+        }
+        let Some(dir) = nodes.path(wd) else {
+            return Ok(()); // a watch already forgotten
+        };
+        let path = name.map_or_else(|| dir.clone(), |n| dir.join(n));
+        let is_dir = mask.contains(EventMask::ISDIR);
+        // A watched folder moved away: its watches (and those below it) name a path that
+        // is no more; they go, and its new place is watched afresh when it is seen.
+        if mask.contains(EventMask::MOVED_FROM)
+            && is_dir
+            && let Some(child) = name.and_then(|n| nodes.child(wd, n))
+        {
+            let mut watches = self.inotify.watches();
+            for w in nodes.subtree(child) {
+                if let Some(node) = nodes.by_wd.remove(&w) {
+                    let _ = watches.remove(node.wd);
+                }
+            }
+        }
+        drop(nodes);
+        let kind = if mask.contains(EventMask::CREATE) {
+            EventKind::Create(if is_dir {
+                CreateKind::Folder
+            } else {
+                CreateKind::File
+            })
+        } else if mask.contains(EventMask::DELETE) {
+            EventKind::Remove(if is_dir {
+                RemoveKind::Folder
+            } else {
+                RemoveKind::File
+            })
+        } else if mask.contains(EventMask::MOVED_FROM) {
+            EventKind::Modify(ModifyKind::Name(RenameMode::From))
+        } else if mask.contains(EventMask::MOVED_TO) {
+            EventKind::Modify(ModifyKind::Name(RenameMode::To))
+        } else if mask.contains(EventMask::MODIFY) {
+            EventKind::Modify(ModifyKind::Data(DataChange::Any))
+        } else if mask.contains(EventMask::CLOSE_WRITE) {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+        } else if mask.contains(EventMask::ATTRIB) {
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any))
+        } else if mask.contains(EventMask::DELETE_SELF) {
+            EventKind::Remove(RemoveKind::Folder)
+        } else if mask.contains(EventMask::MOVE_SELF) {
+            EventKind::Modify(ModifyKind::Name(RenameMode::From))
+        } else {
+            return Ok(());
+        };
+        send(&self.tx, kind, path)
+    }
+}
