@@ -211,7 +211,13 @@ impl Notifier {
                 return None;
             }
         }
-        let handle = self.watches.add(dir, mask() | WatchMask::MASK_ADD).ok()?;
+        self.descriptor(dir)
+    }
+
+    /// The descriptor of a watched folder, found through the kernel (adding a watch the
+    /// folder already has changes nothing and returns its descriptor).
+    pub fn descriptor(&mut self, path: &Path) -> Option<i32> {
+        let handle = self.watches.add(path, mask() | WatchMask::MASK_ADD).ok()?;
         let wd = handle.get_watch_descriptor_id();
         if self.lock().by_wd.contains_key(&wd) {
             Some(wd)
@@ -219,17 +225,6 @@ impl Notifier {
             let _ = self.watches.remove(handle); // it was not watched: leave it so
             None
         }
-    }
-
-    /// The descriptor of a watched folder, found through the kernel (adding a watch the
-    /// folder already has changes nothing and returns its descriptor).
-    pub fn descriptor(&mut self, path: &Path) -> Option<i32> {
-        let wd = self
-            .watches
-            .add(path, mask() | WatchMask::MASK_ADD)
-            .ok()?
-            .get_watch_descriptor_id();
-        self.lock().by_wd.contains_key(&wd).then_some(wd)
     }
 
     /// Stops watching the folder at `path` and everything watched below it.
