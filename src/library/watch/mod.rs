@@ -1,5 +1,6 @@
 //! Watching a library for changes, in the mode the user chose ([`WatchOption`]): file
-//! events (notify; each folder of the library watched, see [`setup`], and folders that
+//! events (inotify with the app's own bookkeeping, see `inotify`; each folder of the
+//! library watched, see [`setup`], and folders that
 //! appear watched as they appear) mapped to the model ids they touch, so the service can
 //! rescan just those models; or, where events cannot work (a network file system, a watch
 //! error, or when asked), a [`verifier`] that re-checks the whole library round-robin with

@@ -5,9 +5,9 @@
 //! mode), so a library larger than the system's inotify limit still has events for most
 //! models and a short polling period for the rest.
 //!
-//! Every folder gets a watch of its own (notify's non-recursive mode): notify's recursive
-//! mode re-examines all existing watches for each new recursive root, which made one
-//! recursive watch per model quadratic (63 s at 100 000 models). A tree is watched as it is
+//! Every folder gets a watch of its own (see `inotify`; notify's recursive mode re-examined
+//! all existing watches for each new recursive root, which made one recursive watch per
+//! model quadratic: 63 s at 100 000 models). A tree is watched as it is
 //! read — a folder's watch is in place before its entries are listed — so a subfolder made
 //! at any moment is either listed or reported by an event ([`watch_tree`]); the watcher
 //! then watches the new folder the same way.
