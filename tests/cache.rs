@@ -411,3 +411,38 @@ fn service_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<model_library::library::ModelLibraryService>();
 }
+
+/// A quick listing cannot see a file of the wrong size, so a model the full listing found
+/// `error` keeps that status (and its reason) in quick listings while its folder is
+/// unchanged; with no full listing it is `downloaded` (the quick listing's best).
+#[test]
+fn quick_listings_keep_what_the_full_listing_found_wrong() {
+    let lib = TestLib::new();
+    lib.registry(&registry_json(&[("short", &[("w.bin", 100)])]))
+        .file("models/short/w.bin", 10);
+    let (mut svc, _clock) = lib.service();
+    let quick = |svc: &mut model_library::library::ModelLibraryService| {
+        let l = svc.list(ListKind::Fast, true).unwrap();
+        let m = l.models.iter().find(|m| m.id == "short").unwrap().clone();
+        (m.status, m.error.clone())
+    };
+    assert_eq!(
+        quick(&mut svc).0,
+        ModelStatus::Downloaded,
+        "nothing known yet"
+    );
+    let full = svc.list(ListKind::Full, false).unwrap();
+    let m = full.models.iter().find(|m| m.id == "short").unwrap();
+    assert_eq!(m.status, ModelStatus::Error);
+    let (status, error) = quick(&mut svc);
+    assert_eq!(status, ModelStatus::Error);
+    assert_eq!(error, m.error);
+
+    // The folder changed since the full listing looked: the quick listing cannot know.
+    let later = std::time::SystemTime::now() + Duration::from_secs(10);
+    fs::File::open(lib.path("models/short"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_eq!(quick(&mut svc).0, ModelStatus::Downloaded);
+}

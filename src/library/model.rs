@@ -97,7 +97,7 @@ pub struct ModelInfo {
     /// Sum of the registry's declared file sizes; `None` when any is unknown.
     pub expected_size_bytes: Option<u64>,
     /// Newest modification time (unix seconds) of the folder and everything in it;
-    /// the folder's own time in quick listings; `None` when absent.
+    /// `None` when absent and in quick listings (they do not look inside folders).
     pub modified: Option<f64>,
     /// Why the status is `error`, or a note about what could not be read.
     pub error: Option<String>,

@@ -102,6 +102,11 @@ impl ModelLibraryService {
             kind,
         )?;
         let mut models = crate::library::cache::shared_rows(models);
+        if kind == ListKind::Fast
+            && let Some(full) = self.listings.get(&ListKind::Full)
+        {
+            carry_known_problems(&mut models, full);
+        }
         models.extend(self.scan_stores());
         let problems: Vec<String> = registry
             .problems
@@ -195,5 +200,43 @@ impl ModelLibraryService {
             self.saver.copy_registry(Arc::clone(&registry), pending);
         }
         registry
+    }
+}
+
+/// A quick listing does not look inside model folders, so it cannot see a file of the
+/// wrong size: a model it calls `downloaded` whose folder has not changed since the full
+/// listing `full` found it `error` or `partial` takes that status (and its reason) from it.
+/// A folder changed since (its own time newer than the newest the full scan saw) keeps
+/// the quick status until a full scan looks. Reads one folder time per such model.
+fn carry_known_problems(models: &mut [Arc<ModelInfo>], full: &Listing) {
+    let known: HashMap<&str, &ModelInfo> = full
+        .models
+        .iter()
+        .filter(|m| matches!(m.status, ModelStatus::Error | ModelStatus::Partial))
+        .map(|m| (m.id.as_str(), &**m))
+        .collect();
+    if known.is_empty() {
+        return;
+    }
+    for row in models.iter_mut() {
+        if row.status != ModelStatus::Downloaded {
+            continue;
+        }
+        let Some(seen) = known.get(row.id.as_str()) else {
+            continue;
+        };
+        // One `stat` of the folder, for these few rows only (quick rows carry no time).
+        let folder = crate::library::walk::mtime_of(&row.path).ok();
+        let unchanged = match (folder, seen.modified) {
+            (Some(folder), Some(newest)) => folder <= newest,
+            _ => false,
+        };
+        if unchanged {
+            let mut patched = (**row).clone();
+            patched.status = seen.status;
+            patched.error = seen.error.clone();
+            patched.note = seen.note.clone();
+            *row = Arc::new(patched);
+        }
     }
 }
