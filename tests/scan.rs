@@ -76,6 +76,20 @@ fn statuses_follow_the_spec() {
     assert_eq!(unregistered.provider, "local");
     assert_eq!(unregistered.format.as_deref(), Some("safetensors"));
     assert_eq!(get(&models, "nothing").modified, None);
+
+    // What an interrupted download kept is told apart from the folder's size.
+    assert_eq!(get(&models, "leftovers").partial_bytes, Some(2));
+    assert_eq!(get(&models, "leftovers").size_bytes, Some(0));
+    assert_eq!(
+        get(&models, "complete-but-leftovers").partial_bytes,
+        Some(1)
+    );
+    assert_eq!(get(&models, "complete").partial_bytes, None);
+    let json = serde_json::to_value(get(&models, "complete")).unwrap();
+    assert!(
+        json.get("partial_bytes").is_none(),
+        "left out when there are none"
+    );
 }
 
 #[test]

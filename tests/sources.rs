@@ -843,6 +843,7 @@ fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
         file_count: Some(1),
         expected_size_bytes: None,
         modified: Some(modified),
+        partial_bytes: None,
         error: None,
         source: "library".into(),
         metadata: None,

@@ -1003,3 +1003,18 @@ fn a_typed_ttl_out_of_range_is_refused_not_clamped() {
         h.state().notices()
     );
 }
+
+/// A partial model shows what it has so far — its folder and what an interrupted download
+/// kept in `.downloads/` — of the size it expects, not 0 B.
+#[test]
+fn a_partial_row_shows_the_bytes_it_has() {
+    let lib = TestLib::new();
+    lib.registry(&registry_json(&[("kept", &[("w.bin", 100)])]))
+        .file(".downloads/kept/w.bin.part", 40);
+    let h = open(&lib);
+    assert_eq!(
+        h.state().visible_models()[0].status,
+        model_library::library::ModelStatus::Partial
+    );
+    assert!(h.query_by_label("40/100 B").is_some());
+}

@@ -101,6 +101,11 @@ pub struct ModelInfo {
     pub modified: Option<f64>,
     /// Why the status is `error`, or a note about what could not be read.
     pub error: Option<String>,
+    /// Bytes an interrupted download keeps in `.downloads/<id>/` (which a new download
+    /// resumes from), in full listings; `None` when there are none. Not part of
+    /// `size_bytes`, which is the model folder's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_bytes: Option<u64>,
     /// Why a status that is not an error is what it is, when that needs saying: a model
     /// being imported, an interrupted download that a new download resumes.
     #[serde(default)]

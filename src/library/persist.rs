@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 pub const FILE_NAME: &str = "listing.bin";
 const MAGIC: &[u8; 8] = b"MLCACHE\0";
 /// Version of the on-disk format; bump on any change to [`Persisted`].
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 #[derive(Serialize, Deserialize)]
 struct Persisted {
@@ -65,6 +65,7 @@ struct StoredModel {
     metadata: Option<crate::library::model::ModelMetadata>,
     main_file: Option<String>,
     note: Option<String>,
+    partial_bytes: Option<u64>,
 }
 
 impl From<&ModelInfo> for StoredModel {
@@ -92,6 +93,7 @@ impl From<&ModelInfo> for StoredModel {
                 .as_ref()
                 .map(|p| p.to_string_lossy().into_owned()),
             note: m.note.clone(),
+            partial_bytes: m.partial_bytes,
         }
     }
 }
@@ -118,6 +120,7 @@ impl From<StoredModel> for ModelInfo {
             metadata: m.metadata.map(Box::new),
             main_file: m.main_file.map(|f| PathBuf::from(f).into_boxed_path()),
             note: m.note,
+            partial_bytes: m.partial_bytes,
         }
     }
 }

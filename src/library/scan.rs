@@ -607,6 +607,9 @@ fn model_info(
         file_count: full.then(|| walked.as_ref().map_or(0, |w| w.files)),
         expected_size_bytes,
         modified: walked.as_ref().and_then(|w| w.newest),
+        partial_bytes: (full && c.leftovers)
+            .then(|| walk(&input.library.downloads_dir().join(&c.name)).size)
+            .filter(|b| *b > 0),
         note: match status {
             ModelStatus::Partial => importing.cloned().or_else(|| {
                 c.leftovers.then(|| {

@@ -422,7 +422,21 @@ fn cell_ui(
                 // Bytes so far, of how many, while it downloads.
                 Some(p) => cell(ui, crate::util::bytes_of(p.bytes_done, p.bytes_total))
                     .on_hover_text(crate::util::progress_summary(p)),
-                None => cell(ui, size_text(m)),
+                // A partial model: its folder and what an interrupted download kept.
+                None => match m.partial_bytes {
+                    Some(kept) => cell(
+                        ui,
+                        crate::util::bytes_of(
+                            m.size_bytes.unwrap_or(0) + kept,
+                            m.expected_size_bytes,
+                        ),
+                    )
+                    .on_hover_text(format!(
+                        "{} kept by an interrupted download; downloading again resumes from it",
+                        human_bytes(kept)
+                    )),
+                    None => cell(ui, size_text(m)),
+                },
             };
         }
         Col::Modified => {

@@ -57,6 +57,7 @@ impl ModelLibraryService {
             file_count: None,
             expected_size_bytes: entry.files.iter().map(|f| f.size).sum(),
             modified: None,
+            partial_bytes: None,
             error: None,
             source: crate::library::Sym::new(crate::library::model::LIBRARY_SOURCE),
             metadata: None,

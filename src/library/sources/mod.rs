@@ -646,6 +646,7 @@ impl Draft {
             file_count: Some(self.files.len() as u64),
             expected_size_bytes: None,
             modified: self.newest,
+            partial_bytes: None,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             source: Sym::new(kind.as_str()),
             metadata: self.metadata.map(Box::new),
