@@ -1018,3 +1018,59 @@ fn a_partial_row_shows_the_bytes_it_has() {
     );
     assert!(h.query_by_label("40/100 B").is_some());
 }
+
+/// The Stores window shows each store's default folder on this machine as the hint of its
+/// folder box (not "default location").
+#[test]
+fn the_stores_window_names_each_default_folder() {
+    use egui_kittest::kittest::NodeT;
+    let lib = sample();
+    let mut h = start(Some(lib.root().to_path_buf()), Settings::default(), true);
+    h.get_by_label("Stores…").click();
+    h.run();
+    let hints: Vec<String> = h
+        .get_all_by_role(egui::accesskit::Role::TextInput)
+        .filter_map(|n| n.accesskit_node().data().placeholder().map(str::to_string))
+        .filter(|p| p.starts_with('/') || p.starts_with("no default folder"))
+        .filter(|p| std::path::Path::new(p) != lib.root())
+        .collect();
+    assert_eq!(hints.len(), 3, "one per store: {hints:?}");
+    assert!(hints.iter().all(|p| p != "default location"));
+}
+
+/// The details keep a scroll position per model: scrolled down on one model, the next one
+/// selected starts at its name.
+#[test]
+fn a_newly_selected_model_shows_its_details_from_the_top() {
+    let lib = TestLib::new();
+    let long = "a long description. ".repeat(60);
+    lib.registry(
+        &serde_json::json!({"version": 1, "models": [
+            {"id": "alpha", "name": "Alpha", "description": long},
+            {"id": "beta", "name": "Beta", "description": long},
+        ]})
+        .to_string(),
+    );
+    let mut h = open(&lib);
+    // The heading in the details is the lower of the two labels with the model's name.
+    let heading_y = |h: &H, name: &str| {
+        h.get_all_by_label(name)
+            .map(|n| n.rect().min.y)
+            .fold(f32::MIN, f32::max)
+    };
+    h.get_by_label("Alpha").click();
+    settle(&mut h);
+    let top = heading_y(&h, "Alpha");
+    for _ in 0..10 {
+        h.get_by_label("Registered").scroll_down();
+        h.run();
+    }
+    assert!(heading_y(&h, "Alpha") < top, "the details scrolled");
+    h.get_by_label("Beta").click();
+    settle(&mut h);
+    assert_eq!(
+        heading_y(&h, "Beta"),
+        top,
+        "Beta's details start at its name"
+    );
+}

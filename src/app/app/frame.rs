@@ -219,6 +219,7 @@ impl ModelLibraryApp {
         egui::Panel::bottom("details")
             .resizable(true)
             .default_size(230.0)
+            .size_range(120.0..=600.0)
             .show(ui, |ui| {
                 // One scroll position per model: a newly selected model starts at its
                 // name, not where the last one was left.
