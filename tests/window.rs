@@ -1074,3 +1074,39 @@ fn a_newly_selected_model_shows_its_details_from_the_top() {
         "Beta's details start at its name"
     );
 }
+
+/// Opening a folder where no file manager can be started says so (and offers the path to
+/// copy) instead of failing silently; the window does not wait for the attempt.
+#[test]
+fn a_folder_that_cannot_be_opened_is_said() {
+    let lib = sample();
+    let mut h = open(&lib);
+    h.get_by_label("zeta-local").click();
+    settle(&mut h);
+    // The details' button (the row menu offers the same), pressed through accessibility:
+    // it may be scrolled out of the details' view.
+    h.get_by_label("Open folder").click_accesskit();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        h.step();
+        let said = h
+            .state()
+            .notices()
+            .iter()
+            .any(|n| n.text.starts_with("Cannot open") && n.text.contains("zeta-local"));
+        if said {
+            break;
+        }
+        if Instant::now() > deadline {
+            // A desktop with a working file manager opened it: nothing to report then.
+            assert!(
+                std::env::var_os("DISPLAY").is_some()
+                    || std::env::var_os("WAYLAND_DISPLAY").is_some(),
+                "no notice, and no desktop to have opened it: {:?}",
+                h.state().notices()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

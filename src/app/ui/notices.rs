@@ -41,10 +41,22 @@ pub struct Notice {
     pub shown: Instant,
 }
 
+/// How long an information notice takes to fade out, at the end of [`INFO_FOR`].
+const FADE: Duration = Duration::from_secs(1);
+
 impl Notice {
     /// Whether it is still to be shown at `now`.
     pub fn current(&self, now: Instant) -> bool {
         self.level == Level::Error || now.duration_since(self.shown) < INFO_FOR
+    }
+
+    /// How opaque it is drawn at `now`: information fades out over its last second.
+    pub fn opacity(&self, now: Instant) -> f32 {
+        if self.level == Level::Error {
+            return 1.0;
+        }
+        let left = INFO_FOR.saturating_sub(now.duration_since(self.shown));
+        (left.as_secs_f32() / FADE.as_secs_f32()).clamp(0.0, 1.0)
     }
 }
 
@@ -73,7 +85,7 @@ pub fn notices_ui(ctx: &egui::Context, notices: &[Notice]) -> Option<NoticeActio
         .show(ctx, |ui| {
             ui.set_max_width(WIDTH);
             for (i, n) in notices.iter().enumerate() {
-                if toast_ui(ui, n) {
+                if ui.scope(|ui| toast_ui(ui, n)).inner {
                     action = Some(NoticeAction::Dismiss(i));
                 }
                 ui.add_space(4.0);
@@ -84,6 +96,11 @@ pub fn notices_ui(ctx: &egui::Context, notices: &[Notice]) -> Option<NoticeActio
 
 /// One toast; whether its Dismiss was clicked.
 fn toast_ui(ui: &mut egui::Ui, n: &Notice) -> bool {
+    let opacity = n.opacity(Instant::now());
+    if opacity < 1.0 {
+        ui.ctx().request_repaint(); // keep fading
+    }
+    ui.multiply_opacity(opacity);
     let (color, tag) = match n.level {
         Level::Error => (Color32::from_rgb(220, 70, 60), "Error"),
         Level::Info => (Color32::from_rgb(70, 140, 230), "Note"),
@@ -120,5 +137,12 @@ mod tests {
         assert!(at(Level::Info, Duration::from_secs(1)).current(now));
         assert!(!at(Level::Info, INFO_FOR + Duration::from_secs(1)).current(now));
         assert!(at(Level::Error, Duration::from_secs(3600)).current(now));
+        assert_eq!(at(Level::Info, Duration::from_secs(1)).opacity(now), 1.0);
+        let fading = at(Level::Info, INFO_FOR - Duration::from_millis(500)).opacity(now);
+        assert!((0.4..0.6).contains(&fading), "{fading}");
+        assert_eq!(
+            at(Level::Error, Duration::from_secs(3600)).opacity(now),
+            1.0
+        );
     }
 }
