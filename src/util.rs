@@ -15,6 +15,16 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// Seconds as a short time left: `45 s`, `3 min`, `2 h 5 min`.
+pub fn short_duration(secs: f64) -> String {
+    let s = secs.max(0.0).ceil() as u64;
+    match s {
+        0..=99 => format!("{s} s"),
+        100..=5_999 => format!("{} min", s.div_ceil(60)),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// `n` and a noun, plural unless `n` is 1: `1 file`, `3 files`.
 pub fn count_of(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -122,6 +132,13 @@ mod tests {
         assert_eq!(bytes_of(20_000, Some(50_000)), "19.5/48.8 KiB");
         assert_eq!(bytes_of(900 * 1024, Some(1_300_000)), "900.0 KiB/1.2 MiB");
         assert_eq!(bytes_of(5, None), "5 B");
+    }
+
+    #[test]
+    fn time_left_is_short() {
+        assert_eq!(short_duration(44.2), "45 s");
+        assert_eq!(short_duration(127.0), "3 min");
+        assert_eq!(short_duration(7_500.0), "2 h 5 min");
     }
 
     #[test]

@@ -835,6 +835,12 @@ fn a_downloading_row_shows_its_bytes_and_the_theme_can_be_chosen() {
         h.step();
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Its bar says the share done and the time left (the details' wider one the speed too).
+    while h.query_by_label_contains("% · ").is_none() {
+        assert!(Instant::now() < deadline, "no time left shown");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     pick(&mut h, "Theme", "Light");
     assert_eq!(h.ctx.theme(), egui::Theme::Light);

@@ -95,12 +95,23 @@ fn row_menu_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<TableAction> {
 
 /// A download progress bar with percent or bytes.
 pub fn download_bar(p: &DownloadProgress, width: f32) -> egui::ProgressBar {
-    let text = match (&p.state, p.fraction()) {
+    let mut text = match (&p.state, p.fraction()) {
         (DownloadState::Queued, _) => "queued".to_string(),
         (DownloadState::Verifying, _) => "verifying".to_string(),
         (_, Some(f)) => format!("{:.0}%", f * 100.0),
         (_, None) => human_bytes(p.bytes_done),
     };
+    // The time left, and the speed where the bar is wide enough for it.
+    if matches!(p.state, DownloadState::Running)
+        && let Some(eta) = p.eta_seconds
+    {
+        if width >= 170.0 {
+            let speed = human_bytes(p.speed_bytes_per_sec as u64);
+            text = format!("{text} · {speed}/s · {}", crate::util::short_duration(eta));
+        } else if width >= 90.0 {
+            text = format!("{text} · {}", crate::util::short_duration(eta));
+        }
+    }
     egui::ProgressBar::new(p.fraction().unwrap_or(0.0) as f32)
         .desired_width(width)
         .text(text)
