@@ -17,7 +17,7 @@ use notify::event::{
     AccessKind, AccessMode, CreateKind, DataChange, EventKind, Flag, MetadataKind, ModifyKind,
     RemoveKind, RenameMode,
 };
-use notify::{ErrorKind, Event, RecursiveMode};
+use notify::{ErrorKind, Event};
 
 /// What the reader reports.
 pub(super) type EventResult = notify::Result<Event>;
@@ -172,7 +172,7 @@ impl Notifier {
     /// Watches the folder `path` (its entries; subfolders are watched each on their own).
     /// A folder whose parent is watched becomes a node of it (a name, not a path); any
     /// other is a top node, kept by its path.
-    pub fn watch(&mut self, path: &Path, _mode: RecursiveMode) -> notify::Result<()> {
+    pub fn watch(&mut self, path: &Path) -> notify::Result<()> {
         let handle = self
             .watches
             .add(path, mask())
@@ -249,14 +249,13 @@ impl Notifier {
     }
 
     /// Every watched folder's path.
-    pub fn watched_paths(&self) -> notify::Result<Vec<(PathBuf, RecursiveMode)>> {
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
         let nodes = self.lock();
-        Ok(nodes
+        nodes
             .by_wd
             .keys()
             .filter_map(|wd| nodes.path(*wd))
-            .map(|p| (p, RecursiveMode::NonRecursive))
-            .collect())
+            .collect()
     }
 }
 
@@ -374,5 +373,42 @@ impl Reader {
             return Ok(());
         };
         send(&self.tx, kind, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder inside a watched one is a node of it (kept by name, rebuilt as a path), and
+    /// unwatching a folder removes every watch below it.
+    #[test]
+    fn nodes_follow_their_parents_and_go_with_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("lib");
+        std::fs::create_dir_all(root.join("m/sub/deeper")).unwrap();
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut n = Notifier::new(tx).unwrap();
+        let dirs: Vec<PathBuf> = std::iter::once(root.clone())
+            .chain(["m", "m/sub", "m/sub/deeper"].iter().map(|d| root.join(d)))
+            .collect();
+        for dir in &dirs {
+            n.watch(dir).unwrap();
+        }
+        let mut paths = n.watched_paths();
+        paths.sort();
+        assert_eq!(paths, dirs);
+        assert_eq!(
+            n.lock().tops.len(),
+            1,
+            "only the first folder is kept by its path"
+        );
+        n.unwatch(&root.join("m")).unwrap();
+        let paths = n.watched_paths();
+        assert_eq!(paths.len(), 1, "{paths:?}");
+        assert!(
+            n.descriptor(&root.join("m/sub")).is_none(),
+            "its kernel watch went too"
+        );
     }
 }

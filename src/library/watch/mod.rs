@@ -394,11 +394,8 @@ impl LibraryWatcher {
         if name == MODELS_DIR {
             // Only folders not watched yet: an event on `models/` itself (a `touch`) must
             // not count every model against the budget a second time.
-            let _ = events.watch(&root.join(MODELS_DIR), RecursiveMode::NonRecursive);
-            let watched: HashSet<PathBuf> = events
-                .watched_paths()
-                .map(|paths| paths.into_iter().map(|(p, _)| p).collect())
-                .unwrap_or_default();
+            let _ = events.watch(&root.join(MODELS_DIR));
+            let watched: HashSet<PathBuf> = events.watched_paths().into_iter().collect();
             let polled = self
                 .polled
                 .lock()
@@ -443,7 +440,8 @@ impl LibraryWatcher {
         }
         match model {
             Some(id) => {
-                setup::unwatch_tree(events, &self.library.models_dir().join(id));
+                // Unwatching the model folder removes every watch below it.
+                let _ = events.unwatch(&self.library.models_dir().join(id));
                 self.poll_some([id.to_string()]);
             }
             None => self.events_failed(LIMIT_REASON.into()),

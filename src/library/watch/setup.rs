@@ -17,11 +17,11 @@
 //! moves that model to polling too. Reads folders, writes nothing; links are never
 //! followed (the scan never descends a linked folder either).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
+use notify::ErrorKind;
 use notify::event::EventKindMask;
-use notify::{ErrorKind, RecursiveMode};
 
 use crate::library::layout::{CACHE_DIR, DOWNLOADS_DIR, IMPORTS_DIR, MODELS_DIR};
 
@@ -112,7 +112,7 @@ pub(super) fn watch_library(
         if left == 0 {
             return Err(LIMIT_REASON.into());
         }
-        match events.watch(&path, RecursiveMode::NonRecursive) {
+        match events.watch(&path) {
             Ok(()) => left -= 1,
             Err(e) if matches!(e.kind, ErrorKind::PathNotFound) && path != root => {}
             Err(e) => return Err(describe(&e, &path)),
@@ -168,16 +168,16 @@ pub(super) fn watch_tree(events: &mut Events, top: &Path, left: &mut usize) -> P
         Ok(meta) if meta.is_dir() => {}
         _ => return Placed::Nothing,
     }
-    let mut added: Vec<PathBuf> = Vec::new();
+    let mut watched_top = false;
     let mut queue = vec![top.to_path_buf()];
     while let Some(dir) = queue.pop() {
         if *left == 0 {
-            return undo(events, &added);
+            return undo(events, top, watched_top);
         }
-        match events.watch(&dir, RecursiveMode::NonRecursive) {
+        match events.watch(&dir) {
             Ok(()) => *left -= 1,
             Err(e) if matches!(e.kind, ErrorKind::PathNotFound) => {
-                if added.is_empty() {
+                if !watched_top {
                     return Placed::Nothing; // the tree itself went
                 }
                 continue; // a subfolder went meanwhile
@@ -186,7 +186,7 @@ pub(super) fn watch_tree(events: &mut Events, top: &Path, left: &mut usize) -> P
                 if matches!(e.kind, ErrorKind::MaxFilesWatch) {
                     *left = 0; // the kernel knows better than the estimate
                 }
-                return undo(events, &added);
+                return undo(events, top, watched_top);
             }
         }
         // Listed after its watch is in place: a subfolder made from now on is an event.
@@ -197,7 +197,7 @@ pub(super) fn watch_tree(events: &mut Events, top: &Path, left: &mut usize) -> P
                     .map(|e| e.path()),
             );
         }
-        added.push(dir);
+        watched_top = true;
     }
     Placed::Watched
 }
@@ -211,7 +211,7 @@ pub(super) fn watch_one(events: &mut Events, dir: &Path, left: &mut usize) -> Pl
     if *left == 0 {
         return Placed::Refused;
     }
-    match events.watch(dir, RecursiveMode::NonRecursive) {
+    match events.watch(dir) {
         Ok(()) => {
             *left -= 1;
             Placed::Watched
@@ -234,26 +234,11 @@ pub(super) fn watch_cache(events: &mut Events, root: &Path, left: &mut usize) ->
     placed
 }
 
-/// Removes the watches of a tree that could not be watched whole.
-fn undo(events: &mut Events, added: &[PathBuf]) -> Placed {
-    for dir in added {
-        let _ = events.unwatch(dir);
+/// Removes the watches of a tree that could not be watched whole: unwatching its top
+/// folder removes every watch below it (see [`Events::unwatch`]).
+fn undo(events: &mut Events, top: &Path, watched_top: bool) -> Placed {
+    if watched_top {
+        let _ = events.unwatch(top);
     }
     Placed::Refused
-}
-
-/// Removes the watches of every folder in the tree `top` (for a model moved to polling);
-/// folders never watched are skipped.
-pub(super) fn unwatch_tree(events: &mut Events, top: &Path) {
-    let mut queue = vec![top.to_path_buf()];
-    while let Some(dir) = queue.pop() {
-        let _ = events.unwatch(&dir);
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            queue.extend(
-                rd.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-    }
 }
