@@ -763,6 +763,11 @@ impl ModelLibraryApp {
         self.selected = Some(id);
     }
 
+    /// Whether a dialog is open (delete, stores, import): the table's keys wait for it.
+    fn dialog_open(&self) -> bool {
+        self.delete.is_some() || self.stores_draft.is_some() || self.import_path.is_some()
+    }
+
     /// Moves the selection through the table's rows as the keyboard asked, and scrolls
     /// the table to it. With nothing selected, down-going keys start at the first row and
     /// up-going ones at the last.
@@ -922,10 +927,7 @@ impl ModelLibraryApp {
     }
 
     fn shortcuts(&mut self, ctx: &egui::Context) {
-        let free = self.delete.is_none()
-            && self.stores_draft.is_none()
-            && self.import_path.is_none()
-            && !ctx.egui_wants_keyboard_input();
+        let free = !self.dialog_open() && !ctx.egui_wants_keyboard_input();
         if free && let Some(step) = ctx.input_mut(table_step) {
             self.step_selection(step);
         }

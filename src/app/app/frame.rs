@@ -311,9 +311,10 @@ impl ModelLibraryApp {
                 .map(Intent::Delete),
             );
         }
-        let open =
-            self.import_path.is_some() || self.stores_draft.is_some() || self.delete.is_some();
-        if !open && self.selected.is_some() && ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+        if !self.dialog_open()
+            && self.selected.is_some()
+            && ctx.input(|i| i.key_pressed(egui::Key::Escape))
+        {
             intents.push(Intent::Deselect);
         }
         intents
