@@ -51,24 +51,29 @@ doc["models"].insert(0, {
 json.dump(doc, open(path, "w"), indent=1)
 PY
 
-# Everything below runs inside one Xvfb session.
-cat > "$WORK/session.sh" <<'SESSION'
-set -euo pipefail
-BIN=$1; LIB=$2; OUT=$3
-export XDG_CONFIG_HOME=$(dirname "$LIB")/config XDG_DATA_HOME=$(dirname "$LIB")/data
+# Sourced by each Xvfb session: opens the app on $LIB with its settings in $CONFIG, waits
+# (bounded) for its window, sets WIN and puts the window in the top left corner.
+cat > "$WORK/open_app.sh" <<'OPEN'
+export XDG_CONFIG_HOME=$CONFIG XDG_DATA_HOME=$(dirname "$LIB")/data
 unset WAYLAND_DISPLAY
 "$BIN" --library "$LIB" &
 APP=$!
 trap 'kill $APP 2>/dev/null || true' EXIT
-# Wait (bounded) for the window to appear.
 for _ in $(seq 1 100); do
   WIN=$(xdotool search --onlyvisible --name "Model Library" 2>/dev/null | head -1 || true)
   [ -n "$WIN" ] && break
   sleep 0.1
 done
 [ -n "$WIN" ] || { echo "window did not appear" >&2; exit 1; }
-shot() { sleep "${2:-1.5}"; import -window root -crop 1360x820+0+0 +repage "$OUT/$1.png"; }
 xdotool windowmove "$WIN" 0 0 || true
+OPEN
+
+# Everything below runs inside one Xvfb session.
+cat > "$WORK/session.sh" <<'SESSION'
+set -euo pipefail
+BIN=$1; LIB=$2; OUT=$3; CONFIG=$(dirname "$LIB")/config
+. "$(dirname "$0")/open_app.sh"
+shot() { sleep "${2:-1.5}"; import -window root -crop 1360x820+0+0 +repage "$OUT/$1.png"; }
 xdotool windowfocus "$WIN" 2>/dev/null || true
 xdotool mousemove --window "$WIN" 600 808 click 1  # focus, on the status bar
 shot main-view 3
@@ -102,19 +107,8 @@ xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/session.sh" "$BIN" "$WORK/lib
 # Small windows: 900x600 at scale 1, and 1000x650 at scale 1.5 (columns give way).
 cat > "$WORK/small.sh" <<'SMALL'
 set -euo pipefail
-BIN=$1; LIB=$2; OUT=$3; W=$4; H=$5; NAME=$6
-export XDG_CONFIG_HOME=$(dirname "$LIB")/config-small XDG_DATA_HOME=$(dirname "$LIB")/data
-unset WAYLAND_DISPLAY
-"$BIN" --library "$LIB" &
-APP=$!
-trap 'kill $APP 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  WIN=$(xdotool search --onlyvisible --name "Model Library" 2>/dev/null | head -1 || true)
-  [ -n "$WIN" ] && break
-  sleep 0.1
-done
-[ -n "$WIN" ] || { echo "window did not appear" >&2; exit 1; }
-xdotool windowmove "$WIN" 0 0 || true
+BIN=$1; LIB=$2; OUT=$3; W=$4; H=$5; NAME=$6; CONFIG=$(dirname "$LIB")/config-small
+. "$(dirname "$0")/open_app.sh"
 xdotool windowsize "$WIN" "$W" "$H" || true
 sleep 3
 import -window root -crop "${W}x${H}+0+0" +repage "$OUT/$NAME.png"
