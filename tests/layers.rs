@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "sym",
         "walk",
     ],
-    &["registry", "registry_copy", "metadata"],
+    &["registry", "registry_pack", "registry_copy", "metadata"],
     &["scan", "sources", "cache"],
     &["persist", "watch", "download", "delete", "import"],
     &["service"],

@@ -100,9 +100,9 @@ pub fn report(root: &Path, n: usize) {
     );
     // The parts on their own: the registry as the service keeps it, one listing.
     let before = heap_bytes();
-    let registry = model_library::library::Registry::load(&Library::new(root))
-        .expect("registry")
-        .for_listing();
+    let parsed = model_library::library::Registry::load(&Library::new(root)).expect("registry");
+    let registry = model_library::library::PackedRegistry::pack(&parsed);
+    drop(parsed);
     let registry_bytes = heap_bytes().saturating_sub(before);
     drop(registry);
     drop(view);

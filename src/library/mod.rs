@@ -23,6 +23,7 @@ mod model;
 pub mod persist;
 mod registry;
 mod registry_copy;
+mod registry_pack;
 mod scan;
 mod service;
 pub mod sources;
@@ -46,6 +47,7 @@ pub use model::{LIBRARY_SOURCE, ListKind, ListQuery, ModelInfo, ModelMetadata, M
 pub use registry::{
     Registry, init_default, resolve_library, update_registry, upsert_entry, write_atomic,
 };
+pub use registry_pack::PackedRegistry;
 pub use scan::{MAX_LISTED_FILES, ProgressReading, ScanProgress, list_files};
 pub use service::{
     CacheInfo, ModelLibraryService, RefreshInfo, ServiceCacheInfo, ServiceOptions, ViewCacheInfo,

@@ -18,8 +18,8 @@ use crate::library::error::{LibraryError, Result};
 use crate::library::layout::Library;
 use crate::library::model::ListKind;
 use crate::library::model::ModelInfo;
-use crate::library::registry::Registry;
 use crate::library::registry_copy;
+use crate::library::registry_pack::PackedRegistry;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -174,7 +174,7 @@ struct SaverState {
     /// The newest listing not yet being written.
     next: Option<Arc<Listing>>,
     /// The newest registry copy to make, not yet being written.
-    registry: Option<(Arc<Registry>, registry_copy::Pending)>,
+    registry: Option<(Arc<PackedRegistry>, registry_copy::Pending)>,
     /// A listing is being written now.
     busy: bool,
     /// The saver is dropped: write what is queued, then stop.
@@ -213,7 +213,11 @@ impl Saver {
     }
 
     /// Queues the binary copy of `registry` that loading it asked for (`registry.bin`).
-    pub fn copy_registry(&mut self, registry: Arc<Registry>, pending: registry_copy::Pending) {
+    pub fn copy_registry(
+        &mut self,
+        registry: Arc<PackedRegistry>,
+        pending: registry_copy::Pending,
+    ) {
         self.shared
             .0
             .lock()

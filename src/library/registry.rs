@@ -45,6 +45,15 @@ struct Fetch {
 }
 
 impl RegistryFileSpec {
+    /// A declared file with no url or hash (as listings keep it).
+    pub fn declared(path: String, size: Option<u64>) -> RegistryFileSpec {
+        RegistryFileSpec {
+            path,
+            size,
+            fetch: None,
+        }
+    }
+
     /// Where to download it from.
     pub fn url(&self) -> Option<&str> {
         self.fetch.as_ref()?.url.as_deref()
@@ -115,7 +124,7 @@ pub struct Registry {
 }
 
 /// The index key of an id (SipHash with fixed keys: the same in every process).
-fn id_key(id: &str) -> u64 {
+pub(crate) fn id_key(id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     id.hash(&mut h);
@@ -206,32 +215,6 @@ impl Registry {
     /// The entry with this id.
     pub fn get(&self, id: &str) -> Option<&RegistryEntry> {
         self.position(id).map(|i| &self.entries[i])
-    }
-
-    /// A registry of these entries (ids unique, as a parse leaves them) and problems.
-    pub(crate) fn from_parts(entries: Vec<RegistryEntry>, problems: Vec<EntryProblem>) -> Registry {
-        let mut registry = Registry {
-            entries: Vec::with_capacity(entries.len()),
-            problems,
-            ..Registry::default()
-        };
-        for (i, entry) in entries.into_iter().enumerate() {
-            registry.add(i, Ok(entry));
-        }
-        registry
-    }
-
-    /// This registry without what only a download needs (each file's `url` and `sha256`;
-    /// they were checked while parsing, so an entry's problem still says what is wrong):
-    /// what a service keeps between scans, about a third smaller. A download reads the
-    /// registry afresh.
-    pub fn for_listing(mut self) -> Registry {
-        for entry in &mut self.entries {
-            for file in &mut entry.files {
-                file.fetch = None;
-            }
-        }
-        self
     }
 }
 

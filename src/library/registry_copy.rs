@@ -1,4 +1,4 @@
-//! A binary copy of the parsed registry as listings need it (`Registry::for_listing`), in
+//! A binary copy of the parsed registry as listings need it (a [`PackedRegistry`]), in
 //! `LIBRARY/.cache/registry.bin`: a start, a fast listing or a full scan of a library whose
 //! `model_registry.json` did not change reads it instead of parsing the JSON again (100 000
 //! models are ~69 MB of JSON, ~0.35 s to parse). It is only a cache, never trusted beyond
@@ -20,13 +20,15 @@ use crate::library::cache_file;
 use crate::library::clock::unix_seconds;
 use crate::library::error::Result;
 use crate::library::layout::Library;
-use crate::library::registry::{EntryProblem, Registry, RegistryEntry};
+use crate::library::registry::{EntryProblem, Registry};
+use crate::library::registry_pack::{PackedRegistry, Parts};
 
 /// File name of the copy under `.cache/`.
 pub const FILE_NAME: &str = "registry.bin";
 const MAGIC: &[u8; 8] = b"MLREGCP\0";
-/// Version of the format; bump on any change to [`Copy`] or the types in it.
-const VERSION: u32 = 2;
+/// Version of the format; bump on any change to [`Header`], the types in it or the packed
+/// entries' encoding.
+const VERSION: u32 = 3;
 /// How old the registry's modification time must be before a copy is made of it.
 pub const SETTLED: f64 = 2.0;
 
@@ -52,11 +54,13 @@ impl Stamp {
     }
 }
 
+/// What the copy says before the packed entries, which follow it as they are.
 #[derive(Serialize, Deserialize)]
-struct Copy {
+struct Header<'a> {
     library_root: String,
     stamp: Stamp,
-    entries: Vec<RegistryEntry>,
+    #[serde(borrow)]
+    syms: Vec<&'a str>,
     problems: Vec<EntryProblem>,
 }
 
@@ -68,14 +72,14 @@ pub struct Pending(Stamp);
 /// else parsed from the JSON — then with the copy to make of it, if the registry had
 /// settled at clock time `now` ([`write_pending`] makes it; the service has its saver
 /// thread do that, so the service is not held).
-pub fn load_for_listing(library: &Library, now: f64) -> Result<(Registry, Option<Pending>)> {
+pub fn load_for_listing(library: &Library, now: f64) -> Result<(PackedRegistry, Option<Pending>)> {
     let stamp = Stamp::read(library);
     if let Some(stamp) = stamp
         && let Some(registry) = read(library, stamp)
     {
         return Ok((registry, None));
     }
-    let registry = Registry::load(library)?.for_listing();
+    let registry = PackedRegistry::pack(&Registry::load(library)?);
     // Only from a registry that has settled, and only if it is still the one parsed.
     let pending = stamp
         .filter(|s| now - s.mtime >= SETTLED && Stamp::read(library) == Some(*s))
@@ -85,28 +89,36 @@ pub fn load_for_listing(library: &Library, now: f64) -> Result<(Registry, Option
 
 /// Makes the copy of `registry` that [`load_for_listing`] asked for. A cache: failing to
 /// write loses nothing, so failures are ignored.
-pub fn write_pending(library: &Library, pending: Pending, registry: &Registry) {
+pub fn write_pending(library: &Library, pending: Pending, registry: &PackedRegistry) {
     let _ = write(library, pending.0, registry);
 }
 
-fn read(library: &Library, stamp: Stamp) -> Option<Registry> {
+fn read(library: &Library, stamp: Stamp) -> Option<PackedRegistry> {
     let bytes = cache_file::read(library, FILE_NAME).ok()?;
     let payload = cache_file::unframed(&bytes, MAGIC, VERSION, "registry copy").ok()?;
-    let copy: Copy = postcard::from_bytes(payload).ok()?;
-    (copy.stamp == stamp && copy.library_root == library.root().to_string_lossy())
-        .then(|| Registry::from_parts(copy.entries, copy.problems))
+    let (header, data): (Header<'_>, &[u8]) = postcard::take_from_bytes(payload).ok()?;
+    if header.stamp != stamp || header.library_root != library.root().to_string_lossy() {
+        return None;
+    }
+    let parts = Parts {
+        syms: header.syms,
+        data,
+    };
+    PackedRegistry::from_parts(parts, header.problems)
 }
 
-fn write(library: &Library, stamp: Stamp, registry: &Registry) -> Result<()> {
-    let copy = Copy {
+fn write(library: &Library, stamp: Stamp, registry: &PackedRegistry) -> Result<()> {
+    let parts = registry.parts();
+    let header = Header {
         library_root: library.root().to_string_lossy().into_owned(),
         stamp,
-        entries: registry.entries.clone(),
+        syms: parts.syms,
         problems: registry.problems.clone(),
     };
-    let Ok(payload) = postcard::to_stdvec(&copy) else {
+    let Ok(mut payload) = postcard::to_stdvec(&header) else {
         return Ok(());
     };
+    payload.extend_from_slice(parts.data);
     let bytes = cache_file::framed(MAGIC, VERSION, &payload);
     library
         .open_writes()?

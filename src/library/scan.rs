@@ -23,7 +23,8 @@ use rayon::prelude::*;
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
 use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelStatus};
-use crate::library::registry::{Registry, RegistryEntry};
+use crate::library::registry::RegistryEntry;
+use crate::library::registry_pack::PackedRegistry;
 use crate::library::sym::Sym;
 use crate::library::walk::{EntryKind, WalkOptions};
 
@@ -76,8 +77,8 @@ impl ScanProgress {
 pub struct ScanInput<'a> {
     /// The library to scan.
     pub library: &'a Library,
-    /// Its registry, already loaded.
-    pub registry: &'a Registry,
+    /// Its registry, already loaded (entries are decoded as their models are scanned).
+    pub registry: &'a PackedRegistry,
     /// Ids with a download running in this process.
     pub downloading: &'a HashSet<String>,
     /// Where to report progress.
@@ -96,11 +97,19 @@ enum Folder {
 }
 
 /// One model to scan: a registry entry, a folder, leftovers, or several of these.
-struct Candidate<'a> {
+struct Candidate {
     name: OsString,
-    entry: Option<&'a RegistryEntry>,
+    /// Where its registry entry is in the registry, if it has one.
+    position: Option<usize>,
     folder: Folder,
     leftovers: bool,
+}
+
+impl Candidate {
+    /// Its registry entry, decoded.
+    fn entry(&self, registry: &PackedRegistry) -> Option<RegistryEntry> {
+        self.position.map(|i| registry.entry(i))
+    }
 }
 
 /// Scans the library. Fails only when the library itself cannot be read (missing library
@@ -127,7 +136,7 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
         };
         let registered = name
             .to_str()
-            .is_some_and(|n| input.registry.get(n).is_some());
+            .is_some_and(|n| input.registry.position(n).is_some());
         if !registered {
             unregistered.push(name.clone());
         }
@@ -141,19 +150,21 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
         .collect::<HashSet<_>>()
         .into_iter()
         .filter(|n| !folder_kinds.contains_key(n))
-        .filter(|n| n.to_str().is_none_or(|s| input.registry.get(s).is_none()))
+        .filter(|n| {
+            n.to_str()
+                .is_none_or(|s| input.registry.position(s).is_none())
+        })
         .collect();
     downloads_only.sort();
 
-    let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(
-        input.registry.entries.len() + unregistered.len() + downloads_only.len(),
-    );
-    for entry in &input.registry.entries {
-        let name = OsString::from(&entry.id);
+    let mut candidates: Vec<Candidate> =
+        Vec::with_capacity(input.registry.len() + unregistered.len() + downloads_only.len());
+    for (position, id) in input.registry.ids().enumerate() {
+        let name = OsString::from(id);
         candidates.push(Candidate {
             folder: folder_kinds.get(&name).copied().unwrap_or(Folder::Missing),
             leftovers: leftovers.contains(&name),
-            entry: Some(entry),
+            position: Some(position),
             name,
         });
     }
@@ -161,7 +172,7 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
         candidates.push(Candidate {
             folder: folder_kinds.get(&name).copied().unwrap_or(Folder::Missing),
             leftovers: leftovers.contains(&name),
-            entry: None,
+            position: None,
             name,
         });
     }
@@ -170,7 +181,15 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
     match kind {
         ListKind::Fast => Ok(candidates
             .iter()
-            .map(|c| model_info(c, &models_dir, input, None))
+            .map(|c| {
+                model_info(
+                    c,
+                    c.entry(input.registry).as_ref(),
+                    &models_dir,
+                    input,
+                    None,
+                )
+            })
             .collect()),
         ListKind::Full => {
             input.progress.start(candidates.len() as u64);
@@ -182,11 +201,13 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
                 candidates
                     .par_iter()
                     .map(|c| {
+                        let entry = c.entry(input.registry);
                         let walked = (c.folder == Folder::Dir).then(|| {
                             let root = models_dir.join(&c.name);
-                            walk_model(&root, at.map(|fd| (fd, c.name.as_os_str())), c.entry)
+                            let at = at.map(|fd| (fd, c.name.as_os_str()));
+                            walk_model(&root, at, entry.as_ref())
                         });
-                        let info = model_info(c, &models_dir, input, Some(walked));
+                        let info = model_info(c, entry.as_ref(), &models_dir, input, Some(walked));
                         input.progress.tick();
                         info
                     })
@@ -222,8 +243,8 @@ pub fn scan_some(
             };
             let leftovers =
                 fs::symlink_metadata(downloads_dir.join(name)).is_ok_and(|m| m.is_dir());
-            let entry = input.registry.get(name);
-            if entry.is_none()
+            let position = input.registry.position(name);
+            if position.is_none()
                 && folder == Folder::Missing
                 && !leftovers
                 && !input.importing.contains_key(name)
@@ -232,16 +253,15 @@ pub fn scan_some(
             }
             let c = Candidate {
                 name: OsString::from(name),
-                entry,
+                position,
                 folder,
                 leftovers,
             };
-            let walked =
-                (folder == Folder::Dir).then(|| walk_model(&models_dir.join(name), None, entry));
-            (
-                name.clone(),
-                Some(model_info(&c, &models_dir, input, Some(walked))),
-            )
+            let entry = c.entry(input.registry);
+            let walked = (folder == Folder::Dir)
+                .then(|| walk_model(&models_dir.join(name), None, entry.as_ref()));
+            let info = model_info(&c, entry.as_ref(), &models_dir, input, Some(walked));
+            (name.clone(), Some(info))
         })
         .collect())
 }
@@ -250,7 +270,7 @@ pub fn scan_some(
 /// folders by name, then partial downloads without folder or entry by name — the order
 /// [`scan`] produces, then models of read-only stores by id, so a selectively updated
 /// listing matches a fresh one.
-pub fn order_key(m: &ModelInfo, registry: &Registry) -> (u8, usize, String) {
+pub fn order_key(m: &ModelInfo, registry: &PackedRegistry) -> (u8, usize, String) {
     if m.source != LIBRARY_SOURCE {
         return (3, 0, m.id.clone()); // read-only stores come last, by id
     }
@@ -456,8 +476,8 @@ fn walk_model(
 
 /// The status of a model with no download or import running and nothing wrong found
 /// (SPEC §3).
-fn settled_status(c: &Candidate<'_>, has_content: bool, declared_missing: usize) -> ModelStatus {
-    if c.entry.is_none() {
+fn settled_status(c: &Candidate, has_content: bool, declared_missing: usize) -> ModelStatus {
+    if c.position.is_none() {
         if c.folder == Folder::Dir {
             ModelStatus::Downloaded
         } else {
@@ -510,10 +530,11 @@ fn check_declared(
     missing
 }
 
-/// Builds one model's info. `walked` is `None` for the fast listing, `Some(None)` for a full
-/// listing of a model with no folder to walk.
+/// Builds one model's info (`entry` is the candidate's, decoded). `walked` is `None` for the
+/// fast listing, `Some(None)` for a full listing of a model with no folder to walk.
 fn model_info(
-    c: &Candidate<'_>,
+    c: &Candidate,
+    entry: Option<&RegistryEntry>,
     models_dir: &Path,
     input: &ScanInput<'_>,
     walked: Option<Option<WalkSummary>>,
@@ -526,14 +547,14 @@ fn model_info(
 
     match c.name.to_str() {
         None => errors.push("folder name is not valid UTF-8, so it cannot be a model id".into()),
-        Some(name) if c.entry.is_none() => {
+        Some(name) if entry.is_none() => {
             if let Err(err) = validate_id(name) {
                 errors.push(format!("folder name is not a valid model id: {err}"));
             }
         }
         Some(_) => {}
     }
-    if let Some(problem) = c.entry.and_then(|e| e.problem.as_deref()) {
+    if let Some(problem) = entry.and_then(|e| e.problem.as_deref()) {
         errors.push(format!("registry entry: {problem}"));
     }
     if c.folder == Folder::Symlink {
@@ -547,7 +568,7 @@ fn model_info(
     }
 
     // Declared files: present with the right size, missing, or wrong.
-    let declared_missing = match c.entry {
+    let declared_missing = match entry {
         Some(entry) if full && c.folder == Folder::Dir => {
             let found = walked.as_ref().map_or(&[][..], |w| w.declared.as_slice());
             check_declared(entry, found, &mut errors)
@@ -565,7 +586,7 @@ fn model_info(
     let importing = input
         .importing
         .get(display.as_str())
-        .filter(|_| !(c.folder == Folder::Dir && c.entry.is_some()));
+        .filter(|_| !(c.folder == Folder::Dir && entry.is_some()));
     let status = if input.downloading.contains(display.as_str()) {
         ModelStatus::Downloading
     } else if importing.is_some() {
@@ -576,7 +597,6 @@ fn model_info(
         settled_status(c, has_content, declared_missing)
     };
 
-    let entry = c.entry;
     // An entry that lists no files expects nothing: 0, known (SPEC §4: null only when
     // unknown); the window offers no download for it.
     let expected_size_bytes =
@@ -679,7 +699,7 @@ mod tests {
 
     fn scan_dir(root: &Path, kind: ListKind) -> Vec<ModelInfo> {
         let library = Library::new(root);
-        let registry = Registry::load(&library).unwrap();
+        let registry = PackedRegistry::pack(&crate::library::Registry::load(&library).unwrap());
         let progress = ScanProgress::default();
         scan(
             &ScanInput {

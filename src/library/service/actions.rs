@@ -3,6 +3,7 @@
 //! `import`; this keeps the caches honest about it.
 
 use super::*;
+use crate::library::registry::Registry;
 
 impl ModelLibraryService {
     /// Starts downloading registered model `id` in the background (queued when others

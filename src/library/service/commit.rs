@@ -171,7 +171,7 @@ impl ModelLibraryService {
     }
 
     /// The registry as of `mtime`: the parse of the last scan when the file is unchanged.
-    pub(super) fn registry_for(&mut self, mtime: Option<f64>) -> Result<Arc<Registry>> {
+    pub(super) fn registry_for(&mut self, mtime: Option<f64>) -> Result<Arc<PackedRegistry>> {
         if let Some((cached_mtime, registry)) = &self.registry_cache
             && *cached_mtime == mtime
         {
@@ -183,7 +183,7 @@ impl ModelLibraryService {
     }
 
     /// The registry as listings need it; a copy of it to make goes to the saver thread.
-    pub(super) fn load_registry(&mut self) -> Result<Arc<Registry>> {
+    pub(super) fn load_registry(&mut self) -> Result<Arc<PackedRegistry>> {
         let (registry, pending) = registry_copy::load_for_listing(&self.library, self.clock.now())?;
         Ok(self.keep_registry(registry, pending))
     }
@@ -192,9 +192,9 @@ impl ModelLibraryService {
     /// persists) to the saver thread.
     pub(super) fn keep_registry(
         &mut self,
-        registry: Registry,
+        registry: PackedRegistry,
         pending: Option<registry_copy::Pending>,
-    ) -> Arc<Registry> {
+    ) -> Arc<PackedRegistry> {
         let registry = Arc::new(registry);
         if let Some(pending) = pending.filter(|_| self.persist) {
             self.saver.copy_registry(Arc::clone(&registry), pending);

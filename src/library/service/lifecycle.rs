@@ -44,7 +44,7 @@ fn read_headers(cache: &Mutex<MetadataCache>, batch: HeaderBatch) -> Vec<(usize,
 /// A full scan of the library on a thread of its own, and what changed while it ran.
 #[derive(Debug)]
 pub(super) struct BackgroundScan {
-    result: Receiver<Result<(Listing, Arc<Registry>)>>,
+    result: Receiver<Result<(Listing, Arc<PackedRegistry>)>>,
     /// Models the watcher reported while the scan ran: rescanned once it is installed.
     touched: BTreeSet<String>,
     /// Something the touched set cannot describe happened (the registry, everything).

@@ -31,8 +31,8 @@ use crate::library::metadata::MetadataCache;
 use crate::library::model::ListKind;
 use crate::library::model::{LIBRARY_SOURCE, ListQuery, ModelInfo, ModelMetadata, ModelStatus};
 use crate::library::persist::{self, LoadProblem};
-use crate::library::registry::Registry;
 use crate::library::registry_copy;
+use crate::library::registry_pack::PackedRegistry;
 use crate::library::scan::{self, ProgressReading, ScanInput, ScanProgress};
 use crate::library::sources::{self, SourceConfig};
 use crate::library::watch::verifier::VerifierOptions;
@@ -174,7 +174,7 @@ pub struct ModelLibraryService {
     watcher: Option<LibraryWatcher>,
     /// The registry parsed by the last scan and the registry mtime it was read at; reused
     /// by selective rescans only while that mtime is unchanged.
-    registry_cache: Option<(Option<f64>, Arc<Registry>)>,
+    registry_cache: Option<(Option<f64>, Arc<PackedRegistry>)>,
     /// Bumped whenever a new full listing is installed or the caches are invalidated by a
     /// change on disk; shells list again when it moves.
     generation: Arc<AtomicU64>,
