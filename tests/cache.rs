@@ -446,3 +446,33 @@ fn quick_listings_keep_what_the_full_listing_found_wrong() {
         .unwrap();
     assert_eq!(quick(&mut svc).0, ModelStatus::Downloaded);
 }
+
+#[test]
+fn a_rescan_keeps_the_rows_it_finds_unchanged_and_replaces_the_others() {
+    let lib = lib_with_two_models();
+    let (mut svc, _clock) = lib.service();
+    let first = svc.list(ListKind::Full, false).unwrap();
+    let find = |l: &model_library::library::Listing, id: &str| {
+        Arc::clone(l.models.iter().find(|m| m.id == id).unwrap())
+    };
+    // beta changes size; alpha does not.
+    lib.file("models/beta/x.gguf", 7);
+    let second = svc.list(ListKind::Full, true).unwrap();
+    assert!(
+        !Arc::ptr_eq(&first, &second),
+        "a forced refresh scans again"
+    );
+    assert!(
+        Arc::ptr_eq(&find(&first, "alpha"), &find(&second, "alpha")),
+        "an unchanged model keeps its row (one copy for both listings)"
+    );
+    assert!(!Arc::ptr_eq(&find(&first, "beta"), &find(&second, "beta")));
+    assert_eq!(find(&second, "beta").size_bytes, Some(7));
+    // A new model folder: the others still share their rows, the new one is listed.
+    lib.file("models/gamma/y.bin", 3);
+    let third = svc.list(ListKind::Full, true).unwrap();
+    assert_eq!(third.models.len(), 3);
+    for id in ["alpha", "beta"] {
+        assert!(Arc::ptr_eq(&find(&second, id), &find(&third, id)), "{id}");
+    }
+}

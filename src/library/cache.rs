@@ -3,6 +3,7 @@
 //! timestamps), filtered [`View`]s that share their listing, and hit/miss counters.
 //! Reads file metadata (three `stat`s per check); never writes.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -97,6 +98,40 @@ pub fn shared_rows(models: impl IntoIterator<Item = ModelInfo>) -> Vec<Arc<Model
     let mut rows = Vec::with_capacity(models.size_hint().0);
     rows.extend(models.map(Arc::new));
     rows
+}
+
+/// Makes `rows` (a new scan's, not yet shared) share every row of `old` they equal: a scan
+/// that finds a model as it was keeps the row the caches, views and other threads already
+/// hold instead of a second copy of it. A new row without header metadata equals an old
+/// one that has it when everything else is equal (same main file, size and mtime: the
+/// header the metadata came from is the same) and keeps that metadata. Rows are matched by
+/// position first (scans list in a stable order), then by id.
+pub fn reuse_unchanged_rows(rows: &mut [Arc<ModelInfo>], old: &Listing) {
+    let mut by_id: Option<HashMap<&str, &Arc<ModelInfo>>> = None;
+    for (i, row) in rows.iter_mut().enumerate() {
+        let candidate = match old.models.get(i) {
+            Some(o) if o.id == row.id => Some(o),
+            _ => by_id
+                .get_or_insert_with(|| old.models.iter().map(|m| (m.id.as_str(), m)).collect())
+                .get(row.id.as_str())
+                .copied(),
+        };
+        let Some(candidate) = candidate else {
+            continue;
+        };
+        if Arc::ptr_eq(row, candidate) {
+            continue;
+        }
+        let lent = row.metadata.is_none() && candidate.metadata.is_some();
+        if lent {
+            Arc::make_mut(row).metadata = candidate.metadata.clone();
+        }
+        if **row == **candidate {
+            *row = Arc::clone(candidate);
+        } else if lent {
+            Arc::make_mut(row).metadata = None;
+        }
+    }
 }
 
 /// Why a cached listing cannot be served.
@@ -273,5 +308,50 @@ impl Counters {
         } else {
             self.misses += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::model::ModelMetadata;
+
+    fn row(id: &str, size: u64) -> Arc<ModelInfo> {
+        let value = serde_json::json!({
+            "id": id, "name": id, "provider": "local", "status": "downloaded",
+            "capabilities": [], "registered": false, "path": format!("/lib/models/{id}"),
+            "size_bytes": size, "file_count": 1,
+        });
+        Arc::new(serde_json::from_value(value).unwrap())
+    }
+
+    fn listing(models: Vec<Arc<ModelInfo>>) -> Listing {
+        Listing {
+            models,
+            ..Listing::empty()
+        }
+    }
+
+    #[test]
+    fn rows_found_unchanged_are_shared_and_keep_their_metadata() {
+        let mut with_meta = row("a", 1);
+        Arc::make_mut(&mut with_meta).metadata = Some(Box::new(ModelMetadata {
+            architecture: Some("llama".into()),
+            ..ModelMetadata::default()
+        }));
+        let old = listing(vec![with_meta, row("b", 2), row("c", 3)]);
+        // New order (c moved first), b grew, d is new.
+        let mut rows = vec![row("c", 3), row("a", 1), row("b", 5), row("d", 4)];
+        reuse_unchanged_rows(&mut rows, &old);
+        assert!(Arc::ptr_eq(&rows[0], &old.models[2]), "matched by id");
+        assert!(Arc::ptr_eq(&rows[1], &old.models[0]), "metadata kept");
+        assert!(rows[1].metadata.is_some());
+        assert!(!Arc::ptr_eq(&rows[2], &old.models[1]));
+        assert_eq!(rows[2].size_bytes, Some(5));
+        assert_eq!(rows[3].id, "d");
+        // A changed row does not take the old row's metadata.
+        let mut changed = vec![row("a", 9)];
+        reuse_unchanged_rows(&mut changed, &old);
+        assert!(changed[0].metadata.is_none());
     }
 }

@@ -108,6 +108,11 @@ impl ModelLibraryService {
             carry_known_problems(&mut models, full);
         }
         models.extend(self.scan_stores());
+        if kind == ListKind::Full
+            && let Some(full) = self.listings.get(&ListKind::Full)
+        {
+            crate::library::cache::reuse_unchanged_rows(&mut models, full);
+        }
         let problems: Vec<String> = registry
             .problems
             .iter()

@@ -416,6 +416,9 @@ impl ModelLibraryService {
         listing
             .problems
             .extend(self.source_problems.iter().cloned());
+        if let Some(full) = self.listings.get(&ListKind::Full) {
+            crate::library::cache::reuse_unchanged_rows(&mut listing.models, full);
+        }
         self.registry_cache = Some((listing.stamps.registry, registry));
         self.install_full(Arc::new(listing), Installed::Scanned);
         self.listings.remove(&ListKind::Fast);
