@@ -1108,6 +1108,63 @@ fn a_repeated_listing_is_served_from_its_kept_body_until_the_listing_changes() {
 }
 
 #[test]
+fn a_large_kept_body_is_sent_plain_in_full_and_the_connection_stays_usable() {
+    use model_library::fixtures::{GenSpec, generate_library};
+    let lib = TestLib::new();
+    let spec = GenSpec {
+        models: 600,
+        files_per_model: 1,
+        file_size: 1,
+    };
+    generate_library(lib.root(), &spec).unwrap();
+    let api = Api::start(&lib);
+    let fresh = api.get("/api/models/library");
+    assert_eq!(fresh.status, 200);
+    // Read raw, to compare lengths: kept bodies are inflated while they are written, over
+    // several pieces here (the body is ~300 KB).
+    let raw = |path: &str| {
+        let mut response = api.agent.get(api.url(path)).call().unwrap();
+        let served = response
+            .headers()
+            .get("x-served-from")
+            .map(|v| v.to_str().unwrap().to_string());
+        let length: usize = response.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap();
+        (served, length, body)
+    };
+    for round in 0..3 {
+        let (served, length, body) = raw("/api/models/library");
+        assert_eq!(served.as_deref(), Some("kept-body"), "round {round}");
+        assert!(body.len() > 200_000, "{}", body.len());
+        assert_eq!(length, body.len(), "round {round}");
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["models"], fresh.body["models"], "round {round}");
+        assert_eq!(value["cache_hit"], true);
+        // The same connection answers the next request.
+        assert_eq!(api.get("/api/models/cache-info").status, 200);
+        // HEAD says the same length and sends nothing.
+        let head = api
+            .agent
+            .head(api.url("/api/models/library"))
+            .call()
+            .unwrap();
+        assert_eq!(
+            head.headers()["content-length"],
+            length.to_string().as_str()
+        );
+    }
+}
+
+#[test]
 fn listings_are_gzip_encoded_for_clients_that_ask() {
     use std::io::Read;
     let lib = sample();

@@ -84,20 +84,36 @@ pub fn report(root: &Path, n: usize) {
         .expect("listing")
         .view;
     let models: Vec<&ModelInfo> = view.iter().collect();
-    let mut body = serde_json::to_vec(&models).expect("encode");
-    body.shrink_to_fit();
+    let plain = serde_json::to_vec(&models).expect("encode");
     drop(models);
+    let plain_len = plain.len();
+    let body = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&plain).expect("compress");
+        let mut body = encoder.finish().expect("compress");
+        body.shrink_to_fit();
+        body
+    };
+    drop(plain);
     step(
-        "the listing's JSON body (as the server keeps it)",
+        "the listing's JSON body, gzip (as the server keeps it)",
         &mut before,
         n,
         base,
     );
     println!(
-        "\nbody {:.1} MB ({:.0} B per model)",
+        "\nbody {:.1} MB plain ({:.0} B per model), kept compressed {:.1} MB ({:.0} B per model)",
+        plain_len as f64 / 1e6,
+        plain_len as f64 / n as f64,
         body.len() as f64 / 1e6,
         body.len() as f64 / n as f64
     );
+    drop(body);
+    drop(view);
+    step("body and view dropped", &mut before, n, base);
+    drop(service);
+    step("service dropped (all it held)", &mut before, n, base);
     // The parts on their own: the registry as the service keeps it, one listing.
     let before = heap_bytes();
     let parsed = model_library::library::Registry::load(&Library::new(root)).expect("registry");
@@ -105,8 +121,6 @@ pub fn report(root: &Path, n: usize) {
     drop(parsed);
     let registry_bytes = heap_bytes().saturating_sub(before);
     drop(registry);
-    drop(view);
-    drop(service);
     let mut alone = ModelLibraryService::new(
         Library::new(root),
         ServiceOptions {

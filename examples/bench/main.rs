@@ -57,6 +57,9 @@ struct Args {
     /// its repeated answers (needs `cargo build --release` for the binary).
     #[arg(long)]
     process: bool,
+    /// With `--process`: only `serve` and the window (no `list`/`du` runs).
+    #[arg(long)]
+    no_list: bool,
     /// Show where the live heap of a settled service goes, step by step.
     #[arg(long)]
     heap: bool,
@@ -229,7 +232,7 @@ fn process_main(args: &Args, base: &Path) {
         // Let the generated tree reach the disk first: writeback during the runs would
         // weigh on whichever command happens to run then.
         let _ = Command::new("sync").status();
-        process::report(&bin, &root, &empty, n, args.reps.max(7));
+        process::report(&bin, &root, &empty, n, args.reps.max(7), !args.no_list);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -225,11 +225,12 @@ pub fn window_rss(bin: &Path, root: &Path) -> Option<u64> {
 }
 
 /// The whole-process report for one generated library of `n` models.
-pub fn report(bin: &Path, root: &Path, empty: &Path, n: usize, reps: usize) {
+/// `list` runs `list --json` against `du` first.
+pub fn report(bin: &Path, root: &Path, empty: &Path, n: usize, reps: usize, list: bool) {
     println!("### {n} models\n");
     println!("| measure | median | worst | ratio / target |");
     println!("|---|---|---|---|");
-    for cold in [false, true] {
+    for cold in [false, true].into_iter().filter(|_| list) {
         let Some((lists, dus)) = list_vs_du(bin, root, reps, cold) else {
             println!("| (cold runs skipped: the page cache cannot be dropped here) | | | |");
             continue;

@@ -3,10 +3,10 @@
 //! the router and writes the answer, until the connection closes.
 //!
 //! Owns: sockets, the timeouts ([`Limits`]), keep-alive, `100 Continue`, writing answers
-//! (status line, `Date`, `Content-Length`, `Connection: close`), closing politely (a
-//! lingering close so a refused client still reads its answer), and graceful shutdown. It
-//! must not decide what is malformed (`head.rs`), who is allowed (`guard.rs`) or what an
-//! endpoint answers (`routes.rs`).
+//! (status line, `Date`, `Content-Length`, `Connection: close`; a kept listing body
+//! inflated as it is written), closing politely (a lingering close so a refused client
+//! still reads its answer), and graceful shutdown. It must not decide what is malformed
+//! (`head.rs`), who is allowed (`guard.rs`) or what an endpoint answers (`routes.rs`).
 //!
 //! # Why not hyper
 //!
@@ -43,6 +43,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+
+use super::bodies::Kept;
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use axum::http::{HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -380,7 +382,9 @@ impl Connection {
         }
     }
 
-    /// Writes `response` (its body collected first; the API's bodies are built in memory).
+    /// Writes `response`: its body collected first (the API's bodies are built in memory),
+    /// or, for a kept listing body sent plain ([`Kept`] in its extensions), inflated piece
+    /// by piece as it is written.
     async fn write_response(
         &mut self,
         response: Response,
@@ -388,6 +392,7 @@ impl Connection {
         keep_alive: bool,
     ) -> io::Result<()> {
         let (mut parts, body) = response.into_parts();
+        let inflate = parts.extensions.remove::<Kept>();
         let body = match axum::body::to_bytes(body, usize::MAX).await {
             Ok(body) => body,
             Err(e) => {
@@ -406,6 +411,8 @@ impl Connection {
         headers.remove(CONNECTION);
         if bodiless {
             headers.remove(CONTENT_LENGTH);
+        } else if let Some(kept) = &inflate {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(kept.len));
         } else if method != Method::HEAD || !headers.contains_key(CONTENT_LENGTH) {
             // HEAD keeps the length the router computed for GET (it sends no body).
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -432,6 +439,10 @@ impl Connection {
         }
         out.extend_from_slice(b"\r\n");
         let send_body = !bodiless && method != Method::HEAD;
+        if let Some(kept) = inflate.filter(|_| send_body) {
+            self.write_all(&out).await?;
+            return self.write_inflated(&kept).await;
+        }
         if send_body && body.len() <= WRITE_CHUNK {
             out.extend_from_slice(&body);
             return self.write_all(&out).await;
@@ -439,6 +450,34 @@ impl Connection {
         self.write_all(&out).await?;
         if send_body {
             self.write_all(&body).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `kept` inflated, [`WRITE_CHUNK`] at a time (each piece inflated just before it
+    /// is written: ~35 µs of CPU per 64 KiB). Exactly the `Content-Length` sent, or an
+    /// error (which closes the connection): kept bytes that do not inflate to their length
+    /// cannot be framed.
+    async fn write_inflated(&mut self, kept: &Kept) -> io::Result<()> {
+        use std::io::Read;
+        let mut decoder = flate2::read::GzDecoder::new(&kept.gzip[..]);
+        let mut piece = vec![0u8; WRITE_CHUNK];
+        let mut sent = 0;
+        loop {
+            let n = decoder.read(&mut piece)?;
+            if n == 0 {
+                break;
+            }
+            sent += n;
+            if sent > kept.len {
+                break;
+            }
+            self.write_all(&piece[..n]).await?;
+        }
+        if sent != kept.len {
+            return Err(io::Error::other(
+                "a kept body did not inflate to its length",
+            ));
         }
         Ok(())
     }

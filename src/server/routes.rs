@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::bodies::{self, Bodies, Page, accepts_gzip};
+use super::bodies::{self, Bodies, Kept, Page, accepts_gzip};
 use super::error::ApiError;
 use super::extract::{JsonObject, Params, PathId, json_kind, parse_bool};
 use crate::library::SnapshotHandle;
@@ -311,21 +311,22 @@ fn listing_response(body: Bytes, gzip: bool) -> Response {
     response
 }
 
-/// `body` (which ends in `"cache_hit":false}`) with `"cache_hit":true}` instead.
-fn as_cache_hit(body: &[u8]) -> Bytes {
-    const MISS: &[u8] = b"false}";
-    debug_assert!(body.ends_with(MISS), "cache_hit is the last field");
-    let mut out = Vec::with_capacity(body.len());
-    out.extend_from_slice(&body[..body.len() - MISS.len()]);
-    out.extend_from_slice(b"true}");
-    Bytes::from(out)
+/// The answer of a kept body: as it is to a client that accepts gzip, else inflated while
+/// it is written (the connection writer streams a [`Kept`] found in the extensions).
+fn kept_response(kept: Kept, gzip: bool) -> Response {
+    if gzip {
+        return listing_response(kept.gzip, true);
+    }
+    let mut response = listing_response(Bytes::new(), false);
+    response.extensions_mut().insert(kept);
+    response
 }
 
 impl AppState {
     /// Answers a listing request with `view`: the kept body when the service answered from
     /// its caches and one was kept for this listing and these filters, else a fresh
-    /// encoding (kept for the next time when it is the whole view). Encoding and
-    /// compressing run on the blocking pool, after the service lock was released.
+    /// encoding (kept, compressed, for the next time when it is the whole view). Encoding
+    /// and compressing run on the blocking pool, after the service lock was released.
     async fn answer(
         self: &Arc<Self>,
         view: View,
@@ -337,9 +338,9 @@ impl AppState {
         let whole = page.is_whole();
         if whole
             && cache_hit
-            && let Some(body) = self.bodies.get(&view, &query, gzip)
+            && let Some(kept) = self.bodies.get(&view, &query)
         {
-            let mut response = listing_response(body, gzip);
+            let mut response = kept_response(kept, gzip);
             response
                 .headers_mut()
                 .insert(SERVED_FROM, HeaderValue::from_static("kept-body"));
@@ -347,31 +348,21 @@ impl AppState {
         }
         let state = Arc::clone(self);
         let body = blocking(move || {
-            if gzip
-                && whole
-                && cache_hit
-                && let Some(plain) = state.bodies.get(&view, &query, false)
-            {
-                // Kept plain, asked for gzip: compress once, keep that too.
-                let packed = bodies::gzip(&plain);
-                state.bodies.put_gzip(&view, &query, packed.clone());
-                return Ok(packed);
+            let fresh = bodies::encode(&view, page, cache_hit)
+                .map_err(|e| ApiError::internal(format!("cannot encode JSON: {e}")))?;
+            if !whole {
+                let packed = gzip.then(|| bodies::gzip(&fresh));
+                return Ok(packed.unwrap_or_else(|| Bytes::from(fresh)));
             }
-            let fresh = Bytes::from(
-                bodies::encode(&view, page, cache_hit)
-                    .map_err(|e| ApiError::internal(format!("cannot encode JSON: {e}")))?,
-            );
-            let packed = gzip.then(|| bodies::gzip(&fresh));
-            if whole {
-                let plain = if cache_hit {
-                    fresh.clone()
-                } else {
-                    as_cache_hit(&fresh)
-                };
-                let packed_hit = packed.clone().filter(|_| cache_hit);
-                state.bodies.put(&view, &query, plain, packed_hit);
-            }
-            Ok(packed.unwrap_or(fresh))
+            // Kept before answering, so the next request finds it.
+            let kept = bodies::gzip_as_hit(&fresh, cache_hit);
+            let answer = match gzip {
+                true if cache_hit => kept.gzip.clone(),
+                true => bodies::gzip(&fresh),
+                false => Bytes::from(fresh),
+            };
+            state.bodies.put(&view, &query, kept);
+            Ok(answer)
         })
         .await?;
         if whole {
