@@ -12,7 +12,7 @@ fn main() {
     // Long-running processes (the window, `serve`) keep their memory lean; a one-shot
     // command would only pay for it in allocator contention.
     if matches!(cli.command, None | Some(Command::Serve(_))) {
-        model_library::library::memory::limit_arenas();
+        model_library::library::memory::tune_allocator();
     }
     let code = match cli.command {
         Some(command) => run(cli.library, cli.no_sources, command),

@@ -88,7 +88,7 @@ fn defaults_apply() {
     let (mut svc, _) = lib.service();
     let listing = svc.list(ListKind::Full, false).unwrap();
     let m = &listing.models[0];
-    assert_eq!((m.name.as_str(), m.provider.as_str()), ("only-id", "local"));
+    assert_eq!((&*m.name, m.provider.as_str()), ("only-id", "local"));
     assert!(m.capabilities.is_empty());
     assert_eq!(m.status, ModelStatus::Available);
     assert!(m.registered);
@@ -302,7 +302,7 @@ fn listed_name(lib: &TestLib, id: &str) -> String {
         .name
         .clone();
     svc.flush_saves();
-    name
+    name.to_string()
 }
 
 fn set_mtime(path: &std::path::Path, ago: std::time::Duration) {

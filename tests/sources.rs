@@ -161,13 +161,13 @@ fn hf_revisions_sharing_a_blob_count_it_once() {
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
     assert_eq!(m.error, None);
     assert_eq!(
-        (m.name.as_str(), m.provider.as_str(), m.source.as_str()),
+        (&*m.name, m.provider.as_str(), m.source.as_str()),
         ("org/name", "huggingface", "huggingface")
     );
     assert!(!m.registered);
     assert_eq!(m.path, hub.join("models--org--name"));
     assert_eq!(m.format.as_deref(), Some("safetensors"));
-    assert_eq!(m.capabilities, ["text-generation"]);
+    assert_eq!(*m.capabilities, ["text-generation"]);
     assert!(m.modified.is_some());
     let md = m.metadata.as_ref().unwrap();
     assert_eq!(md.parameter_count, Some(1000));
@@ -241,7 +241,7 @@ fn hf_sharded_weights_and_gguf_repos() {
     assert_eq!(md.quantization.as_deref(), Some("Q8_0"));
     assert_eq!(md.context_length, Some(2048));
     assert_eq!(md.parameter_count, Some(128));
-    assert_eq!(g.capabilities, ["text-generation", "vision"]);
+    assert_eq!(*g.capabilities, ["text-generation", "vision"]);
 }
 
 #[test]
@@ -441,12 +441,12 @@ fn ollama_models_sharing_a_layer_count_it_once() {
     );
     let m = model(&s, "ollama/library/llama3:8b");
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
-    assert_eq!(m.name, "llama3:8b");
+    assert_eq!(&*m.name, "llama3:8b");
     assert_eq!(m.provider, "ollama");
     assert_eq!(m.size_bytes, Some(w + c1 + 13), "its own layers");
     assert_eq!(m.file_count, Some(3));
     assert_eq!(m.format.as_deref(), Some("gguf"));
-    assert_eq!(m.capabilities, ["text-generation", "chat"]);
+    assert_eq!(*m.capabilities, ["text-generation", "chat"]);
     assert_eq!(
         m.path,
         o.root
@@ -463,9 +463,9 @@ fn ollama_models_sharing_a_layer_count_it_once() {
     );
     let custom = model(&s, "ollama/library/llama3:custom");
     assert_eq!(custom.size_bytes, Some(w + c2 + 14));
-    assert_eq!(custom.capabilities, ["text-generation"]);
+    assert_eq!(*custom.capabilities, ["text-generation"]);
     assert_eq!(
-        model(&s, "ollama/hf.co/bartowski/Some-GGUF:Q4_0").name,
+        &*model(&s, "ollama/hf.co/bartowski/Some-GGUF:Q4_0").name,
         "hf.co/bartowski/Some-GGUF:Q4_0"
     );
 
@@ -617,14 +617,14 @@ fn lmstudio_tree() {
     );
     let m = model(&s, "lmstudio/lmstudio-community/Qwen-GGUF");
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
-    assert_eq!(m.name, "lmstudio-community/Qwen-GGUF");
+    assert_eq!(&*m.name, "lmstudio-community/Qwen-GGUF");
     assert_eq!(
         (m.provider.as_str(), m.source.as_str()),
         ("lmstudio", "lmstudio")
     );
     assert_eq!(m.file_count, Some(3));
     assert_eq!(m.format.as_deref(), Some("gguf"));
-    assert_eq!(m.capabilities, ["text-generation", "vision"]);
+    assert_eq!(*m.capabilities, ["text-generation", "vision"]);
     let md = m.metadata.as_ref().unwrap();
     assert_eq!(
         md.architecture.as_deref(),
@@ -633,7 +633,7 @@ fn lmstudio_tree() {
     );
     assert_eq!(md.quantization.as_deref(), Some("Q4_K_M"));
     assert_eq!(
-        model(&s, "lmstudio/nomic/embed").capabilities,
+        *model(&s, "lmstudio/nomic/embed").capabilities,
         ["embedding"]
     );
     assert_eq!(
@@ -833,7 +833,7 @@ fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
         name: id.into(),
         provider: "local".into(),
         status: ModelStatus::Downloaded,
-        capabilities: vec![],
+        capabilities: Box::default(),
         format: None,
         description: None,
         license: None,

@@ -65,19 +65,10 @@ pub fn report(root: &Path, n: usize) {
         n,
         base,
     );
-    // Header metadata: ticks until no more rows gain metadata for a while.
-    let mut last = usize::MAX;
-    let mut still = 0;
-    while still < 20 && Instant::now() < deadline {
-        service.tick();
-        let view = service
-            .list_view(&ListQuery::default(), false)
-            .expect("listing");
-        let with = view.view.iter().filter(|m| m.metadata.is_some()).count();
-        still = if with == last { still + 1 } else { 0 };
-        last = with;
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Header metadata: every header read (here, on this thread), then a tick for any batch
+    // the service had started on its own.
+    while service.enrich_metadata(usize::MAX) && Instant::now() < deadline {}
+    service.tick();
     step("header metadata read", &mut before, n, base);
     let view = service
         .list_view(&ListQuery::default(), false)

@@ -846,7 +846,7 @@ impl ModelLibraryApp {
             .view
             .as_ref()
             .and_then(|v| v.iter().find(|m| m.id == id))
-            .map_or_else(|| id.clone(), |m| m.name.clone());
+            .map_or_else(|| id.clone(), |m| m.name.to_string());
         self.delete = Some(DeleteState {
             id: id.clone(),
             name,

@@ -71,19 +71,19 @@ pub struct ModelInfo {
     /// The model id (its folder name under `models/`).
     pub id: String,
     /// Display name; the id when the registry gives none.
-    pub name: String,
+    pub name: Box<str>,
     /// Who publishes it; `local` for unregistered folders.
     pub provider: Sym,
     /// Status per SPEC §3.
     pub status: ModelStatus,
     /// What it can do (`text-generation`, `chat`, `embedding`, …).
-    pub capabilities: Vec<Sym>,
+    pub capabilities: Box<[Sym]>,
     /// File format (`gguf`, `safetensors`, …) when known.
     pub format: Option<Sym>,
     /// Free text from the registry.
-    pub description: Option<String>,
+    pub description: Option<Box<str>>,
     /// License identifier from the registry.
-    pub license: Option<String>,
+    pub license: Option<Box<str>>,
     /// Whether the registry has an entry for it.
     pub registered: bool,
     /// Absolute model folder (`LIBRARY/models/<id>`), whether or not it exists.
@@ -100,7 +100,7 @@ pub struct ModelInfo {
     /// `None` when absent and in quick listings (they do not look inside folders).
     pub modified: Option<f64>,
     /// Why the status is `error`, or a note about what could not be read.
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
     /// Bytes an interrupted download keeps in `.downloads/<id>/` (which a new download
     /// resumes from), in full listings; `None` when there are none. Not part of
     /// `size_bytes`, which is the model folder's.
@@ -109,7 +109,7 @@ pub struct ModelInfo {
     /// Why a status that is not an error is what it is, when that needs saying: a model
     /// being imported, an interrupted download that a new download resumes.
     #[serde(default)]
-    pub note: Option<String>,
+    pub note: Option<Box<str>>,
     /// Where the model was found: `library`, or a read-only store (`huggingface`,
     /// `ollama`, `lmstudio`).
     #[serde(default = "library_source")]

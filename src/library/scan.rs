@@ -612,15 +612,19 @@ fn model_info(
         id: display.clone(),
         name: entry
             .and_then(|e| e.name.clone())
-            .unwrap_or_else(|| display.clone()),
+            .unwrap_or_else(|| display.clone())
+            .into(),
         provider: entry
             .and_then(|e| e.provider.clone())
             .unwrap_or_else(|| Sym::new("local")),
         status,
-        capabilities: entry.map(|e| e.capabilities.clone()).unwrap_or_default(),
+        capabilities: entry
+            .map(|e| e.capabilities.clone())
+            .unwrap_or_default()
+            .into(),
         format,
-        description: entry.and_then(|e| e.description.clone()),
-        license: entry.and_then(|e| e.license.clone()),
+        description: entry.and_then(|e| e.description.as_deref().map(Box::from)),
+        license: entry.and_then(|e| e.license.as_deref().map(Box::from)),
         registered: entry.is_some(),
         path,
         size_bytes: full.then(|| walked.as_ref().map_or(0, |w| w.size)),
@@ -641,8 +645,9 @@ fn model_info(
                 })
             }),
             _ => None,
-        },
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
+        }
+        .map(String::into_boxed_str),
+        error: (!errors.is_empty()).then(|| errors.join("; ").into()),
         source: Sym::new(LIBRARY_SOURCE),
         metadata: None,
         main_file: walked

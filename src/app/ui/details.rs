@@ -46,10 +46,10 @@ pub fn details_ui(
             .strong(),
     );
     if let Some(err) = &m.error {
-        ui.label(RichText::new(err).color(status_color(ModelStatus::Error)));
+        ui.label(RichText::new(&**err).color(status_color(ModelStatus::Error)));
     }
     if let Some(note) = &m.note {
-        ui.label(RichText::new(note).italics());
+        ui.label(RichText::new(&**note).italics());
     }
     let running = download.filter(|p| !p.state.is_finished());
     if let Some(p) = running {
@@ -136,7 +136,7 @@ pub fn details_ui(
             );
             row("Files", m.file_count.map_or("-".into(), |n| n.to_string()));
             row("Modified", m.modified.map_or("-".into(), format_time));
-            row("License", m.license.clone().unwrap_or_else(|| "-".into()));
+            row("License", m.license.as_deref().unwrap_or("-").to_string());
         });
     if let Some(desc) = &m.description {
         ui.separator();

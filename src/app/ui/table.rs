@@ -415,7 +415,7 @@ fn cell_ui(
 ) -> Option<TableAction> {
     match col {
         Col::Name => {
-            cell(ui, m.name.as_str()).on_hover_text(&m.id);
+            cell(ui, &m.name).on_hover_text(&m.id);
         }
         Col::Provider => {
             cell(ui, m.provider.as_str());

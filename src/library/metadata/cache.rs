@@ -16,7 +16,9 @@ struct Entry {
     size: u64,
     mtime: Option<SystemTime>,
     kind: Option<HeaderKind>,
-    metadata: Option<ModelMetadata>,
+    /// Boxed: most files of a large library have none (or a header that cannot be read),
+    /// and inline it would cost every entry 104 bytes.
+    metadata: Option<Box<ModelMetadata>>,
 }
 
 /// One cache entry, for persisting the cache ([`MetadataCache::entries`],
@@ -70,7 +72,7 @@ impl MetadataCache {
             && e.size == size
             && e.mtime == mtime
         {
-            return e.metadata.clone();
+            return e.metadata.as_deref().cloned();
         }
         self.reads += 1;
         let kind = detect_header(path);
@@ -86,7 +88,7 @@ impl MetadataCache {
                 size,
                 mtime,
                 kind,
-                metadata: metadata.clone(),
+                metadata: metadata.clone().map(Box::new),
             },
         );
         metadata
@@ -130,7 +132,7 @@ impl MetadataCache {
             size: e.size,
             mtime: e.mtime,
             kind: e.kind,
-            metadata: e.metadata.clone(),
+            metadata: e.metadata.as_deref().cloned(),
         })
     }
 
@@ -143,7 +145,7 @@ impl MetadataCache {
                 size: h.size,
                 mtime: h.mtime,
                 kind: h.kind,
-                metadata: h.metadata,
+                metadata: h.metadata.map(Box::new),
             },
         );
     }

@@ -45,13 +45,13 @@ impl ModelLibraryService {
             .map(|m| ModelInfo::clone(m));
         Ok(cached.unwrap_or_else(|| ModelInfo {
             id: id.to_string(),
-            name: entry.name.clone().unwrap_or_else(|| id.to_string()),
+            name: entry.name.clone().unwrap_or_else(|| id.to_string()).into(),
             provider: entry.provider.clone().unwrap_or_else(|| "local".into()),
             status: ModelStatus::Downloading,
-            capabilities: entry.capabilities.clone(),
+            capabilities: entry.capabilities.clone().into(),
             format: entry.format.clone(),
-            description: entry.description.clone(),
-            license: entry.license.clone(),
+            description: entry.description.as_deref().map(Box::from),
+            license: entry.license.as_deref().map(Box::from),
             registered: true,
             path: self.library.models_dir().join(id),
             size_bytes: None,

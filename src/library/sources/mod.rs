@@ -633,7 +633,7 @@ impl Draft {
         };
         let info = ModelInfo {
             id: self.id,
-            name: self.name,
+            name: self.name.into(),
             provider: Sym::new(kind.as_str()),
             status,
             capabilities: self.capabilities.iter().map(|c| Sym::new(c)).collect(),
@@ -647,7 +647,7 @@ impl Draft {
             expected_size_bytes: None,
             modified: self.newest,
             partial_bytes: None,
-            error: (!errors.is_empty()).then(|| errors.join("; ")),
+            error: (!errors.is_empty()).then(|| errors.join("; ").into()),
             source: Sym::new(kind.as_str()),
             metadata: self.metadata.map(Box::new),
             main_file: None,

@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, WatchMask, Watches};
 use notify::event::{
     AccessKind, AccessMode, CreateKind, DataChange, EventKind, Flag, MetadataKind, ModifyKind,
     RemoveKind, RenameMode,
@@ -32,8 +33,6 @@ struct Node {
     parent: i32,
     /// Its name in that folder (its whole path for a top node).
     name: Box<OsStr>,
-    /// The kernel's handle of the watch (to remove it).
-    wd: WatchDescriptor,
 }
 
 /// Watched folders by descriptor, shared by the notifier and its reader.
@@ -112,6 +111,9 @@ fn mask() -> WatchMask {
 /// when dropped.
 pub(super) struct Notifier {
     watches: Watches,
+    /// The inotify instance (a second descriptor of the reader's), to remove watches by
+    /// their number: nodes keep no handle of their own (16 bytes a folder).
+    fd: OwnedFd,
     nodes: Arc<Mutex<Nodes>>,
     stop: Arc<AtomicBool>,
 }
@@ -147,6 +149,7 @@ impl Notifier {
     pub fn new(tx: Sender<EventResult>) -> std::io::Result<Notifier> {
         let inotify = Inotify::init()?;
         let watches = inotify.watches();
+        let fd = inotify.as_fd().try_clone_to_owned()?;
         let nodes = Arc::new(Mutex::new(Nodes::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let reader = Reader {
@@ -160,6 +163,7 @@ impl Notifier {
             .spawn(move || reader.run())?;
         Ok(Notifier {
             watches,
+            fd,
             nodes,
             stop,
         })
@@ -184,14 +188,12 @@ impl Notifier {
             (Some(parent), Some(name)) if parent != wd => Node {
                 parent,
                 name: name.into(),
-                wd: handle,
             },
             _ => {
                 nodes.tops.insert(path.to_path_buf(), wd);
                 Node {
                     parent: TOP,
                     name: path.as_os_str().into(),
-                    wd: handle,
                 }
             }
         };
@@ -232,18 +234,17 @@ impl Notifier {
         let wd = self
             .descriptor(path)
             .ok_or_else(|| error(ErrorKind::WatchNotFound, path))?;
-        let handles: Vec<WatchDescriptor> = {
+        let subtree = {
             let mut nodes = self.lock();
             let subtree = nodes.subtree(wd);
             nodes.tops.retain(|_, w| !subtree.contains(w));
+            for w in &subtree {
+                nodes.by_wd.remove(w);
+            }
             subtree
-                .iter()
-                .filter_map(|w| nodes.by_wd.remove(w))
-                .map(|n| n.wd)
-                .collect()
         };
-        for handle in handles {
-            let _ = self.watches.remove(handle);
+        for w in subtree {
+            let _ = rustix::fs::inotify::remove_watch(&self.fd, w);
         }
         Ok(())
     }
@@ -270,7 +271,6 @@ struct Reader {
 impl Reader {
     fn run(mut self) {
         use rustix::event::{PollFd, PollFlags, poll};
-        use std::os::fd::AsFd;
         let mut buffer = vec![0u8; 64 * 1024];
         let timeout = rustix::event::Timespec {
             tv_sec: 0,
@@ -335,10 +335,9 @@ impl Reader {
             && is_dir
             && let Some(child) = name.and_then(|n| nodes.child(wd, n))
         {
-            let mut watches = self.inotify.watches();
             for w in nodes.subtree(child) {
-                if let Some(node) = nodes.by_wd.remove(&w) {
-                    let _ = watches.remove(node.wd);
+                if nodes.by_wd.remove(&w).is_some() {
+                    let _ = rustix::fs::inotify::remove_watch(&self.inotify, w);
                 }
             }
         }
