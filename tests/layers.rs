@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["registry", "registry_pack", "registry_copy", "metadata"],
     &["scan", "sources", "cache"],
-    &["persist", "watch", "download", "delete", "import"],
+    &["persist", "watch", "download", "delete", "import", "verify"],
     &["service"],
 ];
 

@@ -12,6 +12,7 @@
 mod freshness;
 mod heap;
 mod process;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,6 +58,9 @@ struct Args {
     /// its repeated answers (needs `cargo build --release` for the binary).
     #[arg(long)]
     process: bool,
+    /// `model-library verify` against `sha256sum` (needs `cargo build --release`).
+    #[arg(long)]
+    verify: bool,
     /// With `--process`: only `serve` and the window (no `list`/`du` runs).
     #[arg(long)]
     no_list: bool,
@@ -250,6 +254,10 @@ fn main() {
     }
     if args.process {
         process_main(&args, &base);
+        return;
+    }
+    if args.verify {
+        verify::report(&process::binary(), &base, args.reps);
         return;
     }
     if args.heap {

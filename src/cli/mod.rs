@@ -3,6 +3,7 @@
 //! the service once, and prints. Exit status: 0 done, 1 failed, 2 bad usage (clap).
 
 mod progress;
+mod verify;
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -56,7 +57,35 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Serve the original service's HTTP API on 127.0.0.1.
     Serve(ServeArgs),
+    /// Check the bytes of every file whose content is known (Hugging Face and Ollama blobs
+    /// by their names, library files by their registry sha256). Exit status 0: all good; 1:
+    /// a mismatch or a file that could not be read (listed); 2: bad usage. Ctrl-C stops;
+    /// the next run resumes (finished files are not read again).
+    Verify(VerifyArgs),
 }
+
+/// Options of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only the files of these models (ids as `list` shows them).
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Print JSON: every file checked, and the counts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An exit status a command chose after saying why itself (no further message).
+#[derive(Debug)]
+struct ExitWith(i32);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
 
 /// Options of `serve`.
 #[derive(Debug, Args)]
@@ -149,6 +178,9 @@ pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 
         Ok(()) => 0,
         // A closed pipe (`| head`) is not a failure of ours.
         Err(err) if is_broken_pipe(&err) => 0,
+        Err(err) if err.downcast_ref::<ExitWith>().is_some() => {
+            err.downcast_ref::<ExitWith>().map_or(1, |e| e.0)
+        }
         Err(err) => {
             eprintln!("model-library: error: {err:#}");
             1
@@ -211,6 +243,7 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
             usage(&mut service, &sources, args.json, &mut out)
         }
         Command::Import(args) => import(&mut service, &args, &mut out),
+        Command::Verify(args) => verify::verify(&mut service, &args, &mut out),
         Command::Serve(_) => unreachable!("handled above"),
     };
     // What the start found and finished for an earlier, interrupted run.

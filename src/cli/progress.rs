@@ -48,6 +48,7 @@ impl Drop for ScanBar {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -75,7 +76,8 @@ fn follow_scan(progress: &ScanProgress, stop: &AtomicBool) {
             bar.set_length(reading.total);
             bar.set_position(reading.done);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Woken at once when the bar is dropped (no wait at the end of a command).
+        std::thread::park_timeout(Duration::from_millis(100));
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -139,5 +141,82 @@ impl DownloadBar {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A bar that follows a verify run (bytes read, files checked) from a thread of its own
+/// until dropped; on a log or a pipe, a line every few seconds.
+pub struct VerifyBar {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VerifyBar {
+    /// Follows `progress` while the caller verifies.
+    pub fn start(progress: Arc<crate::library::verify::VerifyProgress>) -> Option<VerifyBar> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("verify-progress".into())
+            .spawn(move || follow_verify(&progress, &flag))
+            .ok()?;
+        Some(VerifyBar {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for VerifyBar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+fn follow_verify(progress: &crate::library::verify::VerifyProgress, stop: &AtomicBool) {
+    let read = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut bar: Option<ProgressBar> = None;
+    let mut last_line = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let (done, total) = (read(&progress.done_bytes), read(&progress.total_bytes));
+        let files = format!(
+            "{}/{} files",
+            read(&progress.done_files),
+            read(&progress.total_files)
+        );
+        if terminal && started.elapsed() >= SHOW_AFTER {
+            let bar = bar.get_or_insert_with(|| {
+                let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "verifying {bar:30} {bytes}/{total_bytes}  {bytes_per_sec}  ETA {eta}  {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b
+            });
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(files);
+        } else if !terminal && last_line.elapsed() >= LINE_EVERY {
+            let _ = writeln!(
+                std::io::stderr(),
+                "model-library: verifying: {} of {} MiB read, {files}",
+                done >> 20,
+                total >> 20
+            );
+            last_line = Instant::now();
+        }
+        // Woken at once when the bar is dropped (no wait at the end of a command).
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
 }

@@ -86,6 +86,10 @@ pub enum LibraryError {
     #[error("no model {0:?} in the registry")]
     UnknownModel(String),
 
+    /// No model of the library or its stores has this id.
+    #[error("no model {0:?} in the library or its stores")]
+    NotListed(String),
+
     /// A download cannot start, or there is none to cancel.
     #[error("cannot download {id:?}: {reason}")]
     CannotDownload {

@@ -28,6 +28,7 @@ mod scan;
 mod service;
 pub mod sources;
 mod sym;
+pub mod verify;
 mod walk;
 pub mod watch;
 

@@ -26,8 +26,16 @@ pub(super) enum Installed {
 }
 
 impl ModelLibraryService {
-    /// Installs `listing` as the full listing (see [`Installed`] for what each kind does).
-    pub(super) fn install_full(&mut self, listing: Arc<Listing>, how: Installed) {
+    /// Installs `listing` as the full listing (see [`Installed`] for what each kind does),
+    /// with the rows of models whose files a verify run found wrong marked (rows of a
+    /// scan); returns the listing installed.
+    pub(super) fn install_full(&mut self, listing: Arc<Listing>, how: Installed) -> Arc<Listing> {
+        let listing = match how {
+            Installed::Scanned | Installed::Confirmed | Installed::RowsChanged => {
+                self.with_verify_marks(listing)
+            }
+            Installed::MetadataAdded | Installed::Restamped => listing,
+        };
         let old = self.listings.insert(ListKind::Full, Arc::clone(&listing));
         match how {
             Installed::Restamped => {
@@ -38,7 +46,7 @@ impl ModelLibraryService {
                         }
                     }
                 }
-                return;
+                return listing;
             }
             Installed::RowsChanged => {
                 self.listings.remove(&ListKind::Fast);
@@ -62,15 +70,16 @@ impl ModelLibraryService {
             drop(old);
             crate::library::memory::release_free();
         }
+        listing
     }
 
     /// Scans and caches `kind`. Stamps are read before the registry and the folders, so a
     /// change during the scan leaves the new listing already stale rather than wrong.
     pub(super) fn rescan(&mut self, kind: ListKind) -> Result<Arc<Listing>> {
-        let result = self.scan_now(kind);
-        match &result {
+        let mut result = self.scan_now(kind);
+        match &mut result {
             Ok(listing) if kind == ListKind::Full => {
-                self.install_full(Arc::clone(listing), Installed::Scanned);
+                *listing = self.install_full(Arc::clone(listing), Installed::Scanned);
             }
             Ok(listing) => {
                 self.last_error = None;

@@ -334,7 +334,7 @@ impl ModelLibraryService {
         } else {
             Installed::Confirmed
         };
-        self.install_full(Arc::clone(&listing), how);
+        let listing = self.install_full(listing, how);
         self.persist_note = Some(format!(
             "revalidated the saved listing: {rescanned} of {total} models rescanned"
         ));

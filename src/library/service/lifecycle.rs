@@ -278,8 +278,7 @@ impl ModelLibraryService {
         for (i, meta) in found {
             Arc::make_mut(&mut enriched.models[i]).metadata = Some(Box::new(meta));
         }
-        let enriched = Arc::new(enriched);
-        self.install_full(Arc::clone(&enriched), Installed::MetadataAdded);
+        let enriched = self.install_full(Arc::new(enriched), Installed::MetadataAdded);
         self.enrich_cursor = (enriched, next);
         true
     }

@@ -45,6 +45,7 @@ mod commit;
 mod incremental;
 mod info;
 mod lifecycle;
+mod verify;
 
 pub use info::{CacheInfo, ServiceCacheInfo, ViewCacheInfo};
 
@@ -209,6 +210,9 @@ pub struct ModelLibraryService {
     /// When the last scan of everything that was installed started (clock time): every
     /// change before it is in the listing.
     last_full_scan: Option<f64>,
+    /// What verify runs found wrong (`.cache/verify.bin`), read at the first full listing;
+    /// every full listing installed marks the models whose files are still as found.
+    verify_failures: Option<crate::library::verify::Failures>,
 }
 
 impl ModelLibraryService {
@@ -251,6 +255,7 @@ impl ModelLibraryService {
             background: None,
             epoch: 0,
             last_full_scan: None,
+            verify_failures: None,
         })
     }
 
