@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -1208,4 +1209,73 @@ fn listings_are_gzip_encoded_for_clients_that_ask() {
         .call()
         .unwrap();
     assert!(response.headers().get("content-encoding").is_none());
+}
+
+#[test]
+fn verify_runs_in_the_background_and_its_findings_show_in_the_listing() {
+    use sha2::{Digest, Sha256};
+    let hex = |b: &[u8]| -> String {
+        Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let lib = TestLib::new();
+    let registry = json!({"version": 1, "models": [
+        {"id": "fine", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
+        {"id": "rotten", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
+    ]});
+    lib.registry(&registry.to_string());
+    fs::create_dir_all(lib.path("models/fine")).unwrap();
+    fs::create_dir_all(lib.path("models/rotten")).unwrap();
+    fs::write(lib.path("models/fine/w.bin"), b"good").unwrap();
+    fs::write(lib.path("models/rotten/w.bin"), b"goof").unwrap();
+    let api = Api::start(&lib);
+    let before = api.get("/api/models/verify");
+    assert_eq!(
+        (before.status, before.body["running"].clone()),
+        (200, json!(false))
+    );
+
+    let unknown = api.post_json("/api/models/verify", r#"{"model_ids": ["nope"]}"#);
+    assert_error(&unknown, 404, "nope");
+    let bad = api.post_json("/api/models/verify", r#"{"model_ids": "fine"}"#);
+    assert_error(&bad, 400, "model_ids");
+
+    let started = api.post_json("/api/models/verify", "{}");
+    assert_eq!(started.status, 202, "{started:?}");
+    assert_eq!(started.body["verify"]["files_total"], 2);
+    // Poll (bounded) until the run is in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let state = api.get("/api/models/verify");
+        if state.body["running"] == false && !state.body["last"].is_null() {
+            break state.body["last"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verify did not finish: {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // a polling rate, not a wait for a condition
+    };
+    assert_eq!(report["summary"]["files"], 2);
+    assert_eq!(report["summary"]["mismatched"], 1);
+    assert_eq!(report["problems"][0]["models"], json!(["rotten"]));
+    let listing = api.get("/api/models/library");
+    let rotten = listing.body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "rotten")
+        .unwrap()
+        .clone();
+    assert_eq!(rotten["status"], "error", "{rotten}");
+    assert!(
+        rotten["error"]
+            .as_str()
+            .unwrap()
+            .contains("w.bin: sha256 mismatch")
+    );
+    let stop = api.post_json("/api/models/verify", r#"{"stop": true}"#);
+    assert_eq!(stop.status, 200);
 }

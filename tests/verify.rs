@@ -346,3 +346,38 @@ fn the_command_lists_mismatches_and_exits_1_then_0_when_all_is_good() {
             .contains("sha256 mismatch")
     );
 }
+
+#[test]
+fn a_service_running_beside_a_verify_run_shows_its_findings_at_its_next_scan() {
+    let f = Fixture::new();
+    let (mut server, _clock) = f.service();
+    assert_ne!(status_and_error(&mut server, "bad").0, ModelStatus::Error);
+    // Another process (here: another service) verifies.
+    let (mut cli, _clock) = f.service();
+    verify_all(&mut cli, &["bad".into()]);
+    server.refresh().unwrap();
+    assert_eq!(status_and_error(&mut server, "bad").0, ModelStatus::Error);
+}
+
+#[test]
+fn the_service_runs_verify_on_a_thread_and_reports_it() {
+    let f = Fixture::new();
+    let (mut svc, _clock) = f.service();
+    let state = svc.start_verify(&[]).unwrap();
+    assert!(state.running);
+    assert_eq!(state.files_total, 10);
+    assert!(svc.start_verify(&[]).is_err(), "one run at a time");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while svc.verify_state().running {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verify did not finish"
+        );
+        svc.tick();
+        std::thread::sleep(std::time::Duration::from_millis(10)); // the tick rate
+    }
+    let last = svc.verify_state().last.unwrap();
+    assert_eq!(last.summary.mismatched, 3);
+    assert_eq!(last.problems.len(), 3);
+    assert_eq!(status_and_error(&mut svc, "bad").0, ModelStatus::Error);
+}

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{ExitWith, VerifyArgs, progress};
-use crate::library::verify::{self, Checked, HashCache, Verdict, VerifyProgress};
+use crate::library::verify::{self, Checked, HashCache, Summary, Verdict, VerifyProgress};
 use crate::library::{LibraryError, ModelLibraryService};
 use crate::util::human_bytes;
 
@@ -23,42 +23,6 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     // SAFETY: restoring the default disposition of SIGINT.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_DFL);
-    }
-}
-
-/// Counts of what a run found.
-#[derive(Debug, Default, Serialize)]
-struct Summary {
-    files: usize,
-    ok: usize,
-    mismatched: usize,
-    unreadable: usize,
-    changed: usize,
-    stopped: usize,
-    from_hash_cache: usize,
-}
-
-impl Summary {
-    fn of(checked: &[Checked]) -> Summary {
-        let mut s = Summary {
-            files: checked.len(),
-            ..Summary::default()
-        };
-        for c in checked {
-            match c.verdict {
-                Verdict::Ok => s.ok += 1,
-                Verdict::Mismatch { .. } => s.mismatched += 1,
-                Verdict::Unreadable { .. } => s.unreadable += 1,
-                Verdict::Changed => s.changed += 1,
-                Verdict::Stopped => s.stopped += 1,
-            }
-            s.from_hash_cache += usize::from(c.cached);
-        }
-        s
-    }
-
-    fn all_good(&self) -> bool {
-        self.ok == self.files
     }
 }
 

@@ -86,6 +86,10 @@ pub enum LibraryError {
     #[error("no model {0:?} in the registry")]
     UnknownModel(String),
 
+    /// Something of the kind is already going (one at a time).
+    #[error("{0}")]
+    Busy(String),
+
     /// No model of the library or its stores has this id.
     #[error("no model {0:?} in the library or its stores")]
     NotListed(String),

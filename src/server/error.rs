@@ -55,14 +55,14 @@ impl From<LibraryError> for ApiError {
             LibraryError::InvalidTtl { .. }
             | LibraryError::InvalidId { .. }
             | LibraryError::UnknownStatus(_) => StatusCode::BAD_REQUEST,
-            LibraryError::NothingToDelete { .. } | LibraryError::UnknownModel(_) => {
-                StatusCode::NOT_FOUND
-            }
+            LibraryError::NothingToDelete { .. }
+            | LibraryError::UnknownModel(_)
+            | LibraryError::NotListed(_) => StatusCode::NOT_FOUND,
             // A download already running, or a library that is read-only because one of
             // its folders is a link: the request is fine, the library's state forbids it.
-            LibraryError::CannotDownload { .. } | LibraryError::WritesOff { .. } => {
-                StatusCode::CONFLICT
-            }
+            LibraryError::CannotDownload { .. }
+            | LibraryError::WritesOff { .. }
+            | LibraryError::Busy(_) => StatusCode::CONFLICT,
             LibraryError::Io { source, .. } if source.kind() == std::io::ErrorKind::Unsupported => {
                 return ApiError::new(StatusCode::NOT_IMPLEMENTED, source.to_string());
             }

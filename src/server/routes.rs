@@ -182,6 +182,12 @@ pub(crate) fn router(service: ModelLibraryService, body_limit: usize) -> Router 
             "/api/models/download",
             post(download).merge(delete_named("download")),
         )
+        .route(
+            "/api/models/verify",
+            get(verify_state)
+                .post(verify_start)
+                .merge(delete_named("verify")),
+        )
         .route("/api/models/{id}", delete(delete_by_path))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -485,6 +491,77 @@ async fn download(
 /// `downloading`); the transfer runs on the service's download threads.
 fn start_download(service: &mut ModelLibraryService, id: &str) -> Result<ModelInfo, LibraryError> {
     service.start_download(id)
+}
+
+// ---- GET and POST /api/models/verify ----
+
+/// The answer of `POST /api/models/verify`.
+#[derive(Serialize)]
+struct VerifyStarted {
+    message: &'static str,
+    verify: crate::library::VerifyState,
+}
+
+/// Starts a verify run: `{}` for every file, `{"model_ids": [...]}` for some models,
+/// `{"stop": true}` to stop the running one. 202 with the run's state; 409 while another
+/// runs; 404 for an id no listing has.
+async fn verify_start(
+    State(state): State<Shared>,
+    params: Params,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
+    let body = body.only(&["model_ids", "stop"])?;
+    let stop = match body.0.get("stop") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "\"stop\" must be true or false, not {} ({v})",
+                json_kind(v)
+            )));
+        }
+    };
+    let ids: Vec<String> = match body.0.get("model_ids") {
+        None => Vec::new(),
+        Some(Value::Array(ids)) if ids.iter().all(Value::is_string) => ids
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "\"model_ids\" must be an array of strings, not {} ({v})",
+                json_kind(v)
+            )));
+        }
+    };
+    let (message, verify) = state
+        .with_service(Hold::Other, move |service| {
+            if stop {
+                service.stop_verify();
+                return Ok(("verify asked to stop", service.verify_state()));
+            }
+            Ok(("verify started", service.start_verify(&ids)?))
+        })
+        .await?;
+    let status = if stop {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(json_response(
+        status,
+        to_json(&VerifyStarted { message, verify })?,
+    ))
+}
+
+/// The running verify's progress and the last run's report.
+async fn verify_state(State(state): State<Shared>, params: Params) -> Result<Response, ApiError> {
+    let [] = params.known([])?;
+    let verify = state
+        .with_service(Hold::Other, |service| Ok(service.verify_state()))
+        .await?;
+    Ok(json_response(StatusCode::OK, to_json(&verify)?))
 }
 
 /// How often the service ticks (ended downloads, watched changes, background scans and

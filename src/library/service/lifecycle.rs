@@ -213,7 +213,8 @@ impl ModelLibraryService {
     pub fn tick(&mut self) -> bool {
         let caught_up = self.catch_up();
         let enriched = self.background.is_none() && self.enrich_in_background();
-        caught_up || enriched
+        let verified = self.finish_verify();
+        caught_up || enriched || verified
     }
 
     /// Reads header metadata (GGUF, safetensors) for up to `budget` library models that have

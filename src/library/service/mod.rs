@@ -48,6 +48,7 @@ mod lifecycle;
 mod verify;
 
 pub use info::{CacheInfo, ServiceCacheInfo, ViewCacheInfo};
+pub use verify::{VerifyReport, VerifyState};
 
 /// How a service is set up.
 #[derive(Debug, Clone)]
@@ -210,9 +211,17 @@ pub struct ModelLibraryService {
     /// When the last scan of everything that was installed started (clock time): every
     /// change before it is in the listing.
     last_full_scan: Option<f64>,
-    /// What verify runs found wrong (`.cache/verify.bin`), read at the first full listing;
-    /// every full listing installed marks the models whose files are still as found.
-    verify_failures: Option<crate::library::verify::Failures>,
+    /// What verify runs found wrong (`.cache/verify.bin`) and the state of that file when
+    /// it was read: read again when another process's run changed it. Every full listing
+    /// installed marks the models whose files are still as found.
+    verify_failures: Option<(
+        Option<crate::library::verify::FileKey>,
+        crate::library::verify::Failures,
+    )>,
+    /// The verify run going on its own thread, if any (one at a time).
+    verify_job: Option<verify::RunningVerify>,
+    /// What the last verify run started here found.
+    last_verify: Option<verify::VerifyReport>,
 }
 
 impl ModelLibraryService {
@@ -256,6 +265,8 @@ impl ModelLibraryService {
             epoch: 0,
             last_full_scan: None,
             verify_failures: None,
+            verify_job: None,
+            last_verify: None,
         })
     }
 

@@ -36,11 +36,11 @@ impl ModelLibraryService {
     /// mark their models `error` from the next listing on; files found good lose an older
     /// mark. The caches are dropped when that changes what a listing shows.
     pub fn record_verify(&mut self, checked: &[Checked]) -> Result<()> {
-        let failures = self
-            .verify_failures
-            .get_or_insert_with(|| Failures::load(&self.library));
+        let failures = self.failures();
         if failures.record(checked) {
+            let failures = failures.clone();
             failures.save(&self.library)?;
+            self.verify_failures = Some((Failures::stamp(&self.library), failures));
             self.invalidate("a verify run found files changed or damaged");
         }
         Ok(())
@@ -49,9 +49,7 @@ impl ModelLibraryService {
     /// `listing` with the rows of models whose files are still as a verify run found them
     /// wrong marked `error`.
     pub(super) fn with_verify_marks(&mut self, listing: Arc<Listing>) -> Arc<Listing> {
-        let failures = self
-            .verify_failures
-            .get_or_insert_with(|| Failures::load(&self.library));
+        let failures = self.failures();
         if failures.files.is_empty() {
             return listing;
         }
@@ -61,5 +59,127 @@ impl ModelLibraryService {
         } else {
             listing
         }
+    }
+}
+
+impl ModelLibraryService {
+    /// What verify runs found, read again when the file changed since it was read.
+    fn failures(&mut self) -> &mut Failures {
+        let now = Failures::stamp(&self.library);
+        if self
+            .verify_failures
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen != now)
+        {
+            self.verify_failures = Some((now, Failures::load(&self.library)));
+        }
+        &mut self.verify_failures.as_mut().expect("set above").1
+    }
+}
+
+/// A verify run going on its own thread, with what it was started with.
+#[derive(Debug)]
+pub(super) struct RunningVerify {
+    job: verify::Job,
+    /// Clock time it started.
+    started: f64,
+    /// The models it was asked for (empty: everything).
+    only: Vec<String>,
+}
+
+/// What a verify run started by [`ModelLibraryService::start_verify`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Clock time it started and finished.
+    pub started: f64,
+    /// Clock time it finished.
+    pub finished: f64,
+    /// The models it was asked for (empty: everything).
+    pub only: Vec<String>,
+    /// The counts.
+    pub summary: verify::Summary,
+    /// Every file that was not found good.
+    pub problems: Vec<Checked>,
+}
+
+/// A verify run's state, for the shells.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyState {
+    /// Whether a run is going.
+    pub running: bool,
+    /// Its files checked so far and in all.
+    pub files_done: u64,
+    /// Files to check in all.
+    pub files_total: u64,
+    /// Bytes read so far.
+    pub bytes_done: u64,
+    /// Bytes to read in all (files the hash cache does not know).
+    pub bytes_total: u64,
+    /// What the last finished run found.
+    pub last: Option<VerifyReport>,
+}
+
+impl ModelLibraryService {
+    /// Starts verifying (everything, or the models `only` names) on a thread of its own;
+    /// [`Self::tick`] takes in the result. Refused while a run is going, and for ids no
+    /// listing has.
+    pub fn start_verify(&mut self, only: &[String]) -> Result<VerifyState> {
+        if self.verify_job.is_some() {
+            return Err(LibraryError::Busy("a verify run is already going".into()));
+        }
+        let targets = self.verify_targets(only)?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let job = verify::Job::start(self.library.clone(), targets, threads)?;
+        self.verify_job = Some(RunningVerify {
+            job,
+            started: self.clock.now(),
+            only: only.to_vec(),
+        });
+        Ok(self.verify_state())
+    }
+
+    /// Asks the running verify to stop (what it finished is kept; the next run resumes).
+    pub fn stop_verify(&mut self) {
+        if let Some(running) = &self.verify_job {
+            running.job.stop();
+        }
+    }
+
+    /// The running verify's progress and the last run's report.
+    pub fn verify_state(&self) -> VerifyState {
+        let read = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let progress = self.verify_job.as_ref().map(|r| r.job.progress());
+        VerifyState {
+            running: self.verify_job.is_some(),
+            files_done: progress.map_or(0, |p| read(&p.done_files)),
+            files_total: progress.map_or(0, |p| read(&p.total_files)),
+            bytes_done: progress.map_or(0, |p| read(&p.done_bytes)),
+            bytes_total: progress.map_or(0, |p| read(&p.total_bytes)),
+            last: self.last_verify.clone(),
+        }
+    }
+
+    /// Takes in a finished verify run, if there is one; true when it changed what listings
+    /// show or what [`Self::verify_state`] says.
+    pub(super) fn finish_verify(&mut self) -> bool {
+        let Some(checked) = self.verify_job.as_ref().and_then(|r| r.job.try_finish()) else {
+            return false;
+        };
+        let running = self.verify_job.take().expect("checked above");
+        if let Err(e) = self.record_verify(&checked) {
+            self.last_error = Some(format!("recording what verify found: {e}"));
+        }
+        self.last_verify = Some(VerifyReport {
+            started: running.started,
+            finished: self.clock.now(),
+            only: running.only,
+            summary: verify::Summary::of(&checked),
+            problems: checked
+                .into_iter()
+                .filter(|c| c.verdict != verify::Verdict::Ok)
+                .collect(),
+        });
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        true
     }
 }

@@ -480,6 +480,14 @@ impl Failures {
         self.files != before
     }
 
+    /// The state of the library's failures file (`None` when there is none): another
+    /// process's verify run changes it.
+    pub fn stamp(library: &Library) -> Option<FileKey> {
+        fs::symlink_metadata(library.cache_dir().join(FAILURES_FILE))
+            .ok()
+            .map(|m| FileKey::of(&m))
+    }
+
     /// Saves them (atomically, never through a link).
     pub fn save(&self, library: &Library) -> Result<()> {
         let payload = postcard::to_stdvec(self)
@@ -530,5 +538,108 @@ impl Failures {
             changed = true;
         }
         changed
+    }
+}
+
+/// Counts of what a run found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Files checked.
+    pub files: usize,
+    /// Holding their expected bytes.
+    pub ok: usize,
+    /// Not holding them.
+    pub mismatched: usize,
+    /// That could not be read.
+    pub unreadable: usize,
+    /// That changed while they were read.
+    pub changed: usize,
+    /// Not finished: the run was stopped.
+    pub stopped: usize,
+    /// Whose hash came from the hash cache (nothing read).
+    pub from_hash_cache: usize,
+}
+
+impl Summary {
+    /// The counts of `checked`.
+    pub fn of(checked: &[Checked]) -> Summary {
+        let mut s = Summary {
+            files: checked.len(),
+            ..Summary::default()
+        };
+        for c in checked {
+            match c.verdict {
+                Verdict::Ok => s.ok += 1,
+                Verdict::Mismatch { .. } => s.mismatched += 1,
+                Verdict::Unreadable { .. } => s.unreadable += 1,
+                Verdict::Changed => s.changed += 1,
+                Verdict::Stopped => s.stopped += 1,
+            }
+            s.from_hash_cache += usize::from(c.cached);
+        }
+        s
+    }
+
+    /// Whether every file holds its expected bytes.
+    pub fn all_good(&self) -> bool {
+        self.ok == self.files
+    }
+}
+
+/// A verify run on a thread of its own (loading and saving the hash cache there too), so
+/// whoever started it is never held: started by [`Job::start`], stopped by
+/// [`Job::stop`], its result taken by [`Job::try_finish`].
+#[derive(Debug)]
+pub struct Job {
+    progress: Arc<VerifyProgress>,
+    stop: Arc<AtomicBool>,
+    result: std::sync::mpsc::Receiver<Vec<Checked>>,
+}
+
+impl Job {
+    /// Starts verifying `targets` of `library` on `threads` threads.
+    pub fn start(library: Library, targets: Vec<Target>, threads: usize) -> Result<Job> {
+        let progress = Arc::new(VerifyProgress::default());
+        progress
+            .total_files
+            .store(targets.len() as u64, Ordering::Relaxed);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, result) = std::sync::mpsc::channel();
+        let (p, s) = (Arc::clone(&progress), Arc::clone(&stop));
+        let root = library.root().to_path_buf();
+        std::thread::Builder::new()
+            .name("model-library-verify".into())
+            .spawn(move || {
+                let mut cache = HashCache::load(&library);
+                let checked = run(targets, &mut cache, &p, &s, threads);
+                let _ = cache.save(&library); // a cache: failing to save loses nothing
+                let _ = tx.send(checked);
+            })
+            .map_err(|e| LibraryError::io(root, e))?;
+        Ok(Job {
+            progress,
+            stop,
+            result,
+        })
+    }
+
+    /// Its progress.
+    pub fn progress(&self) -> &VerifyProgress {
+        &self.progress
+    }
+
+    /// Asks it to stop between pieces (finished files are kept).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Its result, once it has finished (never blocks). A job whose thread died gives an
+    /// empty result.
+    pub fn try_finish(&self) -> Option<Vec<Checked>> {
+        match self.result.try_recv() {
+            Ok(checked) => Some(checked),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Vec::new()),
+        }
     }
 }
