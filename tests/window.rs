@@ -1116,3 +1116,67 @@ fn a_folder_that_cannot_be_opened_is_said() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Verify from the toolbar (everything) and from a row's menu (that model): progress in the
+/// status bar, a notice naming what is wrong, and the row in error.
+#[test]
+fn verify_from_the_toolbar_and_a_row_finds_the_damaged_model() {
+    use sha2::{Digest, Sha256};
+    let hex = |b: &[u8]| -> String {
+        Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let lib = TestLib::new();
+    let registry = serde_json::json!({"version": 1, "models": [
+        {"id": "fine", "name": "Fine", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
+        {"id": "rotten", "name": "Rotten", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
+    ]});
+    lib.registry(&registry.to_string());
+    fs::create_dir_all(lib.path("models/fine")).unwrap();
+    fs::create_dir_all(lib.path("models/rotten")).unwrap();
+    fs::write(lib.path("models/fine/w.bin"), b"good").unwrap();
+    fs::write(lib.path("models/rotten/w.bin"), b"goof").unwrap();
+    let mut h = open(&lib);
+    let status_of = |h: &H, id: &str| {
+        h.state()
+            .visible_models()
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.status)
+    };
+    assert_eq!(
+        status_of(&h, "rotten"),
+        Some(model_library::library::ModelStatus::Downloaded)
+    );
+    h.get_by_label("Verify").click();
+    settle(&mut h);
+    let texts: Vec<String> = h.state().notices().iter().map(|n| n.text.clone()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("2 files: 1 mismatched") && t.contains("rotten")),
+        "{texts:?}"
+    );
+    assert_eq!(
+        status_of(&h, "rotten"),
+        Some(model_library::library::ModelStatus::Error)
+    );
+    assert_eq!(
+        status_of(&h, "fine"),
+        Some(model_library::library::ModelStatus::Downloaded)
+    );
+    // The row's menu verifies that model alone.
+    h.get_by_label("Fine").click_secondary();
+    h.run();
+    h.get_by_label("Verify files").click();
+    settle(&mut h);
+    let texts: Vec<String> = h.state().notices().iter().map(|n| n.text.clone()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Verified 1 file: all hold")),
+        "{texts:?}"
+    );
+}

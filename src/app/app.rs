@@ -25,7 +25,7 @@ use crate::app::worker::{Reply, Request, Response, Worker};
 use crate::library::unix_seconds;
 use crate::library::{
     CacheInfo, DeletePlan, DownloadProgress, DownloadState, Library, ListQuery, ModelInfo,
-    ModelStatus, View,
+    ModelStatus, VerifyState, View,
 };
 
 /// How often the window asks the worker for the cache state while idle, seconds.
@@ -134,6 +134,10 @@ pub struct ModelLibraryApp {
     last_info_poll: f64,
     auto_key: Option<String>,
     seen_generation: u64,
+    /// The verify run's state as last reported (polled while it runs).
+    verify: Option<VerifyState>,
+    verify_req: Option<Promise<Response>>,
+    last_verify_poll: Option<Instant>,
 }
 
 impl ModelLibraryApp {
@@ -198,6 +202,9 @@ impl ModelLibraryApp {
             last_info_poll: 0.0,
             auto_key: None,
             seen_generation: 0,
+            verify: None,
+            verify_req: None,
+            last_verify_poll: None,
         };
         app.open_library(app.settings.library.clone());
         app
@@ -212,6 +219,8 @@ impl ModelLibraryApp {
             || self.list_queued.is_some()
             || !self.download_reqs.is_empty()
             || self.files_req.is_some()
+            || self.verify_req.is_some()
+            || self.verifying()
     }
 
     /// Downloads of this session, by id, as of this frame.
@@ -387,9 +396,11 @@ impl ModelLibraryApp {
         }
         self.download_reqs = still;
         answers.extend(ready(&mut self.files_req).map(|r| (Asked::Files, r)));
+        answers.extend(ready(&mut self.verify_req).map(|r| (Asked::Verify, r)));
         for (asked, response) in answers {
             self.answer(asked, response, ctx);
         }
+        self.poll_verify();
         if self.list_req.is_none()
             && let Some(force) = self.list_queued.take()
         {
@@ -497,9 +508,79 @@ impl ModelLibraryApp {
             (Asked::Files, Ok(Reply::Files { id, files, more })) => {
                 self.files = Some(FileList { id, files, more })
             }
+            (Asked::Verify, Ok(Reply::Verify(state))) => self.take_verify_state(*state),
+            (Asked::Verify, Err(e)) => self.notify(Level::Error, format!("Cannot verify: {e}")),
             (_, Ok(other)) => self.unexpected(&other),
             (_, Err(e)) => self.notify(Level::Error, e),
         }
+    }
+
+    /// Starts verifying these models' files (every file when `ids` is empty).
+    fn start_verify(&mut self, ids: Vec<String>) {
+        if self.verify_req.is_none() {
+            self.verify_req = Some(self.worker.request(Request::Verify { ids }));
+        }
+    }
+
+    /// Asks the running verify to stop.
+    fn stop_verify(&mut self) {
+        if self.verify_req.is_none() {
+            self.verify_req = Some(self.worker.request(Request::StopVerify));
+        }
+    }
+
+    /// Whether a verify run is going, as last reported.
+    pub(super) fn verifying(&self) -> bool {
+        self.verify.as_ref().is_some_and(|v| v.running)
+    }
+
+    /// While a verify run is going, asks for its state twice a second.
+    fn poll_verify(&mut self) {
+        let due = self
+            .last_verify_poll
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500));
+        if self.verifying() && self.verify_req.is_none() && due {
+            self.last_verify_poll = Some(Instant::now());
+            self.verify_req = Some(self.worker.request(Request::VerifyState));
+        }
+    }
+
+    /// Keeps a verify run's state; when a run has just ended, says what it found.
+    fn take_verify_state(&mut self, state: VerifyState) {
+        let ended = self.verifying() && !state.running;
+        if ended && let Some(last) = &state.last {
+            let s = &last.summary;
+            let files = match s.files {
+                1 => "1 file".to_string(),
+                n => format!("{n} files"),
+            };
+            let (level, text) = if s.all_good() {
+                (
+                    Level::Info,
+                    format!("Verified {files}: all hold their expected bytes."),
+                )
+            } else {
+                let mut models: Vec<&str> = last
+                    .problems
+                    .iter()
+                    .flat_map(|c| c.target.models.iter().map(String::as_str))
+                    .collect();
+                models.sort_unstable();
+                models.dedup();
+                (
+                    Level::Error,
+                    format!(
+                        "Verified {files}: {} mismatched, {} unreadable, {} not finished ({}).",
+                        s.mismatched,
+                        s.unreadable,
+                        s.changed + s.stopped,
+                        models.join(", ")
+                    ),
+                )
+            };
+            self.notify(level, text);
+        }
+        self.verify = Some(state);
     }
 
     /// The file dialogs' answers (folder to open, file to import).
@@ -923,6 +1004,8 @@ impl ModelLibraryApp {
                 self.settings.theme = theme;
                 ctx.set_theme(theme.preference());
             }
+            ToolbarAction::Verify => self.start_verify(Vec::new()),
+            ToolbarAction::StopVerify => self.stop_verify(),
         }
     }
 
@@ -1105,6 +1188,8 @@ enum Asked {
     Background,
     /// A model's files, for the details.
     Files,
+    /// Starting, stopping or following a verify run.
+    Verify,
 }
 
 /// The reply in `slot` if it arrived (the slot is emptied then), never waiting.

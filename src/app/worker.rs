@@ -20,7 +20,7 @@ use crate::library::watch::WatchOption;
 use crate::library::{
     CacheInfo, DeleteMode, DeleteOutcome, DeletePlan, DownloadBoard, ImportMode, ImportOutcome,
     ImportRequest, Library, ListQuery, Listing, ModelInfo, ModelLibraryService, RefreshInfo,
-    ServiceOptions, View,
+    ServiceOptions, VerifyState, View,
 };
 
 /// What the window can ask of the worker. A closed set; every variant gets one reply.
@@ -94,6 +94,16 @@ pub enum Request {
         /// snapshots' files, not the cache's internals).
         source: String,
     },
+    /// Start verifying files (these models' files; every file when empty) on the
+    /// service's verify thread.
+    Verify {
+        /// Model ids (as listings show them).
+        ids: Vec<String>,
+    },
+    /// Ask the running verify to stop.
+    StopVerify,
+    /// The running verify's progress and the last run's report.
+    VerifyState,
     /// Panic inside the worker (used by tests to prove the worker survives).
     #[doc(hidden)]
     Crash,
@@ -160,6 +170,8 @@ pub enum Reply {
         /// Whether there were more than listed.
         more: bool,
     },
+    /// A verify run's state (after starting, stopping or asking).
+    Verify(Box<VerifyState>),
     /// A partial download was removed.
     PartialDiscarded {
         /// The model id.
@@ -362,6 +374,14 @@ impl WorkerState {
             Request::Download { id } => {
                 Reply::DownloadStarted(Box::new(service.start_download(&id).map_err(text)?))
             }
+            Request::Verify { ids } => {
+                Reply::Verify(Box::new(service.start_verify(&ids).map_err(text)?))
+            }
+            Request::StopVerify => {
+                service.stop_verify();
+                Reply::Verify(Box::new(service.verify_state()))
+            }
+            Request::VerifyState => Reply::Verify(Box::new(service.verify_state())),
             Request::CancelDownload { id } => {
                 service.cancel_download(&id).map_err(text)?;
                 Reply::DownloadCancelled { id }

@@ -109,6 +109,7 @@ impl ModelLibraryApp {
             }
             TableAction::OpenFolder(path) => self.open_folder(path),
             TableAction::Copy(text) => ctx.copy_text(text),
+            TableAction::Verify(id) => self.start_verify(vec![id]),
         }
     }
 
@@ -158,6 +159,7 @@ impl ModelLibraryApp {
                     stores: self.stores_allowed.then_some(self.settings.other_stores),
                     focus_search: std::mem::take(&mut self.focus_search),
                     theme: self.settings.theme,
+                    verifying: self.verifying(),
                 },
                 ToolbarText {
                     search: &mut self.search,
@@ -182,6 +184,7 @@ impl ModelLibraryApp {
                     progress: progress.running.then_some(progress),
                     stale: self.stale_rows,
                     revalidating: self.revalidating,
+                    verify: self.verify.as_ref().filter(|v| v.running),
                 },
             );
         });
@@ -324,7 +327,10 @@ impl ModelLibraryApp {
     /// once a second for the live age.
     fn schedule_repaint(&self, ctx: &egui::Context) {
         let busy = self.open_req.is_some() || self.list_req.is_some() || self.op_req.is_some();
-        let moving = busy || self.worker.progress().read().running || !self.downloads.is_empty();
+        let moving = busy
+            || self.worker.progress().read().running
+            || !self.downloads.is_empty()
+            || self.verifying();
         ctx.request_repaint_after(std::time::Duration::from_millis(if moving {
             100
         } else {

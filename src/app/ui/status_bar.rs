@@ -3,7 +3,7 @@
 use egui::RichText;
 
 use crate::app::ui::table::status_color;
-use crate::library::{ModelStatus, ProgressReading};
+use crate::library::{ModelStatus, ProgressReading, VerifyState};
 use crate::util::human_bytes;
 
 /// What the status bar shows.
@@ -22,6 +22,8 @@ pub struct StatusInput<'a> {
     pub stale: bool,
     /// Whether the rows are the listing saved last time, being revalidated.
     pub revalidating: bool,
+    /// The verify run going, if any.
+    pub verify: Option<&'a VerifyState>,
 }
 
 /// Draws the status bar.
@@ -47,6 +49,25 @@ pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
         } else if input.revalidating {
             ui.separator();
             ui.label(RichText::new("revalidating the listing saved last time…").italics());
+        }
+        if let Some(v) = input.verify {
+            ui.separator();
+            let fraction = if v.bytes_total == 0 {
+                0.0
+            } else {
+                v.bytes_done as f32 / v.bytes_total as f32
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .desired_width(260.0)
+                    .text(format!(
+                        "verifying {} / {} files · {} of {}",
+                        v.files_done,
+                        v.files_total,
+                        human_bytes(v.bytes_done),
+                        human_bytes(v.bytes_total)
+                    )),
+            );
         }
         if let Some(p) = input.progress {
             ui.separator();

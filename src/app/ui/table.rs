@@ -31,6 +31,8 @@ pub enum TableAction {
     OpenFolder(std::path::PathBuf),
     /// Put this text on the clipboard (a path, an id).
     Copy(String),
+    /// Verify this model's files.
+    Verify(String),
 }
 
 /// What the table shows.
@@ -82,6 +84,10 @@ fn row_menu_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<TableAction> {
         TableAction::Copy(m.path.display().to_string()),
     );
     item(ui, "Copy id", TableAction::Copy(m.id.clone()));
+    if m.status != ModelStatus::Available {
+        ui.separator();
+        item(ui, "Verify files", TableAction::Verify(m.id.clone()));
+    }
     if can_download(m) {
         ui.separator();
         item(ui, "Download", TableAction::Download(m.id.clone()));

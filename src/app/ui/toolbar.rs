@@ -40,6 +40,10 @@ pub enum ToolbarAction {
     ClearFilters,
     /// Light, dark or system colours.
     SetTheme(Theme),
+    /// Verify every file whose content is known.
+    Verify,
+    /// Stop the verify run.
+    StopVerify,
 }
 
 /// What the toolbar shows.
@@ -72,6 +76,8 @@ pub struct ToolbarInput<'a> {
     pub focus_search: bool,
     /// The colours chosen.
     pub theme: Theme,
+    /// Whether a verify run is going.
+    pub verifying: bool,
 }
 
 /// Text fields the toolbar edits in place (they live in the app between frames).
@@ -126,6 +132,24 @@ pub fn toolbar_ui(
             .clicked()
         {
             action = Some(ToolbarAction::PickImport);
+        }
+        if input.verifying {
+            if ui
+                .button("Stop verifying")
+                .on_hover_text("Stop between pieces; what was verified is kept")
+                .clicked()
+            {
+                action = Some(ToolbarAction::StopVerify);
+            }
+        } else if ui
+            .add_enabled(input.library.is_some(), egui::Button::new("Verify"))
+            .on_hover_text(
+                "Check the bytes of every file whose content is known (store blobs by their \
+                 names, library files by their registry sha256)",
+            )
+            .clicked()
+        {
+            action = Some(ToolbarAction::Verify);
         }
         ui.separator();
         let mut quick = input.quick;

@@ -197,15 +197,16 @@ impl ModelLibraryService {
     }
 
     /// What shells call between requests: downloads that ended, the watch set-up, watched
-    /// changes and a background scan that finished reach the caches. Cheap when nothing
-    /// happened. Returns whether what a listing shows may have changed.
+    /// changes, a background scan and a verify run that finished reach the caches. Cheap
+    /// when nothing happened. Returns whether what a listing shows may have changed.
     pub fn catch_up(&mut self) -> bool {
         let ended = !self.poll_downloads().is_empty();
         self.ensure_watching();
         let setup = self.poll_watch_setup();
         let changed = self.apply_changes();
         let scanned = self.poll_background_scan();
-        ended || setup || changed || scanned
+        let verified = self.finish_verify();
+        ended || setup || changed || scanned || verified
     }
 
     /// What shells call when idle (every 200 ms or so): [`Self::catch_up`], then a batch
@@ -213,8 +214,7 @@ impl ModelLibraryService {
     pub fn tick(&mut self) -> bool {
         let caught_up = self.catch_up();
         let enriched = self.background.is_none() && self.enrich_in_background();
-        let verified = self.finish_verify();
-        caught_up || enriched || verified
+        caught_up || enriched
     }
 
     /// Reads header metadata (GGUF, safetensors) for up to `budget` library models that have
