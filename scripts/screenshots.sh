@@ -48,8 +48,19 @@ doc["models"].insert(0, {
     "description": "Served slowly by a local test server so the progress bar shows.",
     "files": [{"path": "demo.gguf", "url": f"http://127.0.0.1:{port}/demo.gguf", "size": 400 * 1024 * 1024}],
 })
+doc["models"].insert(1, {
+    "id": "aaa-rotten-weights", "name": "AAA Rotten weights (fails verify)",
+    "provider": "local", "capabilities": ["text-generation"], "format": "gguf",
+    "description": "Its file no longer holds the bytes its sha256 names.",
+    "files": [{"path": "weights.gguf", "size": 11,
+               "sha256": "4e7d4b6b9e7b6a8e0c7c49d4ba9b9f5e8f1e3b6a1a2c0b7d9e8f7a6b5c4d3e2f"}],
+})
 json.dump(doc, open(path, "w"), indent=1)
 PY
+mkdir -p "$WORK/library/models/aaa-rotten-weights"
+printf 'bit rotten!' > "$WORK/library/models/aaa-rotten-weights/weights.gguf"
+# What `verify` finds shows in the window: the model in error, with the file and hashes.
+"$BIN" --library "$WORK/library" verify >/dev/null || true
 
 # Sourced by each Xvfb session: opens the app on $LIB with its settings in $CONFIG, waits
 # (bounded) for its window, sets WIN and puts the window in the top left corner.
@@ -103,6 +114,22 @@ xdotool mousemove --window "$WIN" 120 101 click 1
 shot download-in-progress 3
 SESSION
 xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/session.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
+
+# A model that failed verify, selected: its row in error, the details saying why.
+cat > "$WORK/verify.sh" <<'VERIFY'
+set -euo pipefail
+BIN=$1; LIB=$2; OUT=$3; CONFIG=$(dirname "$LIB")/config-verify
+. "$(dirname "$0")/open_app.sh"
+xdotool windowfocus "$WIN" 2>/dev/null || true
+sleep 3
+xdotool key --window "$WIN" ctrl+f
+xdotool type --window "$WIN" --delay 40 "rotten"
+sleep 1
+xdotool mousemove --window "$WIN" 120 101 click 1
+sleep 1.5
+import -window root -crop 1360x820+0+0 +repage "$OUT/verify-mismatch.png"
+VERIFY
+xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/verify.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
 
 # Small windows: 900x600 at scale 1, and 1000x650 at scale 1.5 (columns give way).
 cat > "$WORK/small.sh" <<'SMALL'

@@ -205,7 +205,7 @@ pub fn cache_panel_ui(
                 s.freshness_bound_seconds
                     .map_or("unknown (TTL)".into(), |b| format!("{b:.0} s")),
             );
-            row(ui, "Last verified", stamp(s.last_verified));
+            row(ui, "Listing confirmed", stamp(s.last_verified));
             row(
                 ui,
                 "Writes",
