@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -770,7 +769,15 @@ fn a_library_the_service_cannot_read_is_503_naming_the_file() {
     );
 
     let root = lib.root().to_path_buf();
-    std::fs::remove_dir_all(&root).unwrap();
+    // The server may still be saving its listing into `.cache/` (a file appearing while
+    // the tree is removed): remove again until it is gone, within a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = std::fs::remove_dir_all(&root) {
+        assert!(
+            e.kind() == std::io::ErrorKind::DirectoryNotEmpty && Instant::now() < deadline,
+            "{e}"
+        );
+    }
     assert_error(
         &api.get("/api/models/library?force_refresh=true"),
         503,
@@ -1213,23 +1220,7 @@ fn listings_are_gzip_encoded_for_clients_that_ask() {
 
 #[test]
 fn verify_runs_in_the_background_and_its_findings_show_in_the_listing() {
-    use sha2::{Digest, Sha256};
-    let hex = |b: &[u8]| -> String {
-        Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect()
-    };
-    let lib = TestLib::new();
-    let registry = json!({"version": 1, "models": [
-        {"id": "fine", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
-        {"id": "rotten", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
-    ]});
-    lib.registry(&registry.to_string());
-    fs::create_dir_all(lib.path("models/fine")).unwrap();
-    fs::create_dir_all(lib.path("models/rotten")).unwrap();
-    fs::write(lib.path("models/fine/w.bin"), b"good").unwrap();
-    fs::write(lib.path("models/rotten/w.bin"), b"goof").unwrap();
+    let lib = common::fine_and_rotten();
     let api = Api::start(&lib);
     let before = api.get("/api/models/verify");
     assert_eq!(

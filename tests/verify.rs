@@ -12,20 +12,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use common::TestLib;
+use common::{TestLib, sha256_hex as sha256};
 use model_library::library::sources::{SourceConfig, SourceKind};
 use model_library::library::verify::{self, Checked, HashCache, Verdict, VerifyProgress};
 use model_library::library::{
     Clock, ListKind, ManualClock, ModelLibraryService, ModelStatus, ServiceOptions, SystemClock,
 };
-use sha2::{Digest, Sha256};
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn git_sha1(bytes: &[u8]) -> String {
     use sha1::Digest as _;

@@ -1121,23 +1121,7 @@ fn a_folder_that_cannot_be_opened_is_said() {
 /// status bar, a notice naming what is wrong, and the row in error.
 #[test]
 fn verify_from_the_toolbar_and_a_row_finds_the_damaged_model() {
-    use sha2::{Digest, Sha256};
-    let hex = |b: &[u8]| -> String {
-        Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect()
-    };
-    let lib = TestLib::new();
-    let registry = serde_json::json!({"version": 1, "models": [
-        {"id": "fine", "name": "Fine", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
-        {"id": "rotten", "name": "Rotten", "files": [{"path": "w.bin", "size": 4, "sha256": hex(b"good")}]},
-    ]});
-    lib.registry(&registry.to_string());
-    fs::create_dir_all(lib.path("models/fine")).unwrap();
-    fs::create_dir_all(lib.path("models/rotten")).unwrap();
-    fs::write(lib.path("models/fine/w.bin"), b"good").unwrap();
-    fs::write(lib.path("models/rotten/w.bin"), b"goof").unwrap();
+    let lib = common::fine_and_rotten();
     let mut h = open(&lib);
     let status_of = |h: &H, id: &str| {
         h.state()

@@ -18,10 +18,41 @@ const SHOW_AFTER: Duration = Duration::from_millis(500);
 /// Lines written at most this often when stderr is not a terminal.
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
-/// A bar that follows a scan's progress from a thread of its own until dropped.
-pub struct ScanBar {
+/// A thread that draws progress until dropped (then woken and joined).
+struct Follower {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Runs `follow` on a thread named `name`; it returns once the flag it gets is set.
+    fn start(name: &str, follow: impl FnOnce(&AtomicBool) + Send + 'static) -> Option<Follower> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || follow(&flag))
+            .ok()?;
+        Some(Follower {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// A bar that follows a scan's progress from a thread of its own until dropped.
+pub struct ScanBar {
+    _follower: Follower,
 }
 
 impl ScanBar {
@@ -31,26 +62,8 @@ impl ScanBar {
         if !std::io::stderr().is_terminal() {
             return None;
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("scan-progress".into())
-            .spawn(move || follow_scan(&progress, &flag))
-            .ok()?;
-        Some(ScanBar {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for ScanBar {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
+        Follower::start("scan-progress", move |stop| follow_scan(&progress, stop))
+            .map(|f| ScanBar { _follower: f })
     }
 }
 
@@ -147,33 +160,16 @@ impl DownloadBar {
 /// A bar that follows a verify run (bytes read, files checked) from a thread of its own
 /// until dropped; on a log or a pipe, a line every few seconds.
 pub struct VerifyBar {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _follower: Follower,
 }
 
 impl VerifyBar {
     /// Follows `progress` while the caller verifies.
     pub fn start(progress: Arc<crate::library::verify::VerifyProgress>) -> Option<VerifyBar> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("verify-progress".into())
-            .spawn(move || follow_verify(&progress, &flag))
-            .ok()?;
-        Some(VerifyBar {
-            stop,
-            thread: Some(thread),
+        Follower::start("verify-progress", move |stop| {
+            follow_verify(&progress, stop)
         })
-    }
-}
-
-impl Drop for VerifyBar {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
+        .map(|f| VerifyBar { _follower: f })
     }
 }
 

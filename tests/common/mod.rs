@@ -99,3 +99,30 @@ pub fn registry_json(entries: &[(&str, &[(&str, u64)])]) -> String {
         .collect();
     serde_json::json!({"version": 1, "models": models}).to_string()
 }
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A library of two registered models whose `w.bin` must hash to `sha256("good")`: `fine`
+/// holds those bytes, `rotten` four others (same size, so sizes cannot tell).
+pub fn fine_and_rotten() -> TestLib {
+    let lib = TestLib::new();
+    let sha = sha256_hex(b"good");
+    let registry = serde_json::json!({"version": 1, "models": [
+        {"id": "fine", "name": "Fine", "files": [{"path": "w.bin", "size": 4, "sha256": sha}]},
+        {"id": "rotten", "name": "Rotten", "files": [{"path": "w.bin", "size": 4, "sha256": sha}]},
+    ]});
+    lib.registry(&registry.to_string());
+    for (id, bytes) in [("fine", b"good"), ("rotten", b"goof")] {
+        let path = lib.path(&format!("models/{id}/w.bin"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+    lib
+}

@@ -51,36 +51,33 @@ pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
             ui.label(RichText::new("revalidating the listing saved last time…").italics());
         }
         if let Some(v) = input.verify {
-            ui.separator();
-            let fraction = if v.bytes_total == 0 {
-                0.0
-            } else {
-                v.bytes_done as f32 / v.bytes_total as f32
-            };
-            ui.add(
-                egui::ProgressBar::new(fraction)
-                    .desired_width(260.0)
-                    .text(format!(
-                        "verifying {} / {} files · {} of {}",
-                        v.files_done,
-                        v.files_total,
-                        human_bytes(v.bytes_done),
-                        human_bytes(v.bytes_total)
-                    )),
+            let text = format!(
+                "verifying {} / {} files · {} of {}",
+                v.files_done,
+                v.files_total,
+                human_bytes(v.bytes_done),
+                human_bytes(v.bytes_total)
             );
+            bar_ui(ui, v.bytes_done, v.bytes_total, 260.0, text);
         }
         if let Some(p) = input.progress {
-            ui.separator();
-            let fraction = if p.total == 0 {
-                0.0
-            } else {
-                p.done as f32 / p.total as f32
-            };
-            ui.add(
-                egui::ProgressBar::new(fraction)
-                    .desired_width(220.0)
-                    .text(format!("scanning {} / {}", p.done, p.total)),
-            );
+            let text = format!("scanning {} / {}", p.done, p.total);
+            bar_ui(ui, p.done, p.total, 220.0, text);
         }
     });
+}
+
+/// A progress bar of `done` out of `total` (empty while the total is unknown).
+fn bar_ui(ui: &mut egui::Ui, done: u64, total: u64, width: f32, text: String) {
+    ui.separator();
+    let fraction = if total == 0 {
+        0.0
+    } else {
+        done as f32 / total as f32
+    };
+    ui.add(
+        egui::ProgressBar::new(fraction)
+            .desired_width(width)
+            .text(text),
+    );
 }
