@@ -23,7 +23,15 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["registry", "registry_pack", "registry_copy", "metadata"],
     &["scan", "sources", "cache"],
-    &["persist", "watch", "download", "delete", "import", "verify"],
+    &[
+        "persist",
+        "watch",
+        "download",
+        "delete",
+        "import",
+        "verify",
+        "duplicates",
+    ],
     &["service"],
 ];
 

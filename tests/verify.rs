@@ -9,15 +9,12 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use common::{TestLib, sha256_hex as sha256};
 use model_library::library::sources::{SourceConfig, SourceKind};
 use model_library::library::verify::{self, Checked, HashCache, Verdict, VerifyProgress};
-use model_library::library::{
-    Clock, ListKind, ManualClock, ModelLibraryService, ModelStatus, ServiceOptions, SystemClock,
-};
+use model_library::library::{ListKind, ManualClock, ModelLibraryService, ModelStatus};
 
 fn git_sha1(bytes: &[u8]) -> String {
     use sha1::Digest as _;
@@ -107,22 +104,12 @@ impl Fixture {
     }
 
     fn service(&self) -> (ModelLibraryService, ManualClock) {
-        let clock = ManualClock::new(SystemClock.now() + 100.0);
         let sources = vec![
             SourceConfig::new(SourceKind::HuggingFace, &self.hf),
             SourceConfig::new(SourceKind::Ollama, &self.ollama),
             SourceConfig::new(SourceKind::Ollama, self.lib.path("stores/ollama-old")),
         ];
-        let service = ModelLibraryService::new(
-            self.lib.library(),
-            ServiceOptions {
-                clock: Arc::new(clock.clone()),
-                sources,
-                ..ServiceOptions::default()
-            },
-        )
-        .unwrap();
-        (service, clock)
+        self.lib.service_with_sources(sources)
     }
 }
 

@@ -2,6 +2,7 @@
 //! without a window. A thin shell over [`ModelLibraryService`]: it opens the library, calls
 //! the service once, and prints. Exit status: 0 done, 1 failed, 2 bad usage (clap).
 
+mod duplicates;
 mod progress;
 mod verify;
 
@@ -62,6 +63,27 @@ pub enum Command {
     /// a mismatch or a file that could not be read (listed); 2: bad usage. Ctrl-C stops;
     /// the next run resumes (finished files are not read again).
     Verify(VerifyArgs),
+    /// Groups of identical files across the library and the stores, and the space all but
+    /// one copy take; --link replaces the extra copies with hard links (same file system
+    /// only, bytes compared first, asking unless --yes).
+    Duplicates(DuplicatesArgs),
+}
+
+/// Options of `duplicates`.
+#[derive(Debug, Args)]
+pub struct DuplicatesArgs {
+    /// Print JSON: the groups, their copies and the bytes they waste.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace the extra copies with hard links to the first one.
+    #[arg(long)]
+    pub link: bool,
+    /// Do not ask before linking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Only files of at least this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::library::duplicates::DEFAULT_MIN_SIZE)]
+    pub min_size: u64,
 }
 
 /// Options of `verify`.
@@ -244,6 +266,7 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
         }
         Command::Import(args) => import(&mut service, &args, &mut out),
         Command::Verify(args) => verify::verify(&mut service, &args, &mut out),
+        Command::Duplicates(args) => duplicates::duplicates(&mut service, &args, &mut out),
         Command::Serve(_) => unreachable!("handled above"),
     };
     // What the start found and finished for an earlier, interrupted run.

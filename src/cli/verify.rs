@@ -26,6 +26,24 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     }
 }
 
+/// Runs `work` (hashing on as many threads as cores) with a progress bar and the library's
+/// hash cache, saved afterwards — also after a stop, so the next run reads none of the
+/// files finished.
+pub(super) fn hashing<T>(
+    service: &ModelLibraryService,
+    progress: &Arc<VerifyProgress>,
+    work: impl FnOnce(&mut HashCache, usize) -> T,
+) -> T {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let _bar = progress::VerifyBar::start(Arc::clone(progress));
+    let mut cache = HashCache::load(service.library());
+    let result = work(&mut cache, threads);
+    if let Err(e) = cache.save(service.library()) {
+        eprintln!("model-library: warning: the hash cache could not be saved: {e}");
+    }
+    result
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
     files: &'a [Checked],
@@ -57,17 +75,9 @@ pub(super) fn verify(
             on_interrupt as *const () as libc::sighandler_t,
         );
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let checked = {
-        let _bar = progress::VerifyBar::start(Arc::clone(&progress));
-        let mut cache = HashCache::load(service.library());
-        let checked = verify::run(targets, &mut cache, &progress, &INTERRUPTED, threads);
-        // Kept even when stopped: the next run does not read those files again.
-        if let Err(e) = cache.save(service.library()) {
-            eprintln!("model-library: warning: the hash cache could not be saved: {e}");
-        }
-        checked
-    };
+    let checked = hashing(service, &progress, |cache, threads| {
+        verify::run(targets, cache, &progress, &INTERRUPTED, threads)
+    });
     service
         .record_verify(&checked)
         .context("recording what verify found")?;

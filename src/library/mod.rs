@@ -13,6 +13,7 @@ mod clock;
 pub mod crashpoint;
 mod delete;
 mod download;
+pub mod duplicates;
 mod error;
 mod fs_safe;
 mod import;

@@ -71,11 +71,20 @@ impl TestLib {
     /// A service with a manual clock set well after every file's mtime, so nothing is racy
     /// unless a test makes it so.
     pub fn service(&self) -> (ModelLibraryService, ManualClock) {
+        self.service_with_sources(Vec::new())
+    }
+
+    /// [`TestLib::service`] that also lists these stores.
+    pub fn service_with_sources(
+        &self,
+        sources: Vec<model_library::library::sources::SourceConfig>,
+    ) -> (ModelLibraryService, ManualClock) {
         let clock = ManualClock::new(SystemClock.now() + 100.0);
         let service = ModelLibraryService::new(
             self.library(),
             ServiceOptions {
                 clock: Arc::new(clock.clone()),
+                sources,
                 ..ServiceOptions::default()
             },
         )

@@ -14,13 +14,7 @@ impl ModelLibraryService {
     pub fn verify_targets(&mut self, only: &[String]) -> Result<Vec<Target>> {
         self.library.check_reachable()?;
         let registry = Registry::load(&self.library)?;
-        let mut scans = Vec::new();
-        for source in self.sources.iter().filter(|s| s.enabled) {
-            let mut cache = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(scan) = sources::scan_source_detailed(source, &mut cache) {
-                scans.push(scan);
-            }
-        }
+        let scans = self.store_scans();
         for id in only {
             let known = registry.get(id).is_some()
                 || self.library.models_dir().join(id).is_dir()
@@ -30,6 +24,34 @@ impl ModelLibraryService {
             }
         }
         Ok(verify::targets(&self.library, &registry, &scans, only))
+    }
+
+    /// The files that may have twins (see [`crate::library::duplicates::candidates`]): the
+    /// library's and those of the enabled stores, of `min_size` bytes or more.
+    pub fn duplicate_candidates(
+        &mut self,
+        min_size: u64,
+    ) -> Result<Vec<crate::library::duplicates::Candidate>> {
+        self.library.check_reachable()?;
+        let scans = self.store_scans();
+        Ok(crate::library::duplicates::candidates(
+            &self.library,
+            &scans,
+            min_size,
+        ))
+    }
+
+    /// Every enabled store, scanned with the files behind its models (stores that cannot
+    /// be read are left out; listings say why).
+    fn store_scans(&mut self) -> Vec<sources::SourceScan> {
+        let mut scans = Vec::new();
+        for source in self.sources.iter().filter(|s| s.enabled) {
+            let mut cache = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(scan) = sources::scan_source_detailed(source, &mut cache) {
+                scans.push(scan);
+            }
+        }
+        scans
     }
 
     /// Takes in what a verify run found: mismatches are saved in `.cache/verify.bin` and

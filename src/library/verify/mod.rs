@@ -291,7 +291,8 @@ pub fn run(
         .thread_name(|i| format!("model-library-verify-{i}"))
         .build();
     let read = |(i, t): (usize, Target)| {
-        let result = hash_file(&t, progress, stop);
+        let git = matches!(t.expected, Expected::GitSha1(_));
+        let result = hash_file(&t.path, t.follow_link, git, progress, stop);
         progress.done_files.fetch_add(1, Ordering::Relaxed);
         (i, t, result)
     };
@@ -334,21 +335,32 @@ fn judge(target: Target, actual: std::result::Result<String, Verdict>, cached: b
     }
 }
 
-enum Hashed {
+/// What reading a file for its digest came to.
+pub(crate) enum Hashed {
+    /// Read whole, in the state `key`.
     Done { key: FileKey, digests: Digests },
+    /// It changed while it was read.
     Changed,
+    /// Stopped before the end.
     Stopped,
 }
 
-/// Reads one file once, computing the digest its target needs. The file's state is taken
-/// from the open file before and after: a file that changed meanwhile is not judged.
-fn hash_file(t: &Target, progress: &VerifyProgress, stop: &AtomicBool) -> io::Result<Hashed> {
+/// Reads the file at `path` once (through a link there only when `follow_link`), computing
+/// its git blob SHA-1 when `git`, else its SHA-256. The file's state is taken from the open
+/// file before and after: a file that changed meanwhile is not judged.
+pub(crate) fn hash_file(
+    path: &Path,
+    follow_link: bool,
+    git: bool,
+    progress: &VerifyProgress,
+    stop: &AtomicBool,
+) -> io::Result<Hashed> {
     let mut options = fs::OpenOptions::new();
     options.read(true);
-    if !t.follow_link {
+    if !follow_link {
         options.custom_flags(libc::O_NOFOLLOW);
     }
-    let mut file: File = options.open(&t.path)?;
+    let mut file: File = options.open(path)?;
     let before = file.metadata()?;
     if !before.is_file() {
         return Err(io::Error::other("not a regular file"));
@@ -356,7 +368,6 @@ fn hash_file(t: &Target, progress: &VerifyProgress, stop: &AtomicBool) -> io::Re
     let key = FileKey::of(&before);
     let mut sha256 = Sha256::new();
     let mut sha1 = sha1::Sha1::new();
-    let git = matches!(t.expected, Expected::GitSha1(_));
     if git {
         sha1.update(format!("blob {}\0", key.size).as_bytes());
     }
