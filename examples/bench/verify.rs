@@ -87,41 +87,47 @@ fn sha256sum(root: &Path) -> Command {
     cmd
 }
 
-fn verify(bin: &Path, root: &Path, cached: bool) -> Command {
+/// `model-library --library ROOT <command>`, with the hash cache removed first unless
+/// `cached`.
+fn ours(bin: &Path, root: &Path, command: &str, cached: bool) -> Command {
     if !cached {
         let _ = fs::remove_file(root.join(".cache/hashes.bin"));
     }
     let mut cmd = Command::new(bin);
-    cmd.arg("--library").arg(root).arg("verify");
+    cmd.arg("--library").arg(root).arg(command);
     cmd
 }
 
 /// Prints the table for both shapes.
 pub fn report(bin: &Path, base: &Path, reps: usize) {
-    println!("### verify against sha256sum (warm page cache, {reps} runs each)\n");
+    println!("### verify and duplicates against sha256sum (warm page cache, {reps} runs each)\n");
     println!(
-        "| files | sha256sum | verify | ratio (target ≤ 0.6 over many files) | verify again (hash cache) |"
+        "| files | sha256sum | verify | ratio (target ≤ 0.6 over many files) | verify again (hash cache) | duplicates | duplicates again (hash cache) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (files, size) in [(1usize, 1u64 << 30), (256, 4 << 20)] {
         let root = base.join(format!("verify-{files}"));
         library(&root, files, size);
         // Warm the page cache once.
         time(sha256sum(&root));
-        let (mut sums, mut ours, mut again) = (Vec::new(), Vec::new(), Vec::new());
+        let mut runs: [Vec<Duration>; 5] = Default::default();
         for _ in 0..reps {
-            sums.push(time(sha256sum(&root)));
-            ours.push(time(verify(bin, &root, false)));
-            again.push(time(verify(bin, &root, true)));
+            runs[0].push(time(sha256sum(&root)));
+            runs[1].push(time(ours(bin, &root, "verify", false)));
+            runs[2].push(time(ours(bin, &root, "verify", true)));
+            runs[3].push(time(ours(bin, &root, "duplicates", false)));
+            runs[4].push(time(ours(bin, &root, "duplicates", true)));
         }
-        let (s, o, a) = (median(sums), median(ours), median(again));
+        let [s, o, a, d, da] = runs.map(median);
         println!(
-            "| {files} × {} MiB | {} | {} | {:.2} × | {} |",
+            "| {files} × {} MiB | {} | {} | {:.2} × | {} | {} | {} |",
             size >> 20,
             fmt(s),
             fmt(o),
             o.as_secs_f64() / s.as_secs_f64(),
-            fmt(a)
+            fmt(a),
+            fmt(d),
+            fmt(da)
         );
         let _ = fs::remove_dir_all(&root);
     }
