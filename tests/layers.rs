@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
         "import",
         "verify",
         "duplicates",
+        "reclaim",
     ],
     &["service"],
 ];

@@ -2,13 +2,13 @@
 //! names the files, the core groups them by size and content (through the hash cache) and,
 //! when asked, links the extra copies; this prints, asks first, and picks the exit status.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{DuplicatesArgs, ExitWith};
+use super::{DuplicatesArgs, ensure_askable, go_ahead};
 use crate::library::ModelLibraryService;
 use crate::library::duplicates::{self, Linked, Report};
 use crate::library::verify::VerifyProgress;
@@ -34,11 +34,8 @@ pub(super) fn duplicates(
     args: &DuplicatesArgs,
     out: &mut impl Write,
 ) -> Result<()> {
-    if args.link && !args.yes && !std::io::stdin().is_terminal() {
-        eprintln!(
-            "model-library: error: --link asks before linking; add --yes to link without asking"
-        );
-        return Err(ExitWith(2).into());
+    if args.link {
+        ensure_askable(args.yes, "--link")?;
     }
     let candidates = service
         .duplicate_candidates(args.min_size)
@@ -48,7 +45,11 @@ pub(super) fn duplicates(
     let report = super::verify::hashing(service, &progress, |cache, threads| {
         duplicates::find(candidates, cache, &progress, &stop, threads)
     });
-    let linked = if args.link && report.linkable > 0 && confirm(&report, args.yes)? {
+    let question = format!(
+        "Replace the extra copies with hard links, giving back {}?",
+        human_bytes(report.linkable)
+    );
+    let linked = if args.link && report.linkable > 0 && go_ahead(&question, args.yes)? {
         let now = duplicates::now_ns();
         Some(
             report
@@ -78,20 +79,6 @@ pub(super) fn duplicates(
         }
     }
     Ok(())
-}
-
-/// Asks on the terminal (or takes `--yes`).
-fn confirm(report: &Report, yes: bool) -> Result<bool> {
-    if yes {
-        return Ok(true);
-    }
-    eprint!(
-        "Replace the extra copies with hard links, giving back {}? [y/N] ",
-        human_bytes(report.linkable)
-    );
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 fn print_groups(report: &Report, out: &mut impl Write) -> Result<()> {

@@ -4,6 +4,7 @@
 
 mod duplicates;
 mod progress;
+mod reclaim;
 mod verify;
 
 use std::io::{self, BufWriter, Write};
@@ -67,6 +68,24 @@ pub enum Command {
     /// one copy take; --link replaces the extra copies with hard links (same file system
     /// only, bytes compared first, asking unless --yes).
     Duplicates(DuplicatesArgs),
+    /// What no model needs — unreferenced Ollama and Hugging Face blobs, detached revisions,
+    /// unfinished store downloads, stale downloads and staging folders of the library —
+    /// with its size and why; --delete moves it to the trash (asking unless --yes).
+    Reclaim(ReclaimArgs),
+}
+
+/// Options of `reclaim`.
+#[derive(Debug, Args)]
+pub struct ReclaimArgs {
+    /// Print JSON: every item with its size and why.
+    #[arg(long)]
+    pub json: bool,
+    /// Move the items to the trash (not those changed in the last minute).
+    #[arg(long)]
+    pub delete: bool,
+    /// Do not ask before deleting.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Options of `duplicates`.
@@ -95,6 +114,33 @@ pub struct VerifyArgs {
     /// Print JSON: every file checked, and the counts.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Refuses (bad usage, said on stderr) an action `flag` asks before, when nobody can answer
+/// (no terminal) and `--yes` was not given. Call before any work is done.
+fn ensure_askable(yes: bool, flag: &str) -> Result<()> {
+    use std::io::IsTerminal;
+    if !yes && !io::stdin().is_terminal() {
+        eprintln!("model-library: error: {flag} asks first; add --yes to go ahead without asking");
+        return Err(ExitWith(2).into());
+    }
+    Ok(())
+}
+
+/// Whether to go ahead with what `question` asks: `yes` given, else the user's answer on
+/// the terminal ([`ensure_askable`] was called first).
+fn go_ahead(question: &str, yes: bool) -> Result<bool> {
+    use std::io::BufRead;
+    if yes {
+        return Ok(true);
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// An exit status a command chose after saying why itself (no further message).
@@ -267,6 +313,7 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
         Command::Import(args) => import(&mut service, &args, &mut out),
         Command::Verify(args) => verify::verify(&mut service, &args, &mut out),
         Command::Duplicates(args) => duplicates::duplicates(&mut service, &args, &mut out),
+        Command::Reclaim(args) => reclaim::reclaim(&mut service, &args, &mut out),
         Command::Serve(_) => unreachable!("handled above"),
     };
     // What the start found and finished for an earlier, interrupted run.

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod metadata;
 mod model;
 pub mod persist;
+pub mod reclaim;
 mod registry;
 mod registry_copy;
 mod registry_pack;

@@ -41,6 +41,18 @@ impl ModelLibraryService {
         ))
     }
 
+    /// What no model needs, in the library and the enabled stores (see
+    /// [`crate::library::reclaim::find`]), largest first.
+    pub fn reclaimable(&mut self) -> Result<Vec<crate::library::reclaim::Item>> {
+        self.library.check_reachable()?;
+        let registry = Registry::load(&self.library)?;
+        Ok(crate::library::reclaim::find(
+            &self.library,
+            &registry,
+            &self.sources,
+        ))
+    }
+
     /// Every enabled store, scanned with the files behind its models (stores that cannot
     /// be read are left out; listings say why).
     fn store_scans(&mut self) -> Vec<sources::SourceScan> {

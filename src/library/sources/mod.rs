@@ -26,6 +26,7 @@
 mod huggingface;
 mod lmstudio;
 mod ollama;
+pub(crate) use ollama::parse_blob_name as parse_ollama_blob_name;
 mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};

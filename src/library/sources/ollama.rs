@@ -112,7 +112,7 @@ pub(super) fn scan(
 
 /// `sha256-<hex>` (or the older `sha256:<hex>`) → (hex, false); `…-partial` and
 /// `…-partial-<n>` → (hex, true).
-fn parse_blob_name(name: &str) -> Option<(String, bool)> {
+pub(crate) fn parse_blob_name(name: &str) -> Option<(String, bool)> {
     let rest = name
         .strip_prefix("sha256-")
         .or_else(|| name.strip_prefix("sha256:"))?;
