@@ -265,3 +265,20 @@ fn the_command_lists_and_deletes_the_library_leftovers() {
     let value: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(value["items"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn the_service_moves_only_what_was_confirmed_and_is_still_reclaimable() {
+    let lib = fixture();
+    let (mut svc, _) = lib.service_with_sources(stores(&lib));
+    // Nothing confirmed, or only things that are not reclaimable: nothing moves (and the
+    // trash is never touched).
+    assert!(svc.reclaim(&[]).unwrap().is_empty());
+    let in_use = vec![
+        lib.path(".downloads/kept"),
+        lib.path("stores/hub/models--org--m/blobs/named"),
+    ];
+    assert!(svc.reclaim(&in_use).unwrap().is_empty());
+    for p in &in_use {
+        assert!(p.exists());
+    }
+}

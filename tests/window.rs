@@ -1164,3 +1164,34 @@ fn verify_from_the_toolbar_and_a_row_finds_the_damaged_model() {
         "{texts:?}"
     );
 }
+
+/// The status bar says how much no model needs; the line opens the list, which asks for a
+/// second, explicit click before anything is moved to the trash (and "No" steps back).
+#[test]
+fn reclaimable_space_is_shown_and_moving_it_asks_first() {
+    let lib = sample();
+    let ghost = lib.path(".downloads/ghost/w.bin.part");
+    fs::create_dir_all(ghost.parent().unwrap()).unwrap();
+    fs::write(&ghost, vec![0u8; 2048]).unwrap();
+    let mut h = open(&lib);
+    h.get_by_label("Reclaimable: 2.0 KiB").click();
+    settle(&mut h);
+    assert!(
+        h.query_by_label_contains("nothing will resume it")
+            .is_some()
+    );
+    h.get_by_label("Move to the trash…").click();
+    h.run();
+    assert!(h.query_by_label("Yes, move 2.0 KiB to the trash").is_some());
+    h.get_by_label("No").click();
+    h.run();
+    assert!(h.query_by_label("Yes, move 2.0 KiB to the trash").is_none());
+    assert!(
+        h.query_by_label("Move to the trash…").is_some(),
+        "back to the list"
+    );
+    assert!(ghost.exists(), "nothing moved without the second click");
+    h.key_press(egui::Key::Escape);
+    h.run();
+    assert!(h.query_by_label("Move to the trash…").is_none(), "closed");
+}

@@ -17,7 +17,8 @@ use crate::app::ui::details::{DetailsAction, details_ui};
 use crate::app::ui::dialogs::{DeleteDialogInput, DialogAction, delete_dialog_ui};
 use crate::app::ui::import::{ImportAction, import_ui};
 use crate::app::ui::notices::{About, Level, Notice, NoticeAction, notices_ui};
-use crate::app::ui::status_bar::{StatusInput, status_bar_ui};
+use crate::app::ui::reclaim::{ReclaimAction, ReclaimInput, reclaim_ui};
+use crate::app::ui::status_bar::{StatusAction, StatusInput, status_bar_ui};
 use crate::app::ui::stores::{StoresAction, StoresDraft, stores_ui};
 use crate::app::ui::table::{TableAction, TableInput, table_ui};
 use crate::app::ui::toolbar::{ToolbarAction, ToolbarInput, ToolbarText, toolbar_ui};
@@ -138,6 +139,11 @@ pub struct ModelLibraryApp {
     verify: Option<VerifyState>,
     verify_req: Option<Promise<Response>>,
     last_verify_poll: Option<Instant>,
+    /// What no model needs, as last looked for (`None`: not yet).
+    reclaimable: Option<Vec<crate::library::reclaim::Item>>,
+    /// The Reclaimable window, while open: whether the user asked to delete (to confirm).
+    reclaim_window: Option<bool>,
+    reclaim_req: Option<Promise<Response>>,
 }
 
 impl ModelLibraryApp {
@@ -205,6 +211,9 @@ impl ModelLibraryApp {
             verify: None,
             verify_req: None,
             last_verify_poll: None,
+            reclaimable: None,
+            reclaim_window: None,
+            reclaim_req: None,
         };
         app.open_library(app.settings.library.clone());
         app
@@ -221,6 +230,7 @@ impl ModelLibraryApp {
             || self.files_req.is_some()
             || self.verify_req.is_some()
             || self.verifying()
+            || self.reclaim_req.is_some()
     }
 
     /// Downloads of this session, by id, as of this frame.
@@ -397,6 +407,7 @@ impl ModelLibraryApp {
         self.download_reqs = still;
         answers.extend(ready(&mut self.files_req).map(|r| (Asked::Files, r)));
         answers.extend(ready(&mut self.verify_req).map(|r| (Asked::Verify, r)));
+        answers.extend(ready(&mut self.reclaim_req).map(|r| (Asked::Reclaim, r)));
         for (asked, response) in answers {
             self.answer(asked, response, ctx);
         }
@@ -448,6 +459,7 @@ impl ModelLibraryApp {
                     self.set_view(View::filter(listing, &self.query()));
                 }
                 self.request_list(false);
+                self.look_for_reclaimable();
             }
             (Asked::Open, Err(e)) => {
                 self.notify(Level::Error, format!("Cannot open the library: {e}"));
@@ -510,9 +522,80 @@ impl ModelLibraryApp {
             }
             (Asked::Verify, Ok(Reply::Verify(state))) => self.take_verify_state(*state),
             (Asked::Verify, Err(e)) => self.notify(Level::Error, format!("Cannot verify: {e}")),
+            (Asked::Reclaim, Ok(Reply::Reclaimable(items))) => self.reclaimable = Some(items),
+            (Asked::Reclaim, Ok(Reply::Reclaimed(outcomes))) => self.reclaimed(&outcomes),
+            (Asked::Reclaim, Err(e)) => {
+                self.notify(Level::Error, format!("Cannot reclaim space: {e}"))
+            }
             (_, Ok(other)) => self.unexpected(&other),
             (_, Err(e)) => self.notify(Level::Error, e),
         }
+    }
+
+    /// Asks the worker what no model needs (for the status bar and the Reclaimable window).
+    fn look_for_reclaimable(&mut self) {
+        if self.reclaim_req.is_none() {
+            self.reclaim_req = Some(self.worker.request(Request::Reclaimable));
+        }
+    }
+
+    /// What the Reclaimable window asked for.
+    pub(super) fn apply_reclaim(&mut self, action: ReclaimAction) {
+        match action {
+            ReclaimAction::Rescan => self.look_for_reclaimable(),
+            ReclaimAction::AskDelete => self.reclaim_window = Some(true),
+            ReclaimAction::Delete => {
+                let paths = self
+                    .reclaimable
+                    .iter()
+                    .flatten()
+                    .map(|i| i.path.clone())
+                    .collect();
+                if self.reclaim_req.is_none() {
+                    self.reclaim_req = Some(self.worker.request(Request::Reclaim { paths }));
+                }
+                self.reclaim_window = None;
+            }
+            ReclaimAction::Close => {
+                self.reclaim_window = match self.reclaim_window {
+                    Some(true) => Some(false), // back from confirming
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Opens the Reclaimable window, looking again.
+    pub(super) fn open_reclaim(&mut self) {
+        self.reclaim_window = Some(false);
+        self.look_for_reclaimable();
+    }
+
+    /// Says what moving reclaimable space to the trash came to, then looks again.
+    fn reclaimed(&mut self, outcomes: &[(PathBuf, crate::library::reclaim::Deleted)]) {
+        use crate::library::reclaim::Deleted;
+        let freed: u64 = outcomes
+            .iter()
+            .map(|(_, o)| match o {
+                Deleted::Trashed { freed } => *freed,
+                Deleted::Skipped { .. } => 0,
+            })
+            .sum();
+        let skipped: Vec<String> = outcomes
+            .iter()
+            .filter_map(|(p, o)| match o {
+                Deleted::Skipped { reason } => Some(format!("{}: {reason}", p.display())),
+                Deleted::Trashed { .. } => None,
+            })
+            .collect();
+        let mut text = format!("Moved {} to the trash.", crate::util::human_bytes(freed));
+        if !skipped.is_empty() {
+            text.push_str(&format!(" Left alone: {}.", skipped.join("; ")));
+        }
+        self.notify(Level::Info, text);
+        self.reclaimable = None;
+        self.look_for_reclaimable();
+        self.request_list(false);
     }
 
     /// Starts verifying these models' files (every file when `ids` is empty).
@@ -846,7 +929,10 @@ impl ModelLibraryApp {
 
     /// Whether a dialog is open (delete, stores, import): the table's keys wait for it.
     fn dialog_open(&self) -> bool {
-        self.delete.is_some() || self.stores_draft.is_some() || self.import_path.is_some()
+        self.delete.is_some()
+            || self.stores_draft.is_some()
+            || self.import_path.is_some()
+            || self.reclaim_window.is_some()
     }
 
     /// Moves the selection through the table's rows as the keyboard asked, and scrolls
@@ -1190,6 +1276,8 @@ enum Asked {
     Files,
     /// Starting, stopping or following a verify run.
     Verify,
+    /// Looking for, or deleting, reclaimable space.
+    Reclaim,
 }
 
 /// The reply in `slot` if it arrived (the slot is emptied then), never waiting.

@@ -104,6 +104,13 @@ pub enum Request {
     StopVerify,
     /// The running verify's progress and the last run's report.
     VerifyState,
+    /// What no model needs, in the library and the stores.
+    Reclaimable,
+    /// Move these reclaimable items to the trash (only those still reclaimable).
+    Reclaim {
+        /// The items' paths, as the user saw them.
+        paths: Vec<PathBuf>,
+    },
     /// Panic inside the worker (used by tests to prove the worker survives).
     #[doc(hidden)]
     Crash,
@@ -172,6 +179,10 @@ pub enum Reply {
     },
     /// A verify run's state (after starting, stopping or asking).
     Verify(Box<VerifyState>),
+    /// What no model needs, largest first.
+    Reclaimable(Vec<crate::library::reclaim::Item>),
+    /// What moving reclaimable items to the trash came to.
+    Reclaimed(Vec<(PathBuf, crate::library::reclaim::Deleted)>),
     /// A partial download was removed.
     PartialDiscarded {
         /// The model id.
@@ -382,6 +393,8 @@ impl WorkerState {
                 Reply::Verify(Box::new(service.verify_state()))
             }
             Request::VerifyState => Reply::Verify(Box::new(service.verify_state())),
+            Request::Reclaimable => Reply::Reclaimable(service.reclaimable().map_err(text)?),
+            Request::Reclaim { paths } => Reply::Reclaimed(service.reclaim(&paths).map_err(text)?),
             Request::CancelDownload { id } => {
                 service.cancel_download(&id).map_err(text)?;
                 Reply::DownloadCancelled { id }

@@ -15,6 +15,8 @@ enum Intent {
     Delete(DialogAction),
     Stores(StoresAction),
     Import(ImportAction),
+    Status(StatusAction),
+    Reclaim(ReclaimAction),
     /// Escape with no dialog open: close the details.
     Deselect,
 }
@@ -29,7 +31,7 @@ impl ModelLibraryApp {
         self.notices.retain(|n| n.current(now));
         intents.extend(notices_ui(&ctx, &self.notices).map(Intent::Notice));
         intents.extend(self.toolbar_panel(ui).map(Intent::Toolbar));
-        self.status_panel(ui);
+        intents.extend(self.status_panel(ui).map(Intent::Status));
         intents.extend(self.cache_side_panel(ui).map(Intent::Cache));
         intents.extend(self.details_panel(ui).map(Intent::Details));
         intents.extend(self.table_panel(ui).map(Intent::Table));
@@ -45,6 +47,8 @@ impl ModelLibraryApp {
     fn apply(&mut self, intent: Intent, ctx: &egui::Context) {
         match intent {
             Intent::Toolbar(a) => self.apply_toolbar(a, ctx),
+            Intent::Status(StatusAction::OpenReclaim) => self.open_reclaim(),
+            Intent::Reclaim(a) => self.apply_reclaim(a),
             Intent::Notice(NoticeAction::Dismiss(i)) => {
                 if i < self.notices.len() {
                     self.notices.remove(i);
@@ -171,10 +175,15 @@ impl ModelLibraryApp {
         action
     }
 
-    fn status_panel(&self, ui: &mut egui::Ui) {
+    fn status_panel(&self, ui: &mut egui::Ui) -> Option<StatusAction> {
         let progress = self.worker.progress().read();
+        let reclaimable = self
+            .reclaimable
+            .as_ref()
+            .map(|items| items.iter().map(|i| i.size).sum());
+        let mut action = None;
         egui::Panel::bottom("status").show(ui, |ui| {
-            status_bar_ui(
+            action = status_bar_ui(
                 ui,
                 &StatusInput {
                     counts: &self.counts,
@@ -185,9 +194,11 @@ impl ModelLibraryApp {
                     stale: self.stale_rows,
                     revalidating: self.revalidating,
                     verify: self.verify.as_ref().filter(|v| v.running),
+                    reclaimable,
                 },
             );
         });
+        action
     }
 
     fn cache_side_panel(&mut self, ui: &mut egui::Ui) -> Option<CacheAction> {
@@ -300,6 +311,14 @@ impl ModelLibraryApp {
         }
         if let Some(draft) = self.stores_draft.as_mut() {
             intents.extend(stores_ui(ctx, draft).map(Intent::Stores));
+        }
+        if let Some(confirming) = self.reclaim_window {
+            let input = ReclaimInput {
+                items: self.reclaimable.as_deref(),
+                confirming,
+                busy: self.reclaim_req.is_some(),
+            };
+            intents.extend(reclaim_ui(ctx, &input).map(Intent::Reclaim));
         }
         if let Some(d) = &self.delete {
             intents.extend(

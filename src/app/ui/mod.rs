@@ -7,6 +7,7 @@ pub mod details;
 pub mod dialogs;
 pub mod import;
 pub mod notices;
+pub mod reclaim;
 pub mod status_bar;
 pub mod stores;
 pub mod table;

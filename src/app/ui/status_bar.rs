@@ -24,10 +24,20 @@ pub struct StatusInput<'a> {
     pub revalidating: bool,
     /// The verify run going, if any.
     pub verify: Option<&'a VerifyState>,
+    /// Bytes no model needs, when known.
+    pub reclaimable: Option<u64>,
+}
+
+/// What the user asked for in the status bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAction {
+    /// Open the list of reclaimable space.
+    OpenReclaim,
 }
 
 /// Draws the status bar.
-pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
+pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) -> Option<StatusAction> {
+    let mut action = None;
     ui.horizontal(|ui| {
         ui.label(format!("{} of {} models", input.shown, input.total));
         ui.separator();
@@ -50,6 +60,16 @@ pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
             ui.separator();
             ui.label(RichText::new("revalidating the listing saved last time…").italics());
         }
+        if let Some(bytes) = input.reclaimable.filter(|b| *b > 0) {
+            ui.separator();
+            if ui
+                .link(format!("Reclaimable: {}", human_bytes(bytes)))
+                .on_hover_text("What no model needs: unused store blobs, unfinished downloads, …")
+                .clicked()
+            {
+                action = Some(StatusAction::OpenReclaim);
+            }
+        }
         if let Some(v) = input.verify {
             let text = format!(
                 "verifying {} / {} files · {} of {}",
@@ -65,6 +85,7 @@ pub fn status_bar_ui(ui: &mut egui::Ui, input: &StatusInput<'_>) {
             bar_ui(ui, p.done, p.total, 220.0, text);
         }
     });
+    action
 }
 
 /// A progress bar of `done` out of `total` (empty while the total is unknown).

@@ -53,6 +53,23 @@ impl ModelLibraryService {
         ))
     }
 
+    /// Moves to the trash what [`Self::reclaimable`] finds now among `paths` (what the user
+    /// saw and confirmed; anything else is left alone), except what changed in the last
+    /// minute. The caches are dropped: stores and the library changed.
+    pub fn reclaim(
+        &mut self,
+        paths: &[std::path::PathBuf],
+    ) -> Result<Vec<(std::path::PathBuf, crate::library::reclaim::Deleted)>> {
+        let items: Vec<_> = self
+            .reclaimable()?
+            .into_iter()
+            .filter(|i| paths.contains(&i.path))
+            .collect();
+        let outcomes = crate::library::reclaim::delete(&items);
+        self.invalidate("space was reclaimed");
+        Ok(outcomes)
+    }
+
     /// Every enabled store, scanned with the files behind its models (stores that cannot
     /// be read are left out; listings say why).
     fn store_scans(&mut self) -> Vec<sources::SourceScan> {
