@@ -1195,3 +1195,56 @@ fn reclaimable_space_is_shown_and_moving_it_asks_first() {
     h.run();
     assert!(h.query_by_label("Move to the trash…").is_none(), "closed");
 }
+
+/// The Disk window: usage per store, then duplicates found on request and, after a second
+/// click, replaced with hard links (a notice says what was given back).
+#[test]
+fn the_disk_window_finds_duplicates_and_links_them_after_asking() {
+    use std::os::unix::fs::MetadataExt;
+    let lib = TestLib::new();
+    let weights = vec![3u8; 1 << 20];
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for m in ["one", "two"] {
+        let p = lib.path(&format!("models/{m}/w.gguf"));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, &weights).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let mut h = open(&lib);
+    h.get_by_label("Disk…").click();
+    settle(&mut h);
+    assert!(
+        h.query_by_label_contains("on disk in all").is_some(),
+        "usage measured"
+    );
+    h.get_by_label("Find duplicates").click();
+    settle(&mut h);
+    assert!(
+        h.query_by_label_contains("1 group of identical files")
+            .is_some(),
+        "the search's result is shown"
+    );
+    h.get_by_label("Replace copies with hard links…").click();
+    h.run();
+    h.get_by_label("Yes, link copies to give back 1.0 MiB")
+        .click();
+    settle(&mut h);
+    let texts: Vec<String> = h.state().notices().iter().map(|n| n.text.clone()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("1.0 MiB given back; 0 left alone")),
+        "{texts:?}"
+    );
+    let ino = |m: &str| {
+        fs::metadata(lib.path(&format!("models/{m}/w.gguf")))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(ino("one"), ino("two"));
+}

@@ -15,6 +15,7 @@ use crate::app::settings::{Settings, SortKey};
 use crate::app::ui::cache_panel::{CacheAction, CachePanelInput, Sample, cache_panel_ui};
 use crate::app::ui::details::{DetailsAction, details_ui};
 use crate::app::ui::dialogs::{DeleteDialogInput, DialogAction, delete_dialog_ui};
+use crate::app::ui::disk::{DiskAction, DiskInput, disk_ui};
 use crate::app::ui::import::{ImportAction, import_ui};
 use crate::app::ui::notices::{About, Level, Notice, NoticeAction, notices_ui};
 use crate::app::ui::reclaim::{ReclaimAction, ReclaimInput, reclaim_ui};
@@ -144,6 +145,17 @@ pub struct ModelLibraryApp {
     /// The Reclaimable window, while open: whether the user asked to delete (to confirm).
     reclaim_window: Option<bool>,
     reclaim_req: Option<Promise<Response>>,
+    /// The Disk window, while open: whether the user asked to link copies (to confirm).
+    disk_window: Option<bool>,
+    disk_usage: Option<crate::library::sources::DiskUsage>,
+    /// The five largest and the five least recently changed rows, picked when the Disk
+    /// window opens (not every frame).
+    disk_tops: (Vec<ModelInfo>, Vec<ModelInfo>),
+    disk_req: Option<Promise<Response>>,
+    /// Duplicates work as last reported (polled while it runs).
+    duplicates: Option<crate::library::DuplicatesState>,
+    dup_req: Option<Promise<Response>>,
+    last_dup_poll: Option<Instant>,
 }
 
 impl ModelLibraryApp {
@@ -214,6 +226,13 @@ impl ModelLibraryApp {
             reclaimable: None,
             reclaim_window: None,
             reclaim_req: None,
+            disk_window: None,
+            disk_usage: None,
+            disk_tops: (Vec::new(), Vec::new()),
+            disk_req: None,
+            duplicates: None,
+            dup_req: None,
+            last_dup_poll: None,
         };
         app.open_library(app.settings.library.clone());
         app
@@ -231,6 +250,9 @@ impl ModelLibraryApp {
             || self.verify_req.is_some()
             || self.verifying()
             || self.reclaim_req.is_some()
+            || self.disk_req.is_some()
+            || self.dup_req.is_some()
+            || self.deduplicating()
     }
 
     /// Downloads of this session, by id, as of this frame.
@@ -408,10 +430,13 @@ impl ModelLibraryApp {
         answers.extend(ready(&mut self.files_req).map(|r| (Asked::Files, r)));
         answers.extend(ready(&mut self.verify_req).map(|r| (Asked::Verify, r)));
         answers.extend(ready(&mut self.reclaim_req).map(|r| (Asked::Reclaim, r)));
+        answers.extend(ready(&mut self.disk_req).map(|r| (Asked::Disk, r)));
+        answers.extend(ready(&mut self.dup_req).map(|r| (Asked::Duplicates, r)));
         for (asked, response) in answers {
             self.answer(asked, response, ctx);
         }
         self.poll_verify();
+        self.poll_duplicates();
         if self.list_req.is_none()
             && let Some(force) = self.list_queued.take()
         {
@@ -524,12 +549,108 @@ impl ModelLibraryApp {
             (Asked::Verify, Err(e)) => self.notify(Level::Error, format!("Cannot verify: {e}")),
             (Asked::Reclaim, Ok(Reply::Reclaimable(items))) => self.reclaimable = Some(items),
             (Asked::Reclaim, Ok(Reply::Reclaimed(outcomes))) => self.reclaimed(&outcomes),
+            (Asked::Disk, Ok(Reply::DiskUsage(usage))) => self.disk_usage = Some(usage),
+            (Asked::Disk, Err(e)) => self.notify(Level::Error, format!("Cannot measure: {e}")),
+            (Asked::Duplicates, Ok(Reply::Duplicates(state))) => self.take_duplicates(*state),
+            (Asked::Duplicates, Err(e)) => self.notify(Level::Error, e),
             (Asked::Reclaim, Err(e)) => {
                 self.notify(Level::Error, format!("Cannot reclaim space: {e}"))
             }
             (_, Ok(other)) => self.unexpected(&other),
             (_, Err(e)) => self.notify(Level::Error, e),
         }
+    }
+
+    /// Opens the Disk window, measuring again.
+    fn open_disk(&mut self) {
+        self.disk_window = Some(false);
+        let rows = || self.view.iter().flat_map(|v| v.iter());
+        let largest = crate::library::sources::largest_models(rows(), 5);
+        let least_used = crate::library::sources::least_recently_used(rows(), 5);
+        self.disk_tops = (
+            largest.into_iter().cloned().collect(),
+            least_used.into_iter().cloned().collect(),
+        );
+        if self.disk_req.is_none() {
+            self.disk_req = Some(self.worker.request(Request::DiskUsage));
+        }
+        self.look_for_reclaimable();
+    }
+
+    /// One request about duplicates, unless one is pending.
+    fn ask_duplicates(&mut self, request: Request) {
+        if self.dup_req.is_none() {
+            self.dup_req = Some(self.worker.request(request));
+        }
+    }
+
+    /// What the Disk window asked for.
+    pub(super) fn apply_disk(&mut self, action: DiskAction) {
+        match action {
+            DiskAction::Rescan => self.open_disk(),
+            DiskAction::FindDuplicates => self.ask_duplicates(Request::FindDuplicates),
+            DiskAction::AskLink => self.disk_window = Some(true),
+            DiskAction::Link => {
+                self.ask_duplicates(Request::LinkDuplicates);
+                self.disk_window = Some(false);
+            }
+            DiskAction::OpenReclaim => self.open_reclaim(),
+            DiskAction::Close => {
+                self.disk_window = match self.disk_window {
+                    Some(true) => Some(false), // back from confirming
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Whether duplicates are being found or linked, as last reported.
+    fn deduplicating(&self) -> bool {
+        self.duplicates
+            .as_ref()
+            .is_some_and(|d| d.finding || d.linking)
+    }
+
+    /// While duplicates work runs, asks for its state twice a second.
+    fn poll_duplicates(&mut self) {
+        let due = self
+            .last_dup_poll
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500));
+        if self.deduplicating() && self.dup_req.is_none() && due {
+            self.last_dup_poll = Some(Instant::now());
+            self.ask_duplicates(Request::DuplicatesState);
+        }
+    }
+
+    /// Keeps duplicates work's state; when linking has just ended, says what it did.
+    fn take_duplicates(&mut self, state: crate::library::DuplicatesState) {
+        use crate::library::duplicates::Linked;
+        let was_linking = self.duplicates.as_ref().is_some_and(|d| d.linking);
+        if was_linking
+            && !state.linking
+            && let Some(linked) = &state.linked
+        {
+            let freed: u64 = linked
+                .iter()
+                .map(|(_, l)| match l {
+                    Linked::Linked { freed } => *freed,
+                    _ => 0,
+                })
+                .sum();
+            let skipped = linked
+                .iter()
+                .filter(|(_, l)| matches!(l, Linked::Skipped { .. }))
+                .count();
+            self.notify(
+                Level::Info,
+                format!(
+                    "Replaced copies with hard links: {} given back; {skipped} left alone.",
+                    crate::util::human_bytes(freed)
+                ),
+            );
+            self.request_list(false);
+        }
+        self.duplicates = Some(state);
     }
 
     /// Asks the worker what no model needs (for the status bar and the Reclaimable window).
@@ -933,6 +1054,7 @@ impl ModelLibraryApp {
             || self.stores_draft.is_some()
             || self.import_path.is_some()
             || self.reclaim_window.is_some()
+            || self.disk_window.is_some()
     }
 
     /// Moves the selection through the table's rows as the keyboard asked, and scrolls
@@ -1092,6 +1214,7 @@ impl ModelLibraryApp {
             }
             ToolbarAction::Verify => self.start_verify(Vec::new()),
             ToolbarAction::StopVerify => self.stop_verify(),
+            ToolbarAction::OpenDisk => self.open_disk(),
         }
     }
 
@@ -1278,6 +1401,10 @@ enum Asked {
     Verify,
     /// Looking for, or deleting, reclaimable space.
     Reclaim,
+    /// Measuring the disk usage.
+    Disk,
+    /// Starting or following duplicates work.
+    Duplicates,
 }
 
 /// The reply in `slot` if it arrived (the slot is emptied then), never waiting.

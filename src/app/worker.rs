@@ -106,6 +106,14 @@ pub enum Request {
     VerifyState,
     /// What no model needs, in the library and the stores.
     Reclaimable,
+    /// Bytes on disk per source (shared files once).
+    DiskUsage,
+    /// Start looking for duplicates (on the service's thread for it).
+    FindDuplicates,
+    /// Start replacing the extra copies the last search found with hard links.
+    LinkDuplicates,
+    /// Duplicates work, as it stands.
+    DuplicatesState,
     /// Move these reclaimable items to the trash (only those still reclaimable).
     Reclaim {
         /// The items' paths, as the user saw them.
@@ -181,6 +189,10 @@ pub enum Reply {
     Verify(Box<VerifyState>),
     /// What no model needs, largest first.
     Reclaimable(Vec<crate::library::reclaim::Item>),
+    /// Bytes on disk per source.
+    DiskUsage(crate::library::sources::DiskUsage),
+    /// Duplicates work, as it stands (after starting or asking).
+    Duplicates(Box<crate::library::DuplicatesState>),
     /// What moving reclaimable items to the trash came to.
     Reclaimed(Vec<(PathBuf, crate::library::reclaim::Deleted)>),
     /// A partial download was removed.
@@ -394,6 +406,14 @@ impl WorkerState {
             }
             Request::VerifyState => Reply::Verify(Box::new(service.verify_state())),
             Request::Reclaimable => Reply::Reclaimable(service.reclaimable().map_err(text)?),
+            Request::DiskUsage => Reply::DiskUsage(service.disk_usage().map_err(text)?),
+            Request::FindDuplicates => {
+                Reply::Duplicates(Box::new(service.start_duplicates().map_err(text)?))
+            }
+            Request::LinkDuplicates => {
+                Reply::Duplicates(Box::new(service.start_linking().map_err(text)?))
+            }
+            Request::DuplicatesState => Reply::Duplicates(Box::new(service.duplicates_state())),
             Request::Reclaim { paths } => Reply::Reclaimed(service.reclaim(&paths).map_err(text)?),
             Request::CancelDownload { id } => {
                 service.cancel_download(&id).map_err(text)?;

@@ -118,9 +118,9 @@ fn print_groups(report: &Report, out: &mut impl Write) -> Result<()> {
     }
     writeln!(
         out,
-        "{} groups of identical files: {} in extra copies, {} of it where a hard link gives it back \
-         ({} files hashed, {} from the hash cache)",
-        report.groups.len(),
+        "{}: {} in extra copies, {} of it where a hard link gives it back ({} files hashed, {} \
+         from the hash cache)",
+        duplicates::groups_phrase(report.groups.len()),
         human_bytes(report.wasted),
         human_bytes(report.linkable),
         report.hashed,

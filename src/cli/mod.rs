@@ -286,7 +286,7 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
     let mut service = ModelLibraryService::new(
         library,
         ServiceOptions {
-            sources: sources.clone(),
+            sources,
             progress: std::sync::Arc::clone(&scan_progress),
             ..ServiceOptions::default()
         },
@@ -308,7 +308,7 @@ fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> 
         Command::Download(args) => download(&mut service, &args, &mut out),
         Command::Usage(args) => {
             let _bar = progress::ScanBar::start(scan_progress);
-            usage(&mut service, &sources, args.json, &mut out)
+            usage(&mut service, args.json, &mut out)
         }
         Command::Import(args) => import(&mut service, &args, &mut out),
         Command::Verify(args) => verify::verify(&mut service, &args, &mut out),
@@ -440,32 +440,11 @@ pub fn write_table<'a>(
     )
 }
 
-fn usage(
-    service: &mut ModelLibraryService,
-    sources: &[crate::library::sources::SourceConfig],
-    json: bool,
-    out: &mut impl Write,
-) -> Result<()> {
+fn usage(service: &mut ModelLibraryService, json: bool, out: &mut impl Write) -> Result<()> {
     use crate::library::LIBRARY_SOURCE;
-    use crate::library::metadata::MetadataCache;
-    use crate::library::sources::{
-        bytes_freed_by_deleting, disk_usage, largest_models, least_recently_used,
-        scan_source_detailed,
-    };
+    use crate::library::sources::{bytes_freed_by_deleting, largest_models, least_recently_used};
+    let (usage, scans) = service.disk_usage_and_scans()?;
     let listing = service.list(crate::library::ListKind::Full, false)?;
-    let mut cache = MetadataCache::new();
-    let scans: Vec<_> = sources
-        .iter()
-        .filter(|s| s.enabled)
-        .filter_map(|s| scan_source_detailed(s, &mut cache).ok())
-        .collect();
-    let library: Vec<ModelInfo> = listing
-        .models
-        .iter()
-        .filter(|m| m.source == LIBRARY_SOURCE)
-        .map(|m| ModelInfo::clone(m))
-        .collect();
-    let usage = disk_usage(&scans, &library);
     let on_disk: Vec<ModelInfo> = listing
         .models
         .iter()

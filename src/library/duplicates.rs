@@ -123,6 +123,14 @@ pub struct Group {
     pub linkable: u64,
 }
 
+/// "1 group of identical files", "3 groups of identical files".
+pub fn groups_phrase(n: usize) -> String {
+    match n {
+        1 => "1 group of identical files".to_string(),
+        n => format!("{n} groups of identical files"),
+    }
+}
+
 /// What [`find`] found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -415,4 +423,34 @@ pub fn now_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Work on a thread of its own whose result is taken when it is ready (never waited for):
+/// finding duplicates and linking them, so whoever started it is never held.
+#[derive(Debug)]
+pub struct Background<T> {
+    result: std::sync::mpsc::Receiver<T>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    /// Runs `work` on a thread named `name`.
+    pub fn spawn(name: &str, work: impl FnOnce() -> T + Send + 'static) -> io::Result<Self> {
+        let (tx, result) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ = tx.send(work());
+            })?;
+        Ok(Background { result })
+    }
+
+    /// The result once the work is done: `Some(Ok)`; `Some(Err(()))` when its thread died
+    /// without one; `None` while it runs.
+    pub fn try_take(&self) -> Option<Result<T, ()>> {
+        match self.result.try_recv() {
+            Ok(v) => Some(Ok(v)),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(())),
+        }
+    }
 }

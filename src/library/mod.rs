@@ -53,7 +53,7 @@ pub use registry::{
 pub use registry_pack::PackedRegistry;
 pub use scan::{MAX_LISTED_FILES, ProgressReading, ScanProgress, list_files};
 pub use service::{
-    CacheInfo, ModelLibraryService, RefreshInfo, ServiceCacheInfo, ServiceOptions, VerifyReport,
-    VerifyState, ViewCacheInfo, ViewResult, WatchSetupHook,
+    CacheInfo, DuplicatesState, ModelLibraryService, RefreshInfo, ServiceCacheInfo, ServiceOptions,
+    VerifyReport, VerifyState, ViewCacheInfo, ViewResult, WatchSetupHook,
 };
 pub use sym::Sym;

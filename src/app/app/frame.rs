@@ -17,6 +17,7 @@ enum Intent {
     Import(ImportAction),
     Status(StatusAction),
     Reclaim(ReclaimAction),
+    Disk(DiskAction),
     /// Escape with no dialog open: close the details.
     Deselect,
 }
@@ -49,6 +50,7 @@ impl ModelLibraryApp {
             Intent::Toolbar(a) => self.apply_toolbar(a, ctx),
             Intent::Status(StatusAction::OpenReclaim) => self.open_reclaim(),
             Intent::Reclaim(a) => self.apply_reclaim(a),
+            Intent::Disk(a) => self.apply_disk(a),
             Intent::Notice(NoticeAction::Dismiss(i)) => {
                 if i < self.notices.len() {
                     self.notices.remove(i);
@@ -312,6 +314,23 @@ impl ModelLibraryApp {
         if let Some(draft) = self.stores_draft.as_mut() {
             intents.extend(stores_ui(ctx, draft).map(Intent::Stores));
         }
+        if let Some(confirming_link) = self.disk_window {
+            let (largest, least_used) = &self.disk_tops;
+            let largest: Vec<&ModelInfo> = largest.iter().collect();
+            let least_used: Vec<&ModelInfo> = least_used.iter().collect();
+            let input = DiskInput {
+                usage: self.disk_usage.as_ref(),
+                largest: &largest,
+                least_used: &least_used,
+                reclaimable: self
+                    .reclaimable
+                    .as_ref()
+                    .map(|items| items.iter().map(|i| i.size).sum()),
+                duplicates: self.duplicates.as_ref(),
+                confirming_link,
+            };
+            intents.extend(disk_ui(ctx, &input).map(Intent::Disk));
+        }
         if let Some(confirming) = self.reclaim_window {
             let input = ReclaimInput {
                 items: self.reclaimable.as_deref(),
@@ -349,7 +368,8 @@ impl ModelLibraryApp {
         let moving = busy
             || self.worker.progress().read().running
             || !self.downloads.is_empty()
-            || self.verifying();
+            || self.verifying()
+            || self.deduplicating();
         ctx.request_repaint_after(std::time::Duration::from_millis(if moving {
             100
         } else {

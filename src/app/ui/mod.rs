@@ -5,6 +5,7 @@ pub mod cache_panel;
 pub mod cache_plots;
 pub mod details;
 pub mod dialogs;
+pub mod disk;
 pub mod import;
 pub mod notices;
 pub mod reclaim;

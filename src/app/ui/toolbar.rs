@@ -44,6 +44,8 @@ pub enum ToolbarAction {
     Verify,
     /// Stop the verify run.
     StopVerify,
+    /// Open the Disk window.
+    OpenDisk,
 }
 
 /// What the toolbar shows.
@@ -150,6 +152,13 @@ pub fn toolbar_ui(
             .clicked()
         {
             action = Some(ToolbarAction::Verify);
+        }
+        if ui
+            .add_enabled(input.library.is_some(), egui::Button::new("Disk…"))
+            .on_hover_text("Usage per store, duplicates and reclaimable space")
+            .clicked()
+        {
+            action = Some(ToolbarAction::OpenDisk);
         }
         ui.separator();
         let mut quick = input.quick;

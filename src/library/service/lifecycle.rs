@@ -206,7 +206,8 @@ impl ModelLibraryService {
         let changed = self.apply_changes();
         let scanned = self.poll_background_scan();
         let verified = self.finish_verify();
-        ended || setup || changed || scanned || verified
+        let deduplicated = self.finish_duplicates();
+        ended || setup || changed || scanned || verified || deduplicated
     }
 
     /// What shells call when idle (every 200 ms or so): [`Self::catch_up`], then a batch

@@ -42,11 +42,13 @@ use crate::library::watch::{
 
 mod actions;
 mod commit;
+mod disk;
 mod incremental;
 mod info;
 mod lifecycle;
 mod verify;
 
+pub use disk::DuplicatesState;
 pub use info::{CacheInfo, ServiceCacheInfo, ViewCacheInfo};
 pub use verify::{VerifyReport, VerifyState};
 
@@ -222,6 +224,8 @@ pub struct ModelLibraryService {
     verify_job: Option<verify::RunningVerify>,
     /// What the last verify run started here found.
     last_verify: Option<verify::VerifyReport>,
+    /// Duplicates being found or linked on their threads, and what the last such work did.
+    duplicates: disk::DuplicatesWork,
 }
 
 impl ModelLibraryService {
@@ -267,6 +271,7 @@ impl ModelLibraryService {
             verify_failures: None,
             verify_job: None,
             last_verify: None,
+            duplicates: disk::DuplicatesWork::default(),
         })
     }
 

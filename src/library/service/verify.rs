@@ -72,7 +72,7 @@ impl ModelLibraryService {
 
     /// Every enabled store, scanned with the files behind its models (stores that cannot
     /// be read are left out; listings say why).
-    fn store_scans(&mut self) -> Vec<sources::SourceScan> {
+    pub(super) fn store_scans(&mut self) -> Vec<sources::SourceScan> {
         let mut scans = Vec::new();
         for source in self.sources.iter().filter(|s| s.enabled) {
             let mut cache = self.metadata.lock().unwrap_or_else(|e| e.into_inner());

@@ -78,8 +78,14 @@ pub fn bytes_freed_by_deleting(scans: &[SourceScan], model_id: &str) -> Option<u
 }
 
 /// The `n` largest models by `size_bytes` (unknown sizes left out), largest first, ties by id.
-pub fn largest_models(models: &[ModelInfo], n: usize) -> Vec<&ModelInfo> {
-    let mut v: Vec<&ModelInfo> = models.iter().filter(|m| m.size_bytes.is_some()).collect();
+pub fn largest_models<'a>(
+    models: impl IntoIterator<Item = &'a ModelInfo>,
+    n: usize,
+) -> Vec<&'a ModelInfo> {
+    let mut v: Vec<&ModelInfo> = models
+        .into_iter()
+        .filter(|m| m.size_bytes.is_some())
+        .collect();
     v.sort_by(|a, b| {
         b.size_bytes
             .cmp(&a.size_bytes)
@@ -92,8 +98,14 @@ pub fn largest_models(models: &[ModelInfo], n: usize) -> Vec<&ModelInfo> {
 /// The `n` least recently used models, judged by `modified` (access times are not kept
 /// reliably by file systems, so the newest modification stands for the last use); oldest
 /// first, models without a time left out, ties by id.
-pub fn least_recently_used(models: &[ModelInfo], n: usize) -> Vec<&ModelInfo> {
-    let mut v: Vec<&ModelInfo> = models.iter().filter(|m| m.modified.is_some()).collect();
+pub fn least_recently_used<'a>(
+    models: impl IntoIterator<Item = &'a ModelInfo>,
+    n: usize,
+) -> Vec<&'a ModelInfo> {
+    let mut v: Vec<&ModelInfo> = models
+        .into_iter()
+        .filter(|m| m.modified.is_some())
+        .collect();
     v.sort_by(|a, b| {
         a.modified
             .partial_cmp(&b.modified)
