@@ -131,6 +131,19 @@ import -window root -crop 1360x820+0+0 +repage "$OUT/verify-mismatch.png"
 VERIFY
 xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/verify.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
 
+# The Disk window: usage per store, largest and least recently changed, reclaimable space.
+cat > "$WORK/disk.sh" <<'DISK'
+set -euo pipefail
+BIN=$1; LIB=$2; OUT=$3; CONFIG=$(dirname "$LIB")/config-disk
+. "$(dirname "$0")/open_app.sh"
+xdotool windowfocus "$WIN" 2>/dev/null || true
+sleep 3
+xdotool mousemove --window "$WIN" 836 16 click 1  # "Disk…" in the toolbar
+sleep 3
+import -window root -crop 1360x820+0+0 +repage "$OUT/disk-window.png"
+DISK
+xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/disk.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
+
 # Small windows: 900x600 at scale 1, and 1000x650 at scale 1.5 (columns give way).
 cat > "$WORK/small.sh" <<'SMALL'
 set -euo pipefail
