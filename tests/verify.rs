@@ -327,15 +327,17 @@ fn the_command_lists_mismatches_and_exits_1_then_0_when_all_is_good() {
 }
 
 #[test]
-fn a_service_running_beside_a_verify_run_shows_its_findings_at_its_next_scan() {
+fn a_service_running_beside_a_verify_run_shows_its_findings_at_its_next_request() {
     let f = Fixture::new();
     let (mut server, _clock) = f.service();
     assert_ne!(status_and_error(&mut server, "bad").0, ModelStatus::Error);
     // Another process (here: another service) verifies.
     let (mut cli, _clock) = f.service();
     verify_all(&mut cli, &["bad".into()]);
-    server.refresh().unwrap();
+    // Between requests (as the shells do), the service notices the findings changed.
+    assert!(server.catch_up());
     assert_eq!(status_and_error(&mut server, "bad").0, ModelStatus::Error);
+    assert!(!server.catch_up(), "once");
 }
 
 #[test]

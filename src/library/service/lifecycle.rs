@@ -207,7 +207,8 @@ impl ModelLibraryService {
         let scanned = self.poll_background_scan();
         let verified = self.finish_verify();
         let deduplicated = self.finish_duplicates();
-        ended || setup || changed || scanned || verified || deduplicated
+        let findings = self.notice_verify_findings();
+        ended || setup || changed || scanned || verified || deduplicated || findings
     }
 
     /// What shells call when idle (every 200 ms or so): [`Self::catch_up`], then a batch

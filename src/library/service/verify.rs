@@ -114,6 +114,23 @@ impl ModelLibraryService {
 }
 
 impl ModelLibraryService {
+    /// Another process's verify run changed `.cache/verify.bin` since this service read it:
+    /// the caches are dropped (their rows carry the old findings), and the next listing
+    /// marks the new ones. One `stat`; true when that happened.
+    pub(super) fn notice_verify_findings(&mut self) -> bool {
+        let Some((seen, _)) = &self.verify_failures else {
+            return false; // not read yet: the next listing reads it
+        };
+        if *seen == Failures::stamp(&self.library) {
+            return false;
+        }
+        self.verify_failures = None;
+        if self.listings.contains_key(&ListKind::Full) {
+            self.invalidate("a verify run changed what is known about the files");
+        }
+        true
+    }
+
     /// What verify runs found, read again when the file changed since it was read.
     fn failures(&mut self) -> &mut Failures {
         let now = Failures::stamp(&self.library);
