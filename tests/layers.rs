@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "memory",
         "model",
         "layout",
+        "shards",
         "sym",
         "walk",
     ],

@@ -351,3 +351,43 @@ fn library_models_get_header_metadata_in_the_background() {
     assert_eq!(meta.parameter_count, Some(32));
     assert!(!svc.enrich_metadata(100), "nothing left to read");
 }
+
+/// A split GGUF (llama.cpp's `-00001-of-00003` naming) is one model whose size is its
+/// parts'; a part that is not there makes it `partial`, saying which (registered or not).
+#[test]
+fn a_split_model_with_a_missing_part_is_partial_and_says_which() {
+    let lib = TestLib::new();
+    lib.registry(&registry_json(&[("declared", &[("w.gguf", 3)])]))
+        .file("models/whole/x-00001-of-00002.gguf", 10)
+        .file("models/whole/x-00002-of-00002.gguf", 7)
+        .file("models/holed/q/x-Q4-00001-of-00003.gguf", 10)
+        .file("models/holed/q/x-Q4-00003-of-00003.gguf", 10)
+        .file("models/declared/w.gguf", 3)
+        .file("models/declared/extra-00002-of-00002.gguf", 4);
+    let models = full(&lib);
+    let whole = get(&models, "whole");
+    assert_eq!(
+        (whole.status, whole.size_bytes),
+        (ModelStatus::Downloaded, Some(17))
+    );
+    let holed = get(&models, "holed");
+    assert_eq!(holed.status, ModelStatus::Partial);
+    assert!(
+        holed
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("x-Q4-00002-of-00003.gguf"),
+        "{:?}",
+        holed.note
+    );
+    let declared = get(&models, "declared");
+    assert_eq!(declared.status, ModelStatus::Partial);
+    assert!(
+        declared
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("extra-00001-of-00002.gguf")
+    );
+}

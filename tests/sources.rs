@@ -589,6 +589,8 @@ fn lmstudio_tree() {
         &root.join("someone/downloading/y.gguf"),
         &gguf("llama", 2, &[2]),
     );
+    // A split GGUF with its second part not downloaded (yet).
+    put(&root.join("someone/split/s-00001-of-00002.gguf"), &g);
     fs::create_dir_all(root.join("someone/empty")).unwrap();
     put(
         &root.join("someone/stray.gguf"),
@@ -613,6 +615,7 @@ fn lmstudio_tree() {
             "lmstudio/lmstudio-community/Qwen-GGUF",
             "lmstudio/nomic/embed",
             "lmstudio/someone/downloading",
+            "lmstudio/someone/split",
         ]
     );
     let m = model(&s, "lmstudio/lmstudio-community/Qwen-GGUF");
@@ -639,6 +642,17 @@ fn lmstudio_tree() {
     assert_eq!(
         model(&s, "lmstudio/someone/downloading").status,
         ModelStatus::Partial
+    );
+    let split = model(&s, "lmstudio/someone/split");
+    assert_eq!(split.status, ModelStatus::Partial);
+    assert!(
+        split
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("s-00002-of-00002.gguf"),
+        "{:?}",
+        split.note
     );
     for id in ["lmstudio/linker/linked", "lmstudio/linker/folder"] {
         let m = model(&s, id);

@@ -28,6 +28,7 @@ mod registry_copy;
 mod registry_pack;
 mod scan;
 mod service;
+mod shards;
 pub mod sources;
 mod sym;
 pub mod verify;

@@ -324,6 +324,8 @@ pub struct WalkSummary {
     pub root_mtime: Option<f64>,
     /// For each declared path asked for: what the walk met there (kind, measured size).
     pub declared: Vec<Option<(EntryKind, u64)>>,
+    /// Parts of split files met (`x-00001-of-00003.gguf`), to tell a missing part.
+    pub shards: crate::library::shards::Shards,
 }
 
 /// Walks a model folder with the core's walker (one `fstatat` per entry relative to its
@@ -437,6 +439,10 @@ fn walk_declared_with(
         if file && sum.largest.as_ref().is_none_or(|(l, _)| e.size > *l) {
             sum.largest = Some((e.size, e.rel_path()));
         }
+        // Only names that can be parts build a path (most files are not).
+        if file && e.name.as_encoded_bytes().windows(4).any(|w| w == b"-of-") {
+            sum.shards.note(&e.rel_path());
+        }
     };
     let options = WalkOptions::default();
     let report = match at {
@@ -478,7 +484,7 @@ fn walk_model(
 /// (SPEC §3).
 fn settled_status(c: &Candidate, has_content: bool, declared_missing: usize) -> ModelStatus {
     if c.position.is_none() {
-        if c.folder == Folder::Dir {
+        if c.folder == Folder::Dir && declared_missing == 0 {
             ModelStatus::Downloaded
         } else {
             ModelStatus::Partial // only leftovers in .downloads/
@@ -577,6 +583,10 @@ fn model_info(
         Some(entry) => entry.files.len(),
         None => 0,
     };
+    // A split model with a part not there is not whole either (the registry need not
+    // declare the parts).
+    let shards_missing = walked.as_ref().and_then(|w| w.shards.note_text());
+    let declared_missing = declared_missing + usize::from(shards_missing.is_some());
 
     let has_content = match &walked {
         Some(w) => w.files > 0,
@@ -636,13 +646,15 @@ fn model_info(
             .filter(|b| *b > 0),
         note: match status {
             ModelStatus::Partial => importing.cloned().or_else(|| {
-                c.leftovers.then(|| {
-                    format!(
-                        "a download was interrupted; downloading it again resumes from the data \
-                         kept in {}",
-                        input.library.downloads_dir().join(&c.name).display()
-                    )
-                })
+                c.leftovers
+                    .then(|| {
+                        format!(
+                            "a download was interrupted; downloading it again resumes from the \
+                             data kept in {}",
+                            input.library.downloads_dir().join(&c.name).display()
+                        )
+                    })
+                    .or(shards_missing)
             }),
             _ => None,
         }

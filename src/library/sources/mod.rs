@@ -495,17 +495,8 @@ fn weight_group(rel: &Path) -> String {
         .unwrap_or_default();
     let stem = rel.with_extension("");
     let stem = stem.to_string_lossy();
-    let base = strip_shard_suffix(&stem).unwrap_or(&stem);
+    let base = crate::library::shards::split_suffix(&stem).map_or(&*stem, |(base, _, _)| base);
     format!("{base}.{ext}")
-}
-
-fn strip_shard_suffix(stem: &str) -> Option<&str> {
-    let (before, total) = stem.rsplit_once("-of-")?;
-    if total.is_empty() || !total.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (base, index) = before.rsplit_once('-')?;
-    (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())).then_some(base)
 }
 
 /// The model's main weight set: the group (see [`weight_group`]) with the most bytes,
@@ -625,9 +616,16 @@ impl Draft {
         if self.files.is_empty() && !self.partial && errors.is_empty() && self.empty_is_error {
             errors.push("nothing downloaded: no file found".into());
         }
+        // Parts of a split model that are not there (names are kept by LM Studio; blobs
+        // named by hash never match).
+        let mut shards = crate::library::shards::Shards::default();
+        for path in self.files.keys() {
+            shards.note(path.strip_prefix(&self.path).unwrap_or(path));
+        }
+        let shards_missing = shards.note_text();
         let status = if !errors.is_empty() {
             ModelStatus::Error
-        } else if self.partial {
+        } else if self.partial || shards_missing.is_some() {
             ModelStatus::Partial
         } else {
             ModelStatus::Downloaded
@@ -652,7 +650,9 @@ impl Draft {
             source: Sym::new(kind.as_str()),
             metadata: self.metadata.map(Box::new),
             main_file: None,
-            note: None,
+            note: shards_missing
+                .filter(|_| status == ModelStatus::Partial)
+                .map(String::into_boxed_str),
         };
         (info, self.files)
     }
