@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use model_library::library::metadata::MetadataCache;
 use model_library::library::sources::{
-    SourceConfig, SourceKind, SourceScan, bytes_freed_by_deleting, default_sources, disk_usage,
+    SourceConfig, SourceKind, SourceScan, bytes_freed_by_deleting, default_sources_in, disk_usage,
     largest_models, least_recently_used, scan_source, scan_source_detailed,
 };
 use model_library::library::{LibraryError, ModelInfo, ModelStatus};
@@ -680,12 +680,15 @@ fn root_of(sources: &[SourceConfig], kind: SourceKind) -> Option<PathBuf> {
         .map(|s| s.root.clone())
 }
 
+/// Where Ollama's system service store is not (the machine's own never matters here).
+const NO_SERVICE: &str = "/nonexistent/ollama-service-store";
+
 #[test]
 fn default_roots_follow_the_environment_and_home() {
     let home_dir = tempfile::tempdir().unwrap();
     let home = home_dir.path();
     let none = env_of(&[]);
-    let s = default_sources(&none, Some(home));
+    let s = default_sources_in(&none, Some(home), Path::new(NO_SERVICE));
     assert_eq!(s.len(), 3);
     assert!(s.iter().all(|c| c.enabled));
     assert_eq!(
@@ -703,7 +706,7 @@ fn default_roots_follow_the_environment_and_home() {
     assert!(s.iter().all(|c| !c.root_exists()));
 
     let env = env_of(&[("HF_HOME", "/data/hf"), ("OLLAMA_MODELS", "/data/ollama")]);
-    let s = default_sources(&env, Some(home));
+    let s = default_sources_in(&env, Some(home), Path::new(NO_SERVICE));
     assert_eq!(
         root_of(&s, SourceKind::HuggingFace),
         Some("/data/hf/hub".into())
@@ -714,7 +717,7 @@ fn default_roots_follow_the_environment_and_home() {
         ("HF_HUB_CACHE", "~/hubcache"),
         ("OLLAMA_MODELS", ""),
     ]);
-    let s = default_sources(&env, Some(home));
+    let s = default_sources_in(&env, Some(home), Path::new(NO_SERVICE));
     assert_eq!(
         root_of(&s, SourceKind::HuggingFace),
         Some(home.join("hubcache"))
@@ -727,18 +730,18 @@ fn default_roots_follow_the_environment_and_home() {
 
     // No home: only what the environment says.
     let env = env_of(&[("HF_HUB_CACHE", "/x/hub")]);
-    let s = default_sources(&env, None);
+    let s = default_sources_in(&env, None, Path::new(NO_SERVICE));
     assert_eq!(s, [SourceConfig::new(SourceKind::HuggingFace, "/x/hub")]);
 
     // LM Studio: the older folder when only it exists, the home pointer, then the settings.
     fs::create_dir_all(home.join(".cache/lm-studio/models")).unwrap();
-    let s = default_sources(&none, Some(home));
+    let s = default_sources_in(&none, Some(home), Path::new(NO_SERVICE));
     assert_eq!(
         root_of(&s, SourceKind::LmStudio),
         Some(home.join(".cache/lm-studio/models"))
     );
     fs::create_dir_all(home.join(".lmstudio/models")).unwrap();
-    let s = default_sources(&none, Some(home));
+    let s = default_sources_in(&none, Some(home), Path::new(NO_SERVICE));
     assert_eq!(
         root_of(&s, SourceKind::LmStudio),
         Some(home.join(".lmstudio/models"))
@@ -748,7 +751,7 @@ fn default_roots_follow_the_environment_and_home() {
         &home.join(".lmstudio-home-pointer"),
         format!("{}\n", lm_home.display()).as_bytes(),
     );
-    let s = default_sources(&none, Some(home));
+    let s = default_sources_in(&none, Some(home), Path::new(NO_SERVICE));
     assert_eq!(
         root_of(&s, SourceKind::LmStudio),
         Some(lm_home.join("models"))
@@ -757,7 +760,7 @@ fn default_roots_follow_the_environment_and_home() {
         &home.join(".config/LM Studio/settings.json"),
         br#"{"downloadsFolder": "/mnt/models", "other": 1}"#,
     );
-    let s = default_sources(&none, Some(home));
+    let s = default_sources_in(&none, Some(home), Path::new(NO_SERVICE));
     assert_eq!(
         root_of(&s, SourceKind::LmStudio),
         Some("/mnt/models".into())
@@ -916,4 +919,36 @@ fn disk_usage_per_source_and_overall() {
         .map(|m| m.id.as_str())
         .collect();
     assert_eq!(lru, ["b", "a"]);
+}
+
+/// Without `$OLLAMA_MODELS` and without `~/.ollama/models`, the store of Ollama's Linux
+/// system service is listed when it is there; the user's own store wins when both are.
+#[test]
+fn the_ollama_system_service_store_is_found() {
+    use model_library::library::sources::ollama_root_in;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let service = tmp.path().join("usr/share/ollama/.ollama/models");
+    let none = env_of(&[]);
+    fs::create_dir_all(&home).unwrap();
+    // Neither there: the user's default (shown as absent).
+    assert_eq!(
+        ollama_root_in(&none, Some(&home), &service),
+        Some(home.join(".ollama/models"))
+    );
+    fs::create_dir_all(&service).unwrap();
+    assert_eq!(
+        ollama_root_in(&none, Some(&home), &service),
+        Some(service.clone())
+    );
+    fs::create_dir_all(home.join(".ollama/models")).unwrap();
+    assert_eq!(
+        ollama_root_in(&none, Some(&home), &service),
+        Some(home.join(".ollama/models"))
+    );
+    let set = env_of(&[("OLLAMA_MODELS", "/data/ollama")]);
+    assert_eq!(
+        ollama_root_in(&set, Some(&home), &service),
+        Some(PathBuf::from("/data/ollama"))
+    );
 }

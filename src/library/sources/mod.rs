@@ -143,9 +143,22 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 /// elsewhere ([`SourceConfig::root_exists`]). Roots: [`huggingface_root`], [`ollama_root`],
 /// [`lmstudio_root`].
 pub fn default_sources(env: Env<'_>, home: Option<&Path>) -> Vec<SourceConfig> {
+    default_sources_in(env, home, Path::new(OLLAMA_SERVICE_STORE))
+}
+
+/// [`default_sources`] with Ollama's system service store at `ollama_service` (tests point
+/// it at a folder of their own, so the machine's stores never matter).
+pub fn default_sources_in(
+    env: Env<'_>,
+    home: Option<&Path>,
+    ollama_service: &Path,
+) -> Vec<SourceConfig> {
     [
         (SourceKind::HuggingFace, huggingface_root(env, home)),
-        (SourceKind::Ollama, ollama_root(env, home)),
+        (
+            SourceKind::Ollama,
+            ollama_root_in(env, home, ollama_service),
+        ),
         (SourceKind::LmStudio, lmstudio_root(env, home)),
     ]
     .into_iter()
@@ -179,10 +192,27 @@ pub fn huggingface_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
         .or_else(|| home.map(|h| h.join(".cache").join("huggingface").join("hub")))
 }
 
-/// Ollama's models folder: `$OLLAMA_MODELS`, else `~/.ollama/models`. (Linux service installs
-/// keep theirs in `/usr/share/ollama/.ollama/models`; point the source there by hand.)
+/// Where Ollama's Linux installer puts the store of the `ollama` system service (its
+/// `install.sh` makes the `ollama` user with home `/usr/share/ollama`).
+pub const OLLAMA_SERVICE_STORE: &str = "/usr/share/ollama/.ollama/models";
+
+/// Ollama's models folder: `$OLLAMA_MODELS`, else `~/.ollama/models`, else — when that is
+/// not there — the system service's store ([`OLLAMA_SERVICE_STORE`]) if that is.
 pub fn ollama_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
-    env_path(env, "OLLAMA_MODELS", home).or_else(|| home.map(|h| h.join(".ollama").join("models")))
+    ollama_root_in(env, home, Path::new(OLLAMA_SERVICE_STORE))
+}
+
+/// [`ollama_root`] with the system service's store at `service` (tests point it elsewhere).
+pub fn ollama_root_in(env: Env<'_>, home: Option<&Path>, service: &Path) -> Option<PathBuf> {
+    if let Some(p) = env_path(env, "OLLAMA_MODELS", home) {
+        return Some(p);
+    }
+    let user = home.map(|h| h.join(".ollama").join("models"));
+    match user {
+        Some(u) if u.is_dir() => Some(u),
+        _ if service.is_dir() => Some(service.to_path_buf()),
+        other => other,
+    }
 }
 
 /// LM Studio's models folder, first found of:
