@@ -689,8 +689,12 @@ fn default_roots_follow_the_environment_and_home() {
     let home = home_dir.path();
     let none = env_of(&[]);
     let s = default_sources_in(&none, Some(home), Path::new(NO_SERVICE));
-    assert_eq!(s.len(), 3);
+    assert_eq!(s.len(), 4);
     assert!(s.iter().all(|c| c.enabled));
+    assert_eq!(
+        root_of(&s, SourceKind::Gpt4All),
+        Some(home.join(".local/share/nomic.ai/GPT4All"))
+    );
     assert_eq!(
         root_of(&s, SourceKind::HuggingFace),
         Some(home.join(".cache/huggingface/hub"))
@@ -950,5 +954,82 @@ fn the_ollama_system_service_store_is_found() {
     assert_eq!(
         ollama_root_in(&set, Some(&home), &service),
         Some(PathBuf::from("/data/ollama"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// GPT4All
+
+/// GPT4All's folder: each model file one model, `incomplete-<file>` an unfinished download
+/// (a partial model alone, or counted with its finished file), links never followed, other
+/// files and folders not models; the folder from `modelPath` in GPT4All.ini, else the
+/// local data folder.
+#[test]
+fn gpt4all_models_and_unfinished_downloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("GPT4All");
+    let g = gguf("llama", 2, &[8, 8]);
+    put(&root.join("Llama-3-8B.Q4_0.gguf"), &g);
+    put(&root.join("incomplete-Llama-3-8B.Q4_0.gguf"), &[0u8; 5]);
+    put(&root.join("old-model.bin"), &[1u8; 64]);
+    put(&root.join("incomplete-Mistral-7B.Q4_0.gguf"), &[0u8; 100]);
+    put(&root.join("chat-history.json"), b"{}");
+    put(&root.join("localdocs/x.gguf"), &g);
+    put(&tmp.path().join("elsewhere.gguf"), &g);
+    symlink(tmp.path().join("elsewhere.gguf"), root.join("linked.gguf")).unwrap();
+    let s = scan(SourceKind::Gpt4All, &root);
+    assert_eq!(
+        ids(&s),
+        [
+            "gpt4all/Llama-3-8B.Q4_0.gguf",
+            "gpt4all/Mistral-7B.Q4_0.gguf",
+            "gpt4all/linked.gguf",
+            "gpt4all/old-model.bin",
+        ]
+    );
+    let llama = model(&s, "gpt4all/Llama-3-8B.Q4_0.gguf");
+    assert_eq!(llama.status, ModelStatus::Downloaded);
+    assert_eq!(
+        llama.size_bytes,
+        Some(g.len() as u64 + 5),
+        "its leftover counted with it"
+    );
+    assert_eq!(
+        llama.metadata.as_ref().unwrap().architecture.as_deref(),
+        Some("llama")
+    );
+    let mistral = model(&s, "gpt4all/Mistral-7B.Q4_0.gguf");
+    assert_eq!(
+        (mistral.status, mistral.size_bytes),
+        (ModelStatus::Partial, Some(100))
+    );
+    let linked = model(&s, "gpt4all/linked.gguf");
+    assert_eq!(linked.status, ModelStatus::Error);
+    assert_eq!(linked.size_bytes, Some(0), "a link is not followed");
+    assert_eq!(
+        model(&s, "gpt4all/old-model.bin").status,
+        ModelStatus::Downloaded
+    );
+
+    // Where it is: the setting, else the local data folder.
+    use model_library::library::sources::gpt4all_root;
+    let home = tmp.path().join("home");
+    let none = env_of(&[]);
+    assert_eq!(
+        gpt4all_root(&none, Some(&home)),
+        Some(home.join(".local/share/nomic.ai/GPT4All"))
+    );
+    let xdg = env_of(&[("XDG_DATA_HOME", "/data")]);
+    assert_eq!(
+        gpt4all_root(&xdg, Some(&home)),
+        Some(PathBuf::from("/data/nomic.ai/GPT4All"))
+    );
+    put(
+        &home.join(".config/nomic.ai/GPT4All.ini"),
+        b"[General]\nmodelPath=/models/gpt4all/\nthreadCount=4\n",
+    );
+    assert_eq!(
+        gpt4all_root(&none, Some(&home)),
+        Some(PathBuf::from("/models/gpt4all/"))
     );
 }

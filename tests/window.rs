@@ -1040,7 +1040,11 @@ fn the_stores_window_names_each_default_folder() {
         .filter(|p| p.starts_with('/') || p.starts_with("no default folder"))
         .filter(|p| std::path::Path::new(p) != lib.root())
         .collect();
-    assert_eq!(hints.len(), 3, "one per store: {hints:?}");
+    assert_eq!(
+        hints.len(),
+        model_library::library::sources::SourceKind::ALL.len(),
+        "one per store: {hints:?}"
+    );
     assert!(hints.iter().all(|p| p != "default location"));
 }
 

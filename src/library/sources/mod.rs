@@ -23,6 +23,7 @@
 //! provider filter also works as a store filter and matches the registry's vocabulary; the
 //! publisher (HF org, Ollama namespace, LM Studio publisher) is in the id and the name.
 
+mod gpt4all;
 mod huggingface;
 mod lmstudio;
 mod ollama;
@@ -59,14 +60,17 @@ pub enum SourceKind {
     Ollama,
     /// LM Studio's models folder (`publisher/model/*.gguf`).
     LmStudio,
+    /// GPT4All's models folder (model files side by side, `incomplete-*` downloads).
+    Gpt4All,
 }
 
 impl SourceKind {
     /// Every kind, in display order.
-    pub const ALL: [SourceKind; 3] = [
+    pub const ALL: [SourceKind; 4] = [
         SourceKind::HuggingFace,
         SourceKind::Ollama,
         SourceKind::LmStudio,
+        SourceKind::Gpt4All,
     ];
 
     /// The name used as `source` and `provider`: `huggingface`, `ollama`, `lmstudio`.
@@ -75,6 +79,7 @@ impl SourceKind {
             SourceKind::HuggingFace => "huggingface",
             SourceKind::Ollama => "ollama",
             SourceKind::LmStudio => "lmstudio",
+            SourceKind::Gpt4All => "gpt4all",
         }
     }
 
@@ -84,6 +89,7 @@ impl SourceKind {
             SourceKind::HuggingFace => "Hugging Face",
             SourceKind::Ollama => "Ollama",
             SourceKind::LmStudio => "LM Studio",
+            SourceKind::Gpt4All => "GPT4All",
         }
     }
 }
@@ -102,7 +108,9 @@ impl FromStr for SourceKind {
             .into_iter()
             .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("unknown source {s:?}; expected one of huggingface, ollama, lmstudio")
+                format!(
+                    "unknown source {s:?}; expected one of huggingface, ollama, lmstudio, gpt4all"
+                )
             })
     }
 }
@@ -160,6 +168,7 @@ pub fn default_sources_in(
             ollama_root_in(env, home, ollama_service),
         ),
         (SourceKind::LmStudio, lmstudio_root(env, home)),
+        (SourceKind::Gpt4All, gpt4all_root(env, home)),
     ]
     .into_iter()
     .filter_map(|(kind, root)| root.map(|r| SourceConfig::new(kind, r)))
@@ -190,6 +199,31 @@ pub fn huggingface_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
             env_path(env, "XDG_CACHE_HOME", home).map(|c| c.join("huggingface").join("hub"))
         })
         .or_else(|| home.map(|h| h.join(".cache").join("huggingface").join("hub")))
+}
+
+/// GPT4All's models folder: its `modelPath` setting (Qt's `QSettings` file
+/// `~/.config/nomic.ai/GPT4All.ini`, `$XDG_CONFIG_HOME` honoured), else its default, the
+/// app's local data folder: `~/.local/share/nomic.ai/GPT4All` (`$XDG_DATA_HOME` honoured),
+/// or on macOS `~/Library/Application Support/nomic.ai/GPT4All` when that is there.
+pub fn gpt4all_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
+    let config =
+        env_path(env, "XDG_CONFIG_HOME", home).or_else(|| home.map(|h| h.join(".config")))?;
+    let setting = read_text(&config.join("nomic.ai").join("GPT4All.ini"), 1 << 20).and_then(|t| {
+        t.lines()
+            .find_map(|l| l.trim().strip_prefix("modelPath="))
+            .map(|v| PathBuf::from(v.trim().trim_matches('"')))
+            .filter(|p| p.is_absolute())
+    });
+    if setting.is_some() {
+        return setting;
+    }
+    let mac = home.map(|h| h.join("Library/Application Support/nomic.ai/GPT4All"));
+    if let Some(m) = mac.filter(|m| m.is_dir()) {
+        return Some(m);
+    }
+    let data = env_path(env, "XDG_DATA_HOME", home)
+        .or_else(|| home.map(|h| h.join(".local").join("share")))?;
+    Some(data.join("nomic.ai").join("GPT4All"))
 }
 
 /// Where Ollama's Linux installer puts the store of the `ollama` system service (its
@@ -394,6 +428,7 @@ pub fn scan_source_detailed(
         SourceKind::HuggingFace => huggingface::scan(root, cache, &mut scan)?,
         SourceKind::Ollama => ollama::scan(root, cache, &mut scan)?,
         SourceKind::LmStudio => lmstudio::scan(root, cache, &mut scan)?,
+        SourceKind::Gpt4All => gpt4all::scan(root, cache, &mut scan)?,
     }
     scan.models.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(scan)
