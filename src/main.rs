@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use model_library::app::{AppOptions, run_window};
-use model_library::cli::{Cli, Command, run};
+use model_library::cli::{Cli, Command, run, stores_of};
 
 fn main() {
     let cli = Cli::parse();
@@ -14,8 +14,9 @@ fn main() {
     if matches!(cli.command, None | Some(Command::Serve(_))) {
         model_library::library::memory::tune_allocator();
     }
+    let sources = stores_of(&cli);
     let code = match cli.command {
-        Some(command) => run(cli.library, cli.no_sources, command),
+        Some(command) => run(cli.library, sources, command),
         None => run_window(AppOptions {
             library: cli.library,
             settings: None,

@@ -16,7 +16,11 @@ fn run(args: &[&str], env_dir: Option<&std::path::Path>) -> Output {
         "HUGGINGFACE_HUB_CACHE",
         "HF_HOME",
         "XDG_CACHE_HOME",
+        "XDG_DATA_HOME",
+        "XDG_CONFIG_HOME",
         "OLLAMA_MODELS",
+        "LLAMA_CACHE",
+        "JAN_DATA_FOLDER",
     ] {
         cmd.env_remove(var);
     }
@@ -277,4 +281,56 @@ fn the_default_library_lists_other_stores_beside_it() {
     let out = with_hub(&["delete", "huggingface/acme/tiny-model", "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(hub.join("models--acme--tiny-model/blobs/deadbeef").exists());
+}
+
+/// `--store KIND=DIR` lists a store (here a folder of one's own, even beside a named
+/// library), `--no-store KIND` leaves one out, and a bad kind or shape is bad usage.
+#[test]
+fn stores_are_chosen_on_the_command_line() {
+    let lib = sample();
+    let mine = lib.path("mine");
+    std::fs::create_dir_all(mine.join("a/b")).unwrap();
+    std::fs::write(mine.join("a/b/tiny.gguf"), vec![0u8; 12]).unwrap();
+    let root = lib.root().to_str().unwrap();
+    let store = format!("folder={}", mine.display());
+    let out = run(
+        &["--library", root, "--store", &store, "list", "--json"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<&Value> = models.iter().filter(|m| m["source"] == "folder").collect();
+    assert_eq!(found.len(), 1, "{models:#?}");
+    assert_eq!(found[0]["id"], "folder/a/b/tiny.gguf");
+    assert_eq!(found[0]["size_bytes"], 12);
+
+    let out = run(
+        &[
+            "--library",
+            root,
+            "--store",
+            &store,
+            "--no-store",
+            "folder",
+            "list",
+            "--json",
+        ],
+        None,
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(models.iter().all(|m| m["source"] == "library"));
+
+    for bad in ["nonsense=/x", "folder", "folder="] {
+        let out = run(&["--library", root, "--store", bad, "list"], None);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("KIND=DIR") || err.contains("unknown store") || err.contains("no folder"),
+            "{err}"
+        );
+    }
 }

@@ -104,6 +104,17 @@ fn fixture() -> TestLib {
     put(&pinned.join("blobs/p"), 600);
     fs::create_dir_all(pinned.join("snapshots/r-pin")).unwrap();
     symlink("../../blobs/p", pinned.join("snapshots/r-pin/p")).unwrap();
+    // Unfinished downloads of GPT4All, llama.cpp and Jan, beside finished files.
+    put(&lib.path("stores/gpt4all/m.gguf"), 8);
+    put(&lib.path("stores/gpt4all/incomplete-n.gguf"), 70);
+    put(&lib.path("stores/llama.cpp/u_r_m.gguf"), 8);
+    put(
+        &lib.path("stores/llama.cpp/u_r_n.gguf.downloadInProgress"),
+        80,
+    );
+    put(&lib.path("stores/jan/llamacpp/models/q/model.gguf.tmp"), 90);
+    put(&lib.path("stores/jan/llamacpp/models/q/model.gguf.url"), 3);
+    put(&lib.path("stores/jan/llamacpp/models/done/model.gguf"), 8);
     age_folders(lib.root());
     lib
 }
@@ -112,6 +123,9 @@ fn stores(lib: &TestLib) -> Vec<SourceConfig> {
     vec![
         SourceConfig::new(SourceKind::Ollama, lib.path("stores/ollama")),
         SourceConfig::new(SourceKind::HuggingFace, lib.path("stores/hub")),
+        SourceConfig::new(SourceKind::Gpt4All, lib.path("stores/gpt4all")),
+        SourceConfig::new(SourceKind::LlamaCpp, lib.path("stores/llama.cpp")),
+        SourceConfig::new(SourceKind::Jan, lib.path("stores/jan")),
     ]
 }
 
@@ -152,6 +166,26 @@ fn every_kind_of_leftover_is_found_and_nothing_in_use() {
             o.join(format!("sha256-{}", hex('b'))),
             200,
             "no manifest uses it",
+        ),
+        (
+            lib.path("stores/jan/llamacpp/models/q/model.gguf.tmp"),
+            90,
+            "unfinished download of Jan",
+        ),
+        (
+            lib.path("stores/jan/llamacpp/models/q/model.gguf.url"),
+            3,
+            "unfinished download of Jan",
+        ),
+        (
+            lib.path("stores/llama.cpp/u_r_n.gguf.downloadInProgress"),
+            80,
+            "unfinished download of llama.cpp",
+        ),
+        (
+            lib.path("stores/gpt4all/incomplete-n.gguf"),
+            70,
+            "unfinished download of GPT4All",
         ),
         (lib.path(".cache/imports/lost"), 60, "no journal"),
         (lib.path(".downloads/ghost"), 50, "registry no longer has"),

@@ -689,8 +689,27 @@ fn default_roots_follow_the_environment_and_home() {
     let home = home_dir.path();
     let none = env_of(&[]);
     let s = default_sources_in(&none, Some(home), Path::new(NO_SERVICE));
-    assert_eq!(s.len(), 4);
+    assert_eq!(
+        s.len(),
+        6,
+        "ComfyUI and a folder of one's own have no default"
+    );
     assert!(s.iter().all(|c| c.enabled));
+    assert_eq!(
+        root_of(&s, SourceKind::LlamaCpp),
+        Some(home.join(".cache/llama.cpp"))
+    );
+    assert_eq!(
+        root_of(
+            &default_sources_in(
+                &env_of(&[("LLAMA_CACHE", "/models/llama")]),
+                Some(home),
+                Path::new(NO_SERVICE)
+            ),
+            SourceKind::LlamaCpp
+        ),
+        Some(PathBuf::from("/models/llama"))
+    );
     assert_eq!(
         root_of(&s, SourceKind::Gpt4All),
         Some(home.join(".local/share/nomic.ai/GPT4All"))
@@ -822,9 +841,9 @@ fn the_store_is_never_written() {
         .link("r", "model.safetensors", "a")
         .main("r");
     let before = listing(tmp.path());
-    let _ = scan(SourceKind::HuggingFace, tmp.path());
-    let _ = scan(SourceKind::LmStudio, tmp.path());
-    let _ = scan(SourceKind::Ollama, tmp.path());
+    for kind in SourceKind::ALL {
+        let _ = scan(kind, tmp.path());
+    }
     assert_eq!(listing(tmp.path()), before);
 }
 
@@ -1031,5 +1050,290 @@ fn gpt4all_models_and_unfinished_downloads() {
     assert_eq!(
         gpt4all_root(&none, Some(&home)),
         Some(PathBuf::from("/models/gpt4all/"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A folder of one's own, llama.cpp, Jan, ComfyUI
+
+/// A folder of the user's: model files at any depth (here depth 4), a split as one model
+/// (a part missing makes it partial), a projector joined to the model beside it, a
+/// Transformers folder as one model, a download in progress, a link (error, not followed),
+/// hidden folders and other files ignored.
+#[test]
+fn a_folder_of_ones_own_is_searched_at_any_depth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("models");
+    let g = gguf("llama", 2, &[8, 8]);
+    put(&root.join("a/b/c/d/Deep-Q4.gguf"), &g);
+    put(&root.join("split/Big-00001-of-00003.gguf"), &g);
+    put(&root.join("split/Big-00002-of-00003.gguf"), &[0u8; 10]);
+    put(&root.join("vision/Llava-Q4.gguf"), &g);
+    put(&root.join("vision/mmproj-Llava-f16.gguf"), &[0u8; 30]);
+    put(&root.join("hf/Qwen/config.json"), b"{}");
+    put(&root.join("hf/Qwen/model.safetensors"), &safetensors(10));
+    put(&root.join("hf/Qwen/tokenizer.json"), b"{}");
+    put(&root.join("Coming.gguf.part"), &[0u8; 7]);
+    put(&root.join(".git/objects/x.gguf"), &g);
+    put(&root.join("notes.txt"), b"hi");
+    put(&tmp.path().join("elsewhere.gguf"), &g);
+    symlink(tmp.path().join("elsewhere.gguf"), root.join("linked.gguf")).unwrap();
+    let s = scan(SourceKind::Folder, &root);
+    assert_eq!(
+        ids(&s),
+        [
+            "folder/Coming.gguf",
+            "folder/a/b/c/d/Deep-Q4.gguf",
+            "folder/hf/Qwen",
+            "folder/linked.gguf",
+            "folder/split/Big.gguf",
+            "folder/vision/Llava-Q4.gguf",
+        ]
+    );
+    let deep = model(&s, "folder/a/b/c/d/Deep-Q4.gguf");
+    assert_eq!(deep.status, ModelStatus::Downloaded);
+    assert_eq!(deep.size_bytes, Some(g.len() as u64));
+    assert_eq!(
+        deep.metadata.as_ref().unwrap().architecture.as_deref(),
+        Some("llama")
+    );
+    let split = model(&s, "folder/split/Big.gguf");
+    assert_eq!(split.status, ModelStatus::Partial);
+    assert_eq!(split.size_bytes, Some(g.len() as u64 + 10));
+    assert!(
+        split.note.as_deref().unwrap().contains("00003"),
+        "{split:?}"
+    );
+    let vision = model(&s, "folder/vision/Llava-Q4.gguf");
+    assert_eq!(vision.size_bytes, Some(g.len() as u64 + 30));
+    assert!(vision.capabilities.iter().any(|c| &**c == "vision"));
+    let qwen = model(&s, "folder/hf/Qwen");
+    assert_eq!(qwen.file_count, Some(3));
+    assert_eq!(qwen.format.as_deref(), Some("safetensors"));
+    assert_eq!(
+        (
+            model(&s, "folder/Coming.gguf").status,
+            model(&s, "folder/linked.gguf").status
+        ),
+        (ModelStatus::Partial, ModelStatus::Error)
+    );
+    assert_eq!(model(&s, "folder/linked.gguf").size_bytes, Some(0));
+}
+
+/// llama.cpp's flat cache: a manifest makes one model of its GGUF file and projector (and
+/// a download in progress makes another partial), a file no manifest names is its own
+/// model, and `models--*` repos there (`$LLAMA_CACHE`) are read as the hub's layout.
+#[test]
+fn llamacpp_flat_cache_and_hub_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("llama.cpp");
+    let g = gguf("gemma3", 2, &[8, 8]);
+    put(
+        &root.join("ggml-org_gemma-3-4b-it-GGUF_gemma-3-4b-it-Q4_K_M.gguf"),
+        &g,
+    );
+    put(
+        &root.join("ggml-org_gemma-3-4b-it-GGUF_gemma-3-4b-it-Q4_K_M.gguf.etag"),
+        b"\"abc\"",
+    );
+    put(
+        &root.join("ggml-org_gemma-3-4b-it-GGUF_mmproj-model-f16.gguf"),
+        &[0u8; 40],
+    );
+    put(
+        &root.join("manifest=ggml-org=gemma-3-4b-it-GGUF=latest.json"),
+        br#"{"ggufFile":{"rfilename":"gemma-3-4b-it-Q4_K_M.gguf"},
+             "mmprojFile":{"rfilename":"mmproj-model-f16.gguf"}}"#,
+    );
+    put(
+        &root.join("manifest=bartowski=Qwen-GGUF=Q8_0.json"),
+        br#"{"ggufFile":{"rfilename":"Q8/Qwen-Q8_0.gguf"}}"#,
+    );
+    put(
+        &root.join("bartowski_Qwen-GGUF_Q8_Qwen-Q8_0.gguf.downloadInProgress"),
+        &[0u8; 9],
+    );
+    put(&root.join("tinyllama.gguf"), &g);
+    HfRepo::new(&root, "org/Hub-GGUF")
+        .blob("aa", &g)
+        .link("r1", "m.gguf", "aa")
+        .main("r1");
+    let s = scan(SourceKind::LlamaCpp, &root);
+    assert_eq!(
+        ids(&s),
+        [
+            "llamacpp/bartowski/Qwen-GGUF:Q8_0",
+            "llamacpp/ggml-org/gemma-3-4b-it-GGUF:latest",
+            "llamacpp/org/Hub-GGUF",
+            "llamacpp/tinyllama.gguf",
+        ]
+    );
+    let gemma = model(&s, "llamacpp/ggml-org/gemma-3-4b-it-GGUF:latest");
+    assert_eq!(gemma.status, ModelStatus::Downloaded);
+    assert_eq!(gemma.size_bytes, Some(g.len() as u64 + 40));
+    assert!(gemma.capabilities.iter().any(|c| &**c == "vision"));
+    assert_eq!(
+        gemma.metadata.as_ref().unwrap().architecture.as_deref(),
+        Some("gemma3")
+    );
+    let qwen = model(&s, "llamacpp/bartowski/Qwen-GGUF:Q8_0");
+    assert_eq!(
+        (qwen.status, qwen.size_bytes),
+        (ModelStatus::Partial, Some(9))
+    );
+    let hub = model(&s, "llamacpp/org/Hub-GGUF");
+    assert_eq!(
+        (hub.status, hub.source.as_str()),
+        (ModelStatus::Downloaded, "llamacpp")
+    );
+    assert_eq!(hub.size_bytes, Some(g.len() as u64));
+}
+
+/// Jan: `llamacpp/models/<id>/model.yml` naming its files relative to the data folder (or
+/// absolute, for an import), nested ids, a projector, an embedding model, a folder still
+/// downloading (no `model.yml` yet), a named file missing.
+#[test]
+fn jan_models_from_their_model_yml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("Jan/data");
+    let models = data.join("llamacpp/models");
+    let g = gguf("llama", 2, &[8, 8]);
+    put(&models.join("Llama-3.2-1B/model.gguf"), &g);
+    put(&models.join("Llama-3.2-1B/mmproj.gguf"), &[0u8; 20]);
+    put(
+        &models.join("Llama-3.2-1B/model.yml"),
+        b"model_path: llamacpp/models/Llama-3.2-1B/model.gguf\n\
+          mmproj_path: llamacpp/models/Llama-3.2-1B/mmproj.gguf\n\
+          name: Llama 3.2 1B\nsize_bytes: 999\nembedding: false\n",
+    );
+    let outside = tmp.path().join("Downloads/nomic-embed.gguf");
+    put(&outside, &gguf("nomic-bert", 1, &[4]));
+    put(
+        &models.join("imported/nomic/model.yml"),
+        format!(
+            "model_path: '{}'\nname: nomic-embed\nembedding: true\n",
+            outside.display()
+        )
+        .as_bytes(),
+    );
+    put(&models.join("Qwen3-4B/model.gguf.tmp"), &[0u8; 11]);
+    put(
+        &models.join("Qwen3-4B/model.gguf.url"),
+        b"https://example/x",
+    );
+    put(
+        &models.join("gone/model.yml"),
+        b"model_path: llamacpp/models/gone/model.gguf\nname: gone\n",
+    );
+    let s = scan(SourceKind::Jan, &data);
+    assert_eq!(
+        ids(&s),
+        [
+            "jan/Llama-3.2-1B",
+            "jan/Qwen3-4B",
+            "jan/gone",
+            "jan/imported/nomic"
+        ]
+    );
+    let llama = model(&s, "jan/Llama-3.2-1B");
+    assert_eq!(&*llama.name, "Llama 3.2 1B");
+    assert_eq!(llama.status, ModelStatus::Downloaded);
+    let yml_len = fs::metadata(models.join("Llama-3.2-1B/model.yml"))
+        .unwrap()
+        .len();
+    assert_eq!(llama.size_bytes, Some(g.len() as u64 + 20 + yml_len));
+    assert!(llama.capabilities.iter().any(|c| &**c == "vision"));
+    let nomic = model(&s, "jan/imported/nomic");
+    assert_eq!(nomic.status, ModelStatus::Downloaded);
+    assert!(nomic.capabilities.iter().any(|c| &**c == "embedding"));
+    assert!(
+        nomic.size_bytes.unwrap() > fs::metadata(&outside).unwrap().len(),
+        "the imported file counts"
+    );
+    assert_eq!(model(&s, "jan/Qwen3-4B").status, ModelStatus::Partial);
+    let gone = model(&s, "jan/gone");
+    assert_eq!(gone.status, ModelStatus::Error);
+    assert!(gone.error.as_deref().unwrap().contains("missing"));
+
+    // Where it is: the setting in Jan's app folder, else the default.
+    use model_library::library::sources::jan_root;
+    let home = tmp.path().join("home");
+    let none = env_of(&[]);
+    assert_eq!(
+        jan_root(&none, Some(&home)),
+        Some(home.join(".local/share/Jan/data"))
+    );
+    put(
+        &home.join(".local/share/Jan/settings.json"),
+        br#"{"data_folder":"/big/jan"}"#,
+    );
+    assert_eq!(
+        jan_root(&none, Some(&home)),
+        Some(PathBuf::from("/big/jan"))
+    );
+}
+
+/// ComfyUI: the kinds' folders (legacy `clip` too) at any depth, a Diffusers folder as one
+/// model, and `extra_model_paths.yaml` with a `base_path` relative to the file and a value
+/// of several lines; a folder listed twice is scanned once; each model carries its kind.
+#[test]
+fn comfyui_folders_and_extra_model_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let comfy = tmp.path().join("ComfyUI");
+    let a1111 = tmp.path().join("webui");
+    let st = safetensors(16);
+    put(&comfy.join("models/checkpoints/sdxl/base.safetensors"), &st);
+    put(&comfy.join("models/loras/style.safetensors"), &st);
+    put(&comfy.join("models/loras/readme.txt"), b"x");
+    put(&comfy.join("models/clip/t5xxl.safetensors"), &st);
+    put(&comfy.join("models/diffusers/sd15/model_index.json"), b"{}");
+    put(
+        &comfy.join("models/diffusers/sd15/unet/diffusion_pytorch_model.safetensors"),
+        &st,
+    );
+    put(
+        &comfy.join("models/unet/flux-Q4.gguf"),
+        &gguf("flux", 2, &[8]),
+    );
+    put(&a1111.join("models/Stable-diffusion/v1-5.ckpt"), &[0u8; 50]);
+    put(&a1111.join("models/Lora/a.safetensors"), &st);
+    put(&a1111.join("models/LyCORIS/b.safetensors"), &st);
+    put(
+        &comfy.join("extra_model_paths.yaml"),
+        b"a111:\n    base_path: ../webui/\n\n    checkpoints: models/Stable-diffusion\n    \
+          loras: |\n        models/Lora\n        models/LyCORIS\n    configs: models/Stable-diffusion\n\
+          again:\n    loras: models/loras\n",
+    );
+    let s = scan(SourceKind::ComfyUi, &comfy);
+    assert_eq!(
+        ids(&s),
+        [
+            "comfyui/a111/checkpoints/v1-5.ckpt",
+            "comfyui/a111/loras/a.safetensors",
+            "comfyui/a111/loras/b.safetensors",
+            "comfyui/models/checkpoints/sdxl/base.safetensors",
+            "comfyui/models/clip/t5xxl.safetensors",
+            "comfyui/models/diffusers/sd15",
+            "comfyui/models/loras/style.safetensors",
+            "comfyui/models/unet/flux-Q4.gguf",
+        ]
+    );
+    let caps = |id: &str| -> Vec<String> {
+        model(&s, id)
+            .capabilities
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    };
+    assert!(caps("comfyui/models/clip/t5xxl.safetensors").contains(&"text-encoder".into()));
+    assert!(caps("comfyui/a111/loras/b.safetensors").contains(&"lora".into()));
+    assert!(caps("comfyui/models/unet/flux-Q4.gguf").contains(&"diffusion-model".into()));
+    assert_eq!(
+        model(&s, "comfyui/models/diffusers/sd15").file_count,
+        Some(2)
+    );
+    assert_eq!(
+        model(&s, "comfyui/a111/checkpoints/v1-5.ckpt").size_bytes,
+        Some(50)
     );
 }

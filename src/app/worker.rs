@@ -459,12 +459,14 @@ impl WorkerState {
         self.sources = match stores {
             Some(settings) => {
                 let mut sources = defaults;
-                for source in &mut sources {
-                    if let Some(s) = settings.get(source.kind.as_str()) {
-                        source.enabled = !s.disabled;
-                        if let Some(root) = &s.root {
-                            source.root = root.clone();
-                        }
+                for (kind, s) in &settings {
+                    if let Ok(kind) = kind.parse() {
+                        crate::library::sources::set_store(
+                            &mut sources,
+                            kind,
+                            !s.disabled,
+                            s.root.clone(),
+                        );
                     }
                 }
                 sources

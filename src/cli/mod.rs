@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Error, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::library::sources::SourceKind;
 use crate::library::{
     CacheInfo, DeleteMode, LibraryError, ListQuery, ModelInfo, ModelLibraryService, ModelStatus,
     ServiceOptions, resolve_library,
@@ -31,6 +32,16 @@ pub struct Cli {
     /// default library. They are never listed with --library.
     #[arg(long, global = true)]
     pub no_sources: bool,
+
+    /// Point a store at a folder, KIND=DIR (repeatable): huggingface, ollama, lmstudio,
+    /// gpt4all, llamacpp, jan, comfyui or folder (a folder of your own, any depth). Listed
+    /// even with --library.
+    #[arg(long = "store", global = true, value_name = "KIND=DIR", value_parser = parse_store)]
+    pub stores: Vec<(SourceKind, PathBuf)>,
+
+    /// Do not list this store (repeatable).
+    #[arg(long = "no-store", global = true, value_name = "KIND")]
+    pub no_stores: Vec<SourceKind>,
 
     /// How the window notices changes on disk: auto (file events, else polling), events,
     /// poll (for network file systems) or off.
@@ -241,8 +252,12 @@ fn parse_status(s: &str) -> Result<ModelStatus, String> {
 
 /// Runs a headless command; returns the process exit status. Errors are printed as one line
 /// on stderr (with what was being done, when that adds to the error's own words).
-pub fn run(library: Option<PathBuf>, no_sources: bool, command: Command) -> i32 {
-    match run_command(library, no_sources, command) {
+pub fn run(
+    library: Option<PathBuf>,
+    sources: Vec<crate::library::sources::SourceConfig>,
+    command: Command,
+) -> i32 {
+    match run_command(library, sources, command) {
         Ok(()) => 0,
         // A closed pipe (`| head`) is not a failure of ours.
         Err(err) if is_broken_pipe(&err) => 0,
@@ -261,17 +276,42 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
-fn run_command(library: Option<PathBuf>, no_sources: bool, command: Command) -> Result<()> {
+/// `KIND=DIR` of `--store`.
+fn parse_store(s: &str) -> std::result::Result<(SourceKind, PathBuf), String> {
+    let (kind, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KIND=DIR, got {s:?}"))?;
+    if dir.is_empty() {
+        return Err(format!("no folder given for {kind}"));
+    }
+    Ok((kind.parse()?, PathBuf::from(dir)))
+}
+
+/// The stores a command lists: the defaults (unless a library folder is named or
+/// `--no-sources`), then `--store` and `--no-store` applied.
+pub fn stores_of(cli: &Cli) -> Vec<crate::library::sources::SourceConfig> {
+    use crate::library::sources::{default_sources, set_store};
     // The stores beside the library are part of "every model on this disk", which is what
     // the default invocation shows; a named library folder is listed on its own.
-    let sources = if library.is_none() && !no_sources {
-        crate::library::sources::default_sources(
-            &|k| std::env::var_os(k),
-            dirs::home_dir().as_deref(),
-        )
+    let mut sources = if cli.library.is_none() && !cli.no_sources {
+        default_sources(&|k| std::env::var_os(k), dirs::home_dir().as_deref())
     } else {
         Vec::new()
     };
+    for (kind, dir) in &cli.stores {
+        set_store(&mut sources, *kind, true, Some(dir.clone()));
+    }
+    for kind in &cli.no_stores {
+        set_store(&mut sources, *kind, false, None);
+    }
+    sources
+}
+
+fn run_command(
+    library: Option<PathBuf>,
+    sources: Vec<crate::library::sources::SourceConfig>,
+    command: Command,
+) -> Result<()> {
     let library = resolve_library(library)?;
     if let Command::Serve(args) = &command {
         let options = crate::server::ServeOptions {

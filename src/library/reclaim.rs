@@ -52,11 +52,60 @@ pub fn find(library: &Library, registry: &Registry, stores: &[SourceConfig]) -> 
         match store.kind {
             SourceKind::Ollama => items.extend(ollama_items(&store.root)),
             SourceKind::HuggingFace => items.extend(huggingface_items(&store.root)),
+            SourceKind::LlamaCpp => {
+                items.extend(huggingface_items(&store.root));
+                items.extend(unfinished(&store.root, store.kind, 1, |n| {
+                    n.ends_with(".downloadInProgress")
+                }));
+            }
+            SourceKind::Gpt4All => {
+                items.extend(unfinished(&store.root, store.kind, 1, |n| {
+                    n.starts_with("incomplete-")
+                }));
+            }
+            SourceKind::Jan => {
+                let models = store.root.join("llamacpp").join("models");
+                items.extend(unfinished(&models, store.kind, 9, |n| {
+                    n.ends_with(".tmp") || n.ends_with(".url")
+                }));
+            }
             _ => {}
         }
     }
     items.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
     items
+}
+
+/// Unfinished downloads of a store that names them by a pattern (`is_partial` on the file
+/// name), at most `depth` folders down, links not followed: GPT4All's `incomplete-<file>`
+/// (gpt4all-chat `modellist.cpp`), llama.cpp's `<file>.downloadInProgress`
+/// (`common/download.cpp`), Jan's `<file>.tmp` and its `<file>.url`
+/// (`src-tauri/src/core/downloads/helpers.rs`). The store may resume them; listed as
+/// unfinished, like the other stores' partial files.
+fn unfinished(
+    root: &Path,
+    kind: SourceKind,
+    depth: usize,
+    is_partial: impl Fn(&str) -> bool,
+) -> Vec<Item> {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .max_depth(depth)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && is_partial(&e.file_name().to_string_lossy()))
+        .map(|e| {
+            item(
+                e.into_path(),
+                kind.as_str(),
+                format!(
+                    "an unfinished download of {}; {} resumes or restarts it",
+                    kind.display_name(),
+                    kind.display_name()
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Size (the files below it; links are not followed and hold no data) and newest change of

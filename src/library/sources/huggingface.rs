@@ -30,8 +30,11 @@ use crate::library::metadata::MetadataCache;
 use crate::library::model::ModelMetadata;
 use crate::library::scan::guess_format;
 
+/// Scans the repos of the cache at `root`, with ids `<prefix>/<org>/<name>` (`huggingface`,
+/// or `llamacpp` for repos in llama.cpp's own cache).
 pub(super) fn scan(
     root: &Path,
+    prefix: &str,
     cache: &mut MetadataCache,
     out: &mut SourceScan,
 ) -> Result<(), LibraryError> {
@@ -45,7 +48,7 @@ pub(super) fn scan(
         }
         let repo_id = rest.replace("--", "/");
         let dir = root.join(&name);
-        let mut draft = Draft::new(format!("huggingface/{repo_id}"), repo_id, dir.clone());
+        let mut draft = Draft::new(format!("{prefix}/{repo_id}"), repo_id, dir.clone());
         if ft.is_symlink() {
             draft.error(format!(
                 "{} is a symbolic link; links are not followed",

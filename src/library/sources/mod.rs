@@ -23,10 +23,14 @@
 //! provider filter also works as a store filter and matches the registry's vocabulary; the
 //! publisher (HF org, Ollama namespace, LM Studio publisher) is in the id and the name.
 
+mod comfyui;
 mod gpt4all;
 mod huggingface;
+mod jan;
+mod llamacpp;
 mod lmstudio;
 mod ollama;
+mod tree;
 pub(crate) use ollama::parse_blob_name as parse_ollama_blob_name;
 mod usage;
 
@@ -62,15 +66,28 @@ pub enum SourceKind {
     LmStudio,
     /// GPT4All's models folder (model files side by side, `incomplete-*` downloads).
     Gpt4All,
+    /// llama.cpp's cache (`$LLAMA_CACHE` or `~/.cache/llama.cpp`): its flat files and
+    /// manifests, and Hugging Face repos there when `$LLAMA_CACHE` puts them there.
+    LlamaCpp,
+    /// Jan's data folder (`llamacpp/models/<id>/model.yml`, `mlx/models/…`).
+    Jan,
+    /// A ComfyUI folder the user points to (`models/<kind>/…` and `extra_model_paths.yaml`).
+    ComfyUi,
+    /// A folder of the user's own, scanned at any depth for model files.
+    Folder,
 }
 
 impl SourceKind {
     /// Every kind, in display order.
-    pub const ALL: [SourceKind; 4] = [
+    pub const ALL: [SourceKind; 8] = [
         SourceKind::HuggingFace,
         SourceKind::Ollama,
         SourceKind::LmStudio,
         SourceKind::Gpt4All,
+        SourceKind::LlamaCpp,
+        SourceKind::Jan,
+        SourceKind::ComfyUi,
+        SourceKind::Folder,
     ];
 
     /// The name used as `source` and `provider`: `huggingface`, `ollama`, `lmstudio`.
@@ -80,6 +97,10 @@ impl SourceKind {
             SourceKind::Ollama => "ollama",
             SourceKind::LmStudio => "lmstudio",
             SourceKind::Gpt4All => "gpt4all",
+            SourceKind::LlamaCpp => "llamacpp",
+            SourceKind::Jan => "jan",
+            SourceKind::ComfyUi => "comfyui",
+            SourceKind::Folder => "folder",
         }
     }
 
@@ -90,6 +111,10 @@ impl SourceKind {
             SourceKind::Ollama => "Ollama",
             SourceKind::LmStudio => "LM Studio",
             SourceKind::Gpt4All => "GPT4All",
+            SourceKind::LlamaCpp => "llama.cpp",
+            SourceKind::Jan => "Jan",
+            SourceKind::ComfyUi => "ComfyUI",
+            SourceKind::Folder => "Your folder",
         }
     }
 }
@@ -108,9 +133,8 @@ impl FromStr for SourceKind {
             .into_iter()
             .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!(
-                    "unknown source {s:?}; expected one of huggingface, ollama, lmstudio, gpt4all"
-                )
+                let names: Vec<&str> = SourceKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown store {s:?}; expected one of {}", names.join(", "))
             })
     }
 }
@@ -169,10 +193,99 @@ pub fn default_sources_in(
         ),
         (SourceKind::LmStudio, lmstudio_root(env, home)),
         (SourceKind::Gpt4All, gpt4all_root(env, home)),
+        (SourceKind::LlamaCpp, llamacpp_root(env, home)),
+        (SourceKind::Jan, jan_root(env, home)),
+        (SourceKind::ComfyUi, comfyui_root(home)),
     ]
     .into_iter()
     .filter_map(|(kind, root)| root.map(|r| SourceConfig::new(kind, r)))
     .collect()
+}
+
+/// Applies a user's setting for one store to `sources`: switched on or off, and pointed at
+/// `root` when given. A kind with no default folder (ComfyUI, a folder of one's own) is
+/// added when a folder is given for it.
+pub fn set_store(
+    sources: &mut Vec<SourceConfig>,
+    kind: SourceKind,
+    enabled: bool,
+    root: Option<PathBuf>,
+) {
+    match sources.iter_mut().find(|s| s.kind == kind) {
+        Some(s) => {
+            s.enabled = enabled;
+            if let Some(r) = root {
+                s.root = r;
+            }
+        }
+        None => {
+            if let Some(r) = root {
+                let mut s = SourceConfig::new(kind, r);
+                s.enabled = enabled;
+                sources.push(s);
+            }
+        }
+    }
+}
+
+/// llama.cpp's cache (`fs_get_cache_directory` in llama.cpp's `common/common.cpp`):
+/// `$LLAMA_CACHE`, else `$XDG_CACHE_HOME/llama.cpp`, else `~/Library/Caches/llama.cpp` on
+/// macOS (when there), else `~/.cache/llama.cpp`. Newer versions write the Hugging Face
+/// layout into the Hugging Face cache unless `$LLAMA_CACHE` is set; that is the Hugging
+/// Face store's, and only `models--*` folders under `$LLAMA_CACHE` are this store's.
+pub fn llamacpp_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = env_path(env, "LLAMA_CACHE", home) {
+        return Some(p);
+    }
+    if let Some(c) = env_path(env, "XDG_CACHE_HOME", home) {
+        return Some(c.join("llama.cpp"));
+    }
+    let home = home?;
+    let mac = home.join("Library/Caches/llama.cpp");
+    Some(if mac.is_dir() {
+        mac
+    } else {
+        home.join(".cache/llama.cpp")
+    })
+}
+
+/// Jan's data folder: `$JAN_DATA_FOLDER`; else `data_folder` in Jan's app settings
+/// (`settings.json` in `<data>/Jan`, the older `<data>/jan.ai.app`, or on Linux the older
+/// `~/.config/Jan`: `get_configuration_file_path` in Jan's `src-tauri/src/core/app/`);
+/// else its default `<data>/Jan/data` (`default_data_folder_path`), where `<data>` is
+/// `$XDG_DATA_HOME` or `~/.local/share` (`~/Library/Application Support` on macOS).
+pub fn jan_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = env_path(env, "JAN_DATA_FOLDER", home) {
+        return Some(p);
+    }
+    let mac = home.map(|h| h.join("Library/Application Support"));
+    let data = env_path(env, "XDG_DATA_HOME", home)
+        .or_else(|| mac.filter(|m| m.join("Jan").is_dir()))
+        .or_else(|| home.map(|h| h.join(".local/share")))?;
+    let mut settings = vec![
+        data.join("Jan/settings.json"),
+        data.join("jan.ai.app/settings.json"),
+    ];
+    if let Some(h) = home {
+        settings.push(h.join(".config/Jan/settings.json"));
+    }
+    for file in settings {
+        let folder = read_text(&file, 1 << 20)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("data_folder")?.as_str().map(PathBuf::from))
+            .filter(|p| p.is_absolute());
+        if folder.is_some() {
+            return folder;
+        }
+    }
+    Some(data.join("Jan/data"))
+}
+
+/// ComfyUI has no fixed place: it is listed when the user points to its folder, or found
+/// at `~/ComfyUI` (the folder its manual install clones) when that has a `models` folder.
+pub fn comfyui_root(home: Option<&Path>) -> Option<PathBuf> {
+    let c = home?.join("ComfyUI");
+    c.join("models").is_dir().then_some(c)
 }
 
 /// A non-empty variable as a path, `~/…` expanded against `home`.
@@ -378,7 +491,19 @@ impl SourceScan {
 /// (`blobs/`, `refs/`). At most [`crate::library::MAX_LISTED_FILES`]; whether there were
 /// more.
 pub fn model_files(source: &str, path: &Path) -> (Vec<(String, u64)>, bool) {
-    if source != SourceKind::HuggingFace.as_str() {
+    // llama.cpp's cache may hold hub repos too (`$LLAMA_CACHE`).
+    let hub_repo = source == SourceKind::LlamaCpp.as_str()
+        && path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("models--"));
+    if let Ok(m) = fs::symlink_metadata(path)
+        && m.is_file()
+    {
+        // A model that is one file (a folder of one's own, GPT4All, llama.cpp's flat cache).
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        return (vec![(name.into_owned(), m.len())], false);
+    }
+    if source != SourceKind::HuggingFace.as_str() && !hub_repo {
         return crate::library::list_files(path);
     }
     let (files, more) = crate::library::list_files(&path.join("snapshots"));
@@ -425,10 +550,21 @@ pub fn scan_source_detailed(
         Err(e) => return Err(LibraryError::io(root, e)),
     }
     match config.kind {
-        SourceKind::HuggingFace => huggingface::scan(root, cache, &mut scan)?,
+        SourceKind::HuggingFace => huggingface::scan(root, "huggingface", cache, &mut scan)?,
         SourceKind::Ollama => ollama::scan(root, cache, &mut scan)?,
         SourceKind::LmStudio => lmstudio::scan(root, cache, &mut scan)?,
         SourceKind::Gpt4All => gpt4all::scan(root, cache, &mut scan)?,
+        SourceKind::LlamaCpp => llamacpp::scan(root, cache, &mut scan)?,
+        SourceKind::Jan => jan::scan(root, cache, &mut scan)?,
+        SourceKind::ComfyUi => comfyui::scan(root, cache, &mut scan)?,
+        SourceKind::Folder => {
+            let rules = tree::TreeRules {
+                prefix: "folder",
+                exts: &tree::MODEL_EXTS,
+                capability: None,
+            };
+            tree::scan_tree(root, &rules, cache, &mut scan);
+        }
     }
     scan.models.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(scan)
