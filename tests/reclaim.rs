@@ -104,6 +104,20 @@ fn fixture() -> TestLib {
     put(&pinned.join("blobs/p"), 600);
     fs::create_dir_all(pinned.join("snapshots/r-pin")).unwrap();
     symlink("../../blobs/p", pinned.join("snapshots/r-pin/p")).unwrap();
+    // The hub's shared blob store: one file a repo links, one no repo links.
+    let hub = lib.path("stores/hub");
+    put(&hub.join("blobs/.huggingface-shared-blobs"), 2);
+    let (used, orphan) = (
+        format!("aa{}", "1".repeat(62)),
+        format!("bb{}", "2".repeat(62)),
+    );
+    put(&hub.join(format!("blobs/aa/{used}")), 700);
+    put(&hub.join(format!("blobs/bb/{orphan}")), 800);
+    symlink(
+        format!("../../blobs/aa/{used}"),
+        pinned.join("blobs/shared-p"),
+    )
+    .unwrap();
     // Unfinished downloads of GPT4All, llama.cpp and Jan, beside finished files.
     put(&lib.path("stores/gpt4all/m.gguf"), 8);
     put(&lib.path("stores/gpt4all/incomplete-n.gguf"), 70);
@@ -152,6 +166,11 @@ fn every_kind_of_leftover_is_found_and_nothing_in_use() {
             "unfinished download",
         ),
         (repo.join("blobs/loose"), 4000, "no snapshot links it"),
+        (
+            lib.path(&format!("stores/hub/blobs/bb/bb{}", "2".repeat(62))),
+            800,
+            "shared blob no repository links",
+        ),
         (
             repo.join("blobs/old-only"),
             3000,
@@ -229,7 +248,7 @@ fn delete_trashes_the_items_but_not_what_changed_in_the_last_minute() {
     assert!(out.status.success(), "{out:?}");
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let outcomes = value["deleted"].as_array().unwrap();
-    assert_eq!(outcomes.len(), 8, "{value:#}");
+    assert_eq!(outcomes.len(), 9, "{value:#}");
     for o in outcomes {
         let path = PathBuf::from(o["path"].as_str().unwrap());
         if path == partial {
@@ -253,6 +272,7 @@ fn delete_trashes_the_items_but_not_what_changed_in_the_last_minute() {
         "stores/hub/models--org--m/blobs/shared",
         "stores/hub/models--org--m/snapshots/r-new/named",
         "stores/hub/models--org--pinned/blobs/p",
+        &format!("stores/hub/blobs/aa/aa{}", "1".repeat(62)),
     ] {
         assert!(lib.path(keep).exists(), "{keep}");
     }
@@ -260,7 +280,7 @@ fn delete_trashes_the_items_but_not_what_changed_in_the_last_minute() {
         lib.path(&format!("stores/ollama/blobs/sha256-{}", hex('a')))
             .exists()
     );
-    assert_eq!(lib.path("xdg/Trash/files").read_dir().unwrap().count(), 7);
+    assert_eq!(lib.path("xdg/Trash/files").read_dir().unwrap().count(), 8);
 }
 
 #[test]

@@ -1074,6 +1074,20 @@ fn a_folder_of_ones_own_is_searched_at_any_depth() {
     put(&root.join("hf/Qwen/model.safetensors"), &safetensors(10));
     put(&root.join("hf/Qwen/tokenizer.json"), b"{}");
     put(&root.join("Coming.gguf.part"), &[0u8; 7]);
+    // A huggingface_hub --local-dir download, one file still coming.
+    let phi = root.join("dl/Phi");
+    put(
+        &phi.join("model-00001-of-00002.safetensors"),
+        &safetensors(4),
+    );
+    put(
+        &phi.join(".cache/huggingface/download/model-00001-of-00002.safetensors.metadata"),
+        b"0123456789abcdef0123456789abcdef01234567\netag\n1712656091.1\n",
+    );
+    put(
+        &phi.join(".cache/huggingface/download/Xy.etag2.incomplete"),
+        &[0u8; 3],
+    );
     put(&root.join(".git/objects/x.gguf"), &g);
     put(&root.join("notes.txt"), b"hi");
     put(&tmp.path().join("elsewhere.gguf"), &g);
@@ -1084,6 +1098,7 @@ fn a_folder_of_ones_own_is_searched_at_any_depth() {
         [
             "folder/Coming.gguf",
             "folder/a/b/c/d/Deep-Q4.gguf",
+            "folder/dl/Phi",
             "folder/hf/Qwen",
             "folder/linked.gguf",
             "folder/split/Big.gguf",
@@ -1118,6 +1133,9 @@ fn a_folder_of_ones_own_is_searched_at_any_depth() {
         (ModelStatus::Partial, ModelStatus::Error)
     );
     assert_eq!(model(&s, "folder/linked.gguf").size_bytes, Some(0));
+    let phi = model(&s, "folder/dl/Phi");
+    assert_eq!(phi.status, ModelStatus::Partial, "{phi:?}");
+    assert_eq!(phi.size_bytes, Some(safetensors(4).len() as u64 + 3));
 }
 
 /// llama.cpp's flat cache: a manifest makes one model of its GGUF file and projector (and
@@ -1335,5 +1353,59 @@ fn comfyui_folders_and_extra_model_paths() {
     assert_eq!(
         model(&s, "comfyui/a111/checkpoints/v1-5.ckpt").size_bytes,
         Some(50)
+    );
+}
+
+/// Hugging Face's shared blob store: two repos whose `blobs/<etag>` link into
+/// `<cache>/blobs/<xx>/<hash>` count the file once in the store's total (each repo's own
+/// size counts it), the header is read through the chain, and a link into a `blobs/`
+/// folder that is not a marked store is an error, not followed.
+#[test]
+fn hf_shared_blob_store_counts_a_blob_once_across_repos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let g = gguf("qwen2", 2, &[8, 8]);
+    let hash = "ab".to_string() + &"c".repeat(62);
+    put(&hub.join(format!("blobs/ab/{hash}")), &g);
+    put(
+        &hub.join(format!("blobs/ab/{hash}.refs")),
+        b"models--a--one/blobs/e1\n",
+    );
+    put(&hub.join("blobs/.huggingface-shared-blobs"), b"1\n");
+    for (repo, etag) in [("a/one", "e1"), ("b/two", "e2")] {
+        let r = HfRepo::new(&hub, repo);
+        symlink(
+            format!("../../blobs/ab/{hash}"),
+            r.dir.join("blobs").join(etag),
+        )
+        .unwrap();
+        r.link("rev", "m.gguf", etag).main("rev");
+    }
+    let s = scan(SourceKind::HuggingFace, &hub);
+    assert_eq!(ids(&s), ["huggingface/a/one", "huggingface/b/two"]);
+    for id in ids(&s) {
+        let m = model(&s, id);
+        assert_eq!(m.status, ModelStatus::Downloaded, "{m:?}");
+        assert_eq!(m.size_bytes, Some(g.len() as u64));
+        assert_eq!(
+            m.metadata.as_ref().unwrap().architecture.as_deref(),
+            Some("qwen2")
+        );
+    }
+    assert_eq!(s.unique_bytes(), g.len() as u64, "one file, counted once");
+    assert_eq!(
+        s.bytes_freed_by_deleting("huggingface/a/one"),
+        Some(0),
+        "the other repo still uses it"
+    );
+
+    // Without the store's marker, the same link is not followed.
+    fs::remove_file(hub.join("blobs/.huggingface-shared-blobs")).unwrap();
+    let s = scan(SourceKind::HuggingFace, &hub);
+    let one = model(&s, "huggingface/a/one");
+    assert_eq!(one.status, ModelStatus::Error);
+    assert!(
+        one.error.as_deref().unwrap().contains("not followed"),
+        "{one:?}"
     );
 }

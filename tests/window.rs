@@ -1025,6 +1025,28 @@ fn a_partial_row_shows_the_bytes_it_has() {
     assert!(h.query_by_label("40/100 B").is_some());
 }
 
+/// A store with no default folder (a folder of one's own) is listed once the settings
+/// point it somewhere.
+#[test]
+fn a_folder_of_ones_own_is_listed_once_pointed_to() {
+    use model_library::app::settings::StoreSetting;
+    let lib = sample();
+    let mine = tempfile::tempdir().unwrap();
+    fs::create_dir_all(mine.path().join("deep/er")).unwrap();
+    fs::write(mine.path().join("deep/er/m.gguf"), vec![0u8; 64]).unwrap();
+    let mut settings = Settings::default();
+    settings.stores.insert(
+        "folder".into(),
+        StoreSetting {
+            disabled: false,
+            root: Some(mine.path().to_path_buf()),
+        },
+    );
+    let mut h = start(Some(lib.root().to_path_buf()), settings, true);
+    pick(&mut h, "Source", "folder");
+    assert_eq!(ids(&h), ["folder/deep/er/m.gguf"]);
+}
+
 /// The Stores window shows each store's default folder on this machine as the hint of its
 /// folder box (not "default location").
 #[test]

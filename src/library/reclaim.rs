@@ -7,7 +7,8 @@
 //!   repository where some ref names another revision (a repo fetched by commit hash alone
 //!   has no refs and is in use) —, blobs no snapshot links, blobs only detached revisions
 //!   link, and unfinished downloads (`*.incomplete`). (As `huggingface_hub`'s cache scan
-//!   defines detached revisions: `scan_cache_dir`, `DeleteCacheStrategy`.)
+//!   defines detached revisions: `scan_cache_dir`, `DeleteCacheStrategy`.) And files of
+//!   the cache's shared blob store that no repository links.
 //! - The library: `.downloads/<id>` of ids the registry no longer has (nothing will resume
 //!   them), and import staging folders under `.cache/imports/` that no journal describes
 //!   (a journal's import is finished or undone at the next start instead).
@@ -241,6 +242,53 @@ fn huggingface_items(root: &Path) -> Vec<Item> {
         let name = repo.file_name().to_string_lossy().into_owned();
         if name.starts_with("models--") && repo.file_type().is_ok_and(|t| t.is_dir()) {
             out.extend(repo_items(&repo.path()));
+        }
+    }
+    out.extend(shared_store_items(root));
+    out
+}
+
+/// Files of the cache's shared blob store (`<cache>/blobs/<xx>/<hash>`, marked by
+/// `.huggingface-shared-blobs`: `huggingface_hub`'s `_shared_blobs.py`) that no
+/// repository's `blobs/<etag>` links to. Its `.refs` lists are only hints, so the links
+/// themselves are what count.
+fn shared_store_items(root: &Path) -> Vec<Item> {
+    let store = root.join("blobs");
+    if !fs::symlink_metadata(store.join(".huggingface-shared-blobs")).is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
+    let mut linked: BTreeSet<String> = BTreeSet::new();
+    for repo in fs::read_dir(root).into_iter().flatten().flatten() {
+        if !repo.file_name().to_string_lossy().starts_with("models--") {
+            continue;
+        }
+        for blob in fs::read_dir(repo.path().join("blobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(target) = fs::read_link(blob.path())
+                && let Some(hash) = target.file_name()
+            {
+                linked.insert(hash.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for shard in fs::read_dir(&store).into_iter().flatten().flatten() {
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_payload = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_payload && e.file_type().is_ok_and(|t| t.is_file()) && !linked.contains(&name) {
+                out.push(item(
+                    e.path(),
+                    "huggingface",
+                    "a shared blob no repository links".to_string(),
+                ));
+            }
         }
     }
     out

@@ -10,6 +10,11 @@
 //! a missing blob, an unreadable folder, nothing at all on disk), else `partial` (an
 //! `.incomplete` blob, or blobs but no snapshot file), else `downloaded`. Metadata and format
 //! come from the revision `refs/main` names (else the newest snapshot). Never writes.
+//!
+//! The shared blob store (`huggingface_hub`'s cross-repo store, on by default): a
+//! repository's `blobs/<etag>` may be a relative link to `<cache>/blobs/<xx>/<hash>`; that
+//! one hop is followed (see [`shared_blob`]) and the store file counted, once across every
+//! repository that links it. The store folder itself is not a repository.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -79,19 +84,30 @@ fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d:
 
     // blobs/: listed directly, never through a link.
     let blobs_dir = dir.join("blobs");
-    let mut blobs: HashMap<OsString, u64> = HashMap::new();
+    // Blob name → (size, where its bytes are: the blob, or the shared store's file).
+    let mut blobs: HashMap<OsString, (u64, PathBuf)> = HashMap::new();
     match fs::read_dir(&blobs_dir) {
         Ok(rd) => {
             for entry in rd.flatten() {
                 let Ok(meta) = entry.metadata() else { continue };
+                let name = entry.file_name();
+                if meta.file_type().is_symlink() {
+                    match shared_blob(&blobs_dir, &entry.path()) {
+                        Ok((real, size, mtime)) => {
+                            blobs.insert(name, (size, real.clone()));
+                            d.count(real, size, mtime);
+                        }
+                        Err(why) => d.error(format!("blobs/{}: {why}", name.to_string_lossy())),
+                    }
+                    continue;
+                }
                 if !meta.is_file() {
                     continue;
                 }
-                let name = entry.file_name();
                 if name.to_string_lossy().ends_with(".incomplete") {
                     d.partial = true;
                 }
-                blobs.insert(name, meta.len());
+                blobs.insert(name, (meta.len(), entry.path()));
                 d.count(
                     entry.path(),
                     meta.len(),
@@ -148,11 +164,7 @@ fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d:
         }
         for (rel, abs) in w.links {
             match resolve_link(&abs, &blob_dirs, &blobs) {
-                Ok((name, size)) => files.push(SnapFile {
-                    rel,
-                    real: blobs_dir.join(name),
-                    size,
-                }),
+                Ok((real, size)) => files.push(SnapFile { rel, real, size }),
                 Err(why) => d.error(format!(
                     "snapshots/{}/{}: {why}",
                     rev.to_string_lossy(),
@@ -236,8 +248,8 @@ fn scan_repo(dir: &Path, canon_dir: Option<&Path>, cache: &mut MetadataCache, d:
 fn resolve_link(
     link: &Path,
     blob_dirs: &[PathBuf],
-    blobs: &HashMap<OsString, u64>,
-) -> Result<(OsString, u64), String> {
+    blobs: &HashMap<OsString, (u64, PathBuf)>,
+) -> Result<(PathBuf, u64), String> {
     let target = fs::read_link(link).map_err(|e| format!("cannot read the link: {e}"))?;
     let joined = if target.is_absolute() {
         target.clone()
@@ -251,7 +263,7 @@ fn resolve_link(
     let name = norm.file_name();
     match (inside, name) {
         (true, Some(name)) => match blobs.get(name) {
-            Some(&size) => Ok((name.to_os_string(), size)),
+            Some((size, real)) => Ok((real.clone(), *size)),
             None => Err(format!(
                 "links to blob {} which is missing",
                 name.to_string_lossy()
@@ -261,6 +273,53 @@ fn resolve_link(
             "links to {}, outside the repository's blobs; not followed or counted",
             target.display()
         )),
+    }
+}
+
+/// The marker of the cache's shared blob store (`SHARED_BLOBS_MARKER_NAME`).
+const SHARED_MARKER: &str = ".huggingface-shared-blobs";
+
+/// A repository blob that is a link into the cache's shared blob store: where its bytes
+/// are, their size and mtime. The store is `<cache>/blobs/<2 hex>/<64 hex>`, marked by
+/// `<cache>/blobs/.huggingface-shared-blobs`, and each repository's `blobs/<etag>` is a
+/// relative link `../../blobs/<xx>/<hash>` to it (`huggingface_hub`'s `_shared_blobs.py`:
+/// `shared_blob_path`, `_make_temporary_symlink`; on by default since the cross-repo
+/// store, off with `HF_HUB_DISABLE_SHARED_BLOBS=1`). Only such a link is followed, one
+/// hop, by name: anything else is an error naming it, and the store file must be a plain
+/// file.
+fn shared_blob(repo_blobs: &Path, link: &Path) -> Result<(PathBuf, u64, Option<f64>), String> {
+    let not_followed = |t: &Path| {
+        format!(
+            "links to {}, outside the cache's shared blob store; not followed or counted",
+            t.display()
+        )
+    };
+    let target = fs::read_link(link).map_err(|e| format!("cannot read the link: {e}"))?;
+    let cache_root = repo_blobs
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| not_followed(&target))?;
+    let store = lexical_normalize(&cache_root.join("blobs"));
+    if target.is_absolute() {
+        return Err(not_followed(&target));
+    }
+    let real = lexical_normalize(&repo_blobs.join(&target));
+    let hash = real.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let shard = real
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
+    let in_store = real.parent().and_then(Path::parent) == Some(store.as_path())
+        && hash.len() == 64
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && shard == hash.get(..2);
+    if !in_store || !fs::symlink_metadata(store.join(SHARED_MARKER)).is_ok_and(|m| m.is_file()) {
+        return Err(not_followed(&target));
+    }
+    match fs::symlink_metadata(&real) {
+        Ok(m) if m.is_file() => Ok((real, m.len(), m.modified().ok().map(unix_seconds))),
+        Ok(_) => Err(format!("the shared blob {hash} is not a plain file")),
+        Err(_) => Err(format!("links to shared blob {hash}, which is missing")),
     }
 }
 

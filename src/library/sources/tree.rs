@@ -10,6 +10,10 @@
 //!   largest other model in its folder (a projector alone is its own model).
 //! - A file with a download suffix ([`PARTIAL_SUFFIXES`]) counts with the file it becomes
 //!   and makes that model `partial`.
+//! - A folder that `huggingface_hub` downloaded into (`--local-dir`: it keeps
+//!   `.cache/huggingface/download/<file>.metadata` there, and `<…>.incomplete` while a file
+//!   is being fetched: `_local_folder.py`) is one model, `partial` while such a file is
+//!   there.
 //! - A link with a model file's name is listed as an `error` and never followed.
 //! - Hidden folders (`.git`, `.cache`) are skipped.
 //!
@@ -102,7 +106,19 @@ pub(super) fn scan_tree(
 ) {
     let w = walk(root);
     let files: Vec<_> = w.files.iter().filter(|f| !is_hidden(&f.0)).collect();
-    let model_dirs = model_folders(&files, rules.exts);
+    let local_dirs: BTreeSet<PathBuf> = w
+        .files
+        .iter()
+        .filter_map(|f| local_dir_of(&f.0))
+        .filter(|d| !d.as_os_str().is_empty())
+        .collect();
+    let mut model_dirs = model_folders(&files, rules.exts);
+    model_dirs.extend(local_dirs.iter().cloned());
+    let model_dirs: Vec<PathBuf> = model_dirs
+        .iter()
+        .filter(|d| !model_dirs.iter().any(|o| o != *d && d.starts_with(o)))
+        .cloned()
+        .collect();
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     // Projectors wait until their folder's models are known.
     let mut projectors: Vec<&(PathBuf, PathBuf, u64, f64)> = Vec::new();
@@ -130,6 +146,20 @@ pub(super) fn scan_tree(
         let g = groups.entry(weight_group(Path::new(&name))).or_default();
         g.partial |= partial;
         g.files.push((*f).clone());
+    }
+    // A local-dir download's unfinished files (hidden, so not among `files`).
+    for f in w
+        .files
+        .iter()
+        .filter(|f| f.0.to_string_lossy().ends_with(".incomplete"))
+    {
+        if let Some(dir) = local_dir_of(&f.0).filter(|d| model_dirs.contains(d)) {
+            let g = groups
+                .entry(dir.to_string_lossy().into_owned())
+                .or_default();
+            g.partial = true;
+            g.files.push(f.clone());
+        }
     }
     for p in projectors {
         let parent = p.0.parent().unwrap_or(Path::new(""));
@@ -162,6 +192,16 @@ pub(super) fn scan_tree(
         let is_dir = model_dirs.iter().any(|d| d.as_os_str() == key.as_str());
         out.push(draft(root, rules, &key, is_dir, group, cache));
     }
+}
+
+/// The folder a `huggingface_hub` local-dir download's bookkeeping file belongs to:
+/// `<dir>/.cache/huggingface/download/…` → `<dir>`.
+fn local_dir_of(rel: &Path) -> Option<PathBuf> {
+    let parts: Vec<_> = rel.components().map(|c| c.as_os_str()).collect();
+    let i = parts
+        .windows(3)
+        .position(|w| w[0] == ".cache" && w[1] == "huggingface" && w[2] == "download")?;
+    Some(parts[..i].iter().collect())
 }
 
 /// The topmost folders that hold `config.json` or `model_index.json` and a weight file.

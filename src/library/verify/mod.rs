@@ -90,8 +90,13 @@ impl Expected {
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         match kind {
-            SourceKind::HuggingFace if is_hex(name, 64) => Some(Expected::Sha256(name.into())),
-            SourceKind::HuggingFace if is_hex(name, 40) => Some(Expected::GitSha1(name.into())),
+            // llama.cpp's newer cache is the hub's layout (`blobs/<oid>`).
+            SourceKind::HuggingFace | SourceKind::LlamaCpp if is_hex(name, 64) => {
+                Some(Expected::Sha256(name.into()))
+            }
+            SourceKind::HuggingFace | SourceKind::LlamaCpp if is_hex(name, 40) => {
+                Some(Expected::GitSha1(name.into()))
+            }
             SourceKind::Ollama => {
                 let h = name
                     .strip_prefix("sha256-")
