@@ -334,3 +334,31 @@ fn stores_are_chosen_on_the_command_line() {
         );
     }
 }
+
+/// `list --fits` keeps the models whose estimated memory fits this machine: a small model
+/// with a small cache does, one whose cache alone at 4k tokens is ~4 PiB does not, and one
+/// without a header cannot be told and is left out.
+#[test]
+fn list_fits_keeps_what_this_machine_can_run() {
+    let lib = TestLib::new();
+    std::fs::create_dir_all(lib.path("models/small")).unwrap();
+    std::fs::write(lib.path("models/small/m.gguf"), common::llama_gguf(2, 1)).unwrap();
+    std::fs::create_dir_all(lib.path("models/huge")).unwrap();
+    std::fs::write(
+        lib.path("models/huge/m.gguf"),
+        common::llama_gguf(4_000_000, 4_000_000),
+    )
+    .unwrap();
+    lib.file("models/plain/w.bin", 10);
+    let root = lib.root().to_str().unwrap();
+    let out = run(&["--library", root, "list", "--json", "--fits"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["small"], "{models:#?}");
+    assert_eq!(models[0]["metadata"]["kv_bytes_per_token"], 2 * 256 * 2);
+}

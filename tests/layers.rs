@@ -22,7 +22,13 @@ const LAYERS: &[&[&str]] = &[
         "sym",
         "walk",
     ],
-    &["registry", "registry_pack", "registry_copy", "metadata"],
+    &[
+        "registry",
+        "registry_pack",
+        "registry_copy",
+        "metadata",
+        "fit",
+    ],
     &["scan", "sources", "cache"],
     &[
         "persist",

@@ -182,6 +182,7 @@ fn gguf_header_is_read() {
             quantization: Some("Q4_K_M".into()),
             context_length: Some(4096),
             dtypes: vec!["F32".into(), "Q4_K".into(), "Q6_K".into()],
+            kv_bytes_per_token: None,
         }
     );
     assert!(largest < ALLOC_BOUND, "allocated {largest} bytes");
@@ -687,4 +688,114 @@ proptest! {
         let (_, largest) = largest_alloc(|| read_safetensors(&p));
         prop_assert!(largest < ALLOC_BOUND);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// What it takes to run
+
+/// The attention cache per token and the memory estimate, against figures worked out by
+/// hand for Llama-3-8B's hyperparameters (32 layers, 32 heads, 8 KV heads, 4096 wide, so
+/// head size 128): 32 × 8 × (128 + 128) × 2 B = 131 072 B per token, 1 GiB at 8k. A
+/// per-layer `head_count_kv` array is summed; explicit key/value lengths win; a header
+/// without the layer count gives no figure.
+#[test]
+fn memory_to_run_from_a_gguf_header() {
+    use model_library::library::fit::{Machine, default_context, estimate, fits, mem_total};
+    use model_library::library::{ModelInfo, Sym};
+    let dir = tempfile::tempdir().unwrap();
+    let llama3 = Gguf::default()
+        .string("general.architecture", "llama")
+        .u32("llama.context_length", 8192)
+        .u32("llama.block_count", 32)
+        .u32("llama.embedding_length", 4096)
+        .u32("llama.attention.head_count", 32)
+        .u32("llama.attention.head_count_kv", 8)
+        .tensor("token_embd.weight", &[64, 4], 12);
+    let p = write(dir.path(), "l3.gguf", &llama3.bytes());
+    let md = read_gguf(&p).unwrap();
+    assert_eq!(md.kv_bytes_per_token, Some(131_072));
+    assert_eq!(131_072 * 8192, 1 << 30, "1 GiB at 8k");
+
+    // Per-layer KV heads (some layers without attention), explicit head sizes.
+    let mixed = Gguf::default()
+        .string("general.architecture", "hybrid")
+        .u32("hybrid.block_count", 4)
+        .u32("hybrid.embedding_length", 2048)
+        .u32("hybrid.attention.head_count", 16)
+        .u32s("hybrid.attention.head_count_kv", &[4, 0, 4, 0])
+        .u32("hybrid.attention.key_length", 192)
+        .u32("hybrid.attention.value_length", 128)
+        .tensor("token_embd.weight", &[64, 4], 12);
+    let p = write(dir.path(), "h.gguf", &mixed.bytes());
+    assert_eq!(
+        read_gguf(&p).unwrap().kv_bytes_per_token,
+        Some(8 * (192 + 128) * 2)
+    );
+    let p = write(dir.path(), "s.gguf", &sample_gguf().bytes());
+    assert_eq!(read_gguf(&p).unwrap().kv_bytes_per_token, None);
+
+    // The estimate: weights + cache at the context + 256 MiB + 5 % of the weights.
+    let weights: u64 = 4_920_000_000; // a Q4_K_M 8B file
+    let mut m = ModelInfo {
+        id: "l3".into(),
+        name: "l3".into(),
+        provider: Sym::new("library"),
+        status: model_library::library::ModelStatus::Downloaded,
+        capabilities: Box::new([]),
+        format: None,
+        description: None,
+        license: None,
+        registered: false,
+        path: PathBuf::from("/x"),
+        size_bytes: Some(weights),
+        file_count: Some(1),
+        expected_size_bytes: None,
+        modified: None,
+        partial_bytes: None,
+        error: None,
+        source: Sym::new("library"),
+        metadata: Some(Box::new(md)),
+        main_file: None,
+        note: None,
+    };
+    assert_eq!(default_context(m.metadata.as_ref().unwrap()), 4096);
+    let at_4k = weights + 131_072 * 4096 + (256 << 20) + 246_000_000;
+    assert_eq!(estimate(&m, 4096), Some(at_4k));
+    assert_eq!(estimate(&m, 8192), Some(at_4k + (512 << 20)));
+    let sixteen = Machine {
+        ram_bytes: 16 << 30,
+        gpu_bytes: None,
+    };
+    let four = Machine {
+        ram_bytes: 4 << 30,
+        gpu_bytes: Some(8 << 30),
+    };
+    let two = Machine {
+        ram_bytes: 2 << 30,
+        gpu_bytes: None,
+    };
+    assert_eq!(fits(&m, &sixteen), Some(true));
+    assert_eq!(fits(&m, &four), Some(true), "fits the GPU");
+    assert_eq!(fits(&m, &two), Some(false));
+    m.metadata.as_mut().unwrap().kv_bytes_per_token = None;
+    assert_eq!(fits(&m, &sixteen), None, "cannot be told");
+
+    assert_eq!(
+        mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+        Some(24_576_000 * 1024)
+    );
+    // The machine's files, read from a fake /proc and /sys.
+    let proc_ = write(dir.path(), "meminfo", b"MemTotal: 1024 kB\n");
+    let drm = dir.path().join("drm");
+    for (card, vram) in [("card0", "1000"), ("card1", "5000")] {
+        fs::create_dir_all(drm.join(card).join("device")).unwrap();
+        fs::write(drm.join(card).join("device/mem_info_vram_total"), vram).unwrap();
+    }
+    assert_eq!(
+        Machine::read_from(&proc_, &drm),
+        Machine {
+            ram_bytes: 1 << 20,
+            gpu_bytes: Some(5000)
+        }
+    );
 }

@@ -1047,6 +1047,40 @@ fn a_folder_of_ones_own_is_listed_once_pointed_to() {
     assert_eq!(ids(&h), ["folder/deep/er/m.gguf"]);
 }
 
+/// "Fits this machine" keeps the models whose estimated memory fits (a small GGUF does; a
+/// model with no header cannot be told and goes), and the details say what a model needs.
+#[test]
+fn fits_this_machine_filter_and_memory_in_the_details() {
+    let lib = TestLib::new();
+    fs::create_dir_all(lib.path("models/small")).unwrap();
+    fs::write(lib.path("models/small/m.gguf"), common::llama_gguf(2, 1)).unwrap();
+    lib.file("models/plain/w.bin", 10);
+    let mut h = open(&lib);
+    // Headers are read in the background after the scan: wait (bounded) for this one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !h.state().visible_models().iter().any(|m| {
+        m.id == "small"
+            && m.metadata
+                .as_ref()
+                .is_some_and(|md| md.kv_bytes_per_token.is_some())
+    }) {
+        assert!(Instant::now() < deadline, "no header was read");
+        h.step();
+        settle(&mut h);
+    }
+    h.get_by_label("Fits this machine").click();
+    settle(&mut h);
+    assert_eq!(ids(&h), ["small"]);
+    h.get_by_label("small").click();
+    settle(&mut h);
+    assert!(h.query_by_label("Memory to run").is_some());
+    assert!(h.query_by_label_contains("at 4k tokens").is_some());
+    assert!(h.query_by_label_contains(": fits").is_some());
+    h.get_by_label("Clear filters").click();
+    settle(&mut h);
+    assert_eq!(ids(&h).len(), 2);
+}
+
 /// The Stores window shows each store's default folder on this machine as the hint of its
 /// folder box (not "default location").
 #[test]

@@ -115,6 +115,10 @@ pub struct ModelLibraryApp {
     announced: Vec<String>,
 
     search: String,
+    /// Only models that fit [`App::machine`] are in the order.
+    fits_only: bool,
+    /// This machine's memory, from the worker (`None` until a library is open).
+    machine: Option<crate::library::fit::Machine>,
     typed_path: String,
     ttl_slider: f64,
     focus_search: bool,
@@ -206,6 +210,8 @@ impl ModelLibraryApp {
             notices: Vec::new(),
             announced: Vec::new(),
             search: String::new(),
+            fits_only: false,
+            machine: None,
             typed_path: String::new(),
             focus_search: false,
             selected: None,
@@ -464,9 +470,11 @@ impl ModelLibraryApp {
                     ttl_secs,
                     warm,
                     store_defaults,
+                    machine,
                 }),
             ) => {
                 self.store_defaults = store_defaults;
+                self.machine = Some(machine);
                 ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
                     "Model Library — {}",
                     library.display_name()
@@ -969,8 +977,10 @@ impl ModelLibraryApp {
         };
         let needle = self.search.trim().to_lowercase();
         let source = self.settings.source.as_deref();
+        let fits = self.machine.filter(|_| self.fits_only);
         let matches = |m: &ModelInfo| {
             source.is_none_or(|s| m.source == s)
+                && fits.is_none_or(|mc| crate::library::fit::fits(m, &mc) == Some(true))
                 && (needle.is_empty()
                     || m.name.to_lowercase().contains(&needle)
                     || m.id.to_lowercase().contains(&needle)
@@ -1200,11 +1210,16 @@ impl ModelLibraryApp {
                 self.settings.source = s;
                 self.recompute_order();
             }
+            ToolbarAction::SetFits(on) => {
+                self.fits_only = on;
+                self.recompute_order();
+            }
             ToolbarAction::ClearFilters => {
                 self.settings.provider = None;
                 self.settings.status = None;
                 self.settings.capability = None;
                 self.settings.source = None;
+                self.fits_only = false;
                 self.search.clear();
                 self.request_list(false);
             }

@@ -137,6 +137,9 @@ pub enum Reply {
         warm: Option<Arc<Listing>>,
         /// Each store's default folder on this machine (by kind), for the Stores window.
         store_defaults: BTreeMap<String, PathBuf>,
+        /// This machine's memory, for what fits it (read here: the UI thread reads no
+        /// file).
+        machine: crate::library::fit::Machine,
     },
     /// A listing.
     Listed {
@@ -277,17 +280,21 @@ impl Worker {
 const TICK: Duration = Duration::from_millis(200);
 
 fn worker_loop(rx: Receiver<Job>, mut state: WorkerState, repaint: impl Fn()) {
+    let mut last_tick = std::time::Instant::now();
     loop {
-        let (request, sender) = match rx.recv_timeout(TICK) {
-            Ok(job) => job,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if state.service.as_mut().is_some_and(|s| s.tick()) {
-                    repaint();
-                }
-                continue;
+        let job = rx.recv_timeout(TICK);
+        if matches!(job, Err(mpsc::RecvTimeoutError::Disconnected)) {
+            break;
+        }
+        // Idle, or busy for a whole tick (requests arriving faster than the tick must not
+        // starve the background work): let the service tick.
+        if job.is_err() || last_tick.elapsed() >= TICK {
+            last_tick = std::time::Instant::now();
+            if state.service.as_mut().is_some_and(|s| s.tick()) {
+                repaint();
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
+        }
+        let Ok((request, sender)) = job else { continue };
         // Ended downloads and watched changes reach the caches before anything is answered.
         if state.service.as_mut().is_some_and(|s| s.catch_up()) {
             repaint();
@@ -482,6 +489,7 @@ impl WorkerState {
             ttl_secs: ttl,
             warm,
             store_defaults,
+            machine: crate::library::fit::Machine::read(),
         })
     }
 

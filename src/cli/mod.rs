@@ -236,6 +236,10 @@ pub struct ListArgs {
     /// Only models with this capability.
     #[arg(long, value_name = "C")]
     pub capability: Option<String>,
+    /// Only models that fit this machine's memory at their default context (an estimate
+    /// from size and GGUF header; a model whose need cannot be told is left out).
+    #[arg(long, conflicts_with = "quick")]
+    pub fits: bool,
 }
 
 /// Options of `cache-info`.
@@ -397,7 +401,12 @@ fn list(service: &mut ModelLibraryService, args: &ListArgs, out: &mut impl Write
         status: args.status,
         capability: args.capability.clone(),
     };
-    let result = service.list_view(&query, args.force_refresh)?;
+    let mut result = service.list_view(&query, args.force_refresh)?;
+    if args.fits && service.enrich_metadata(usize::MAX) {
+        // The library's headers are read after a scan (the window reads them in the
+        // background); what fits needs them now.
+        result = service.list_view(&query, false)?;
+    }
     for problem in &result.view.listing.problems {
         eprintln!(
             "model-library: warning: {}: {problem}",
@@ -407,12 +416,17 @@ fn list(service: &mut ModelLibraryService, args: &ListArgs, out: &mut impl Write
     if let Some(off) = service.library().writes_off() {
         eprintln!("model-library: note: {off}");
     }
+    let machine = args.fits.then(crate::library::fit::Machine::read);
+    let models: Vec<&ModelInfo> = result
+        .view
+        .iter()
+        .filter(|m| machine.is_none_or(|mc| crate::library::fit::fits(m, &mc) == Some(true)))
+        .collect();
     if args.json {
-        let models: Vec<&ModelInfo> = result.view.iter().collect();
         serde_json::to_writer_pretty(&mut *out, &models).map_err(io::Error::from)?;
         writeln!(out)?;
     } else {
-        write_table(result.view.iter(), out)?;
+        write_table(models.into_iter(), out)?;
     }
     Ok(())
 }

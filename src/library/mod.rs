@@ -15,6 +15,7 @@ mod delete;
 mod download;
 pub mod duplicates;
 mod error;
+pub mod fit;
 mod fs_safe;
 mod import;
 mod layout;

@@ -146,6 +146,10 @@ pub struct ModelMetadata {
     pub context_length: Option<u64>,
     /// Tensor data types present (`F32`, `BF16`, …).
     pub dtypes: Vec<String>,
+    /// Bytes the attention cache (K and V, at llama.cpp's default f16) takes per token of
+    /// context, from a GGUF header's layer count, KV heads and head sizes (see
+    /// [`crate::library::fit`]); `None` when the header does not say.
+    pub kv_bytes_per_token: Option<u64>,
 }
 
 fn serialize_path_lossy<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {

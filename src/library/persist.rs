@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 pub const FILE_NAME: &str = "listing.bin";
 const MAGIC: &[u8; 8] = b"MLCACHE\0";
 /// Version of the on-disk format; bump on any change to [`Persisted`].
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 #[derive(Serialize, Deserialize)]
 struct Persisted {

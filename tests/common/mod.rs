@@ -135,3 +135,33 @@ pub fn fine_and_rotten() -> TestLib {
     }
     lib
 }
+
+/// A GGUF header (version 3, no tensors) of a llama model with `layers` layers, 32 heads
+/// of 128 and `kv_heads` KV heads: its attention cache takes
+/// `layers × kv_heads × 256 × 2` bytes per token.
+pub fn llama_gguf(layers: u32, kv_heads: u32) -> Vec<u8> {
+    fn key(out: &mut Vec<u8>, k: &str, ty: u32) {
+        out.extend((k.len() as u64).to_le_bytes());
+        out.extend(k.as_bytes());
+        out.extend(ty.to_le_bytes());
+    }
+    let mut kv = Vec::new();
+    key(&mut kv, "general.architecture", 8);
+    kv.extend(5u64.to_le_bytes());
+    kv.extend(b"llama");
+    for (k, v) in [
+        ("llama.block_count", layers),
+        ("llama.embedding_length", 4096),
+        ("llama.attention.head_count", 32),
+        ("llama.attention.head_count_kv", kv_heads),
+    ] {
+        key(&mut kv, k, 4);
+        kv.extend(v.to_le_bytes());
+    }
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    out.extend(5u64.to_le_bytes());
+    out.extend(kv);
+    out
+}

@@ -166,6 +166,7 @@ impl ModelLibraryApp {
                     focus_search: std::mem::take(&mut self.focus_search),
                     theme: self.settings.theme,
                     verifying: self.verifying(),
+                    fits: self.fits_only,
                 },
                 ToolbarText {
                     search: &mut self.search,
@@ -245,7 +246,13 @@ impl ModelLibraryApp {
                         .as_ref()
                         .filter(|f| f.id == m.id)
                         .map(|f| (f.files.as_slice(), f.more));
-                    action = details_ui(ui, &m, self.downloads.get(&m.id), files);
+                    action = details_ui(
+                        ui,
+                        &m,
+                        self.downloads.get(&m.id),
+                        files,
+                        self.machine.as_ref(),
+                    );
                 });
             });
         action

@@ -30,6 +30,7 @@ pub fn details_ui(
     m: &ModelInfo,
     download: Option<&DownloadProgress>,
     files: Option<(&[(String, u64)], bool)>,
+    machine: Option<&crate::library::fit::Machine>,
 ) -> Option<DetailsAction> {
     let mut action = None;
     ui.horizontal(|ui| {
@@ -113,6 +114,12 @@ pub fn details_ui(
                 if !meta.dtypes.is_empty() {
                     row("Tensor types", meta.dtypes.join(", "));
                 }
+                if let Some(need) = memory_line(m, meta) {
+                    row("Memory to run", need);
+                    if let Some(mc) = machine {
+                        row("This machine", machine_line(m, mc));
+                    }
+                }
             }
             row("Provider", m.provider.to_string());
             row("Registered", if m.registered { "yes" } else { "no" }.into());
@@ -177,4 +184,38 @@ pub fn details_ui(
         }
     });
     action
+}
+
+/// "≈ 5.2 GiB at 4k tokens · 5.7 GiB at 8k · 8.9 GiB at 32k": the estimate at the model's
+/// default context and at the larger ones it supports; `None` when it cannot be told.
+fn memory_line(m: &ModelInfo, meta: &crate::library::ModelMetadata) -> Option<String> {
+    use crate::library::fit::{SHOWN_CONTEXTS, default_context, estimate};
+    let ctx = default_context(meta);
+    let mut parts = vec![format!(
+        "≈ {} at {}k tokens",
+        human_bytes(estimate(m, ctx)?),
+        ctx / 1024
+    )];
+    for c in SHOWN_CONTEXTS {
+        if c > ctx
+            && meta.context_length.is_none_or(|max| c <= max)
+            && let Some(need) = estimate(m, c)
+        {
+            parts.push(format!("{} at {}k", human_bytes(need), c / 1024));
+        }
+    }
+    Some(parts.join(" · "))
+}
+
+/// "24.0 GiB RAM, 8.0 GiB GPU: fits" (or "does not fit").
+fn machine_line(m: &ModelInfo, machine: &crate::library::fit::Machine) -> String {
+    let mut s = format!("{} RAM", human_bytes(machine.ram_bytes));
+    if let Some(g) = machine.gpu_bytes {
+        s.push_str(&format!(", {} GPU", human_bytes(g)));
+    }
+    match crate::library::fit::fits(m, machine) {
+        Some(true) => s + ": fits",
+        Some(false) => s + ": does not fit",
+        None => s,
+    }
 }

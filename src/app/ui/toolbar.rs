@@ -32,6 +32,8 @@ pub enum ToolbarAction {
     SetStatus(Option<ModelStatus>),
     /// Capability filter.
     SetCapability(Option<String>),
+    /// Only models that fit this machine, or all.
+    SetFits(bool),
     /// Source filter (`library`, `huggingface`, `ollama`, `lmstudio`), applied in the window.
     SetSource(Option<String>),
     /// The search text changed.
@@ -80,6 +82,8 @@ pub struct ToolbarInput<'a> {
     pub theme: Theme,
     /// Whether a verify run is going.
     pub verifying: bool,
+    /// Only models that fit this machine are shown.
+    pub fits: bool,
 }
 
 /// Text fields the toolbar edits in place (they live in the app between frames).
@@ -247,7 +251,19 @@ pub fn toolbar_ui(
         {
             action = Some(ToolbarAction::SetSource(a));
         }
+        let mut fits = input.fits;
+        if ui
+            .checkbox(&mut fits, "Fits this machine")
+            .on_hover_text(
+                "Only models whose estimated memory at their default context (4k tokens, or \
+                 less) fits this machine's RAM or GPU memory",
+            )
+            .changed()
+        {
+            action = Some(ToolbarAction::SetFits(fits));
+        }
         let filtered = input.provider.is_some()
+            || input.fits
             || input.source.is_some()
             || input.status.is_some()
             || input.capability.is_some()

@@ -37,8 +37,21 @@ const MIN_TENSOR_BYTES: u64 = 8 + 4 + 4 + 8;
 const MAX_ARRAY_DEPTH: u32 = 4;
 /// Tensor type numbers above this are refused (ggml has fewer than 64).
 const MAX_TENSOR_TYPE: u32 = 255;
-/// `<arch>.context_length` candidates remembered before the architecture is known.
-const MAX_CONTEXT_CANDIDATES: usize = 16;
+/// `<arch>.<key>` candidates remembered before the architecture is known.
+const MAX_ARCH_CANDIDATES: usize = 64;
+/// The `<arch>.<key>` hyperparameters read (llama.cpp's `LLM_KV_*` names): what the
+/// context length and the attention cache's size need.
+const ARCH_KEYS: [&str; 7] = [
+    "context_length",
+    "block_count",
+    "embedding_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.key_length",
+    "attention.value_length",
+];
+/// Longest per-layer array read (`head_count_kv` may be one value per layer).
+const MAX_LAYER_ARRAY: u64 = 4096;
 
 /// The name of a ggml tensor type (`GGML_TYPE_*`), or `type N` for numbers not known here.
 pub fn ggml_type_name(t: u32) -> String {
@@ -188,6 +201,15 @@ impl<R: Read + Seek> Cursor<R> {
         let mut b = [0u8; N];
         self.fill(&mut b)?;
         Ok(b)
+    }
+
+    /// Goes back (or on) to `pos`, a position already read past or within the file.
+    fn seek_to(&mut self, pos: u64) -> Result<(), Fail> {
+        let delta = i64::try_from(pos).map_err(|_| Fail::Malformed("offset too large".into()))?
+            - i64::try_from(self.pos).map_err(|_| Fail::Malformed("offset too large".into()))?;
+        self.r.seek_relative(delta).map_err(Fail::Io)?;
+        self.pos = pos;
+        Ok(())
     }
 
     fn u32(&mut self) -> Result<u32, Fail> {
@@ -357,7 +379,8 @@ fn parse<R: Read + Seek>(cur: &mut Cursor<R>) -> Result<ModelMetadata, Fail> {
 
     let mut architecture: Option<String> = None;
     let mut file_type: Option<u64> = None;
-    let mut contexts: Vec<(Vec<u8>, u64)> = Vec::new();
+    // (architecture prefix, which of ARCH_KEYS, per-layer values: one for a scalar).
+    let mut arch_values: Vec<(Vec<u8>, usize, Vec<u64>)> = Vec::new();
     for _ in 0..kv_count {
         let key = cur.string("a key")?;
         let ty = cur.u32()?;
@@ -367,12 +390,12 @@ fn parse<R: Read + Seek>(cur: &mut Cursor<R>) -> Result<ModelMetadata, Fail> {
                 architecture = Some(String::from_utf8_lossy(&v).into_owned());
             }
             b"general.file_type" => file_type = read_uint(cur, ty)?,
-            k if k.ends_with(b".context_length") => {
-                if let Some(v) = read_uint(cur, ty)?
-                    && contexts.len() < MAX_CONTEXT_CANDIDATES
+            k if let Some((prefix, which)) = arch_key(k) => {
+                let prefix = prefix.to_vec();
+                if let Some(v) = read_uints(cur, ty)?
+                    && arch_values.len() < MAX_ARCH_CANDIDATES
                 {
-                    let prefix = k[..k.len() - b".context_length".len()].to_vec();
-                    contexts.push((prefix, v));
+                    arch_values.push((prefix, which, v));
                 }
             }
             _ => skip_value(cur, ty, 0)?,
@@ -412,12 +435,15 @@ fn parse<R: Read + Seek>(cur: &mut Cursor<R>) -> Result<ModelMetadata, Fail> {
         *e = e.saturating_add(elems);
     }
 
-    let context_length = architecture.as_ref().and_then(|a| {
-        contexts
+    let arch_value = |which: usize| -> Option<&[u64]> {
+        let a = architecture.as_ref()?;
+        arch_values
             .iter()
-            .find(|(p, _)| p.as_slice() == a.as_bytes())
-            .map(|(_, v)| *v)
-    });
+            .find(|(p, w, _)| p.as_slice() == a.as_bytes() && *w == which)
+            .map(|(_, _, v)| v.as_slice())
+    };
+    let context_length = arch_value(0).and_then(|v| v.first().copied());
+    let kv_bytes_per_token = kv_bytes_per_token(&arch_value);
     let quantization = match file_type {
         Some(t) => Some(ftype_name(t)),
         None => dominant_type(&by_type).map(ggml_type_name),
@@ -431,7 +457,72 @@ fn parse<R: Read + Seek>(cur: &mut Cursor<R>) -> Result<ModelMetadata, Fail> {
         quantization,
         context_length,
         dtypes,
+        kv_bytes_per_token,
     })
+}
+
+/// Which hyperparameter a key is: (`<arch>` prefix, index into [`ARCH_KEYS`]).
+fn arch_key(k: &[u8]) -> Option<(&[u8], usize)> {
+    ARCH_KEYS.iter().enumerate().find_map(|(i, name)| {
+        let prefix = k.strip_suffix(name.as_bytes())?.strip_suffix(b".")?;
+        (!prefix.is_empty() && !prefix.contains(&b'.')).then_some((prefix, i))
+    })
+}
+
+/// Bytes of K and V cache per token of context, f16 (llama.cpp's default cache type), as
+/// llama.cpp sizes it (`llama_kv_cache` with `n_embd_k_gqa(il) = n_embd_head_k *
+/// n_head_kv(il)`, likewise V): the sum over layers of `n_head_kv(il) × (key_length +
+/// value_length) × 2`. `key_length` and `value_length` default to `embedding_length /
+/// head_count`, `head_count_kv` to `head_count` (`llama_model::load_hparams`); a
+/// per-layer array is summed as it stands, a single value counts for every layer. `None`
+/// when the header lacks what it takes (or a layer's value is 0 for every layer).
+fn kv_bytes_per_token<'a>(get: &dyn Fn(usize) -> Option<&'a [u64]>) -> Option<u64> {
+    let one = |i: usize| get(i).and_then(|v| v.first().copied()).filter(|&v| v > 0);
+    let layers = one(1)?;
+    let heads = get(3)?;
+    let head_dim = || one(2)?.checked_div(*heads.first()?).filter(|&d| d > 0);
+    let k = one(5).or_else(head_dim)?;
+    let v = one(6).or_else(head_dim)?;
+    let kv_heads_total: u64 = match get(4).or(Some(heads)) {
+        Some([single]) => single.checked_mul(layers)?,
+        Some(per_layer) => per_layer.iter().try_fold(0u64, |a, &h| a.checked_add(h))?,
+        None => return None,
+    };
+    kv_heads_total
+        .checked_mul(k.checked_add(v)?)?
+        .checked_mul(2)
+        .filter(|&b| b > 0)
+}
+
+/// An integer value, or an array of integers (at most [`MAX_LAYER_ARRAY`]), as a list;
+/// other values are skipped and give `None`.
+fn read_uints<R: Read + Seek>(cur: &mut Cursor<R>, ty: u32) -> Result<Option<Vec<u64>>, Fail> {
+    if ty != T_ARRAY {
+        return Ok(read_uint(cur, ty)?.map(|v| vec![v]));
+    }
+    let start = cur.pos;
+    let elem = cur.u32()?;
+    let n = cur.u64()?;
+    let size = fixed_size(elem).filter(|_| is_integer(elem) && n <= MAX_LAYER_ARRAY);
+    let Some(size) = size else {
+        // Not a short integer array: back to its start and skip it whole.
+        cur.seek_to(start)?;
+        skip_value(cur, T_ARRAY, 0)?;
+        return Ok(None);
+    };
+    cur.need(n * size)?;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        out.push(read_uint(cur, elem)?.unwrap_or(0));
+    }
+    Ok(Some(out))
+}
+
+fn is_integer(t: u32) -> bool {
+    matches!(
+        t,
+        T_UINT8 | T_INT8 | T_UINT16 | T_INT16 | T_UINT32 | T_INT32 | T_UINT64 | T_INT64
+    )
 }
 
 /// The tensor type holding the most elements; F32 (norms, biases) only when nothing else is.

@@ -272,6 +272,7 @@ pub fn merge_parts<'a>(parts: impl IntoIterator<Item = &'a ModelMetadata>) -> Mo
         out.architecture = out.architecture.take().or_else(|| m.architecture.clone());
         out.quantization = out.quantization.take().or_else(|| m.quantization.clone());
         out.context_length = out.context_length.or(m.context_length);
+        out.kv_bytes_per_token = out.kv_bytes_per_token.or(m.kv_bytes_per_token);
         params = Some(match (params, m.parameter_count) {
             (None, p) => p,
             (Some(Some(a)), Some(b)) => a.checked_add(b),
@@ -304,6 +305,9 @@ pub fn fill_missing(primary: &mut ModelMetadata, fallback: &ModelMetadata) {
     }
     if primary.dtypes.is_empty() {
         primary.dtypes = fallback.dtypes.clone();
+    }
+    if primary.kv_bytes_per_token.is_none() {
+        primary.kv_bytes_per_token = fallback.kv_bytes_per_token;
     }
 }
 

@@ -57,6 +57,7 @@ pub fn read_ollama_config(path: &Path) -> Result<ModelMetadata, MetadataError> {
         quantization: text("file_type"),
         context_length: None,
         dtypes: Vec::new(),
+        kv_bytes_per_token: None,
     })
 }
 

@@ -115,5 +115,6 @@ fn parse(file: std::fs::File, len: u64) -> Result<ModelMetadata, Fail> {
         quantization: None,
         context_length: None,
         dtypes,
+        kv_bytes_per_token: None,
     })
 }
