@@ -592,11 +592,11 @@ fn lmstudio_tree() {
     // A split GGUF with its second part not downloaded (yet).
     put(&root.join("someone/split/s-00001-of-00002.gguf"), &g);
     fs::create_dir_all(root.join("someone/empty")).unwrap();
-    put(
-        &root.join("someone/stray.gguf"),
-        b"ignored: not in a model folder",
-    );
-    put(&root.join("stray.gguf"), b"ignored");
+    // Where LM Studio itself does not look: loose files and deep ones.
+    put(&root.join("someone/stray.gguf"), b"not in a model folder");
+    put(&root.join("stray.gguf"), b"at the top");
+    put(&root.join("notes.txt"), b"not a model");
+    put(&root.join("deep/er/and/deeper/d.gguf"), &g);
     put(&tmp.path().join("elsewhere/big.gguf"), &g);
     fs::create_dir_all(root.join("linker/linked")).unwrap();
     symlink(
@@ -610,14 +610,24 @@ fn lmstudio_tree() {
     assert_eq!(
         ids(&s),
         [
+            "lmstudio/deep/er",
             "lmstudio/linker/folder",
             "lmstudio/linker/linked",
             "lmstudio/lmstudio-community/Qwen-GGUF",
             "lmstudio/nomic/embed",
             "lmstudio/someone/downloading",
             "lmstudio/someone/split",
+            "lmstudio/someone/stray.gguf",
+            "lmstudio/stray.gguf",
         ]
     );
+    let deep = model(&s, "lmstudio/deep/er");
+    assert_eq!(
+        (deep.status, deep.size_bytes),
+        (ModelStatus::Downloaded, Some(g.len() as u64)),
+        "a file at depth 4 counts"
+    );
+    assert_eq!(model(&s, "lmstudio/stray.gguf").size_bytes, Some(10));
     let m = model(&s, "lmstudio/lmstudio-community/Qwen-GGUF");
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
     assert_eq!(&*m.name, "lmstudio-community/Qwen-GGUF");
@@ -1408,4 +1418,63 @@ fn hf_shared_blob_store_counts_a_blob_once_across_repos() {
         one.error.as_deref().unwrap().contains("not followed"),
         "{one:?}"
     );
+}
+
+/// Ollama variants: blobs named `sha256:<hex>` (older installs) are read like
+/// `sha256-<hex>`, and a model stored tensor by tensor (MLX and image models: one
+/// safetensors blob per tensor, `application/vnd.ollama.image.tensor` layers carrying
+/// name, dtype and shape) is one model whose blobs add up, with its parameters from the
+/// shapes.
+#[test]
+fn ollama_colon_blobs_and_tensor_by_tensor_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("models");
+    let o = Ollama { root: root.clone() };
+    let g = gguf("llama", 2, &[8, 8]);
+    put(&root.join(format!("blobs/sha256:{}", hex('a'))), &g);
+    put(&root.join(format!("blobs/sha256:{}", hex('b'))), b"{}");
+    o.manifest(
+        "registry.ollama.ai/library/old/latest",
+        (&hex('b'), 2),
+        &[("model", &hex('a'), g.len() as u64)],
+    );
+    let (t1, t2) = (safetensors(6), safetensors(4));
+    o.blob(&hex('c'), &t1)
+        .blob(&hex('d'), &t2)
+        .blob(&hex('e'), b"{}");
+    let layer = |h: &str, size: usize, name: &str, shape: &[u64]| {
+        serde_json::json!({
+            "mediaType": "application/vnd.ollama.image.tensor",
+            "digest": format!("sha256:{h}"), "size": size,
+            "name": name, "dtype": "BF16", "shape": shape,
+        })
+    };
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": format!("sha256:{}", hex('e')), "size": 2},
+        "layers": [
+            layer(&hex('c'), t1.len(), "model.embed.weight", &[2, 3]),
+            layer(&hex('d'), t2.len(), "model.norm.weight", &[4]),
+        ],
+    });
+    put(
+        &root.join("manifests/registry.ollama.ai/library/flux/mlx"),
+        m.to_string().as_bytes(),
+    );
+    let s = scan(SourceKind::Ollama, &root);
+    let old = model(&s, "ollama/library/old:latest");
+    assert_eq!(old.status, ModelStatus::Downloaded, "{old:?}");
+    assert_eq!(old.size_bytes, Some(g.len() as u64 + 2));
+    assert_eq!(
+        old.metadata.as_ref().unwrap().architecture.as_deref(),
+        Some("llama")
+    );
+    let flux = model(&s, "ollama/library/flux:mlx");
+    assert_eq!(flux.status, ModelStatus::Downloaded, "{flux:?}");
+    assert_eq!(flux.size_bytes, Some((t1.len() + t2.len() + 2) as u64));
+    assert_eq!(flux.format.as_deref(), Some("safetensors"));
+    let md = flux.metadata.as_ref().unwrap();
+    assert_eq!(md.parameter_count, Some(6 + 4));
+    assert_eq!(md.dtypes, ["BF16"]);
 }

@@ -1,6 +1,9 @@
 //! LM Studio's models folder: `<publisher>/<model>/<files>` (GGUF files, with `mmproj*`
 //! vision projectors beside them; MLX models as safetensors). Each `publisher/model` folder
-//! is one model; files elsewhere are ignored, as LM Studio ignores them.
+//! is one model, whatever depth its files are at. LM Studio itself finds files only at
+//! exactly that depth (a common complaint: lmstudio-bug-tracker #406); a weight file
+//! directly in the models folder or in a publisher folder is listed here too, as a model
+//! of its own (`lmstudio/<file>`, `lmstudio/<publisher>/<file>`).
 //!
 //! Size: the regular files of the model folder, each once (LM Studio shares nothing between
 //! models). Symlinks (LM Studio can import by link) are never followed: a linked file or
@@ -53,6 +56,11 @@ pub(super) fn scan(
             continue;
         }
         if !ft.is_dir() {
+            if ft.is_file()
+                && let Some(d) = loose_file(root, Path::new(&publisher), cache)
+            {
+                out.push(d);
+            }
             continue;
         }
         let models = match list_dir(&pub_dir) {
@@ -83,12 +91,46 @@ pub(super) fn scan(
                     continue;
                 }
             } else {
+                if ft.is_file()
+                    && let Some(d) = loose_file(root, &Path::new(&publisher).join(&model), cache)
+                {
+                    out.push(d);
+                }
                 continue;
             }
             out.push(d);
         }
     }
     Ok(())
+}
+
+/// A weight file outside any `publisher/model` folder, as a model of its own.
+fn loose_file(root: &Path, rel: &Path, cache: &mut MetadataCache) -> Option<Draft> {
+    if !is_weight_name(rel) {
+        return None;
+    }
+    let path = root.join(rel);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    let name = rel.to_string_lossy().into_owned();
+    let mut d = Draft::new(format!("lmstudio/{name}"), name, path.clone());
+    d.count(
+        path.clone(),
+        meta.len(),
+        meta.modified()
+            .ok()
+            .map(crate::library::clock::unix_seconds),
+    );
+    d.format = guess_format(rel).map(str::to_string);
+    let weight = WeightFile {
+        rel: rel.to_path_buf(),
+        real: path,
+        size: meta.len(),
+    };
+    d.metadata = weight_set_metadata(&[&weight], cache);
+    if let Some(arch) = d.metadata.as_ref().and_then(|m| m.architecture.as_deref()) {
+        d.capabilities = arch_capabilities(arch);
+    }
+    Some(d)
 }
 
 /// Fills `d` from the model folder; `false` when the folder holds nothing at all.

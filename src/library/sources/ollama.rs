@@ -11,7 +11,10 @@
 //! else `downloaded`. A partial blob that no manifest names (a first pull in progress: Ollama
 //! writes the manifest last) is listed as its own `partial` model
 //! `ollama/partial/sha256-<hex>`. Metadata: the model layer's GGUF header, completed by the
-//! config blob. `path` is the manifest file (Ollama has no model folder). Never writes.
+//! config blob. `path` is the manifest file (Ollama has no model folder). A model stored
+//! tensor by tensor (MLX and image models: `application/vnd.ollama.image.tensor` layers,
+//! each a safetensors blob) has no single model file: its blobs add up, its parameters
+//! come from the layers' shapes. Never writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
@@ -30,6 +33,10 @@ const DEFAULT_HOST: &str = "registry.ollama.ai";
 const MEDIA_MODEL: &str = "application/vnd.ollama.image.model";
 const MEDIA_PROJECTOR: &str = "application/vnd.ollama.image.projector";
 const MEDIA_TEMPLATE: &str = "application/vnd.ollama.image.template";
+/// A model stored tensor by tensor (Ollama's MLX and image-generation models): one
+/// safetensors blob per tensor or group, its `name`, `dtype` and `shape` in the layer
+/// (`server/internal/manifest/manifest.go`; media type parameters may follow a `;`).
+const MEDIA_TENSOR: &str = "application/vnd.ollama.image.tensor";
 /// Largest manifest accepted.
 const MAX_MANIFEST: u64 = 1 << 20;
 
@@ -171,6 +178,15 @@ struct Layer {
     media_type: String,
     hex: String,
     size: Option<u64>,
+    /// A tensor layer's element count (its `shape` multiplied out) and `dtype`.
+    tensor: Option<(Option<u64>, Option<String>)>,
+}
+
+impl Layer {
+    /// The media type without parameters.
+    fn kind(&self) -> &str {
+        self.media_type.split(';').next().unwrap_or("").trim()
+    }
 }
 
 fn parse_layer(v: &Value) -> Result<Layer, String> {
@@ -195,7 +211,39 @@ fn parse_layer(v: &Value) -> Result<Layer, String> {
             .to_string(),
         hex: hex.to_string(),
         size: v.get("size").and_then(Value::as_u64),
+        tensor: None,
     })
+    .map(|mut l| {
+        if l.kind() == MEDIA_TENSOR {
+            let elements = v.get("shape").and_then(Value::as_array).and_then(|dims| {
+                dims.iter()
+                    .try_fold(1u64, |a, d| a.checked_mul(d.as_u64()?))
+            });
+            let dtype = v.get("dtype").and_then(Value::as_str).map(str::to_string);
+            l.tensor = Some((elements, dtype));
+        }
+        l
+    })
+}
+
+/// A tensor-by-tensor model's format and metadata, from its layers: safetensors blobs,
+/// parameters the sum of the shapes (when every layer gives one), the dtypes named.
+fn tensor_metadata(layers: &[Layer], d: &mut Draft) {
+    let tensors: Vec<&(Option<u64>, Option<String>)> =
+        layers.iter().filter_map(|l| l.tensor.as_ref()).collect();
+    d.format = Some("safetensors".into());
+    let params = tensors
+        .iter()
+        .try_fold(0u64, |a, (n, _)| a.checked_add((*n)?));
+    let mut dtypes: Vec<String> = tensors.iter().filter_map(|(_, t)| t.clone()).collect();
+    dtypes.sort();
+    dtypes.dedup();
+    let extra = crate::library::model::ModelMetadata {
+        parameter_count: params,
+        dtypes,
+        ..Default::default()
+    };
+    d.fill_metadata(&extra);
 }
 
 fn parse_manifest(bytes: &[u8]) -> Result<(Option<Layer>, Vec<Layer>), String> {
@@ -302,7 +350,12 @@ fn manifest_model(
             None => d.metadata = Some(extra),
         }
     }
-    let has_model = layers.iter().any(|l| l.media_type == MEDIA_MODEL);
+    if model_blob.is_none() && layers.iter().any(|l| l.tensor.is_some()) {
+        tensor_metadata(&layers, &mut d);
+    }
+    let has_model = layers
+        .iter()
+        .any(|l| l.media_type == MEDIA_MODEL || l.tensor.is_some());
     if has_model {
         let arch = d.metadata.as_ref().and_then(|m| m.architecture.clone());
         d.capabilities = arch.as_deref().map(arch_capabilities).unwrap_or_default();
