@@ -1478,3 +1478,51 @@ fn ollama_colon_blobs_and_tensor_by_tensor_models() {
     assert_eq!(md.parameter_count, Some(6 + 4));
     assert_eq!(md.dtypes, ["BF16"]);
 }
+
+/// LM Studio's hub models beside the models folder: one whose files are downloaded names
+/// that model (matched whatever the case of the repo), one whose files are not is listed
+/// as `available`, and an alias of another hub model adds nothing.
+#[test]
+fn lmstudio_hub_models_name_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join(".lmstudio");
+    let root = home.join("models");
+    let g = gguf("qwen3", 15, &[8, 8]);
+    put(&root.join("lmstudio-community/Qwen3-8B-GGUF/q.gguf"), &g);
+    put(
+        &home.join("hub/models/qwen/qwen3-8b/model.yaml"),
+        b"model: qwen/qwen3-8b\nbase:\n  - key: lmstudio-community/qwen3-8b-gguf\n    \
+          sources:\n      - type: huggingface\n        user: lmstudio-community\n        \
+          repo: qwen3-8b-gguf\n",
+    );
+    put(
+        &home.join("hub/models/google/gemma-3/model.yaml"),
+        b"model: google/gemma-3\nbase:\n  - key: lmstudio-community/gemma-3-gguf\n    \
+          sources:\n      - type: huggingface\n        user: lmstudio-community\n        \
+          repo: gemma-3-GGUF\n",
+    );
+    put(
+        &home.join("hub/models/me/my-qwen/model.yaml"),
+        b"model: me/my-qwen\nbase: qwen/qwen3-8b\n",
+    );
+    let s = scan(SourceKind::LmStudio, &root);
+    assert_eq!(
+        ids(&s),
+        [
+            "lmstudio/hub/google/gemma-3",
+            "lmstudio/lmstudio-community/Qwen3-8B-GGUF",
+        ]
+    );
+    let qwen = model(&s, "lmstudio/lmstudio-community/Qwen3-8B-GGUF");
+    assert_eq!(qwen.status, ModelStatus::Downloaded);
+    assert_eq!(
+        qwen.note.as_deref(),
+        Some("LM Studio lists it as qwen/qwen3-8b")
+    );
+    let gemma = model(&s, "lmstudio/hub/google/gemma-3");
+    assert_eq!(
+        (gemma.status, gemma.size_bytes),
+        (ModelStatus::Available, Some(0))
+    );
+    assert_eq!(&*gemma.name, "google/gemma-3");
+}

@@ -5,6 +5,14 @@
 //! directly in the models folder or in a publisher folder is listed here too, as a model
 //! of its own (`lmstudio/<file>`, `lmstudio/<publisher>/<file>`).
 //!
+//! LM Studio's hub models (`<LM Studio home>/hub/models/<publisher>/<name>/model.yaml`,
+//! beside the default models folder: lmstudio-js `VirtualModelDefinition.ts`) are names
+//! for concrete models: `model: publisher/name`, and `base` either another hub model's
+//! name or a list of `{key, sources: [{type: huggingface, user, repo}]}` whose files live
+//! in `<models>/<user>/<repo>/`. A hub model whose files are there names them (a note on
+//! that model, which is listed once); one whose files are not is listed as `available`,
+//! `lmstudio/hub/<publisher>/<name>`.
+//!
 //! Size: the regular files of the model folder, each once (LM Studio shares nothing between
 //! models). Symlinks (LM Studio can import by link) are never followed: a linked file or
 //! folder is not counted and makes the model an `error` naming it, as in the library. Status:
@@ -101,7 +109,80 @@ pub(super) fn scan(
             out.push(d);
         }
     }
+    hub_models(root, out);
     Ok(())
+}
+
+/// The hub models beside `root` (see the module's comment): notes on the models they name,
+/// and the ones with nothing downloaded as `available` models.
+fn hub_models(root: &Path, out: &mut SourceScan) {
+    let Some(hub) = root.parent().map(|p| p.join("hub").join("models")) else {
+        return;
+    };
+    let Ok(publishers) = list_dir(&hub) else {
+        return;
+    };
+    for (publisher, ft) in publishers {
+        if !ft.is_dir() {
+            continue;
+        }
+        let pub_dir = hub.join(&publisher);
+        for (name, ft) in list_dir(&pub_dir).unwrap_or_default() {
+            let yaml = pub_dir.join(&name).join("model.yaml");
+            if !ft.is_dir() {
+                continue;
+            }
+            // A hub model whose `base` is another hub model's name is an alias: that one
+            // is read on its own.
+            let Some(def) = read_hub_model(&yaml).filter(|d| !d.1.is_empty()) else {
+                continue;
+            };
+            let targets: Vec<String> = def
+                .1
+                .iter()
+                .map(|(u, r)| format!("lmstudio/{u}/{r}").to_lowercase())
+                .collect();
+            let mut found = false;
+            for m in out.models.iter_mut() {
+                if targets.contains(&m.id.to_lowercase()) {
+                    found = true;
+                    if m.note.is_none() {
+                        m.note = Some(format!("LM Studio lists it as {}", def.0).into());
+                    }
+                }
+            }
+            if !found {
+                let rel = format!("{}/{}", publisher.to_string_lossy(), name.to_string_lossy());
+                let mut d = Draft::new(format!("lmstudio/hub/{rel}"), def.0.clone(), yaml);
+                d.available = true;
+                d.note = Some("an LM Studio hub model; none of its files are downloaded".into());
+                out.push(d);
+            }
+        }
+    }
+}
+
+/// A hub model's `model:` name and the `(user, repo)` of its concrete sources; `None`
+/// when the file is absent or not such a definition. (A `base` naming another hub model
+/// gives no sources here: that model is read on its own.)
+fn read_hub_model(yaml: &Path) -> Option<(String, Vec<(String, String)>)> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let text = super::read_text(yaml, 1 << 20)?;
+    let doc = YamlLoader::load_from_str(&text).ok()?.into_iter().next()?;
+    let model = doc["model"].as_str()?.to_string();
+    let mut sources = Vec::new();
+    if let Yaml::Array(bases) = &doc["base"] {
+        for base in bases {
+            for src in base["sources"].as_vec().into_iter().flatten() {
+                if src["type"].as_str() == Some("huggingface")
+                    && let (Some(u), Some(r)) = (src["user"].as_str(), src["repo"].as_str())
+                {
+                    sources.push((u.to_string(), r.to_string()));
+                }
+            }
+        }
+    }
+    Some((model, sources))
 }
 
 /// A weight file outside any `publisher/model` folder, as a model of its own.

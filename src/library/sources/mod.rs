@@ -768,6 +768,10 @@ struct Draft {
     errors: Vec<String>,
     partial: bool,
     empty_is_error: bool,
+    /// Known to the store but with nothing on disk (an LM Studio hub model): `available`.
+    available: bool,
+    /// A note shown with the model (besides a split's missing parts).
+    note: Option<String>,
     capabilities: Vec<String>,
     format: Option<String>,
     metadata: Option<ModelMetadata>,
@@ -784,6 +788,8 @@ impl Draft {
             errors: Vec::new(),
             partial: false,
             empty_is_error: true,
+            available: false,
+            note: None,
             capabilities: Vec::new(),
             format: None,
             metadata: None,
@@ -814,7 +820,8 @@ impl Draft {
     /// `downloaded`.
     fn finish(self, kind: SourceKind) -> (ModelInfo, BTreeMap<PathBuf, u64>) {
         let mut errors = self.errors;
-        if self.files.is_empty() && !self.partial && errors.is_empty() && self.empty_is_error {
+        let nothing = self.files.is_empty() && !self.partial && errors.is_empty();
+        if nothing && self.empty_is_error && !self.available {
             errors.push("nothing downloaded: no file found".into());
         }
         // Parts of a split model that are not there (names are kept by LM Studio; blobs
@@ -828,6 +835,8 @@ impl Draft {
             ModelStatus::Error
         } else if self.partial || shards_missing.is_some() {
             ModelStatus::Partial
+        } else if nothing && self.available {
+            ModelStatus::Available
         } else {
             ModelStatus::Downloaded
         };
@@ -853,6 +862,7 @@ impl Draft {
             main_file: None,
             note: shards_missing
                 .filter(|_| status == ModelStatus::Partial)
+                .or(self.note)
                 .map(String::into_boxed_str),
         };
         (info, self.files)
