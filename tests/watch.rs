@@ -457,6 +457,65 @@ fn a_watched_store_shows_a_new_model_without_a_full_rescan() {
     );
 }
 
+/// A store whose scanner reads outside its folder is watched there too: a LoRA added to a
+/// folder ComfyUI's `extra_model_paths.yaml` names shows without a rescan of the library.
+#[test]
+fn a_comfyui_extra_folder_is_watched() {
+    use model_library::library::sources::{SourceConfig, SourceKind};
+    let lib = TestLib::new();
+    lib.file("models/mine/w", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let comfy = tmp.path().join("ComfyUI");
+    let extra = tmp.path().join("shared-loras");
+    fs::create_dir_all(comfy.join("models/loras")).unwrap();
+    fs::create_dir_all(&extra).unwrap();
+    fs::write(
+        comfy.join("extra_model_paths.yaml"),
+        format!("mine:\n  loras: {}\n", extra.display()),
+    )
+    .unwrap();
+    let mut svc = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            sources: vec![SourceConfig::new(SourceKind::ComfyUi, comfy.clone())],
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(svc.list(ListKind::Full, false).unwrap().models.len(), 1);
+    svc.start_watching();
+    let misses = svc.cache_info().service_cache.misses;
+    fs::write(extra.join("style.safetensors"), vec![0u8; 20]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        svc.apply_changes();
+        let listing = svc.list(ListKind::Full, false).unwrap();
+        if listing.models.len() == 2 {
+            assert!(
+                listing
+                    .models
+                    .iter()
+                    .any(|m| m.id == "comfyui/mine/loras/style.safetensors"),
+                "{:?}",
+                listing.models
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the extra folder's change never showed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        svc.cache_info().service_cache.misses,
+        misses,
+        "no full rescan"
+    );
+}
+
 #[test]
 fn a_file_written_right_after_the_first_answer_shows_without_a_refresh() {
     let lib = TestLib::new();

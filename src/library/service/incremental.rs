@@ -42,7 +42,8 @@ impl ModelLibraryService {
 
     /// Rescans each watched store that changed and swaps its models in the full listing.
     pub(super) fn apply_store_changes(&mut self) -> bool {
-        let changed: Vec<usize> = self
+        // A store may be watched at several folders: rescan it once.
+        let changed: std::collections::BTreeSet<usize> = self
             .store_watchers
             .iter_mut()
             .filter_map(|(i, w)| w.changed().then_some(*i))

@@ -101,7 +101,11 @@ impl ModelLibraryService {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.enabled && s.root_exists())
-            .map(|(i, s)| (i, s.root.clone()))
+            .flat_map(|(i, s)| {
+                crate::library::sources::watch_roots(s)
+                    .into_iter()
+                    .map(move |r| (i, r))
+            })
             .collect();
         self.watcher = Some(LibraryWatcher::start(
             &self.library,

@@ -288,6 +288,32 @@ pub fn comfyui_root(home: Option<&Path>) -> Option<PathBuf> {
     c.join("models").is_dir().then_some(c)
 }
 
+/// The folders whose changes can change a store's listing: its root, and what its scanner
+/// reads outside it: LM Studio's hub models beside the models folder, ComfyUI's
+/// `extra_model_paths.yaml` folders. (Files a Jan `model.yml` names outside the data
+/// folder are not watched; the TTL covers them.)
+pub fn watch_roots(config: &SourceConfig) -> Vec<PathBuf> {
+    let mut roots = vec![config.root.clone()];
+    match config.kind {
+        SourceKind::LmStudio => {
+            if let Some(hub) = config.root.parent().map(|p| p.join("hub/models")) {
+                roots.push(hub);
+            }
+        }
+        SourceKind::ComfyUi => {
+            let env = |k: &str| std::env::var_os(k);
+            for (dir, _, _) in comfyui::folders(&config.root, &env) {
+                if !dir.starts_with(&config.root) && !roots.contains(&dir) {
+                    roots.push(dir);
+                }
+            }
+        }
+        _ => {}
+    }
+    roots.retain(|r| r == &config.root || r.is_dir());
+    roots
+}
+
 /// A non-empty variable as a path, `~/…` expanded against `home`.
 fn env_path(env: Env<'_>, key: &str, home: Option<&Path>) -> Option<PathBuf> {
     let v = env(key).filter(|v| !v.is_empty())?;
