@@ -1,6 +1,6 @@
 //! Read-only model stores besides the library: the Hugging Face hub cache
-//! ([`SourceKind::HuggingFace`]), Ollama ([`SourceKind::Ollama`]) and LM Studio
-//! ([`SourceKind::LmStudio`]). Each is scanned into [`ModelInfo`]s with `source` set to the
+//! ([`SourceKind::HuggingFace`]), Ollama, LM Studio, GPT4All, llama.cpp's cache, Jan,
+//! ComfyUI and a folder of one's own (see [`SourceKind`]). Each is scanned into [`ModelInfo`]s with `source` set to the
 //! store's name, plus the files behind each model ([`SourceScan`]) so disk usage can count
 //! shared bytes once ([`DiskUsage`], [`bytes_freed_by_deleting`]).
 //!
@@ -10,8 +10,9 @@
 //!
 //! Must not touch: it never writes anything, anywhere. Inside a store it never follows a
 //! symlink (not even to stat it), except that a Hugging Face snapshot link is *resolved by
-//! name* into the same repository's `blobs/` folder, whose files were listed directly; a
-//! link that points anywhere else is neither followed nor counted. Paths taken from file
+//! name* into the same repository's `blobs/` folder, whose files were listed directly, and
+//! a repository blob that links into the cache's marked shared blob store is resolved the
+//! same way, one hop; a link that points anywhere else is neither followed nor counted. Paths taken from file
 //! contents (Ollama digests, `refs/main`) are validated as single safe components before
 //! use. Only the configured root itself may be a symlink (e.g. a cache moved to another disk).
 //!
