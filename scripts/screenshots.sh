@@ -93,7 +93,7 @@ xdotool key --window "$WIN" ctrl+f
 xdotool type --window "$WIN" --delay 40 "qwen"
 shot filtered-view
 # "Clear filters" empties the search box again.
-xdotool mousemove --window "$WIN" 827 39 click 1
+xdotool mousemove --window "$WIN" 950 39 click 1
 # Select the second row (the first is the demo model, not on disk yet) and ask to delete it.
 sleep 1
 xdotool mousemove --window "$WIN" 120 125 click 1
@@ -143,6 +143,41 @@ sleep 3
 import -window root -crop 1360x820+0+0 +repage "$OUT/disk-window.png"
 DISK
 xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/disk.sh" "$BIN" "$WORK/library" "$PWD/screenshots"
+
+# What fits: a Llama-3-8B-sized GGUF (a real header, sparse weights) in a library of its
+# own, shown with "Fits this machine" on and its details scrolled to the memory it needs;
+# then the Stores window (each store's default folder on this machine).
+mkdir -p "$WORK/fit/models/llama-3-8b-q4"
+python3 - "$WORK/fit/models/llama-3-8b-q4/model.gguf" <<'PY'
+import struct, sys
+def key(k, ty): return struct.pack('<Q', len(k)) + k.encode() + struct.pack('<I', ty)
+kv = key("general.architecture", 8) + struct.pack('<Q', 5) + b"llama"
+for k, v in [("llama.context_length", 131072), ("llama.block_count", 32),
+             ("llama.embedding_length", 4096), ("llama.attention.head_count", 32),
+             ("llama.attention.head_count_kv", 8)]:
+    kv += key(k, 4) + struct.pack('<I', v)
+with open(sys.argv[1], "wb") as f:
+    f.write(b"GGUF" + struct.pack('<I', 3) + struct.pack('<Q', 0) + struct.pack('<Q', 6) + kv)
+    f.truncate(4_920_000_000)
+PY
+cat > "$WORK/fit.sh" <<'FIT'
+set -euo pipefail
+BIN=$1; LIB=$2; OUT=$3; CONFIG=$(dirname "$LIB")/config-fit
+. "$(dirname "$0")/open_app.sh"
+xdotool windowfocus "$WIN" 2>/dev/null || true
+sleep 3
+xdotool mousemove --window "$WIN" 792 39 click 1  # "Fits this machine"
+sleep 1
+xdotool mousemove --window "$WIN" 120 101 click 1
+sleep 1
+xdotool mousemove --window "$WIN" 300 700 click 5 click 5
+sleep 1.5
+import -window root -crop 1360x820+0+0 +repage "$OUT/memory-to-run.png"
+xdotool mousemove --window "$WIN" 1075 16 click 1  # "Stores…"
+sleep 1.5
+import -window root -crop 1360x820+0+0 +repage "$OUT/stores-window.png"
+FIT
+xvfb-run -a -s "-screen 0 1360x820x24" bash "$WORK/fit.sh" "$BIN" "$WORK/fit" "$PWD/screenshots"
 
 # Small windows: 900x600 at scale 1, and 1000x650 at scale 1.5 (columns give way).
 cat > "$WORK/small.sh" <<'SMALL'
