@@ -270,16 +270,7 @@ pub fn jan_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
     if let Some(h) = home {
         settings.push(h.join(".config/Jan/settings.json"));
     }
-    for file in settings {
-        let folder = read_text(&file, 1 << 20)
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("data_folder")?.as_str().map(PathBuf::from))
-            .filter(|p| p.is_absolute());
-        if folder.is_some() {
-            return folder;
-        }
-    }
-    Some(data.join("Jan/data"))
+    first_json_path(&settings, "data_folder").or_else(|| Some(data.join("Jan/data")))
 }
 
 /// ComfyUI has no fixed place: it is listed when the user points to its folder, or found
@@ -422,14 +413,8 @@ pub fn lmstudio_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
             .join("settings.json"),
     );
     settings.push(lm_home.join("settings.json"));
-    for file in settings {
-        let folder = read_text(&file, 1 << 20)
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("downloadsFolder")?.as_str().map(PathBuf::from))
-            .filter(|p| p.is_absolute());
-        if folder.is_some() {
-            return folder;
-        }
+    if let Some(folder) = first_json_path(&settings, "downloadsFolder") {
+        return Some(folder);
     }
     if let Some(h) = pointed_home {
         return Some(h.join("models"));
@@ -440,6 +425,17 @@ pub fn lmstudio_root(env: Env<'_>, home: Option<&Path>) -> Option<PathBuf> {
         legacy
     } else {
         current
+    })
+}
+
+/// The first absolute path found as the string `key` of the JSON object in one of `files`
+/// (settings files, tried in order; absent or unreadable ones skipped).
+fn first_json_path(files: &[PathBuf], key: &str) -> Option<PathBuf> {
+    files.iter().find_map(|file| {
+        read_text(file, 1 << 20)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get(key)?.as_str().map(PathBuf::from))
+            .filter(|p| p.is_absolute())
     })
 }
 
