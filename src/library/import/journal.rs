@@ -166,6 +166,10 @@ enum Lock {
     Gone,
 }
 
+/// How many more times a journal's busy lock is tried (5 ms apart) before its import is
+/// taken for live.
+const PROBE_RETRIES: u32 = 4;
+
 /// Takes the lock of an existing journal. The journal's owner removes it before releasing
 /// its lock, so after taking the lock the name must still lead to the same file; else the
 /// lock was won on a journal that is gone (and the name may already be a new import's).
@@ -176,10 +180,19 @@ fn lock_journal(imports: &SafeDir, name: &OsStr) -> Result<Lock> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lock::Gone),
         Err(e) => return Err(LibraryError::io(at(), e)),
     };
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Ok(Lock::Live),
-        Err(TryLockError::Error(e)) => return Err(LibraryError::io(at(), e)),
+    // Another process's listing may be probing the lock for a moment (shared, released at
+    // once); a live importer holds it for the whole import. A few tries tell them apart.
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) if tries < PROBE_RETRIES => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => return Ok(Lock::Live),
+            Err(TryLockError::Error(e)) => return Err(LibraryError::io(at(), e)),
+        }
     }
     let held = same_file(
         &file,
@@ -478,7 +491,16 @@ pub fn pending(library: &Library) -> Vec<PendingImport> {
         let Ok(file) = imports.open_read(&name) else {
             continue;
         };
-        let live = matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock));
+        let live = match file.try_lock_shared() {
+            // A probe only: let go at once, so another process's start-up recovery, which
+            // takes the lock exclusively, does not take this listing for a live import.
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(_)) => false,
+        };
         let source = read_journal(&file)
             .0
             .map(|p| p.source.display().to_string())
