@@ -15,6 +15,7 @@ fn main() {
         model_library::library::memory::tune_allocator();
     }
     let sources = stores_of(&cli);
+    let store_overrides = model_library::cli::store_overrides(&cli);
     let code = match cli.command {
         Some(command) => run(cli.library, sources, command),
         None => run_window(AppOptions {
@@ -22,6 +23,7 @@ fn main() {
             settings: None,
             stores: !cli.no_sources,
             watch: cli.watch,
+            store_overrides,
         }),
     };
     std::process::exit(code);

@@ -781,6 +781,11 @@ fn memory_to_run_from_a_gguf_header() {
     assert_eq!(fits(&m, &sixteen), None, "cannot be told");
 
     assert_eq!(
+        model_library::library::fit::nvidia_total("8192\n24576\n"),
+        Some(24576 << 20),
+        "the largest of two GPUs"
+    );
+    assert_eq!(
         mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
         Some(24_576_000 * 1024)
     );

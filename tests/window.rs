@@ -38,21 +38,23 @@ fn start_sized(
     size: egui::Vec2,
     scale: f32,
 ) -> H {
+    let options = AppOptions {
+        library,
+        settings: Some(settings),
+        stores,
+        watch: model_library::library::watch::WatchOption::Auto,
+        store_overrides: Vec::new(),
+    };
+    start_with(options, size, scale)
+}
+
+/// A window started with `options`, waited for.
+fn start_with(options: AppOptions, size: egui::Vec2, scale: f32) -> H {
     let mut h = Harness::builder()
         .with_size(size)
         .with_pixels_per_point(scale)
         .with_max_steps(200)
-        .build_eframe(move |cc| {
-            ModelLibraryApp::new(
-                cc,
-                AppOptions {
-                    library,
-                    settings: Some(settings),
-                    stores,
-                    watch: model_library::library::watch::WatchOption::Auto,
-                },
-            )
-        });
+        .build_eframe(move |cc| ModelLibraryApp::new(cc, options));
     settle(&mut h);
     h
 }
@@ -1045,6 +1047,40 @@ fn a_folder_of_ones_own_is_listed_once_pointed_to() {
     let mut h = start(Some(lib.root().to_path_buf()), settings, true);
     pick(&mut h, "Source", "folder");
     assert_eq!(ids(&h), ["folder/deep/er/m.gguf"]);
+}
+
+/// `--store KIND=DIR` and `--no-store KIND` win over the Stores settings for the run.
+#[test]
+fn the_command_lines_stores_win_over_the_settings() {
+    use model_library::app::settings::StoreSetting;
+    let lib = sample();
+    let mine = tempfile::tempdir().unwrap();
+    fs::write(mine.path().join("m.gguf"), vec![0u8; 64]).unwrap();
+    let mut settings = Settings::default();
+    // The settings point the folder store elsewhere; the command line names this one.
+    settings.stores.insert(
+        "folder".into(),
+        StoreSetting {
+            disabled: true,
+            root: Some("/nonexistent".into()),
+        },
+    );
+    let options = AppOptions {
+        library: Some(lib.root().to_path_buf()),
+        settings: Some(settings),
+        stores: true,
+        watch: model_library::library::watch::WatchOption::Auto,
+        store_overrides: vec![(
+            "folder".into(),
+            StoreSetting {
+                disabled: false,
+                root: Some(mine.path().to_path_buf()),
+            },
+        )],
+    };
+    let mut h = start_with(options, egui::vec2(1400.0, 900.0), 1.0);
+    pick(&mut h, "Source", "folder");
+    assert_eq!(ids(&h), ["folder/m.gguf"]);
 }
 
 /// "Fits this machine" keeps the models whose estimated memory fits (a small GGUF does; a

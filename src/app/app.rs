@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use poll_promise::Promise;
 
-use crate::app::settings::{Settings, SortKey};
+use crate::app::settings::{Settings, SortKey, StoreSetting};
 use crate::app::ui::cache_panel::{CacheAction, CachePanelInput, Sample, cache_panel_ui};
 use crate::app::ui::details::{DetailsAction, details_ui};
 use crate::app::ui::dialogs::{DeleteDialogInput, DialogAction, delete_dialog_ui};
@@ -49,6 +49,9 @@ pub struct AppOptions {
     pub stores: bool,
     /// How the library is watched (`--watch`).
     pub watch: crate::library::watch::WatchOption,
+    /// `--store KIND=DIR` and `--no-store KIND`, by kind: they win over the Stores
+    /// settings for this run and are not saved.
+    pub store_overrides: Vec<(String, StoreSetting)>,
 }
 
 /// One-off operations; at most one runs at a time.
@@ -81,6 +84,8 @@ pub struct ModelLibraryApp {
     /// What persists.
     pub settings: Settings,
     stores_allowed: bool,
+    /// The command line's store choices (see [`AppOptions::store_overrides`]).
+    store_overrides: Vec<(String, StoreSetting)>,
     worker: Worker,
 
     open_req: Option<Promise<Response>>,
@@ -183,6 +188,7 @@ impl ModelLibraryApp {
             ttl_slider: settings.ttl_secs as f64,
             settings,
             stores_allowed: options.stores,
+            store_overrides: options.store_overrides.clone(),
             worker,
             open_req: None,
             list_req: None,
@@ -325,14 +331,15 @@ impl ModelLibraryApp {
     }
 
     fn open_library(&mut self, path: Option<PathBuf>) {
-        self.open_req = Some(
-            self.worker.request(Request::OpenLibrary {
-                path,
-                ttl_secs: self.settings.ttl_secs,
-                stores: (self.stores_allowed && self.settings.other_stores)
-                    .then(|| self.settings.stores.clone()),
+        self.open_req = Some(self.worker.request(Request::OpenLibrary {
+            path,
+            ttl_secs: self.settings.ttl_secs,
+            stores: (self.stores_allowed && self.settings.other_stores).then(|| {
+                let mut stores = self.settings.stores.clone();
+                stores.extend(self.store_overrides.iter().cloned());
+                stores
             }),
-        );
+        }));
     }
 
     fn request_list(&mut self, force_refresh: bool) {

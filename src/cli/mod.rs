@@ -311,6 +311,33 @@ pub fn stores_of(cli: &Cli) -> Vec<crate::library::sources::SourceConfig> {
     sources
 }
 
+/// `--store` and `--no-store` as the window's per-store settings, by kind.
+pub fn store_overrides(cli: &Cli) -> Vec<(String, crate::app::settings::StoreSetting)> {
+    use crate::app::settings::StoreSetting;
+    let pointed = cli.stores.iter().map(|(kind, dir)| {
+        let setting = StoreSetting {
+            disabled: false,
+            root: Some(dir.clone()),
+        };
+        (kind.as_str().to_string(), setting)
+    });
+    let off = cli.no_stores.iter().map(|kind| {
+        let root = cli
+            .stores
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, d)| d.clone());
+        (
+            kind.as_str().to_string(),
+            StoreSetting {
+                disabled: true,
+                root,
+            },
+        )
+    });
+    pointed.chain(off).collect()
+}
+
 fn run_command(
     library: Option<PathBuf>,
     sources: Vec<crate::library::sources::SourceConfig>,

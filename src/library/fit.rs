@@ -34,14 +34,26 @@ pub struct Machine {
     /// Installed RAM, bytes (`MemTotal`).
     pub ram_bytes: u64,
     /// The largest GPU's own memory, bytes, where the system reports it (AMD's
-    /// `mem_info_vram_total`; NVIDIA's driver reports it only through its own tools).
+    /// `mem_info_vram_total`; NVIDIA's driver only through its own `nvidia-smi`).
     pub gpu_bytes: Option<u64>,
 }
 
 impl Machine {
-    /// Reads this machine's memory (Linux; elsewhere RAM is 0, which fits nothing).
+    /// Reads this machine's memory (Linux; elsewhere RAM is 0, which fits nothing). An
+    /// NVIDIA GPU's memory is asked of `nvidia-smi` when it is installed (its driver puts
+    /// no size under `/proc` or `/sys`).
     pub fn read() -> Machine {
-        Machine::read_from(Path::new("/proc/meminfo"), Path::new("/sys/class/drm"))
+        let mut m = Machine::read_from(Path::new("/proc/meminfo"), Path::new("/sys/class/drm"));
+        let nvidia = std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=memory.total", "--format=csv,noheader,nounits"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| nvidia_total(&String::from_utf8_lossy(&o.stdout)));
+        m.gpu_bytes = m.gpu_bytes.max(nvidia);
+        m
     }
 
     /// [`Machine::read`] from other files (tests).
@@ -70,6 +82,15 @@ impl Machine {
     pub fn fits(&self, need: u64) -> bool {
         need <= self.ram_bytes / 10 * 9 || self.gpu_bytes.is_some_and(|g| need <= g)
     }
+}
+
+/// The largest GPU's memory from `nvidia-smi --query-gpu=memory.total
+/// --format=csv,noheader,nounits` (MiB, one line per GPU), bytes.
+pub fn nvidia_total(out: &str) -> Option<u64> {
+    out.lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .max()
+        .and_then(|mib| mib.checked_mul(1 << 20))
 }
 
 /// `MemTotal` of `/proc/meminfo`, bytes (the file says kB, meaning KiB).
