@@ -288,7 +288,8 @@ fn the_default_library_lists_other_stores_beside_it() {
 #[test]
 fn stores_are_chosen_on_the_command_line() {
     let lib = sample();
-    let mine = lib.path("mine");
+    let tmp = tempfile::tempdir().unwrap();
+    let mine = tmp.path().join("mine");
     std::fs::create_dir_all(mine.join("a/b")).unwrap();
     std::fs::write(mine.join("a/b/tiny.gguf"), vec![0u8; 12]).unwrap();
     let root = lib.root().to_str().unwrap();
@@ -361,4 +362,44 @@ fn list_fits_keeps_what_this_machine_can_run() {
     let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["small"], "{models:#?}");
     assert_eq!(models[0]["metadata"]["kv_bytes_per_token"], 2 * 256 * 2);
+}
+
+/// A folder of one's own that holds another store and the library lists each model once:
+/// under the store's id, or the library's, never again as the folder's.
+#[test]
+fn a_folder_holding_other_stores_lists_each_model_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = tmp.path().to_path_buf();
+    std::fs::create_dir_all(top.join("lms/acme/tiny")).unwrap();
+    std::fs::write(top.join("lms/acme/tiny/t.gguf"), vec![0u8; 10]).unwrap();
+    std::fs::create_dir_all(top.join("mine")).unwrap();
+    std::fs::write(top.join("mine/own.gguf"), vec![0u8; 20]).unwrap();
+    let folder = format!("folder={}", top.display());
+    let lms = format!("lmstudio={}", top.join("lms").display());
+    // The library inside the folder too.
+    let inner = top.join("library");
+    std::fs::create_dir_all(inner.join("models/x")).unwrap();
+    std::fs::write(inner.join("models/x/w.gguf"), vec![0u8; 5]).unwrap();
+    let out = run(
+        &[
+            "--library",
+            inner.to_str().unwrap(),
+            "--store",
+            &folder,
+            "--store",
+            &lms,
+            "list",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["folder/mine/own.gguf", "lmstudio/acme/tiny", "x"]);
 }

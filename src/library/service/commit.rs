@@ -145,12 +145,14 @@ impl ModelLibraryService {
     pub(super) fn scan_stores(&mut self) -> Vec<Arc<ModelInfo>> {
         self.source_problems.clear();
         let mut found = Vec::new();
+        let others = sources::folders_of_others(&self.sources, self.library.root());
         for source in self.sources.iter().filter(|s| s.enabled) {
-            match sources::scan_source(
+            match sources::scan_source_skipping(
                 source,
                 &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),
+                &others,
             ) {
-                Ok(models) => found.extend(models.into_iter().map(Arc::new)),
+                Ok(scan) => found.extend(scan.models.into_iter().map(Arc::new)),
                 Err(e) => self
                     .source_problems
                     .push(format!("{}: {e}", source.kind.display_name())),

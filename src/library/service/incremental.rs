@@ -59,10 +59,13 @@ impl ModelLibraryService {
         for i in changed {
             let source = &self.sources[i];
             let name = source.kind.as_str();
-            let scanned = sources::scan_source(
+            let others = sources::folders_of_others(&self.sources, self.library.root());
+            let scanned = sources::scan_source_skipping(
                 source,
                 &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),
-            );
+                &others,
+            )
+            .map(|scan| scan.models);
             match scanned {
                 Ok(found) => {
                     listing.models.retain(|m| m.source != name);

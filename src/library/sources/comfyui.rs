@@ -190,6 +190,7 @@ pub(super) fn scan(
             prefix: &prefix,
             exts: &EXTS,
             capability: Some(&cap),
+            skip: &[],
         };
         scan_tree(&dir, &rules, cache, out);
     }

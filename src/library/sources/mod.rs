@@ -556,6 +556,30 @@ pub fn scan_source_detailed(
     config: &SourceConfig,
     cache: &mut MetadataCache,
 ) -> Result<SourceScan, LibraryError> {
+    scan_source_skipping(config, cache, &[])
+}
+
+/// The folders a folder of one's own must leave to others when `sources` and the library
+/// at `library_root` are listed with it: the other stores' folders and the library, so no
+/// model is listed twice when it overlaps them.
+pub fn folders_of_others(sources: &[SourceConfig], library_root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![library_root.to_path_buf()];
+    for s in sources
+        .iter()
+        .filter(|s| s.enabled && s.kind != SourceKind::Folder)
+    {
+        out.extend(watch_roots(s));
+    }
+    out
+}
+
+/// [`scan_source_detailed`], a folder of one's own leaving out everything under `skip`
+/// (see [`folders_of_others`]); other kinds ignore `skip`.
+pub fn scan_source_skipping(
+    config: &SourceConfig,
+    cache: &mut MetadataCache,
+    skip: &[PathBuf],
+) -> Result<SourceScan, LibraryError> {
     let mut scan = SourceScan::new(config);
     if !config.enabled {
         return Ok(scan);
@@ -585,6 +609,7 @@ pub fn scan_source_detailed(
                 prefix: "folder",
                 exts: &tree::MODEL_EXTS,
                 capability: None,
+                skip,
             };
             tree::scan_tree(root, &rules, cache, &mut scan);
         }

@@ -66,6 +66,8 @@ pub(super) struct TreeRules<'a> {
     /// A capability every model found gets (ComfyUI's folder kind), besides the
     /// architecture's.
     pub capability: Option<&'a str>,
+    /// Folders (absolute) whose files are left out: another store's, the library's.
+    pub skip: &'a [PathBuf],
 }
 
 /// The name without its download suffix, when it has one.
@@ -104,7 +106,10 @@ pub(super) fn scan_tree(
     cache: &mut MetadataCache,
     out: &mut SourceScan,
 ) {
-    let w = walk(root);
+    let mut w = walk(root);
+    let skipped = |abs: &Path| rules.skip.iter().any(|s| abs.starts_with(s));
+    w.files.retain(|f| !skipped(&f.1));
+    w.links.retain(|l| !skipped(&l.1));
     let files: Vec<_> = w.files.iter().filter(|f| !is_hidden(&f.0)).collect();
     let local_dirs: BTreeSet<PathBuf> = w
         .files
