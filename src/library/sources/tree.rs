@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Draft, SourceScan, WeightFile, arch_capabilities, is_projector, is_weight_name, push_unique,
-    walk, weight_group, weight_set_metadata,
+    weight_group, weight_set_metadata,
 };
 use crate::library::metadata::MetadataCache;
 use crate::library::scan::guess_format;
@@ -106,10 +106,7 @@ pub(super) fn scan_tree(
     cache: &mut MetadataCache,
     out: &mut SourceScan,
 ) {
-    let mut w = walk(root);
-    let skipped = |abs: &Path| rules.skip.iter().any(|s| abs.starts_with(s));
-    w.files.retain(|f| !skipped(&f.1));
-    w.links.retain(|l| !skipped(&l.1));
+    let w = walk_pruned(root, rules.skip);
     let files: Vec<_> = w.files.iter().filter(|f| !is_hidden(&f.0)).collect();
     let local_dirs: BTreeSet<PathBuf> = w
         .files
@@ -197,6 +194,72 @@ pub(super) fn scan_tree(
         let is_dir = model_dirs.iter().any(|d| d.as_os_str() == key.as_str());
         out.push(draft(root, rules, &key, is_dir, group, cache));
     }
+}
+
+/// Walks `root` with `walkdir` (not a hot path: a store's rescan), links not followed, at
+/// most [`super::MAX_WALK_DEPTH`] deep, never entering a folder of `skip` nor a hidden
+/// folder other than a local-dir download's `.cache/huggingface/download` — so a folder of
+/// one's own that holds another store (or is a home folder) is not walked through it.
+fn walk_pruned(root: &Path, skip: &[PathBuf]) -> super::Walked {
+    let mut w = super::Walked::default();
+    let entries = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .max_depth(super::MAX_WALK_DEPTH)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0
+                || !(e.file_type().is_dir()
+                    && (skip.iter().any(|s| e.path() == s)
+                        || !hidden_allowed(e.path().strip_prefix(root).unwrap_or(e.path()))))
+        });
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                w.errors.push(e.to_string());
+                continue;
+            }
+        };
+        let Ok(meta) = entry.metadata() else { continue }; // vanished
+        let mtime = meta
+            .modified()
+            .ok()
+            .map(crate::library::clock::unix_seconds);
+        w.newest = super::newest(w.newest, mtime);
+        if entry.depth() == 0 {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(entry.path())
+            .to_path_buf();
+        if meta.file_type().is_symlink() {
+            w.links.push((rel, entry.path().to_path_buf()));
+        } else if meta.is_file() {
+            let abs = entry.path().to_path_buf();
+            w.files.push((rel, abs, meta.len(), mtime.unwrap_or(0.0)));
+        }
+    }
+    w
+}
+
+/// Whether a folder at `rel` may be entered: no hidden component, or the hidden part is a
+/// local-dir download's `.cache/huggingface/download/…`.
+fn hidden_allowed(rel: &Path) -> bool {
+    let parts: Vec<&std::ffi::OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+    let Some(i) = parts
+        .iter()
+        .position(|p| p.as_encoded_bytes().first() == Some(&b'.'))
+    else {
+        return true;
+    };
+    let want = [".cache", "huggingface", "download"];
+    parts[i..]
+        .iter()
+        .zip(want.iter())
+        .all(|(p, w)| *p == std::ffi::OsStr::new(w))
 }
 
 /// The folder a `huggingface_hub` local-dir download's bookkeeping file belongs to:
