@@ -16,14 +16,16 @@ fn main() {
     }
     let sources = stores_of(&cli);
     let store_overrides = model_library::cli::store_overrides(&cli);
+    let redis = model_library::cli::redis_of(&cli);
     let code = match cli.command {
-        Some(command) => run(cli.library, sources, command),
+        Some(command) => run(cli.library, sources, redis, command),
         None => run_window(AppOptions {
             library: cli.library,
             settings: None,
             stores: !cli.no_sources,
             watch: cli.watch,
             store_overrides,
+            redis,
         }),
     };
     std::process::exit(code);

@@ -39,6 +39,7 @@ const LAYERS: &[&[&str]] = &[
         "verify",
         "duplicates",
         "reclaim",
+        "shared",
     ],
     &["service"],
 ];

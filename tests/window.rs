@@ -44,6 +44,7 @@ fn start_sized(
         stores,
         watch: model_library::library::watch::WatchOption::Auto,
         store_overrides: Vec::new(),
+        redis: None,
     };
     start_with(options, size, scale)
 }
@@ -1077,6 +1078,7 @@ fn the_command_lines_stores_win_over_the_settings() {
                 root: Some(mine.path().to_path_buf()),
             },
         )],
+        redis: None,
     };
     let mut h = start_with(options, egui::vec2(1400.0, 900.0), 1.0);
     pick(&mut h, "Source", "folder");

@@ -52,6 +52,8 @@ pub struct AppOptions {
     /// `--store KIND=DIR` and `--no-store KIND`, by kind: they win over the Stores
     /// settings for this run and are not saved.
     pub store_overrides: Vec<(String, StoreSetting)>,
+    /// `--redis URL` (or `$MODEL_LIBRARY_REDIS`): the shared cache tier.
+    pub redis: Option<String>,
 }
 
 /// One-off operations; at most one runs at a time.
@@ -183,7 +185,11 @@ impl ModelLibraryApp {
         }
         cc.egui_ctx.set_theme(settings.theme.preference());
         let ctx = cc.egui_ctx.clone();
-        let worker = Worker::spawn(options.watch, move || ctx.request_repaint());
+        let worker_options = crate::app::worker::WorkerOptions {
+            watch: options.watch,
+            redis: options.redis.clone(),
+        };
+        let worker = Worker::spawn(worker_options, move || ctx.request_repaint());
         let mut app = ModelLibraryApp {
             ttl_slider: settings.ttl_secs as f64,
             settings,

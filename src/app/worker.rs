@@ -220,10 +220,19 @@ pub struct Worker {
     generation: Arc<AtomicU64>,
 }
 
+/// How the worker's services run.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// How they watch the library (`--watch`).
+    pub watch: WatchOption,
+    /// The shared cache tier's Redis URL (`--redis`).
+    pub redis: Option<String>,
+}
+
 impl Worker {
     /// Starts the worker thread. `repaint` is called after every reply (the window passes
     /// `ctx.request_repaint`).
-    pub fn spawn(watch: WatchOption, repaint: impl Fn() + Send + 'static) -> Worker {
+    pub fn spawn(options: WorkerOptions, repaint: impl Fn() + Send + 'static) -> Worker {
         let (jobs, rx) = mpsc::channel::<Job>();
         let progress = Arc::new(ScanProgress::default());
         let downloads = Arc::new(DownloadBoard::default());
@@ -235,7 +244,8 @@ impl Worker {
             generation: Arc::clone(&generation),
             fast_warmed: false,
             sources: Vec::new(),
-            watch,
+            watch: options.watch,
+            redis: options.redis,
         };
         std::thread::Builder::new()
             .name("model-library-worker".into())
@@ -337,6 +347,8 @@ struct WorkerState {
     sources: Vec<crate::library::sources::SourceConfig>,
     /// How the services this worker opens watch the library.
     watch: WatchOption,
+    /// The shared cache tier's Redis URL (`--redis`), if any.
+    redis: Option<String>,
 }
 
 impl WorkerState {
@@ -503,6 +515,7 @@ impl WorkerState {
                 generation: Arc::clone(&self.generation),
                 sources: self.sources.clone(),
                 watch: self.watch,
+                redis: self.redis.clone(),
                 ..ServiceOptions::default()
             },
         )

@@ -43,6 +43,11 @@ pub struct Cli {
     #[arg(long = "no-store", global = true, value_name = "KIND")]
     pub no_stores: Vec<SourceKind>,
 
+    /// A shared cache tier on Redis for several instances on one library (default:
+    /// $MODEL_LIBRARY_REDIS; none without either), e.g. redis://host:6379/0.
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis: Option<String>,
+
     /// How the window notices changes on disk: auto (file events, else polling), events,
     /// poll (for network file systems) or off.
     #[arg(long, value_name = "MODE", default_value = "auto")]
@@ -259,9 +264,10 @@ fn parse_status(s: &str) -> Result<ModelStatus, String> {
 pub fn run(
     library: Option<PathBuf>,
     sources: Vec<crate::library::sources::SourceConfig>,
+    redis: Option<String>,
     command: Command,
 ) -> i32 {
-    match run_command(library, sources, command) {
+    match run_command(library, sources, redis, command) {
         Ok(()) => 0,
         // A closed pipe (`| head`) is not a failure of ours.
         Err(err) if is_broken_pipe(&err) => 0,
@@ -338,9 +344,19 @@ pub fn store_overrides(cli: &Cli) -> Vec<(String, crate::app::settings::StoreSet
     pointed.chain(off).collect()
 }
 
+/// `--redis`, else `$MODEL_LIBRARY_REDIS` (when not empty).
+pub fn redis_of(cli: &Cli) -> Option<String> {
+    cli.redis.clone().or_else(|| {
+        std::env::var("MODEL_LIBRARY_REDIS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    })
+}
+
 fn run_command(
     library: Option<PathBuf>,
     sources: Vec<crate::library::sources::SourceConfig>,
+    redis: Option<String>,
     command: Command,
 ) -> Result<()> {
     let library = resolve_library(library)?;
@@ -349,6 +365,7 @@ fn run_command(
             port: args.port,
             allow_origins: args.allow_origin.clone(),
             watch: args.watch,
+            redis: redis.clone(),
             ..crate::server::ServeOptions::default()
         };
         return crate::server::serve_blocking(library, options, sources).map_err(Error::msg);
@@ -358,6 +375,7 @@ fn run_command(
         library,
         ServiceOptions {
             sources,
+            redis,
             progress: std::sync::Arc::clone(&scan_progress),
             ..ServiceOptions::default()
         },
@@ -709,5 +727,21 @@ fn cache_info(info: &CacheInfo, json: bool, out: &mut impl Write) -> Result<()> 
             .as_deref()
             .map_or("on".to_string(), |why| format!("off: {why}"))
     )?;
+    if let Some(sh) = &info.shared_cache {
+        writeln!(out, "shared cache:       {} ({})", sh.state, sh.url)?;
+        writeln!(
+            out,
+            "shared hits/miss:   {}/{}",
+            sh.shared_hits, sh.shared_misses
+        )?;
+        writeln!(
+            out,
+            "shared sent/heard:  {} listings, {} changes / {} changes",
+            sh.listings_published, sh.invalidations_sent, sh.invalidations_received
+        )?;
+        if let Some(e) = &sh.last_error {
+            writeln!(out, "shared last error:  {e}")?;
+        }
+    }
     Ok(())
 }

@@ -90,6 +90,13 @@ pub enum LibraryError {
     #[error("{0}")]
     Busy(String),
 
+    /// A setting or argument that cannot be used (a Redis URL, a library id file).
+    #[error("{what}")]
+    InvalidInput {
+        /// What is wrong, naming it.
+        what: String,
+    },
+
     /// No model of the library or its stores has this id.
     #[error("no model {0:?} in the library or its stores")]
     NotListed(String),

@@ -30,6 +30,7 @@ mod registry_pack;
 mod scan;
 mod service;
 mod shards;
+pub mod shared;
 pub mod sources;
 mod sym;
 pub mod verify;

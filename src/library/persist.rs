@@ -362,3 +362,66 @@ pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
         },
     })
 }
+
+/// Magic of a listing shared through the shared tier.
+const SHARED_MAGIC: &[u8; 8] = b"MLSHARE\0";
+
+/// A full listing as the shared tier keeps it: the library's rows only (the other stores
+/// are each machine's own), with paths relative to the library root, since another
+/// instance may mount the library elsewhere; framed and versioned like the file.
+pub fn shared_bytes(library: &Library, listing: &Listing) -> Vec<u8> {
+    let root = library.root();
+    let models = listing
+        .models
+        .iter()
+        .filter(|m| m.source == crate::library::model::LIBRARY_SOURCE)
+        .map(|m| {
+            let mut stored = StoredModel::from(&**m);
+            if let Ok(rel) = m.path.strip_prefix(root) {
+                stored.path = rel.to_string_lossy().into_owned();
+            }
+            stored
+        })
+        .collect();
+    let persisted = Persisted {
+        library_root: String::new(),
+        timestamp: listing.timestamp,
+        scan_started: listing.scan_started,
+        scan_duration_secs: listing.scan_duration.as_secs_f64(),
+        registry_mtime: listing.stamps.registry,
+        models_dir_mtime: listing.stamps.models_dir,
+        downloads_dir_mtime: listing.stamps.downloads_dir,
+        problems: listing.problems.clone(),
+        models,
+    };
+    // Encoding plain data into a Vec cannot fail.
+    let payload = postcard::to_stdvec(&persisted).unwrap_or_default();
+    cache_file::framed(SHARED_MAGIC, FORMAT_VERSION, &payload)
+}
+
+/// A listing from [`shared_bytes`], its paths joined to this instance's library root;
+/// `None` when the bytes are not such a listing (another version, damaged).
+pub fn from_shared_bytes(library: &Library, bytes: &[u8]) -> Option<Listing> {
+    let payload =
+        cache_file::unframed(bytes, SHARED_MAGIC, FORMAT_VERSION, "shared listing").ok()?;
+    let p: Persisted = postcard::from_bytes(payload).ok()?;
+    let root = library.root();
+    let models = p.models.into_iter().map(|m| {
+        let mut info = ModelInfo::from(m);
+        info.path = root.join(&info.path);
+        info
+    });
+    Some(Listing {
+        kind: ListKind::Full,
+        models: crate::library::cache::shared_rows(models),
+        problems: p.problems,
+        scan_started: p.scan_started,
+        timestamp: p.timestamp,
+        scan_duration: Duration::from_secs_f64(p.scan_duration_secs.max(0.0)),
+        stamps: Stamps {
+            registry: p.registry_mtime,
+            models_dir: p.models_dir_mtime,
+            downloads_dir: p.downloads_dir_mtime,
+        },
+    })
+}

@@ -131,6 +131,8 @@ pub struct ServeOptions {
     /// How `serve` watches the library (`--watch`); [`start_with`] takes a service made
     /// with its own options and ignores this.
     pub watch: crate::library::watch::WatchOption,
+    /// The shared cache tier's Redis URL (`--redis`), if any.
+    pub redis: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -144,6 +146,7 @@ impl Default for ServeOptions {
             write_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
             watch: crate::library::watch::WatchOption::Auto,
+            redis: None,
         }
     }
 }
@@ -162,6 +165,7 @@ pub fn serve_blocking(
         ServiceOptions {
             sources,
             watch: options.watch,
+            redis: options.redis.clone(),
             ..ServiceOptions::default()
         },
     )

@@ -215,6 +215,28 @@ pub fn cache_panel_ui(
             );
             row(ui, "Registry changed", stamp(s.registry_mtime));
             row(ui, "Models folder changed", stamp(s.models_dir_mtime));
+            if let Some(shared) = &info.shared_cache {
+                row(
+                    ui,
+                    "Shared cache",
+                    format!("{} · {}", shared.state, shared.url),
+                );
+                row(
+                    ui,
+                    "Shared hits / misses",
+                    format!("{} / {}", shared.shared_hits, shared.shared_misses),
+                );
+                row(
+                    ui,
+                    "Published / told / heard",
+                    format!(
+                        "{} / {} / {}",
+                        shared.listings_published,
+                        shared.invalidations_sent,
+                        shared.invalidations_received
+                    ),
+                );
+            }
         });
     // Entries the registry has but the listing could not show (SPEC §1: said by name).
     if !s.registry_problems.is_empty() {

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::library::registry::Registry;
+use crate::library::shared::EventKind;
 
 impl ModelLibraryService {
     /// Starts downloading registered model `id` in the background (queued when others
@@ -113,6 +114,7 @@ impl ModelLibraryService {
         }
         let freed = delete::discard_partial(&self.library, id)?;
         self.invalidate(&format!("discard of {id}'s partial download"));
+        self.tell_shared(EventKind::Changed, vec![id.to_string()]);
         Ok(freed)
     }
 
@@ -132,11 +134,13 @@ impl ModelLibraryService {
     pub fn download_finished(&mut self, id: &str) {
         self.downloading.remove(id);
         self.invalidate(&format!("download of {id}"));
+        self.tell_shared(EventKind::Changed, vec![id.to_string()]);
     }
 
     /// `id` was deleted: both levels are invalidated.
     pub fn model_deleted(&mut self, id: &str) {
         self.invalidate(&format!("delete of {id}"));
+        self.tell_shared(EventKind::Deleted, vec![id.to_string()]);
     }
 
     /// What deleting `id` would remove (for a confirmation showing the bytes it frees).
@@ -164,6 +168,7 @@ impl ModelLibraryService {
         self.recover_interrupted();
         let outcome = import::import_model(&self.library, request)?;
         self.invalidate(&format!("import of {}", outcome.id));
+        self.tell_shared(EventKind::Changed, vec![outcome.id.clone()]);
         Ok(outcome)
     }
 }

@@ -23,6 +23,9 @@ pub(super) enum Installed {
     /// Only the stamps moved, every row is as it was: the views follow the new listing and
     /// nobody needs to list again.
     Restamped,
+    /// Another instance's listing (or one patched by its event), from the shared tier:
+    /// like `Confirmed`, neither saved nor published again.
+    Shared,
 }
 
 impl ModelLibraryService {
@@ -31,9 +34,10 @@ impl ModelLibraryService {
     /// scan); returns the listing installed.
     pub(super) fn install_full(&mut self, listing: Arc<Listing>, how: Installed) -> Arc<Listing> {
         let listing = match how {
-            Installed::Scanned | Installed::Confirmed | Installed::RowsChanged => {
-                self.with_verify_marks(listing)
-            }
+            Installed::Scanned
+            | Installed::Confirmed
+            | Installed::RowsChanged
+            | Installed::Shared => self.with_verify_marks(listing),
             Installed::MetadataAdded | Installed::Restamped => listing,
         };
         let old = self.listings.insert(ListKind::Full, Arc::clone(&listing));
@@ -51,12 +55,18 @@ impl ModelLibraryService {
             Installed::RowsChanged => {
                 self.listings.remove(&ListKind::Fast);
             }
-            Installed::Scanned | Installed::Confirmed | Installed::MetadataAdded => {}
+            Installed::Scanned
+            | Installed::Confirmed
+            | Installed::MetadataAdded
+            | Installed::Shared => {}
         }
         // Views built on the replaced listing can never be served again.
         self.drop_stale_views();
         self.published.publish(Arc::clone(&listing));
-        if matches!(how, Installed::Scanned | Installed::Confirmed) {
+        if matches!(
+            how,
+            Installed::Scanned | Installed::Confirmed | Installed::Shared
+        ) {
             self.last_full_scan = Some(listing.scan_started);
             self.last_error = None;
             self.invalidated = None;
@@ -64,6 +74,12 @@ impl ModelLibraryService {
             if self.persist && how == Installed::Scanned {
                 self.saver.save(Arc::clone(&listing));
             }
+        }
+        if matches!(
+            how,
+            Installed::Scanned | Installed::Confirmed | Installed::RowsChanged
+        ) {
+            self.publish_shared(&listing);
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
         if matches!(how, Installed::Scanned | Installed::Confirmed) {

@@ -84,6 +84,9 @@ pub struct CacheInfo {
     pub service_cache: ServiceCacheInfo,
     /// The view (API) cache.
     pub api_cache: ViewCacheInfo,
+    /// The shared tier on Redis (`--redis`); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_cache: Option<crate::library::shared::SharedCacheInfo>,
 }
 
 impl ModelLibraryService {
@@ -150,6 +153,7 @@ impl ModelLibraryService {
                 misses: self.view_counters.misses,
                 hit_rate: self.view_counters.hit_rate(),
             },
+            shared_cache: self.shared_cache_info(),
         }
     }
 }

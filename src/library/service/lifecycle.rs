@@ -212,7 +212,8 @@ impl ModelLibraryService {
         let verified = self.finish_verify();
         let deduplicated = self.finish_duplicates();
         let findings = self.notice_verify_findings();
-        ended || setup || changed || scanned || verified || deduplicated || findings
+        let shared = self.apply_shared_events();
+        ended || setup || changed || scanned || verified || deduplicated || findings || shared
     }
 
     /// What shells call when idle (every 200 ms or so): [`Self::catch_up`], then a batch

@@ -46,6 +46,7 @@ mod disk;
 mod incremental;
 mod info;
 mod lifecycle;
+mod shared;
 mod verify;
 
 pub use disk::DuplicatesState;
@@ -85,6 +86,9 @@ pub struct ServiceOptions {
     /// Runs on the watch set-up thread before it sets up anything (tests hold it there).
     #[doc(hidden)]
     pub watch_setup_hook: Option<WatchSetupHook>,
+    /// The Redis URL of a shared cache tier (`--redis`), `None` for none (see
+    /// [`crate::library::shared`]).
+    pub redis: Option<String>,
 }
 
 /// A [`SetupHook`] that can sit in [`ServiceOptions`].
@@ -112,6 +116,7 @@ impl Default for ServiceOptions {
             verifier: VerifierOptions::default(),
             watch_budget: None,
             watch_setup_hook: None,
+            redis: None,
         }
     }
 }
@@ -226,13 +231,18 @@ pub struct ModelLibraryService {
     last_verify: Option<verify::VerifyReport>,
     /// Duplicates being found or linked on their threads, and what the last such work did.
     duplicates: disk::DuplicatesWork,
+    /// The shared cache tier: its URL (checked in `new`), the tier once first needed, and
+    /// why it could not be set up.
+    shared: shared::SharedState,
 }
 
 impl ModelLibraryService {
     /// A service over `library`. Does no I/O; the first listing scans.
     pub fn new(library: Library, options: ServiceOptions) -> Result<Self> {
         check_ttl(options.ttl_secs as i64)?;
+        let shared = shared::SharedState::new(options.redis)?;
         Ok(ModelLibraryService {
+            shared,
             saver: persist::Saver::new(library.clone()),
             library,
             clock: options.clock,
@@ -368,6 +378,13 @@ impl ModelLibraryService {
             return Ok(Arc::clone(listing));
         }
         self.service_counters.record(false);
+        // Another instance's listing, when it passes this one's checks: no scan.
+        if kind == ListKind::Full
+            && !force_refresh
+            && let Some(listing) = self.take_shared()
+        {
+            return Ok(listing);
+        }
         if kind == ListKind::Full
             && !force_refresh
             && let Some(warm) = self.warm.clone()
@@ -415,6 +432,7 @@ impl ModelLibraryService {
         self.invalidate("manual refresh");
         let full = self.rescan(ListKind::Full)?;
         self.rescan(ListKind::Fast)?;
+        self.tell_shared(crate::library::shared::EventKind::Changed, Vec::new());
         Ok(RefreshInfo {
             cache_refreshed: true,
             timestamp: full.timestamp,

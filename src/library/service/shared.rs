@@ -1,0 +1,196 @@
+//! The service's side of the shared cache tier ([`crate::library::shared`]): taking another
+//! instance's full listing instead of scanning when its stamps pass this instance's own
+//! checks, publishing the listings this instance builds, telling the others what it
+//! changed and applying what they changed. Redis failing only ever means scanning here.
+
+use super::*;
+use crate::library::shared::{EventKind, SharedCacheInfo, SharedTier};
+
+/// The tier's URL, the tier once set up, and why it could not be.
+pub(super) struct SharedState {
+    url: Option<String>,
+    tier: Option<SharedTier>,
+    problem: Option<String>,
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(crate::library::shared::url_without_credentials),
+            )
+            .field("set_up", &self.tier.is_some())
+            .field("problem", &self.problem)
+            .finish()
+    }
+}
+
+impl SharedState {
+    /// Checks the URL (no I/O: the tier is set up at the first listing).
+    pub(super) fn new(url: Option<String>) -> Result<SharedState> {
+        if let Some(u) = &url {
+            redis::Client::open(u.as_str()).map_err(|e| LibraryError::InvalidInput {
+                what: format!(
+                    "--redis {}: {e}",
+                    crate::library::shared::url_without_credentials(u)
+                ),
+            })?;
+        }
+        Ok(SharedState {
+            url,
+            tier: None,
+            problem: None,
+        })
+    }
+}
+
+impl ModelLibraryService {
+    /// The tier, set up at its first use (the library id file, the subscriber thread).
+    fn shared_tier(&mut self) -> Option<&mut SharedTier> {
+        let state = &mut self.shared;
+        let url = state.url.as_ref()?;
+        if state.tier.is_none() && state.problem.is_none() {
+            match SharedTier::new(url, &self.library) {
+                Ok(t) => state.tier = Some(t),
+                Err(e) => state.problem = Some(e.to_string()),
+            }
+        }
+        state.tier.as_mut()
+    }
+
+    /// The shared tier's state for `cache-info`; `None` without `--redis`.
+    pub fn shared_cache_info(&self) -> Option<SharedCacheInfo> {
+        let state = &self.shared;
+        let url = state.url.as_ref()?;
+        Some(match &state.tier {
+            Some(t) => t.info(),
+            None => SharedCacheInfo {
+                state: if state.problem.is_some() {
+                    "off"
+                } else {
+                    "connecting"
+                },
+                url: crate::library::shared::url_without_credentials(url),
+                library_id: String::new(),
+                shared_hits: 0,
+                shared_misses: 0,
+                listings_published: 0,
+                invalidations_sent: 0,
+                invalidations_received: 0,
+                listening: false,
+                last_error: state.problem.clone(),
+            },
+        })
+    }
+
+    /// Another instance's full listing, installed, when it passes this instance's own
+    /// checks (TTL, stamps, racy timestamps) — then no scan is needed. The other stores
+    /// are each machine's own: they are listed here and added.
+    pub(super) fn take_shared(&mut self) -> Option<Arc<Listing>> {
+        let tier = self.shared_tier()?;
+        // Taken before the others' events are heard, its changes could go unheard.
+        if !tier.listening() {
+            return None;
+        }
+        let bytes = tier.fetch_listing();
+        let library = self.library.clone();
+        let listing = bytes.and_then(|b| persist::from_shared_bytes(&library, &b));
+        let racy_check = self.racy_check();
+        let valid = listing.filter(|l| {
+            l.check(
+                self.clock.now(),
+                self.ttl_secs,
+                &Stamps::read(&self.library),
+                racy_check,
+            )
+            .is_ok()
+        });
+        let Some(mut listing) = valid else {
+            if let Some(t) = self.shared.tier.as_mut() {
+                t.record(false);
+            }
+            return None;
+        };
+        let stores = self.scan_stores();
+        listing.models.extend(stores);
+        let installed = self.install_full(Arc::new(listing), commit::Installed::Shared);
+        if let Some(t) = self.shared.tier.as_mut() {
+            t.record(true);
+        }
+        Some(installed)
+    }
+
+    /// Publishes a full listing this instance built (its library rows).
+    pub(super) fn publish_shared(&mut self, listing: &Listing) {
+        if self.shared.url.is_none() {
+            return;
+        }
+        let bytes = persist::shared_bytes(&self.library, listing);
+        let ttl = self.ttl_secs;
+        if let Some(t) = self.shared_tier() {
+            t.publish_listing(&bytes, ttl);
+        }
+    }
+
+    /// Tells the other instances about a change made here (`ids` the models it touched).
+    pub(super) fn tell_shared(&mut self, kind: EventKind, ids: Vec<String>) {
+        if self.shared.url.is_none() {
+            return;
+        }
+        let s = Stamps::read(&self.library);
+        let bits = |t: Option<f64>| t.map(f64::to_bits);
+        let stamps = Some([bits(s.registry), bits(s.models_dir), bits(s.downloads_dir)]);
+        if let Some(t) = self.shared_tier() {
+            t.send(kind, ids, stamps);
+        }
+    }
+
+    /// Applies the other instances' changes: a delete removes its rows and takes the
+    /// stamps the sender read after it (no disk read here); anything else, or a
+    /// reconnection (events may have been missed), drops the caches. Returns whether
+    /// anything changed.
+    pub(super) fn apply_shared_events(&mut self) -> bool {
+        // Set up early (a shell's first tick), so the events are heard by the first listing.
+        self.shared_tier();
+        let events = match self.shared.tier.as_mut() {
+            Some(t) => t.received(),
+            None => return false,
+        };
+        let mut changed = false;
+        for event in events {
+            changed = true;
+            let full = self.listings.get(&ListKind::Full).cloned();
+            match (event.kind, event.stamps, full) {
+                (EventKind::Deleted, Some([registry, models_dir, downloads_dir]), Some(full)) => {
+                    let mut listing = Listing::clone(&full);
+                    listing
+                        .models
+                        .retain(|m| m.source != LIBRARY_SOURCE || !event.ids.contains(&m.id));
+                    listing.stamps = Stamps {
+                        registry: registry.map(f64::from_bits),
+                        models_dir: models_dir.map(f64::from_bits),
+                        downloads_dir: downloads_dir.map(f64::from_bits),
+                    };
+                    self.install_full(Arc::new(listing), commit::Installed::Shared);
+                    self.listings.remove(&ListKind::Fast);
+                }
+                (EventKind::Reconnected, _, _) => {
+                    self.invalidate("the shared cache reconnected (changes may have been missed)")
+                }
+                _ => self.invalidate(&format!(
+                    "a change made by another instance ({})",
+                    if event.ids.is_empty() {
+                        "the library".to_string()
+                    } else {
+                        event.ids.join(", ")
+                    }
+                )),
+            }
+        }
+        changed
+    }
+}

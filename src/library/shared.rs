@@ -1,0 +1,447 @@
+//! The shared cache tier on Redis (`--redis URL`): several instances on one library (a
+//! network share) take one another's full listings instead of each scanning, and tell one
+//! another what they changed.
+//!
+//! - **Identity.** A library carries its id in `.cache/library-id` (made once, by the
+//!   first instance that needs it), so instances that mount it at different paths agree;
+//!   every key and channel names it: `model-library:<id>:listing` (the last full listing,
+//!   [`crate::library::persist::shared_bytes`], with a TTL no longer than the cache's) and
+//!   `model-library:<id>:events` (what an instance changed, [`Event`]).
+//! - **Failure is not fatal.** Every command has a short timeout; an error drops the
+//!   connection and retries later with a doubling backoff (0.2 s to 10 s), and meanwhile
+//!   the service answers from its own cache and scans. A subscriber that reconnects may
+//!   have missed events, so it reports [`EventKind::Reconnected`]: the service then trusts
+//!   nothing it took from Redis before.
+//!
+//! Owns the connections and the subscriber thread. Must not touch the library's files
+//! except `.cache/library-id`, and never decides what is valid: the service checks a
+//! shared listing's stamps against the disk as it checks its own.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::library::error::{LibraryError, Result};
+use crate::library::layout::Library;
+
+/// Name of the library's id file under `.cache/`.
+pub const ID_FILE: &str = "library-id";
+/// How long one command may take before Redis counts as unreachable.
+const IO_TIMEOUT: Duration = Duration::from_millis(300);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// What an instance tells the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The sending instance (its own events are ignored).
+    pub from: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The models it touched, when known.
+    pub ids: Vec<String>,
+    /// The library's stamps (registry, models/, .downloads/ mtimes) just after the change,
+    /// so a receiver can bring its listing up to date without reading the disk; as the
+    /// bits of each `f64` (a JSON number need not come back as the very same `f64`).
+    pub stamps: Option<[Option<u64>; 3]>,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Models deleted (`ids`).
+    Deleted,
+    /// A model imported, a download ended, a refresh, a TTL change, a watched change:
+    /// whatever a receiver cached may be out of date.
+    Changed,
+    /// Not sent: the subscriber reconnected and may have missed events.
+    Reconnected,
+}
+
+/// The shared tier's state, for `cache-info` and the cache panel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SharedCacheInfo {
+    /// `connected`, `unreachable` (retrying) or `connecting`.
+    pub state: &'static str,
+    /// The Redis URL without credentials.
+    pub url: String,
+    /// The library's id (the keys' middle part).
+    pub library_id: String,
+    /// Full listings taken from Redis instead of scanning.
+    pub shared_hits: u64,
+    /// Times a shared listing was looked for and none could be used.
+    pub shared_misses: u64,
+    /// Full listings this instance published.
+    pub listings_published: u64,
+    /// Events this instance sent.
+    pub invalidations_sent: u64,
+    /// Events of other instances received.
+    pub invalidations_received: u64,
+    /// Whether the subscriber is subscribed to the other instances' events (until it is,
+    /// no listing is taken from Redis: its changes could go unheard).
+    pub listening: bool,
+    /// The last error talking to Redis.
+    pub last_error: Option<String>,
+}
+
+/// A connection to Redis for one library.
+pub struct SharedTier {
+    client: redis::Client,
+    url: String,
+    library_id: String,
+    /// This instance's name in events.
+    instance: String,
+    conn: Option<redis::Connection>,
+    /// When a lost connection may be tried again, and the wait after that.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_error: Option<String>,
+    counters: Counters,
+    events: Receiver<Event>,
+    /// Tells the subscriber thread to stop (it checks between reads).
+    stop: Arc<AtomicBool>,
+    /// Set by the subscriber while it is subscribed.
+    listening: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    hits: u64,
+    misses: u64,
+    published: u64,
+    sent: u64,
+    received: u64,
+}
+
+impl Drop for SharedTier {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `redis://user:secret@host:6379/0` → `redis://host:6379/0`.
+pub fn url_without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl SharedTier {
+    /// A tier for `library` on the Redis at `url`. Fails only on a URL that is not a Redis
+    /// URL or a library whose id cannot be read or made; Redis itself being down is not an
+    /// error (it is retried).
+    pub fn new(url: &str, library: &Library) -> Result<SharedTier> {
+        let client = redis::Client::open(url).map_err(|e| LibraryError::InvalidInput {
+            what: format!("--redis {}: {e}", url_without_credentials(url)),
+        })?;
+        let library_id = library_id(library)?;
+        let (tx, events) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let listening = Arc::new(AtomicBool::new(false));
+        let channel = events_channel(&library_id);
+        let flags = Flags {
+            stop: Arc::clone(&stop),
+            listening: Arc::clone(&listening),
+        };
+        spawn_subscriber(client.clone(), channel, tx, flags);
+        Ok(SharedTier {
+            client,
+            url: url_without_credentials(url),
+            library_id,
+            instance: random_hex(8),
+            conn: None,
+            retry_at: None,
+            backoff: BACKOFF_MIN,
+            last_error: None,
+            counters: Counters::default(),
+            events,
+            stop,
+            listening,
+        })
+    }
+
+    /// Whether the other instances' events are being heard.
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+
+    fn listing_key(&self) -> String {
+        format!("model-library:{}:listing", self.library_id)
+    }
+
+    /// Runs `f` on the connection (made if due); `None` when Redis cannot be reached now.
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        if self.conn.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return None;
+            }
+            match self.connect() {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    self.retry_at = None;
+                    self.backoff = BACKOFF_MIN;
+                }
+                Err(e) => {
+                    self.failed(e);
+                    return None;
+                }
+            }
+        }
+        let conn = self.conn.as_mut()?;
+        match f(conn) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.conn = None;
+                self.failed(e);
+                None
+            }
+        }
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let c = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
+        c.set_read_timeout(Some(IO_TIMEOUT))?;
+        c.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(c)
+    }
+
+    fn failed(&mut self, e: redis::RedisError) {
+        self.last_error = Some(e.to_string());
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// The last full listing another instance (or this one) published, as bytes.
+    pub fn fetch_listing(&mut self) -> Option<Vec<u8>> {
+        let key = self.listing_key();
+        self.run(|c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c))
+            .flatten()
+    }
+
+    /// Counts a listing taken from Redis (`true`) or looked for in vain.
+    pub fn record(&mut self, hit: bool) {
+        if hit {
+            self.counters.hits += 1;
+        } else {
+            self.counters.misses += 1;
+        }
+    }
+
+    /// Publishes a full listing's bytes for `ttl_secs` (at least one second).
+    pub fn publish_listing(&mut self, bytes: &[u8], ttl_secs: u64) {
+        let key = self.listing_key();
+        let done = self.run(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(bytes)
+                .arg("EX")
+                .arg(ttl_secs.max(1))
+                .query::<()>(c)
+        });
+        if done.is_some() {
+            self.counters.published += 1;
+        }
+    }
+
+    /// Tells the other instances what changed.
+    pub fn send(&mut self, kind: EventKind, ids: Vec<String>, stamps: Option<[Option<u64>; 3]>) {
+        let event = Event {
+            from: self.instance.clone(),
+            kind,
+            ids,
+            stamps,
+        };
+        let Ok(text) = serde_json::to_string(&event) else {
+            return;
+        };
+        let channel = events_channel(&self.library_id);
+        let done = self.run(|c| {
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&text)
+                .query::<i64>(c)
+        });
+        if done.is_some() {
+            self.counters.sent += 1;
+        }
+    }
+
+    /// The other instances' events received since the last call (and reconnections).
+    pub fn received(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            if e.from != self.instance {
+                if e.kind != EventKind::Reconnected {
+                    self.counters.received += 1;
+                }
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// The state, for `cache-info`.
+    pub fn info(&self) -> SharedCacheInfo {
+        SharedCacheInfo {
+            state: match (&self.conn, self.retry_at) {
+                (Some(_), _) => "connected",
+                (None, Some(_)) => "unreachable",
+                (None, None) => "connecting",
+            },
+            url: self.url.clone(),
+            library_id: self.library_id.clone(),
+            shared_hits: self.counters.hits,
+            shared_misses: self.counters.misses,
+            listings_published: self.counters.published,
+            invalidations_sent: self.counters.sent,
+            invalidations_received: self.counters.received,
+            listening: self.listening(),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+fn events_channel(library_id: &str) -> String {
+    format!("model-library:{library_id}:events")
+}
+
+/// The subscriber: a thread of its own (a subscribed connection can do nothing else),
+/// reconnecting with backoff, reporting each reconnection (events may have been missed).
+/// The subscriber's flags: stop (set by the tier), listening (set by the subscriber).
+struct Flags {
+    stop: Arc<AtomicBool>,
+    listening: Arc<AtomicBool>,
+}
+
+fn spawn_subscriber(client: redis::Client, channel: String, tx: Sender<Event>, flags: Flags) {
+    let Flags { stop, listening } = flags;
+    let _ = std::thread::Builder::new()
+        .name("model-library-redis-events".into())
+        .spawn(move || {
+            let mut backoff = BACKOFF_MIN;
+            let mut first = true;
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(mut conn) = client.get_connection_with_timeout(IO_TIMEOUT) else {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                };
+                backoff = BACKOFF_MIN;
+                let mut pubsub = conn.as_pubsub();
+                if pubsub.subscribe(&channel).is_err()
+                    || pubsub
+                        .set_read_timeout(Some(Duration::from_millis(250)))
+                        .is_err()
+                {
+                    continue;
+                }
+                listening.store(true, Ordering::SeqCst);
+                if !first {
+                    let reconnected = Event {
+                        from: String::new(),
+                        kind: EventKind::Reconnected,
+                        ids: Vec::new(),
+                        stamps: None,
+                    };
+                    if tx.send(reconnected).is_err() {
+                        return;
+                    }
+                }
+                first = false;
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match pubsub.get_message() {
+                        Ok(msg) => {
+                            let Ok(text) = msg.get_payload::<String>() else {
+                                continue;
+                            };
+                            if let Ok(event) = serde_json::from_str::<Event>(&text)
+                                && tx.send(event).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) if e.is_timeout() => {}
+                        Err(_) => {
+                            listening.store(false, Ordering::SeqCst);
+                            break; // lost: reconnect
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The library's id: `.cache/library-id`, made (32 random hex digits) by the first
+/// instance that needs it. A file being written by another instance right now is waited
+/// for, briefly.
+pub fn library_id(library: &Library) -> Result<String> {
+    let path = library.cache_dir().join(ID_FILE);
+    let read = || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    if let Some(id) = read() {
+        return Ok(id);
+    }
+    let id = random_hex(16);
+    let made = library
+        .open_writes()?
+        .cache()?
+        .create_new(ID_FILE)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(format!("{id}\n").as_bytes())?;
+            f.sync_all()
+        });
+    match made {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another instance is making it: its few bytes are there within moments.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                if let Some(id) = read() {
+                    return Ok(id);
+                }
+                if Instant::now() >= deadline {
+                    return Err(LibraryError::InvalidInput {
+                        what: format!("{} is not a library id", path.display()),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Err(e) => Err(LibraryError::io(&path, e)),
+    }
+}
+
+/// `n` random bytes as hex, from the system's random source.
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if filled.is_err() {
+        // No /dev/urandom: time and process id (unique enough for naming an instance).
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ u128::from(std::process::id()) << 64;
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,278 @@
+//! The shared cache tier on a real `redis-server` (the Debian package, started here on a
+//! free port in a temp folder and stopped after): a second instance takes the first one's
+//! listing instead of scanning, a delete through one disappears from the other without it
+//! reading the disk, Redis going away fails nothing, and two libraries never meet.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{TestLib, registry_json};
+use model_library::library::{
+    Clock, DeleteMode, ListKind, ManualClock, ModelLibraryService, ServiceOptions, SystemClock,
+};
+
+/// A `redis-server` of the test's own, stopped when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Redis::start_on(port, tempfile::tempdir().unwrap())
+    }
+
+    fn start_on(port: u16, dir: tempfile::TempDir) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; .ci/run installs it)");
+        let redis = Redis { child, port, dir };
+        let client = redis::Client::open(redis.url()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let up = client
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if up.is_ok() {
+                return redis;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops it; its port and folder, to start it again.
+    fn kill(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (port, dir)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A library with two registered models on disk and one of its own.
+fn sample() -> TestLib {
+    let lib = TestLib::new();
+    lib.registry(&registry_json(&[
+        ("alpha", &[("w.bin", 4)]),
+        ("beta", &[("w.bin", 4)]),
+    ]))
+    .file("models/alpha/w.bin", 4)
+    .file("models/beta/w.bin", 4)
+    .file("models/local-one/x.gguf", 7);
+    lib
+}
+
+/// An instance on `lib` with the shared tier at `url` (a clock well after the files'
+/// mtimes, so nothing is racy).
+fn instance(lib: &TestLib, url: &str) -> ModelLibraryService {
+    ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            redis: Some(url.to_string()),
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Waits (bounded) until `svc` hears the other instances' events: only then does it take
+/// a listing from Redis.
+fn ready(svc: &mut ModelLibraryService) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        svc.catch_up();
+        if shared(svc).listening {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed: {:?}",
+            shared(svc)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ids(listing: &model_library::library::Listing) -> Vec<String> {
+    let mut ids: Vec<String> = listing.models.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn shared(svc: &ModelLibraryService) -> model_library::library::shared::SharedCacheInfo {
+    svc.cache_info().shared_cache.expect("a shared tier")
+}
+
+/// B's first listing after A's scan is A's listing (no scan: the same scan start), with
+/// the paths of B's own mount; both say so in `cache-info`.
+#[test]
+fn a_second_instance_takes_the_first_ones_listing_without_scanning() {
+    let redis = Redis::start();
+    let lib = sample();
+    let mut a = instance(&lib, &redis.url());
+    ready(&mut a);
+    let first = a.list(ListKind::Full, false).unwrap();
+    assert_eq!(shared(&a).listings_published, 1, "{:?}", shared(&a));
+    assert_eq!(shared(&a).state, "connected");
+
+    let mut b = instance(&lib, &redis.url());
+    ready(&mut b);
+    let taken = b.list(ListKind::Full, false).unwrap();
+    assert_eq!(ids(&taken), ids(&first));
+    assert_eq!(taken.scan_started, first.scan_started, "B did not scan");
+    let alpha = taken.models.iter().find(|m| m.id == "alpha").unwrap();
+    assert_eq!(alpha.path, lib.path("models/alpha"));
+    assert_eq!(alpha.size_bytes, Some(4));
+    let info = shared(&b);
+    assert_eq!((info.shared_hits, info.shared_misses), (1, 0), "{info:?}");
+    assert_eq!(info.library_id, shared(&a).library_id);
+    assert_eq!(info.library_id.len(), 32);
+    assert!(lib.path(".cache/library-id").is_file());
+}
+
+/// A delete through A disappears from B's next listing: B applies A's event (rows gone,
+/// A's stamps taken) and lists without scanning.
+#[test]
+fn a_delete_through_one_instance_disappears_from_the_other() {
+    let redis = Redis::start();
+    let lib = sample();
+    let mut a = instance(&lib, &redis.url());
+    ready(&mut a);
+    let first = a.list(ListKind::Full, false).unwrap();
+    let mut b = instance(&lib, &redis.url());
+    ready(&mut b);
+    b.list(ListKind::Full, false).unwrap();
+    assert_eq!(shared(&b).shared_hits, 1);
+
+    a.delete_model("alpha", DeleteMode::Permanent).unwrap();
+    assert_eq!(shared(&a).invalidations_sent, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.catch_up() {
+        assert!(Instant::now() < deadline, "B never heard of the delete");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(shared(&b).invalidations_received, 1);
+    let after = b.list(ListKind::Full, false).unwrap();
+    assert!(
+        !ids(&after).contains(&"alpha".to_string()),
+        "{:?}",
+        ids(&after)
+    );
+    assert_eq!(after.scan_started, first.scan_started, "B did not scan");
+}
+
+/// Redis killed: both instances keep answering from their own scans, `cache-info` says it
+/// is unreachable; restarted, they reconnect (the subscriber says so, and what came from
+/// Redis before is dropped).
+#[test]
+fn redis_going_away_fails_nothing() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let lib = sample();
+    let mut a = instance(&lib, &url);
+    ready(&mut a);
+    a.list(ListKind::Full, false).unwrap();
+    let mut b = instance(&lib, &url);
+    ready(&mut b);
+    b.list(ListKind::Full, false).unwrap();
+    assert_eq!(shared(&b).shared_hits, 1);
+
+    let (port, dir) = redis.kill();
+    for _ in 0..3 {
+        let l = a.list(ListKind::Full, true).unwrap();
+        assert_eq!(l.models.len(), 3);
+    }
+    let info = shared(&a);
+    assert_eq!(info.state, "unreachable", "{info:?}");
+    assert!(info.last_error.is_some());
+    let mut c = instance(&lib, &url);
+    assert_eq!(c.list(ListKind::Full, false).unwrap().models.len(), 3);
+
+    let _redis = Redis::start_on(port, dir);
+    // B's subscriber reconnects and B drops what it took from Redis.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !b.catch_up() {
+        assert!(
+            Instant::now() < deadline,
+            "B's subscriber never reconnected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        b.cached(ListKind::Full).is_none(),
+        "nothing from before is trusted"
+    );
+    // A publishes again once its backoff lets it try.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shared(&a).state != "connected" {
+        assert!(Instant::now() < deadline, "A never reconnected");
+        a.list(ListKind::Full, true).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two libraries on one Redis never take each other's listing.
+#[test]
+fn two_libraries_never_meet() {
+    let redis = Redis::start();
+    let one = sample();
+    let two = TestLib::new();
+    two.file("models/other/w.bin", 9);
+    let mut a = instance(&one, &redis.url());
+    a.list(ListKind::Full, false).unwrap();
+    let mut b = instance(&two, &redis.url());
+    ready(&mut b);
+    let listing = b.list(ListKind::Full, false).unwrap();
+    assert_eq!(ids(&listing), ["other"]);
+    let info = shared(&b);
+    assert_eq!((info.shared_hits, info.shared_misses), (0, 1));
+    assert_ne!(info.library_id, shared(&a).library_id);
+}
+
+/// A URL that is not a Redis URL is refused at once, naming it without its password.
+#[test]
+fn a_bad_url_is_a_clear_error() {
+    let lib = TestLib::new();
+    let err = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            redis: Some("http://user:secret@example/".into()),
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--redis http://example/"), "{err}");
+    assert!(!err.contains("secret"));
+}
