@@ -348,9 +348,17 @@ pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
     if p.library_root != library.root().to_string_lossy() {
         return Err(bad("written for another library folder"));
     }
-    Ok(Listing {
+    Ok(listing_of(p, |m| m))
+}
+
+/// The full listing `p` holds, each row passed through `row` (paths made whole).
+fn listing_of(mut p: Persisted, row: impl Fn(ModelInfo) -> ModelInfo) -> Listing {
+    let models = std::mem::take(&mut p.models);
+    Listing {
         kind: ListKind::Full,
-        models: crate::library::cache::shared_rows(p.models.into_iter().map(ModelInfo::from)),
+        models: crate::library::cache::shared_rows(
+            models.into_iter().map(|m| row(ModelInfo::from(m))),
+        ),
         problems: p.problems,
         scan_started: p.scan_started,
         timestamp: p.timestamp,
@@ -360,7 +368,7 @@ pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
             models_dir: p.models_dir_mtime,
             downloads_dir: p.downloads_dir_mtime,
         },
-    })
+    }
 }
 
 /// Magic of a listing shared through the shared tier.
@@ -406,22 +414,8 @@ pub fn from_shared_bytes(library: &Library, bytes: &[u8]) -> Option<Listing> {
         cache_file::unframed(bytes, SHARED_MAGIC, FORMAT_VERSION, "shared listing").ok()?;
     let p: Persisted = postcard::from_bytes(payload).ok()?;
     let root = library.root();
-    let models = p.models.into_iter().map(|m| {
-        let mut info = ModelInfo::from(m);
-        info.path = root.join(&info.path);
-        info
-    });
-    Some(Listing {
-        kind: ListKind::Full,
-        models: crate::library::cache::shared_rows(models),
-        problems: p.problems,
-        scan_started: p.scan_started,
-        timestamp: p.timestamp,
-        scan_duration: Duration::from_secs_f64(p.scan_duration_secs.max(0.0)),
-        stamps: Stamps {
-            registry: p.registry_mtime,
-            models_dir: p.models_dir_mtime,
-            downloads_dir: p.downloads_dir_mtime,
-        },
-    })
+    Some(listing_of(p, |mut m| {
+        m.path = root.join(&m.path);
+        m
+    }))
 }
