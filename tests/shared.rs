@@ -276,3 +276,31 @@ fn a_bad_url_is_a_clear_error() {
     assert!(err.contains("--redis http://example/"), "{err}");
     assert!(!err.contains("secret"));
 }
+
+/// Four instances started together on one library: one scans (and publishes), the three
+/// others wait for its listing and take it.
+#[test]
+fn four_instances_started_together_scan_once() {
+    let redis = Redis::start();
+    let lib = Arc::new(sample());
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let infos: Vec<_> = (0..4)
+        .map(|_| {
+            let (lib, start, url) = (Arc::clone(&lib), Arc::clone(&start), redis.url());
+            std::thread::spawn(move || {
+                let mut svc = instance(&lib, &url);
+                ready(&mut svc);
+                start.wait();
+                let listing = svc.list(ListKind::Full, false).unwrap();
+                assert_eq!(listing.models.len(), 3);
+                shared(&svc)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let published: u64 = infos.iter().map(|i| i.listings_published).sum();
+    let hits: u64 = infos.iter().map(|i| i.shared_hits).sum();
+    assert_eq!((published, hits), (1, 3), "{infos:#?}");
+}

@@ -227,6 +227,42 @@ impl SharedTier {
             .flatten()
     }
 
+    fn scan_lock_key(&self) -> String {
+        format!("model-library:{}:scanning", self.library_id)
+    }
+
+    /// Takes the library's scan lock for `ttl_ms` (set if absent, with expiry): `Some(true)`
+    /// taken, `Some(false)` another instance holds it, `None` Redis cannot be reached.
+    pub fn try_scan_lock(&mut self, ttl_ms: u64) -> Option<bool> {
+        let key = self.scan_lock_key();
+        let me = self.instance.clone();
+        self.run(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&me)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query::<Option<String>>(c)
+        })
+        .map(|set| set.is_some())
+    }
+
+    /// Releases the scan lock if this instance still holds it (a lock that expired and
+    /// was taken by another is left alone; the gap between the two commands is harmless:
+    /// at worst a second instance scans too).
+    pub fn release_scan_lock(&mut self) {
+        let key = self.scan_lock_key();
+        let me = self.instance.clone();
+        let _ = self.run(|c| {
+            let holder: Option<String> = redis::cmd("GET").arg(&key).query(c)?;
+            if holder.as_deref() == Some(me.as_str()) {
+                redis::cmd("DEL").arg(&key).query::<i64>(c)?;
+            }
+            Ok(())
+        });
+    }
+
     /// Counts a listing taken from Redis (`true`) or looked for in vain.
     pub fn record(&mut self, hit: bool) {
         if hit {

@@ -378,20 +378,24 @@ impl ModelLibraryService {
             return Ok(Arc::clone(listing));
         }
         self.service_counters.record(false);
-        // Another instance's listing, when it passes this one's checks: no scan.
+        // Another instance's listing, when it passes this one's checks: no scan; or the
+        // one another instance is scanning right now, waited for (bounded).
         if kind == ListKind::Full
             && !force_refresh
-            && let Some(listing) = self.take_shared()
+            && let Some(listing) = self.take_shared().or_else(|| self.wait_for_shared_scan())
         {
             return Ok(listing);
         }
-        if kind == ListKind::Full
+        let result = if kind == ListKind::Full
             && !force_refresh
             && let Some(warm) = self.warm.clone()
         {
-            return self.revalidate(&warm);
-        }
-        self.rescan(kind)
+            self.revalidate(&warm)
+        } else {
+            self.rescan(kind)
+        };
+        self.release_scan_lock();
+        result
     }
 
     /// The listing filtered by `query`, from the view cache when the listing under it is

@@ -6,11 +6,18 @@
 use super::*;
 use crate::library::shared::{EventKind, SharedCacheInfo, SharedTier};
 
+/// How long an instance waits for the scan another one is making before scanning itself.
+const WAIT_FOR_OTHERS: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a scan lock lives without its holder (a crashed holder's lock expires).
+const SCAN_LOCK_MS: u64 = 30_000;
+
 /// The tier's URL, the tier once set up, and why it could not be.
 pub(super) struct SharedState {
     url: Option<String>,
     tier: Option<SharedTier>,
     problem: Option<String>,
+    /// This instance holds the library's scan lock (released after its scan).
+    holds_scan_lock: bool,
 }
 
 impl std::fmt::Debug for SharedState {
@@ -44,6 +51,7 @@ impl SharedState {
             url,
             tier: None,
             problem: None,
+            holds_scan_lock: false,
         })
     }
 }
@@ -91,6 +99,11 @@ impl ModelLibraryService {
     /// checks (TTL, stamps, racy timestamps) — then no scan is needed. The other stores
     /// are each machine's own: they are listed here and added.
     pub(super) fn take_shared(&mut self) -> Option<Arc<Listing>> {
+        self.take_shared_counting(true)
+    }
+
+    /// [`Self::take_shared`]; a look in vain counted as a miss only when `count_miss`.
+    fn take_shared_counting(&mut self, count_miss: bool) -> Option<Arc<Listing>> {
         let tier = self.shared_tier()?;
         // Taken before the others' events are heard, its changes could go unheard.
         if !tier.listening() {
@@ -110,7 +123,7 @@ impl ModelLibraryService {
             .is_ok()
         });
         let Some(mut listing) = valid else {
-            if let Some(t) = self.shared.tier.as_mut() {
+            if let Some(t) = self.shared.tier.as_mut().filter(|_| count_miss) {
                 t.record(false);
             }
             return None;
@@ -122,6 +135,52 @@ impl ModelLibraryService {
             t.record(true);
         }
         Some(installed)
+    }
+
+    /// Before scanning: takes the library's scan lock (then `None`: scan, and publish), or,
+    /// when another instance holds it, waits for the listing it will publish and takes it —
+    /// until the lock is gone (its holder finished or died) or [`WAIT_FOR_OTHERS`] passed;
+    /// then `None`: scan here.
+    pub(super) fn wait_for_shared_scan(&mut self) -> Option<Arc<Listing>> {
+        let tier = self.shared_tier()?;
+        if !tier.listening() {
+            return None;
+        }
+        match tier.try_scan_lock(SCAN_LOCK_MS) {
+            None => return None, // unreachable: scan
+            Some(true) => {
+                self.shared.holds_scan_lock = true;
+                return None;
+            }
+            Some(false) => {}
+        }
+        let deadline = Instant::now() + WAIT_FOR_OTHERS;
+        while Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            if let Some(listing) = self.take_shared_counting(false) {
+                return Some(listing);
+            }
+            let tier = self.shared.tier.as_mut()?;
+            match tier.try_scan_lock(SCAN_LOCK_MS) {
+                Some(true) => {
+                    // The holder is gone without publishing: this one scans.
+                    self.shared.holds_scan_lock = true;
+                    return None;
+                }
+                Some(false) => {}
+                None => return None,
+            }
+        }
+        None
+    }
+
+    /// Releases the scan lock this instance took, if it did.
+    pub(super) fn release_scan_lock(&mut self) {
+        if std::mem::take(&mut self.shared.holds_scan_lock)
+            && let Some(t) = self.shared.tier.as_mut()
+        {
+            t.release_scan_lock();
+        }
     }
 
     /// Publishes a full listing this instance built (its library rows).
