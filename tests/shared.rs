@@ -184,11 +184,38 @@ fn a_delete_through_one_instance_disappears_from_the_other() {
     }
     assert_eq!(shared(&b).invalidations_received, 1);
     let after = b.list(ListKind::Full, false).unwrap();
-    assert!(
-        !ids(&after).contains(&"alpha".to_string()),
-        "{:?}",
-        ids(&after)
+    // Registered, it stays, with nothing on disk — as A's own scan shows it.
+    let alpha = after.models.iter().find(|m| m.id == "alpha").unwrap();
+    assert_eq!(
+        (alpha.status, alpha.size_bytes),
+        (model_library::library::ModelStatus::Available, Some(0))
     );
+    let scanned = a.list(ListKind::Full, false).unwrap();
+    let theirs = scanned.models.iter().find(|m| m.id == "alpha").unwrap();
+    let row = |m: &model_library::library::ModelInfo| {
+        (
+            m.status,
+            m.size_bytes,
+            m.file_count,
+            m.modified,
+            m.registered,
+        )
+    };
+    assert_eq!(row(theirs), row(alpha), "B's patched row is as A's scan");
+    assert_eq!(after.scan_started, first.scan_started, "B did not scan");
+
+    // An unregistered model deleted is gone from B's listing.
+    a.delete_model("local-one", DeleteMode::Permanent).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.catch_up() {
+        assert!(
+            Instant::now() < deadline,
+            "B never heard of the second delete"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = b.list(ListKind::Full, false).unwrap();
+    assert_eq!(ids(&after), ["alpha", "beta"]);
     assert_eq!(after.scan_started, first.scan_started, "B did not scan");
 }
 

@@ -12,6 +12,7 @@
 mod freshness;
 mod heap;
 mod process;
+mod shared;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,9 @@ struct Args {
     /// Show where the live heap of a settled service goes, step by step.
     #[arg(long)]
     heap: bool,
+    /// The shared cache tier on a real redis-server (needs the redis-server package).
+    #[arg(long)]
+    shared: bool,
 }
 
 /// One row of the report: a name, one figure per size, the target.
@@ -258,6 +262,16 @@ fn main() {
     }
     if args.verify {
         verify::report(&process::binary(), &base, args.reps);
+        return;
+    }
+    if args.shared {
+        println!("| models | measure | result | target |");
+        println!("|---|---|---|---|");
+        for &n in &args.sizes {
+            for row in shared::run(&fresh_library(&base, n, args.files), n, args.reps) {
+                println!("{row}");
+            }
+        }
         return;
     }
     if args.heap {

@@ -208,7 +208,8 @@ impl ModelLibraryService {
         }
     }
 
-    /// Applies the other instances' changes: a delete removes its rows and takes the
+    /// Applies the other instances' changes: a delete empties its rows (a registered model
+    /// stays, `available`, as a scan would show it; an unregistered one goes) and takes the
     /// stamps the sender read after it (no disk read here); anything else, or a
     /// reconnection (events may have been missed), drops the caches. Returns whether
     /// anything changed.
@@ -226,9 +227,23 @@ impl ModelLibraryService {
             match (event.kind, event.stamps, full) {
                 (EventKind::Deleted, Some([registry, models_dir, downloads_dir]), Some(full)) => {
                     let mut listing = Listing::clone(&full);
-                    listing
-                        .models
-                        .retain(|m| m.source != LIBRARY_SOURCE || !event.ids.contains(&m.id));
+                    let gone =
+                        |m: &ModelInfo| m.source == LIBRARY_SOURCE && event.ids.contains(&m.id);
+                    // A registered model stays listed with nothing on disk, as a scan
+                    // would list it; an unregistered one is gone.
+                    listing.models.retain(|m| !gone(m) || m.registered);
+                    for row in listing.models.iter_mut().filter(|m| gone(m)) {
+                        let m = Arc::make_mut(row);
+                        m.status = ModelStatus::Available;
+                        m.size_bytes = Some(0);
+                        m.file_count = Some(0);
+                        m.modified = None;
+                        m.partial_bytes = None;
+                        m.note = None;
+                        m.error = None;
+                        m.metadata = None;
+                        m.main_file = None;
+                    }
                     listing.stamps = Stamps {
                         registry: registry.map(f64::from_bits),
                         models_dir: models_dir.map(f64::from_bits),

@@ -1,0 +1,164 @@
+//! The shared cache tier (issue #17) on a real `redis-server` started here: B's first
+//! listing taken from Redis after A's scan, against B scanning for itself; a delete on A
+//! until it is gone from B's listing; cached listings per second with and without the tier.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model_library::library::{
+    Clock, DeleteMode, Library, ListKind, ListQuery, ManualClock, ModelLibraryService,
+    ServiceOptions, SystemClock,
+};
+
+use super::{fmt, median};
+
+/// The server and its folder (kept until it stops).
+struct Redis {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` on a free port; its URL.
+fn start_redis() -> (Redis, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let url = format!("redis://127.0.0.1:{port}/");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .get_connection_with_timeout(Duration::from_millis(200))
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Redis { child, _dir: dir }, url)
+}
+
+fn instance(root: &Path, redis: Option<&str>) -> ModelLibraryService {
+    let mut svc = ModelLibraryService::new(
+        Library::new(root),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            redis: redis.map(str::to_string),
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    // Until its subscriber hears events, an instance takes nothing from Redis.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.is_some() && !svc.cache_info().shared_cache.is_some_and(|s| s.listening) {
+        svc.catch_up();
+        assert!(Instant::now() < deadline, "never subscribed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    svc
+}
+
+/// Markdown rows for a library of `n` models at `root`.
+pub fn run(root: &Path, n: usize, reps: usize) -> Vec<String> {
+    let (_redis, url) = start_redis();
+    let mut a = instance(root, Some(&url));
+    a.list(ListKind::Full, false).unwrap();
+    let mut own = Vec::new();
+    let mut taken = Vec::new();
+    for _ in 0..reps.max(1) {
+        let mut c = instance(root, None);
+        let t = Instant::now();
+        c.list(ListKind::Full, false).unwrap();
+        own.push(t.elapsed());
+        let mut b = instance(root, Some(&url));
+        let t = Instant::now();
+        b.list(ListKind::Full, false).unwrap();
+        taken.push(t.elapsed());
+        assert_eq!(b.cache_info().shared_cache.unwrap().shared_hits, 1);
+    }
+    let (own, taken) = (median(own), median(taken));
+    let mut rows = vec![
+        format!(
+            "| {n} | B's own full scan (median of {reps}) | {} | reference |",
+            fmt(own)
+        ),
+        format!(
+            "| {n} | B's first listing from Redis after A's scan | {} | {:.3} × own scan (target ≤ 0.1) |",
+            fmt(taken),
+            taken.as_secs_f64() / own.as_secs_f64()
+        ),
+    ];
+
+    // A delete on A until B's listing lacks it (B polls its events as a shell's tick does).
+    let mut b = instance(root, Some(&url));
+    b.list(ListKind::Full, false).unwrap();
+    let victim = a
+        .list(ListKind::Full, false)
+        .unwrap()
+        .models
+        .iter()
+        .find(|m| m.size_bytes.is_some_and(|s| s > 0))
+        .map(|m| m.id.clone())
+        .expect("a model on disk");
+    let t = Instant::now();
+    a.delete_model(&victim, DeleteMode::Permanent).unwrap();
+    loop {
+        b.catch_up();
+        let l = b.list(ListKind::Full, false).unwrap();
+        if !l
+            .models
+            .iter()
+            .any(|m| m.id == victim && m.size_bytes.is_some_and(|s| s > 0))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the delete never showed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rows.push(format!(
+        "| {n} | delete on A → gone from B's listing | {} | target ≤ 100 ms |",
+        fmt(t.elapsed())
+    ));
+
+    // Cached listings per second, one instance, with and without the tier.
+    for (label, redis) in [("without", None), ("with", Some(url.as_str()))] {
+        let mut svc = instance(root, redis);
+        svc.list(ListKind::Full, false).unwrap();
+        let query = ListQuery::default();
+        let t = Instant::now();
+        let mut count = 0u64;
+        while t.elapsed() < Duration::from_secs(2) {
+            svc.list_view(&query, false).unwrap();
+            count += 1;
+        }
+        rows.push(format!(
+            "| {n} | cached listings per second, {label} the shared tier | {:.0} | |",
+            count as f64 / t.elapsed().as_secs_f64()
+        ));
+    }
+    rows
+}
