@@ -331,3 +331,53 @@ fn four_instances_started_together_scan_once() {
     let hits: u64 = infos.iter().map(|i| i.shared_hits).sum();
     assert_eq!((published, hits), (1, 3), "{infos:#?}");
 }
+
+/// A change A's watcher sees (a file grown inside a model folder, which moves none of the
+/// top-level stamps) reaches B: A publishes its new listing and says which model changed;
+/// B drops its own and takes A's.
+#[test]
+fn a_watched_change_on_one_instance_reaches_the_other() {
+    let redis = Redis::start();
+    let lib = sample();
+    let mut a = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            redis: Some(redis.url()),
+            watch: model_library::library::watch::WatchOption::Events,
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    ready(&mut a);
+    a.start_watching();
+    a.list(ListKind::Full, false).unwrap();
+    let mut b = instance(&lib, &redis.url());
+    ready(&mut b);
+    b.list(ListKind::Full, false).unwrap();
+    assert_eq!(shared(&b).shared_hits, 1);
+
+    lib.file("models/beta/more.bin", 1000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        a.catch_up();
+        b.catch_up();
+        let beta = b
+            .list(ListKind::Full, false)
+            .unwrap()
+            .models
+            .iter()
+            .find(|m| m.id == "beta")
+            .and_then(|m| m.size_bytes);
+        if beta == Some(1004) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never saw A's change: {beta:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(shared(&b).shared_hits >= 2, "{:?}", shared(&b));
+}

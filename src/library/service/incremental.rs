@@ -26,6 +26,7 @@ impl ModelLibraryService {
         let stamps = Stamps::read(&self.library);
         self.reconcile_top_level(&mut changes, &stamps);
         self.note_touched(&changes);
+        let ids: Vec<String> = changes.models.iter().cloned().collect();
         let changed = if changes.is_empty() {
             false
         } else if changes.everything || changes.registry {
@@ -36,6 +37,9 @@ impl ModelLibraryService {
         };
         if changed {
             self.generation.fetch_add(1, Ordering::SeqCst);
+            // Instances elsewhere may not see this machine's file events: tell them (after
+            // the new listing was published, so they can take it).
+            self.tell_shared(crate::library::shared::EventKind::Changed, ids);
         }
         changed || stores_changed
     }
