@@ -139,8 +139,9 @@ impl ModelLibraryService {
 
     /// `id` was deleted: both levels are invalidated.
     pub fn model_deleted(&mut self, id: &str) {
+        // The listing as it is after the delete goes to the other instances first.
+        self.share_delete(vec![id.to_string()]);
         self.invalidate(&format!("delete of {id}"));
-        self.tell_shared(EventKind::Deleted, vec![id.to_string()]);
     }
 
     /// What deleting `id` would remove (for a confirmation showing the bytes it frees).

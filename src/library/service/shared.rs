@@ -195,6 +195,20 @@ impl ModelLibraryService {
         }
     }
 
+    /// A delete made here: the full listing as it is now (see [`without_deleted`]) is
+    /// published before the others are told, so one that notices the change by its own
+    /// stamps takes it at once rather than scanning.
+    pub(super) fn share_delete(&mut self, ids: Vec<String>) {
+        if self.shared.url.is_none() {
+            return;
+        }
+        if let Some(full) = self.listings.get(&ListKind::Full).cloned() {
+            let listing = without_deleted(&full, &ids, Stamps::read(&self.library));
+            self.publish_shared(&listing);
+        }
+        self.tell_shared(EventKind::Deleted, ids);
+    }
+
     /// Tells the other instances about a change made here (`ids` the models it touched).
     pub(super) fn tell_shared(&mut self, kind: EventKind, ids: Vec<String>) {
         if self.shared.url.is_none() {
@@ -226,29 +240,12 @@ impl ModelLibraryService {
             let full = self.listings.get(&ListKind::Full).cloned();
             match (event.kind, event.stamps, full) {
                 (EventKind::Deleted, Some([registry, models_dir, downloads_dir]), Some(full)) => {
-                    let mut listing = Listing::clone(&full);
-                    let gone =
-                        |m: &ModelInfo| m.source == LIBRARY_SOURCE && event.ids.contains(&m.id);
-                    // A registered model stays listed with nothing on disk, as a scan
-                    // would list it; an unregistered one is gone.
-                    listing.models.retain(|m| !gone(m) || m.registered);
-                    for row in listing.models.iter_mut().filter(|m| gone(m)) {
-                        let m = Arc::make_mut(row);
-                        m.status = ModelStatus::Available;
-                        m.size_bytes = Some(0);
-                        m.file_count = Some(0);
-                        m.modified = None;
-                        m.partial_bytes = None;
-                        m.note = None;
-                        m.error = None;
-                        m.metadata = None;
-                        m.main_file = None;
-                    }
-                    listing.stamps = Stamps {
+                    let stamps = Stamps {
                         registry: registry.map(f64::from_bits),
                         models_dir: models_dir.map(f64::from_bits),
                         downloads_dir: downloads_dir.map(f64::from_bits),
                     };
+                    let listing = without_deleted(&full, &event.ids, stamps);
                     self.install_full(Arc::new(listing), commit::Installed::Shared);
                     self.listings.remove(&ListKind::Fast);
                 }
@@ -267,4 +264,27 @@ impl ModelLibraryService {
         }
         changed
     }
+}
+
+/// `full` after `ids` were deleted, with the stamps read after it: a registered model stays
+/// listed with nothing on disk (`available`), as a scan would list it; an unregistered one
+/// is gone.
+fn without_deleted(full: &Listing, ids: &[String], stamps: Stamps) -> Listing {
+    let mut listing = Listing::clone(full);
+    let gone = |m: &ModelInfo| m.source == LIBRARY_SOURCE && ids.contains(&m.id);
+    listing.models.retain(|m| !gone(m) || m.registered);
+    for row in listing.models.iter_mut().filter(|m| gone(m)) {
+        let m = Arc::make_mut(row);
+        m.status = ModelStatus::Available;
+        m.size_bytes = Some(0);
+        m.file_count = Some(0);
+        m.modified = None;
+        m.partial_bytes = None;
+        m.note = None;
+        m.error = None;
+        m.metadata = None;
+        m.main_file = None;
+    }
+    listing.stamps = stamps;
+    listing
 }
