@@ -66,7 +66,9 @@ pub enum EventKind {
 /// The shared tier's state, for `cache-info` and the cache panel.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SharedCacheInfo {
-    /// `connected`, `unreachable` (retrying) or `connecting`.
+    /// `connected`, `unreachable` (retrying), `connecting`, or `idle` (not used yet by
+    /// this process: it is set up at the first listing) or `off` (it could not be set up:
+    /// `last_error` says why).
     pub state: &'static str,
     /// The Redis URL without credentials.
     pub url: String,
@@ -169,6 +171,16 @@ impl SharedTier {
     /// Whether the other instances' events are being heard.
     pub fn listening(&self) -> bool {
         self.listening.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most [`IO_TIMEOUT`]) for the subscriber to be listening: a new tier's
+    /// first listing may then be taken from Redis (a one-shot command's only one).
+    pub fn wait_listening(&self) -> bool {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while !self.listening() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.listening()
     }
 
     fn listing_key(&self) -> String {

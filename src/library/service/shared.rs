@@ -63,7 +63,11 @@ impl ModelLibraryService {
         let url = state.url.as_ref()?;
         if state.tier.is_none() && state.problem.is_none() {
             match SharedTier::new(url, &self.library) {
-                Ok(t) => state.tier = Some(t),
+                Ok(t) => {
+                    // Briefly, once: so a first listing can already be a shared one.
+                    t.wait_listening();
+                    state.tier = Some(t);
+                }
                 Err(e) => state.problem = Some(e.to_string()),
             }
         }
@@ -80,7 +84,7 @@ impl ModelLibraryService {
                 state: if state.problem.is_some() {
                     "off"
                 } else {
-                    "connecting"
+                    "idle"
                 },
                 url: crate::library::shared::url_without_credentials(url),
                 library_id: String::new(),
