@@ -381,3 +381,21 @@ fn a_watched_change_on_one_instance_reaches_the_other() {
     }
     assert!(shared(&b).shared_hits >= 2, "{:?}", shared(&b));
 }
+
+/// A TTL set on one instance is every instance's.
+#[test]
+fn a_ttl_change_reaches_every_instance() {
+    let redis = Redis::start();
+    let lib = sample();
+    let mut a = instance(&lib, &redis.url());
+    ready(&mut a);
+    let mut b = instance(&lib, &redis.url());
+    ready(&mut b);
+    a.set_ttl(600).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.ttl_secs() != 600 {
+        assert!(Instant::now() < deadline, "B's TTL stayed {}", b.ttl_secs());
+        b.catch_up();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -48,6 +48,9 @@ pub struct Event {
     /// so a receiver can bring its listing up to date without reading the disk; as the
     /// bits of each `f64` (a JSON number need not come back as the very same `f64`).
     pub stamps: Option<[Option<u64>; 3]>,
+    /// The new TTL, seconds ([`EventKind::Ttl`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
 }
 
 /// The kinds of [`Event`].
@@ -59,6 +62,8 @@ pub enum EventKind {
     /// A model imported, a download ended, a refresh, a TTL change, a watched change:
     /// whatever a receiver cached may be out of date.
     Changed,
+    /// The cache TTL was changed (`ttl_secs`): every instance takes it.
+    Ttl,
     /// Not sent: the subscriber reconnected and may have missed events.
     Reconnected,
 }
@@ -302,12 +307,27 @@ impl SharedTier {
 
     /// Tells the other instances what changed.
     pub fn send(&mut self, kind: EventKind, ids: Vec<String>, stamps: Option<[Option<u64>; 3]>) {
-        let event = Event {
+        self.send_event(Event {
             from: self.instance.clone(),
             kind,
             ids,
             stamps,
-        };
+            ttl_secs: None,
+        });
+    }
+
+    /// Tells the other instances the TTL is now `secs`.
+    pub fn send_ttl(&mut self, secs: u64) {
+        self.send_event(Event {
+            from: self.instance.clone(),
+            kind: EventKind::Ttl,
+            ids: Vec::new(),
+            stamps: None,
+            ttl_secs: Some(secs),
+        });
+    }
+
+    fn send_event(&mut self, event: Event) {
         let Ok(text) = serde_json::to_string(&event) else {
             return;
         };
@@ -399,6 +419,7 @@ fn spawn_subscriber(client: redis::Client, channel: String, tx: Sender<Event>, f
                         kind: EventKind::Reconnected,
                         ids: Vec::new(),
                         stamps: None,
+                        ttl_secs: None,
                     };
                     if tx.send(reconnected).is_err() {
                         return;

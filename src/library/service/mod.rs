@@ -299,6 +299,8 @@ impl ModelLibraryService {
     /// nothing changes.
     pub fn set_ttl(&mut self, secs: i64) -> Result<u64> {
         self.ttl_secs = check_ttl(secs)?;
+        // Instances sharing a cache share its TTL too.
+        self.tell_shared_ttl(self.ttl_secs);
         Ok(self.ttl_secs)
     }
 

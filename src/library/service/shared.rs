@@ -213,6 +213,16 @@ impl ModelLibraryService {
         self.tell_shared(EventKind::Deleted, ids);
     }
 
+    /// Tells the other instances the TTL set here.
+    pub(super) fn tell_shared_ttl(&mut self, secs: u64) {
+        if self.shared.url.is_none() {
+            return;
+        }
+        if let Some(t) = self.shared_tier() {
+            t.send_ttl(secs);
+        }
+    }
+
     /// Tells the other instances about a change made here (`ids` the models it touched).
     pub(super) fn tell_shared(&mut self, kind: EventKind, ids: Vec<String>) {
         if self.shared.url.is_none() {
@@ -252,6 +262,12 @@ impl ModelLibraryService {
                     let listing = without_deleted(&full, &event.ids, stamps);
                     self.install_full(Arc::new(listing), commit::Installed::Shared);
                     self.listings.remove(&ListKind::Fast);
+                }
+                (EventKind::Ttl, _, _) => {
+                    // Checked as one set here would be; a bad value is ignored.
+                    if let Some(secs) = event.ttl_secs.and_then(|s| check_ttl(s as i64).ok()) {
+                        self.ttl_secs = secs;
+                    }
                 }
                 (EventKind::Reconnected, _, _) => {
                     self.invalidate("the shared cache reconnected (changes may have been missed)")
