@@ -143,3 +143,68 @@ pub fn generate_library(root: &Path, spec: &GenSpec) -> io::Result<GenSummary> {
         .map_err(io::Error::other)?;
     Ok(summary)
 }
+
+/// A `redis-server` of a test's or benchmark's own (the Debian package `redis-server`), on
+/// 127.0.0.1 at a free port, keeping nothing on disk; stopped when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free port with `dir` as its working folder, and waits (bounded)
+    /// until it answers.
+    pub fn start(dir: &Path) -> io::Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        RedisServer::start_on(port, dir)
+    }
+
+    /// [`RedisServer::start`] on `port` (to start one again where another was stopped).
+    pub fn start_on(port: u16, dir: &Path) -> io::Result<RedisServer> {
+        use std::process::{Command, Stdio};
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("redis-server (Debian package redis-server; .ci/run installs it): {e}"),
+                )
+            })?;
+        let server = RedisServer { child, port };
+        let client = redis::Client::open(server.url()).map_err(io::Error::other)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let up = client
+                .get_connection_with_timeout(std::time::Duration::from_millis(200))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if up.is_ok() {
+                return Ok(server);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::other("redis-server did not start in 10 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,76 +5,47 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{TestLib, registry_json};
+use model_library::fixtures::RedisServer;
 use model_library::library::{
     Clock, DeleteMode, ListKind, ManualClock, ModelLibraryService, ServiceOptions, SystemClock,
 };
 
-/// A `redis-server` of the test's own, stopped when dropped.
+/// A `redis-server` of the test's own (see [`RedisServer`]) and its folder.
 struct Redis {
-    child: Child,
-    port: u16,
+    server: Option<RedisServer>,
     dir: tempfile::TempDir,
 }
 
 impl Redis {
     fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::start_on(port, tempfile::tempdir().unwrap())
+        let dir = tempfile::tempdir().unwrap();
+        let server = RedisServer::start(dir.path()).unwrap();
+        Redis {
+            server: Some(server),
+            dir,
+        }
     }
 
     fn start_on(port: u16, dir: tempfile::TempDir) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server; .ci/run installs it)");
-        let redis = Redis { child, port, dir };
-        let client = redis::Client::open(redis.url()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let up = client
-                .get_connection_with_timeout(Duration::from_millis(200))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if up.is_ok() {
-                return redis;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        let server = RedisServer::start_on(port, dir.path()).unwrap();
+        Redis {
+            server: Some(server),
+            dir,
         }
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        self.server.as_ref().expect("running").url()
     }
 
     /// Stops it; its port and folder, to start it again.
     fn kill(mut self) -> (u16, tempfile::TempDir) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let port = self.port;
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        (port, dir)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let port = self.server.take().expect("running").port;
+        (port, self.dir)
     }
 }
 

@@ -2,9 +2,7 @@
 //! listing taken from Redis after A's scan, against B scanning for itself; a delete on A
 //! until it is gone from B's listing; cached listings per second with and without the tier.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,49 +11,17 @@ use model_library::library::{
     ServiceOptions, SystemClock,
 };
 
+use model_library::fixtures::RedisServer;
+
 use super::{fmt, median};
 
-/// The server and its folder (kept until it stops).
-struct Redis {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `redis-server` on a free port; its URL.
-fn start_redis() -> (Redis, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// A `redis-server` on a free port (kept until dropped) and its URL.
+fn start_redis() -> ((RedisServer, tempfile::TempDir), String) {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    let url = format!("redis://127.0.0.1:{port}/");
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client
-        .get_connection_with_timeout(Duration::from_millis(200))
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Redis { child, _dir: dir }, url)
+    let server =
+        RedisServer::start(dir.path()).expect("redis-server (apt-get install redis-server)");
+    let url = server.url();
+    ((server, dir), url)
 }
 
 fn instance(root: &Path, redis: Option<&str>) -> ModelLibraryService {
