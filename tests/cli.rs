@@ -403,3 +403,52 @@ fn a_folder_holding_other_stores_lists_each_model_once() {
     ids.sort();
     assert_eq!(ids, ["folder/mine/own.gguf", "lmstudio/acme/tiny", "x"]);
 }
+
+/// A Jan model imported from LM Studio's folder is the same file: both stores list it, and
+/// Jan's says it is LM Studio's file (disk usage counts it once).
+#[test]
+fn a_file_two_stores_list_is_said_to_be_one() {
+    let lib = sample();
+    let tmp = tempfile::tempdir().unwrap();
+    let lms = tmp.path().join("lms");
+    let weights = lms.join("acme/tiny/t.gguf");
+    std::fs::create_dir_all(weights.parent().unwrap()).unwrap();
+    std::fs::write(&weights, vec![0u8; 100]).unwrap();
+    let jan = tmp.path().join("jan");
+    std::fs::create_dir_all(jan.join("llamacpp/models/tiny")).unwrap();
+    std::fs::write(
+        jan.join("llamacpp/models/tiny/model.yml"),
+        format!("model_path: {}\nname: tiny\n", weights.display()),
+    )
+    .unwrap();
+    let root = lib.root().to_str().unwrap();
+    let (s1, s2) = (
+        format!("lmstudio={}", lms.display()),
+        format!("jan={}", jan.display()),
+    );
+    let out = run(
+        &[
+            "--library",
+            root,
+            "--store",
+            &s1,
+            "--store",
+            &s2,
+            "list",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |id: &str| models.iter().find(|m| m["id"] == id).unwrap().clone();
+    assert_eq!(
+        find("jan/tiny")["note"],
+        "the same file as lmstudio/acme/tiny, listed there too"
+    );
+    assert!(find("lmstudio/acme/tiny")["note"].is_null());
+}

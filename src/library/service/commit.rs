@@ -160,7 +160,7 @@ impl ModelLibraryService {
     /// `source_problems`, never fatal.
     pub(super) fn scan_stores(&mut self) -> Vec<Arc<ModelInfo>> {
         self.source_problems.clear();
-        let mut found = Vec::new();
+        let mut scans = Vec::new();
         let others = sources::folders_of_others(&self.sources, self.library.root());
         for source in self.sources.iter().filter(|s| s.enabled) {
             match sources::scan_source_skipping(
@@ -168,12 +168,17 @@ impl ModelLibraryService {
                 &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),
                 &others,
             ) {
-                Ok(scan) => found.extend(scan.models.into_iter().map(Arc::new)),
+                Ok(scan) => scans.push(scan),
                 Err(e) => self
                     .source_problems
                     .push(format!("{}: {e}", source.kind.display_name())),
             }
         }
+        sources::note_files_listed_elsewhere(&mut scans);
+        let mut found: Vec<Arc<ModelInfo>> = scans
+            .into_iter()
+            .flat_map(|s| s.models.into_iter().map(Arc::new))
+            .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         found
     }

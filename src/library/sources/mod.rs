@@ -507,6 +507,39 @@ impl SourceScan {
     }
 }
 
+/// Notes, on each store model whose largest file is a file another store's model already
+/// counts (a Jan model imported from LM Studio's folder, a GPT4All file linked by hand),
+/// which model that file is listed under: the same bytes are shown as two stores see them,
+/// counted once in disk usage, and said to be one. The first store in `scans` owns a file.
+pub fn note_files_listed_elsewhere(scans: &mut [SourceScan]) {
+    let mut owner: std::collections::HashMap<PathBuf, String> = std::collections::HashMap::new();
+    for scan in scans.iter() {
+        for (id, files) in &scan.model_blobs {
+            for f in files {
+                owner.entry(f.clone()).or_insert_with(|| id.clone());
+            }
+        }
+    }
+    for scan in scans.iter_mut() {
+        let SourceScan {
+            models,
+            blobs,
+            model_blobs,
+            ..
+        } = scan;
+        for m in models.iter_mut() {
+            let largest = model_blobs
+                .get(&m.id)
+                .and_then(|files| files.iter().max_by_key(|f| blobs.get(*f).copied()));
+            if let Some(other) = largest.and_then(|f| owner.get(f)).filter(|o| **o != m.id)
+                && m.note.is_none()
+            {
+                m.note = Some(format!("the same file as {other}, listed there too").into());
+            }
+        }
+    }
+}
+
 /// Scans one store into its models (see [`scan_source_detailed`]).
 /// The files of a listed model, for a details view: its folder's files, or, for a Hugging
 /// Face repo, the files of its snapshots (`<revision>/<file>`, the revision shortened to
