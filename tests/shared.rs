@@ -370,3 +370,47 @@ fn a_ttl_change_reaches_every_instance() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Two `serve` instances on one library and one Redis: the second one's first
+/// `GET /api/models/library` is the first one's listing, and its
+/// `GET /api/models/cache-info` has the `shared_cache` section saying so.
+#[test]
+fn two_servers_share_one_cache_over_http() {
+    use model_library::server;
+    let redis = Redis::start();
+    let lib = sample();
+    let get = |srv: &server::ServerHandle, path: &str| -> serde_json::Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let body = agent
+            .get(format!("{}{path}", srv.url()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    };
+    let mut a = instance(&lib, &redis.url());
+    ready(&mut a);
+    let a = server::start(a, 0).unwrap();
+    assert_eq!(get(&a, "/api/models/library")["total"], 3);
+    let mut b = instance(&lib, &redis.url());
+    ready(&mut b);
+    let b = server::start(b, 0).unwrap();
+    let listing = get(&b, "/api/models/library");
+    assert_eq!(listing["total"], 3);
+    let info = get(&b, "/api/models/cache-info");
+    let shared = &info["shared_cache"];
+    assert_eq!(shared["shared_hits"], 1, "{info:#}");
+    assert_eq!(shared["state"], "connected");
+    assert_eq!(shared["url"], redis.url());
+    assert!(
+        get(&a, "/api/models/cache-info")["shared_cache"]["listings_published"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+    );
+}
