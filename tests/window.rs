@@ -1028,6 +1028,60 @@ fn a_partial_row_shows_the_bytes_it_has() {
     assert!(h.query_by_label("40/100 B").is_some());
 }
 
+/// With a shared cache, a TTL set by another instance on the same library is the one the
+/// window shows and uses.
+#[test]
+fn a_ttl_set_by_another_instance_is_shown() {
+    use model_library::fixtures::RedisServer;
+    use model_library::library::{ModelLibraryService, ServiceOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path()).unwrap();
+    let lib = sample();
+    let options = AppOptions {
+        library: Some(lib.root().to_path_buf()),
+        settings: Some(Settings::default()),
+        stores: false,
+        watch: model_library::library::watch::WatchOption::Auto,
+        store_overrides: Vec::new(),
+        redis: Some(redis.url()),
+    };
+    let mut h = start_with(options, egui::vec2(1400.0, 900.0), 1.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !h
+        .state()
+        .cache_info()
+        .and_then(|i| i.shared_cache.as_ref())
+        .is_some_and(|s| s.listening)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the window's tier never listened"
+        );
+        h.step();
+        settle(&mut h);
+    }
+    let mut other = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            redis: Some(redis.url()),
+            persist: false,
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    other.set_ttl(900).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.state().ttl_secs() != 900 {
+        assert!(
+            Instant::now() < deadline,
+            "the window's TTL stayed {}",
+            h.state().ttl_secs()
+        );
+        h.step();
+        settle(&mut h);
+    }
+}
+
 /// A store with no default folder (a folder of one's own) is listed once the settings
 /// point it somewhere.
 #[test]

@@ -256,6 +256,11 @@ impl ModelLibraryApp {
         app
     }
 
+    /// The TTL the window shows (its slider) and sets.
+    pub fn ttl_secs(&self) -> u64 {
+        self.settings.ttl_secs
+    }
+
     /// Whether any request to the worker is still unanswered.
     pub fn is_busy(&self) -> bool {
         self.open_req.is_some()
@@ -374,6 +379,17 @@ impl ModelLibraryApp {
     /// Keeps the latest cache info and announces what it says about the library.
     fn set_cache_info(&mut self, info: CacheInfo) {
         self.announce_library_state(&info);
+        // Another instance sharing the cache set the TTL (the service took it): follow it,
+        // unless this window is setting one or its slider is being moved.
+        let ttl = info.service_cache.cache_ttl_seconds;
+        let setting_ttl = matches!(self.op_req, Some((Op::SetTtl, _)));
+        if ttl != self.settings.ttl_secs
+            && !setting_ttl
+            && self.ttl_slider == self.settings.ttl_secs as f64
+        {
+            self.settings.ttl_secs = ttl;
+            self.ttl_slider = ttl as f64;
+        }
         if let Some(ts) = info.service_cache.cache_timestamp
             && self.installed.back() != Some(&ts)
         {
