@@ -133,21 +133,16 @@ pub fn path(library: &Library) -> PathBuf {
 /// Saves a full listing (atomic write; the previous file stays whole if this fails).
 pub fn save(library: &Library, listing: &Listing) -> Result<()> {
     debug_assert_eq!(listing.kind, ListKind::Full);
-    let persisted = Persisted {
-        library_root: library.root().to_string_lossy().into_owned(),
-        timestamp: listing.timestamp,
-        scan_started: listing.scan_started,
-        scan_duration_secs: listing.scan_duration.as_secs_f64(),
-        registry_mtime: listing.stamps.registry,
-        models_dir_mtime: listing.stamps.models_dir,
-        downloads_dir_mtime: listing.stamps.downloads_dir,
-        problems: listing.problems.clone(),
-        models: listing
-            .models
-            .iter()
-            .map(|m| StoredModel::from(&**m))
-            .collect(),
-    };
+    let models = listing
+        .models
+        .iter()
+        .map(|m| StoredModel::from(&**m))
+        .collect();
+    let persisted = persisted_of(
+        listing,
+        library.root().to_string_lossy().into_owned(),
+        models,
+    );
     let payload = postcard::to_stdvec(&persisted)
         .map_err(|e| LibraryError::io(path(library), io::Error::other(e)))?;
     let bytes = cache_file::framed(MAGIC, FORMAT_VERSION, &payload);
@@ -351,6 +346,22 @@ pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
     Ok(listing_of(p, |m| m))
 }
 
+/// `listing` as stored, with `models` (its rows as they are to be kept) and the library
+/// root it is written for (empty for the shared tier, whose paths are relative).
+fn persisted_of(listing: &Listing, library_root: String, models: Vec<StoredModel>) -> Persisted {
+    Persisted {
+        library_root,
+        timestamp: listing.timestamp,
+        scan_started: listing.scan_started,
+        scan_duration_secs: listing.scan_duration.as_secs_f64(),
+        registry_mtime: listing.stamps.registry,
+        models_dir_mtime: listing.stamps.models_dir,
+        downloads_dir_mtime: listing.stamps.downloads_dir,
+        problems: listing.problems.clone(),
+        models,
+    }
+}
+
 /// The full listing `p` holds, each row passed through `row` (paths made whole).
 fn listing_of(mut p: Persisted, row: impl Fn(ModelInfo) -> ModelInfo) -> Listing {
     let models = std::mem::take(&mut p.models);
@@ -391,17 +402,7 @@ pub fn shared_bytes(library: &Library, listing: &Listing) -> Vec<u8> {
             stored
         })
         .collect();
-    let persisted = Persisted {
-        library_root: String::new(),
-        timestamp: listing.timestamp,
-        scan_started: listing.scan_started,
-        scan_duration_secs: listing.scan_duration.as_secs_f64(),
-        registry_mtime: listing.stamps.registry,
-        models_dir_mtime: listing.stamps.models_dir,
-        downloads_dir_mtime: listing.stamps.downloads_dir,
-        problems: listing.problems.clone(),
-        models,
-    };
+    let persisted = persisted_of(listing, String::new(), models);
     // Encoding plain data into a Vec cannot fail.
     let payload = postcard::to_stdvec(&persisted).unwrap_or_default();
     cache_file::framed(SHARED_MAGIC, FORMAT_VERSION, &payload)

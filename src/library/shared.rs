@@ -139,19 +139,30 @@ pub fn url_without_credentials(url: &str) -> String {
     }
 }
 
+/// A client for the Redis at `url` (no I/O); a URL that is not a Redis URL is an error
+/// naming it without its credentials.
+pub fn client_for(url: &str) -> Result<redis::Client> {
+    redis::Client::open(url).map_err(|e| LibraryError::InvalidInput {
+        what: format!("--redis {}: {e}", url_without_credentials(url)),
+    })
+}
+
+/// The name of a library's key or channel `what` (`listing`, `scanning`, `events`).
+fn redis_key(library_id: &str, what: &str) -> String {
+    format!("model-library:{library_id}:{what}")
+}
+
 impl SharedTier {
     /// A tier for `library` on the Redis at `url`. Fails only on a URL that is not a Redis
     /// URL or a library whose id cannot be read or made; Redis itself being down is not an
     /// error (it is retried).
     pub fn new(url: &str, library: &Library) -> Result<SharedTier> {
-        let client = redis::Client::open(url).map_err(|e| LibraryError::InvalidInput {
-            what: format!("--redis {}: {e}", url_without_credentials(url)),
-        })?;
+        let client = client_for(url)?;
         let library_id = library_id(library)?;
         let (tx, events) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let listening = Arc::new(AtomicBool::new(false));
-        let channel = events_channel(&library_id);
+        let channel = redis_key(&library_id, "events");
         let flags = Flags {
             stop: Arc::clone(&stop),
             listening: Arc::clone(&listening),
@@ -186,10 +197,6 @@ impl SharedTier {
             std::thread::sleep(Duration::from_millis(2));
         }
         self.listening()
-    }
-
-    fn listing_key(&self) -> String {
-        format!("model-library:{}:listing", self.library_id)
     }
 
     /// Runs `f` on the connection (made if due); `None` when Redis cannot be reached now.
@@ -239,19 +246,15 @@ impl SharedTier {
 
     /// The last full listing another instance (or this one) published, as bytes.
     pub fn fetch_listing(&mut self) -> Option<Vec<u8>> {
-        let key = self.listing_key();
+        let key = redis_key(&self.library_id, "listing");
         self.run(|c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c))
             .flatten()
-    }
-
-    fn scan_lock_key(&self) -> String {
-        format!("model-library:{}:scanning", self.library_id)
     }
 
     /// Takes the library's scan lock for `ttl_ms` (set if absent, with expiry): `Some(true)`
     /// taken, `Some(false)` another instance holds it, `None` Redis cannot be reached.
     pub fn try_scan_lock(&mut self, ttl_ms: u64) -> Option<bool> {
-        let key = self.scan_lock_key();
+        let key = redis_key(&self.library_id, "scanning");
         let me = self.instance.clone();
         self.run(|c| {
             redis::cmd("SET")
@@ -269,7 +272,7 @@ impl SharedTier {
     /// was taken by another is left alone; the gap between the two commands is harmless:
     /// at worst a second instance scans too).
     pub fn release_scan_lock(&mut self) {
-        let key = self.scan_lock_key();
+        let key = redis_key(&self.library_id, "scanning");
         let me = self.instance.clone();
         let _ = self.run(|c| {
             let holder: Option<String> = redis::cmd("GET").arg(&key).query(c)?;
@@ -291,7 +294,7 @@ impl SharedTier {
 
     /// Publishes a full listing's bytes for `ttl_secs` (at least one second).
     pub fn publish_listing(&mut self, bytes: &[u8], ttl_secs: u64) {
-        let key = self.listing_key();
+        let key = redis_key(&self.library_id, "listing");
         let done = self.run(|c| {
             redis::cmd("SET")
                 .arg(&key)
@@ -331,7 +334,7 @@ impl SharedTier {
         let Ok(text) = serde_json::to_string(&event) else {
             return;
         };
-        let channel = events_channel(&self.library_id);
+        let channel = redis_key(&self.library_id, "events");
         let done = self.run(|c| {
             redis::cmd("PUBLISH")
                 .arg(&channel)
@@ -376,10 +379,6 @@ impl SharedTier {
             last_error: self.last_error.clone(),
         }
     }
-}
-
-fn events_channel(library_id: &str) -> String {
-    format!("model-library:{library_id}:events")
 }
 
 /// The subscriber: a thread of its own (a subscribed connection can do nothing else),

@@ -159,21 +159,8 @@ impl ModelLibraryService {
     /// by id as listings keep them; a store that cannot be read is recorded in
     /// `source_problems`, never fatal.
     pub(super) fn scan_stores(&mut self) -> Vec<Arc<ModelInfo>> {
-        self.source_problems.clear();
-        let mut scans = Vec::new();
-        let others = sources::folders_of_others(&self.sources, self.library.root());
-        for source in self.sources.iter().filter(|s| s.enabled) {
-            match sources::scan_source_skipping(
-                source,
-                &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),
-                &others,
-            ) {
-                Ok(scan) => scans.push(scan),
-                Err(e) => self
-                    .source_problems
-                    .push(format!("{}: {e}", source.kind.display_name())),
-            }
-        }
+        let (mut scans, problems) = self.scan_enabled_stores();
+        self.source_problems = problems;
         sources::note_files_listed_elsewhere(&mut scans);
         let mut found: Vec<Arc<ModelInfo>> = scans
             .into_iter()
@@ -181,6 +168,23 @@ impl ModelLibraryService {
             .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         found
+    }
+
+    /// Every enabled store scanned with the files behind its models (a folder of one's own
+    /// leaving the other stores' folders and the library to them), and, one line each,
+    /// the stores that could not be read.
+    pub(super) fn scan_enabled_stores(&self) -> (Vec<sources::SourceScan>, Vec<String>) {
+        let mut scans = Vec::new();
+        let mut problems = Vec::new();
+        let others = sources::folders_of_others(&self.sources, self.library.root());
+        for source in self.sources.iter().filter(|s| s.enabled) {
+            let mut cache = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+            match sources::scan_source_skipping(source, &mut cache, &others) {
+                Ok(scan) => scans.push(scan),
+                Err(e) => problems.push(format!("{}: {e}", source.kind.display_name())),
+            }
+        }
+        (scans, problems)
     }
 
     /// Forgets views built on a listing that is no longer cached (they can never be served).

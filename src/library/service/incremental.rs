@@ -60,10 +60,10 @@ impl ModelLibraryService {
             return true;
         };
         let mut listing = Listing::clone(&full);
+        let others = sources::folders_of_others(&self.sources, self.library.root());
         for i in changed {
             let source = &self.sources[i];
             let name = source.kind.as_str();
-            let others = sources::folders_of_others(&self.sources, self.library.root());
             let scanned = sources::scan_source_skipping(
                 source,
                 &mut self.metadata.lock().unwrap_or_else(|e| e.into_inner()),

@@ -40,12 +40,7 @@ impl SharedState {
     /// Checks the URL (no I/O: the tier is set up at the first listing).
     pub(super) fn new(url: Option<String>) -> Result<SharedState> {
         if let Some(u) = &url {
-            redis::Client::open(u.as_str()).map_err(|e| LibraryError::InvalidInput {
-                what: format!(
-                    "--redis {}: {e}",
-                    crate::library::shared::url_without_credentials(u)
-                ),
-            })?;
+            crate::library::shared::client_for(u)?;
         }
         Ok(SharedState {
             url,
@@ -206,11 +201,12 @@ impl ModelLibraryService {
         if self.shared.url.is_none() {
             return;
         }
+        let stamps = Stamps::read(&self.library);
         if let Some(full) = self.listings.get(&ListKind::Full).cloned() {
-            let listing = without_deleted(&full, &ids, Stamps::read(&self.library));
+            let listing = without_deleted(&full, &ids, stamps);
             self.publish_shared(&listing);
         }
-        self.tell_shared(EventKind::Deleted, ids);
+        self.send_shared(EventKind::Deleted, ids, &stamps);
     }
 
     /// Tells the other instances the TTL set here.
@@ -228,7 +224,12 @@ impl ModelLibraryService {
         if self.shared.url.is_none() {
             return;
         }
-        let s = Stamps::read(&self.library);
+        let stamps = Stamps::read(&self.library);
+        self.send_shared(kind, ids, &stamps);
+    }
+
+    /// Sends an event with the stamps read after the change (as `f64` bits).
+    fn send_shared(&mut self, kind: EventKind, ids: Vec<String>, s: &Stamps) {
         let bits = |t: Option<f64>| t.map(f64::to_bits);
         let stamps = Some([bits(s.registry), bits(s.models_dir), bits(s.downloads_dir)]);
         if let Some(t) = self.shared_tier() {

@@ -73,15 +73,7 @@ impl ModelLibraryService {
     /// Every enabled store, scanned with the files behind its models (stores that cannot
     /// be read are left out; listings say why).
     pub(super) fn store_scans(&mut self) -> Vec<sources::SourceScan> {
-        let mut scans = Vec::new();
-        let others = sources::folders_of_others(&self.sources, self.library.root());
-        for source in self.sources.iter().filter(|s| s.enabled) {
-            let mut cache = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(scan) = sources::scan_source_skipping(source, &mut cache, &others) {
-                scans.push(scan);
-            }
-        }
-        scans
+        self.scan_enabled_stores().0
     }
 
     /// Takes in what a verify run found: mismatches are saved in `.cache/verify.bin` and

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use super::{Draft, SourceScan, WeightFile, arch_capabilities, list_dir, weight_set_metadata};
+use super::{Draft, SourceScan, WeightFile, list_dir};
 use crate::library::error::LibraryError;
 use crate::library::metadata::MetadataCache;
 use crate::library::scan::guess_format;
@@ -81,10 +81,7 @@ pub(super) fn scan(
                 real: path,
                 size: meta.len(),
             };
-            d.metadata = weight_set_metadata(&[&weight], cache);
-            if let Some(arch) = d.metadata.as_ref().and_then(|m| m.architecture.as_deref()) {
-                d.capabilities = arch_capabilities(arch);
-            }
+            d.describe_weights(&[&weight], cache);
         }
         out.push(d);
     }

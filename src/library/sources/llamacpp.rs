@@ -18,10 +18,7 @@ use std::fs::FileType;
 use std::path::{Path, PathBuf};
 
 use super::tree::strip_partial;
-use super::{
-    Draft, SourceScan, WeightFile, arch_capabilities, list_dir, push_unique, read_bounded,
-    weight_group, weight_set_metadata,
-};
+use super::{Draft, SourceScan, WeightFile, list_dir, push_unique, read_bounded, weight_group};
 use crate::library::clock::unix_seconds;
 use crate::library::error::LibraryError;
 use crate::library::metadata::MetadataCache;
@@ -178,10 +175,7 @@ fn fill(root: &Path, parts: &[&Top], d: &mut Draft, cache: &mut MetadataCache) {
     }
     d.format = Some("gguf".into());
     let set: Vec<&WeightFile> = weights.iter().collect();
-    d.metadata = weight_set_metadata(&set, cache);
-    if let Some(arch) = d.metadata.as_ref().and_then(|m| m.architecture.as_deref()) {
-        d.capabilities = arch_capabilities(arch);
-    }
+    d.describe_weights(&set, cache);
     if !weights.is_empty() && parts.iter().any(|f| is_flat_projector(&f.name)) {
         push_unique(&mut d.capabilities, "vision");
     }

@@ -25,25 +25,16 @@
 use std::path::Path;
 
 use super::{
-    Draft, SourceScan, WeightFile, arch_capabilities, is_projector, is_weight_name, list_dir,
-    main_weight_set, push_unique, walk, weight_set_metadata,
+    Draft, SourceScan, WeightFile, is_projector, is_weight_name, list_dir, main_weight_set,
+    push_unique, walk,
 };
 use crate::library::error::LibraryError;
 use crate::library::metadata::MetadataCache;
 use crate::library::scan::guess_format;
 
-/// File-name suffixes taken as an incomplete download.
-const PARTIAL_SUFFIXES: [&str; 5] = [
-    ".part",
-    ".partial",
-    ".download",
-    ".crdownload",
-    ".incomplete",
-];
-
+/// Whether a file has a generic incomplete-download suffix.
 fn is_partial_name(name: &Path) -> bool {
-    let n = name.to_string_lossy().to_ascii_lowercase();
-    PARTIAL_SUFFIXES.iter().any(|s| n.ends_with(s))
+    super::strip_partial_suffix(&name.to_string_lossy(), &[]).is_some()
 }
 
 pub(super) fn scan(
@@ -207,10 +198,7 @@ fn loose_file(root: &Path, rel: &Path, cache: &mut MetadataCache) -> Option<Draf
         real: path,
         size: meta.len(),
     };
-    d.metadata = weight_set_metadata(&[&weight], cache);
-    if let Some(arch) = d.metadata.as_ref().and_then(|m| m.architecture.as_deref()) {
-        d.capabilities = arch_capabilities(arch);
-    }
+    d.describe_weights(&[&weight], cache);
     Some(d)
 }
 
@@ -251,10 +239,7 @@ fn scan_model(dir: &Path, cache: &mut MetadataCache, d: &mut Draft) -> bool {
     }
     d.format = largest.map(|(_, f)| f.to_string());
     let set = main_weight_set(&weights);
-    d.metadata = weight_set_metadata(&set, cache);
-    if let Some(arch) = d.metadata.as_ref().and_then(|m| m.architecture.as_deref()) {
-        d.capabilities = arch_capabilities(arch);
-    }
+    d.describe_weights(&set, cache);
     if weights.iter().any(|f| is_projector(&f.rel)) {
         push_unique(&mut d.capabilities, "vision");
     }

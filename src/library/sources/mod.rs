@@ -838,6 +838,27 @@ fn push_unique(caps: &mut Vec<String>, cap: &str) {
     }
 }
 
+/// File-name suffixes of a download in progress that many tools use (browsers' and
+/// download tools' `.part`, `.partial`, `.download`, `.crdownload`; `.incomplete`).
+const PARTIAL_SUFFIXES: [&str; 5] = [
+    ".part",
+    ".partial",
+    ".download",
+    ".crdownload",
+    ".incomplete",
+];
+
+/// `name` without its download suffix — one of [`PARTIAL_SUFFIXES`] or of `more` (lower
+/// case) — when it has one.
+fn strip_partial_suffix<'a>(name: &'a str, more: &[&str]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase();
+    PARTIAL_SUFFIXES
+        .iter()
+        .chain(more)
+        .find(|s| lower.ends_with(*s))
+        .map(|s| &name[..name.len() - s.len()])
+}
+
 /// A model being assembled by a store scanner.
 #[derive(Debug)]
 struct Draft {
@@ -884,6 +905,19 @@ impl Draft {
 
     fn error(&mut self, e: impl Into<String>) {
         self.errors.push(e.into());
+    }
+
+    /// The header metadata of weight set `set` (see [`weight_set_metadata`]) and the
+    /// capabilities its architecture suggests.
+    fn describe_weights(&mut self, set: &[&WeightFile], cache: &mut MetadataCache) {
+        self.metadata = weight_set_metadata(set, cache);
+        if let Some(arch) = self
+            .metadata
+            .as_ref()
+            .and_then(|m| m.architecture.as_deref())
+        {
+            self.capabilities = arch_capabilities(arch);
+        }
     }
 
     fn fill_metadata(&mut self, extra: &ModelMetadata) {

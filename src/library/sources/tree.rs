@@ -8,7 +8,7 @@
 //! - Elsewhere each model file (by extension, [`TreeRules::exts`]) is a model; the parts
 //!   of a split (`-00001-of-00003`) are one model; a vision projector (`mmproj*`) joins the
 //!   largest other model in its folder (a projector alone is its own model).
-//! - A file with a download suffix ([`PARTIAL_SUFFIXES`]) counts with the file it becomes
+//! - A file with a download suffix (the generic ones, [`TOOL_PARTIAL_SUFFIXES`]) counts with the file it becomes
 //!   and makes that model `partial`.
 //! - A folder that `huggingface_hub` downloaded into (`--local-dir`: it keeps
 //!   `.cache/huggingface/download/<file>.metadata` there, and `<…>.incomplete` while a file
@@ -24,24 +24,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::{
-    Draft, SourceScan, WeightFile, arch_capabilities, is_projector, is_weight_name, push_unique,
-    weight_group, weight_set_metadata,
+    Draft, SourceScan, WeightFile, is_projector, is_weight_name, push_unique, weight_group,
 };
 use crate::library::metadata::MetadataCache;
 use crate::library::scan::guess_format;
 
-/// Suffixes of a file still being downloaded: generic browser and tool names, llama.cpp's
+/// Suffixes of a file still being downloaded besides the generic ones: llama.cpp's
 /// `.downloadInProgress` (common/download.cpp) and Jan's `.tmp`
 /// (src-tauri/src/core/downloads/helpers.rs).
-pub(super) const PARTIAL_SUFFIXES: [&str; 7] = [
-    ".part",
-    ".partial",
-    ".download",
-    ".crdownload",
-    ".incomplete",
-    ".downloadinprogress",
-    ".tmp",
-];
+const TOOL_PARTIAL_SUFFIXES: [&str; 2] = [".downloadinprogress", ".tmp"];
 
 /// Model-file extensions of a folder of the user's own.
 pub(super) const MODEL_EXTS: [&str; 10] = [
@@ -72,11 +63,7 @@ pub(super) struct TreeRules<'a> {
 
 /// The name without its download suffix, when it has one.
 pub(super) fn strip_partial(name: &str) -> Option<&str> {
-    let lower = name.to_ascii_lowercase();
-    PARTIAL_SUFFIXES
-        .iter()
-        .find(|s| lower.ends_with(*s))
-        .map(|s| &name[..name.len() - s.len()])
+    super::strip_partial_suffix(name, &TOOL_PARTIAL_SUFFIXES)
 }
 
 fn has_ext(name: &str, exts: &[&str]) -> bool {
@@ -255,20 +242,20 @@ fn hidden_allowed(rel: &Path) -> bool {
     else {
         return true;
     };
-    let want = [".cache", "huggingface", "download"];
     parts[i..]
         .iter()
-        .zip(want.iter())
+        .zip(LOCAL_DIR_META)
         .all(|(p, w)| *p == std::ffi::OsStr::new(w))
 }
+
+/// Where `huggingface_hub` keeps a local-dir download's bookkeeping, below that folder.
+const LOCAL_DIR_META: [&str; 3] = [".cache", "huggingface", "download"];
 
 /// The folder a `huggingface_hub` local-dir download's bookkeeping file belongs to:
 /// `<dir>/.cache/huggingface/download/…` → `<dir>`.
 fn local_dir_of(rel: &Path) -> Option<PathBuf> {
     let parts: Vec<_> = rel.components().map(|c| c.as_os_str()).collect();
-    let i = parts
-        .windows(3)
-        .position(|w| w[0] == ".cache" && w[1] == "huggingface" && w[2] == "download")?;
+    let i = parts.windows(3).position(|w| w == LOCAL_DIR_META)?;
     Some(parts[..i].iter().collect())
 }
 
@@ -312,9 +299,9 @@ fn draft(
     group: Group,
     cache: &mut MetadataCache,
 ) -> Draft {
-    // The id: the folder, or the group key without the extension's dot-suffix kept (the
-    // file name as the user sees it, minus any part suffix).
-    let id_rel = key.trim_end_matches('/');
+    // The id: the folder, or the file as the user sees it (a split without its part
+    // suffix).
+    let id_rel = key;
     let name = Path::new(id_rel)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -361,10 +348,7 @@ fn draft(
     }
     d.format = largest.map(|(_, f)| f.to_string());
     let set = super::main_weight_set(&weights);
-    d.metadata = weight_set_metadata(&set, cache);
-    if let Some(arch) = d.metadata.as_ref().and_then(|m| m.architecture.as_deref()) {
-        d.capabilities = arch_capabilities(arch);
-    }
+    d.describe_weights(&set, cache);
     if let Some(cap) = rules.capability {
         push_unique(&mut d.capabilities, cap);
     }
