@@ -31,6 +31,17 @@ fn run(args: &[&str], env_dir: Option<&std::path::Path>) -> Output {
     cmd.output().expect("run model-library")
 }
 
+/// `args` run (no default library), required to succeed; its stdout as a JSON listing.
+fn list_json(args: &[&str]) -> Vec<Value> {
+    let out = run(args, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn sample() -> TestLib {
     let lib = TestLib::new();
     lib.registry(&registry_json(&[
@@ -294,16 +305,7 @@ fn stores_are_chosen_on_the_command_line() {
     std::fs::write(mine.join("a/b/tiny.gguf"), vec![0u8; 12]).unwrap();
     let root = lib.root().to_str().unwrap();
     let store = format!("folder={}", mine.display());
-    let out = run(
-        &["--library", root, "--store", &store, "list", "--json"],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let models = list_json(&["--library", root, "--store", &store, "list", "--json"]);
     let found: Vec<&Value> = models.iter().filter(|m| m["source"] == "folder").collect();
     assert_eq!(found.len(), 1, "{models:#?}");
     assert_eq!(found[0]["id"], "folder/a/b/tiny.gguf");
@@ -352,13 +354,7 @@ fn list_fits_keeps_what_this_machine_can_run() {
     .unwrap();
     lib.file("models/plain/w.bin", 10);
     let root = lib.root().to_str().unwrap();
-    let out = run(&["--library", root, "list", "--json", "--fits"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let models = list_json(&["--library", root, "list", "--json", "--fits"]);
     let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["small"], "{models:#?}");
     assert_eq!(models[0]["metadata"]["kv_bytes_per_token"], 2 * 256 * 2);
@@ -380,25 +376,16 @@ fn a_folder_holding_other_stores_lists_each_model_once() {
     let inner = top.join("library");
     std::fs::create_dir_all(inner.join("models/x")).unwrap();
     std::fs::write(inner.join("models/x/w.gguf"), vec![0u8; 5]).unwrap();
-    let out = run(
-        &[
-            "--library",
-            inner.to_str().unwrap(),
-            "--store",
-            &folder,
-            "--store",
-            &lms,
-            "list",
-            "--json",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let models = list_json(&[
+        "--library",
+        inner.to_str().unwrap(),
+        "--store",
+        &folder,
+        "--store",
+        &lms,
+        "list",
+        "--json",
+    ]);
     let mut ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, ["folder/mine/own.gguf", "lmstudio/acme/tiny", "x"]);
@@ -426,25 +413,16 @@ fn a_file_two_stores_list_is_said_to_be_one() {
         format!("lmstudio={}", lms.display()),
         format!("jan={}", jan.display()),
     );
-    let out = run(
-        &[
-            "--library",
-            root,
-            "--store",
-            &s1,
-            "--store",
-            &s2,
-            "list",
-            "--json",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let models: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let models = list_json(&[
+        "--library",
+        root,
+        "--store",
+        &s1,
+        "--store",
+        &s2,
+        "list",
+        "--json",
+    ]);
     let find = |id: &str| models.iter().find(|m| m["id"] == id).unwrap().clone();
     assert_eq!(
         find("jan/tiny")["note"],
