@@ -40,6 +40,7 @@ const LAYERS: &[&[&str]] = &[
         "duplicates",
         "reclaim",
         "shared",
+        "shared_listing",
     ],
     &["service"],
 ];

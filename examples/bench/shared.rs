@@ -64,6 +64,7 @@ pub fn run(root: &Path, n: usize, reps: usize) -> Vec<String> {
         assert_eq!(b.cache_info().shared_cache.unwrap().shared_hits, 1);
     }
     let (own, taken) = (median(own), median(taken));
+    let breakdown = decode_breakdown(root, &mut a, reps);
     let mut rows = vec![
         format!(
             "| {n} | B's own full scan (median of {reps}) | {} | reference |",
@@ -75,6 +76,8 @@ pub fn run(root: &Path, n: usize, reps: usize) -> Vec<String> {
             taken.as_secs_f64() / own.as_secs_f64()
         ),
     ];
+
+    rows.extend(breakdown);
 
     // A delete on A until B's listing lacks it (B polls its events as a shell's tick does).
     let mut b = instance(root, Some(&url));
@@ -133,4 +136,36 @@ pub fn run(root: &Path, n: usize, reps: usize) -> Vec<String> {
         ));
     }
     rows
+}
+
+/// Where a shared hit's time goes, in-process: the listing's size as published, encoding
+/// it, and decoding it into rows (no Redis).
+fn decode_breakdown(root: &Path, a: &mut ModelLibraryService, reps: usize) -> Vec<String> {
+    use model_library::library::shared_listing;
+    let library = Library::new(root);
+    let full = a.list(ListKind::Full, false).unwrap();
+    let mut encode = Vec::new();
+    let mut decode = Vec::new();
+    let mut bytes = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        bytes = shared_listing::encode(&library, &full);
+        encode.push(t.elapsed());
+        let t = Instant::now();
+        let listing = shared_listing::decode(&library, &bytes).expect("decodes");
+        decode.push(t.elapsed());
+        assert_eq!(listing.models.len(), full.models.len());
+    }
+    let n = full.models.len();
+    vec![
+        format!(
+            "| {n} | the shared listing: size, encoded (in-process) | {} KiB, {} | |",
+            bytes.len() / 1024,
+            fmt(median(encode))
+        ),
+        format!(
+            "| {n} | the shared listing decoded into rows (in-process) | {} | |",
+            fmt(median(decode))
+        ),
+    ]
 }

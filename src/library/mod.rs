@@ -31,6 +31,7 @@ mod scan;
 mod service;
 mod shards;
 pub mod shared;
+pub mod shared_listing;
 pub mod sources;
 mod sym;
 pub mod verify;

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::library::shared::{EventKind, SharedCacheInfo, SharedTier};
+use crate::library::shared_listing;
 
 /// How long an instance waits for the scan another one is making before scanning itself.
 const WAIT_FOR_OTHERS: std::time::Duration = std::time::Duration::from_secs(20);
@@ -110,7 +111,7 @@ impl ModelLibraryService {
         }
         let bytes = tier.fetch_listing();
         let library = self.library.clone();
-        let listing = bytes.and_then(|b| persist::from_shared_bytes(&library, &b));
+        let listing = bytes.and_then(|b| shared_listing::decode(&library, &b));
         let racy_check = self.racy_check();
         let valid = listing.filter(|l| {
             l.check(
@@ -187,7 +188,7 @@ impl ModelLibraryService {
         if self.shared.url.is_none() {
             return;
         }
-        let bytes = persist::shared_bytes(&self.library, listing);
+        let bytes = shared_listing::encode(&self.library, listing);
         let ttl = self.ttl_secs;
         if let Some(t) = self.shared_tier() {
             t.publish_listing(&bytes, ttl);

@@ -1,0 +1,442 @@
+//! A full listing as the shared tier keeps it in Redis: the library's rows only (the other
+//! stores are each machine's own), paths relative to the library root (another instance may
+//! mount the library elsewhere), framed, versioned and checksummed like the cache files.
+//!
+//! Made for the reader: a shared hit must cost a small fraction of a scan, so the repeated
+//! strings (providers, capabilities, formats, licenses) are kept once in a table the rows
+//! refer to by index, whole capability lists too; a model's folder is not stored when it is
+//! `models/<id>`, as it almost always is; the rows borrow their text from the received bytes
+//! while they are decoded (one allocation per string kept); and the rows come in chunks
+//! decoded on all cores. Owns this encoding and nothing else: no I/O, no Redis.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::library::cache::{Listing, Stamps};
+use crate::library::cache_file;
+use crate::library::layout::Library;
+use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelMetadata, ModelStatus};
+use crate::library::sym::Sym;
+
+const MAGIC: &[u8; 8] = b"MLSHARE\0";
+/// Version of this encoding; bump on any change to [`Head`] or [`Row`].
+const VERSION: u32 = 7;
+/// Rows per chunk: enough that a chunk's decoding outweighs handing it to a thread.
+const CHUNK_ROWS: usize = 2_048;
+
+/// Everything but the rows, then the rows' chunks follow (their lengths here).
+#[derive(Serialize, Deserialize)]
+struct Head<'a> {
+    timestamp: f64,
+    scan_started: f64,
+    scan_duration_secs: f64,
+    registry: Option<f64>,
+    models_dir: Option<f64>,
+    downloads_dir: Option<f64>,
+    problems: Vec<String>,
+    /// The repeated strings the rows refer to by index.
+    #[serde(borrow)]
+    strings: Vec<&'a str>,
+    /// The distinct capability lists, as indices into `strings`.
+    capability_lists: Vec<Vec<u32>>,
+    /// Byte length of each chunk of rows.
+    chunks: Vec<u64>,
+}
+
+/// One library row; `u32`s index [`Head::strings`].
+#[derive(Serialize, Deserialize)]
+struct Row<'a> {
+    id: &'a str,
+    name: &'a str,
+    provider: u32,
+    status: ModelStatus,
+    /// Index into [`Head::capability_lists`].
+    capabilities: u32,
+    format: Option<u32>,
+    #[serde(borrow)]
+    description: Option<&'a str>,
+    license: Option<u32>,
+    registered: bool,
+    /// Relative to the library root; `None` when it is `models/<id>`.
+    #[serde(borrow)]
+    path: Option<&'a str>,
+    size_bytes: Option<u64>,
+    file_count: Option<u64>,
+    expected_size_bytes: Option<u64>,
+    modified: Option<f64>,
+    #[serde(borrow)]
+    error: Option<&'a str>,
+    metadata: Option<ModelMetadata>,
+    #[serde(borrow)]
+    main_file: Option<&'a str>,
+    #[serde(borrow)]
+    note: Option<&'a str>,
+    partial_bytes: Option<u64>,
+}
+
+/// The table of repeated strings being built, each kept once.
+#[derive(Default)]
+struct Strings<'a> {
+    list: Vec<&'a str>,
+    index: HashMap<&'a str, u32>,
+    capability_lists: Vec<Vec<u32>>,
+    capability_index: HashMap<Vec<u32>, u32>,
+}
+
+impl<'a> Strings<'a> {
+    fn of(&mut self, s: &'a str) -> u32 {
+        *self.index.entry(s).or_insert_with(|| {
+            self.list.push(s);
+            (self.list.len() - 1) as u32
+        })
+    }
+
+    fn capabilities(&mut self, caps: &'a [Sym]) -> u32 {
+        let list: Vec<u32> = caps.iter().map(|c| self.of(c)).collect();
+        let lists = &mut self.capability_lists;
+        *self
+            .capability_index
+            .entry(list.clone())
+            .or_insert_with(|| {
+                lists.push(list);
+                (lists.len() - 1) as u32
+            })
+    }
+}
+
+/// The bytes the shared tier keeps for `listing` of `library` (its library rows).
+pub fn encode(library: &Library, listing: &Listing) -> Vec<u8> {
+    let root = library.root();
+    let models_dir = library.models_dir();
+    let rows: Vec<&ModelInfo> = listing
+        .models
+        .iter()
+        .map(|m| &**m)
+        .filter(|m| m.source == LIBRARY_SOURCE)
+        .collect();
+    let mut strings = Strings::default();
+    let mut chunks = Vec::new();
+    for part in rows.chunks(CHUNK_ROWS) {
+        let wire: Vec<Row> = part
+            .iter()
+            .map(|m| row_of(m, root, &models_dir, &mut strings))
+            .collect();
+        // Encoding plain data into a Vec cannot fail.
+        chunks.push(postcard::to_stdvec(&wire).unwrap_or_default());
+    }
+    let head = Head {
+        timestamp: listing.timestamp,
+        scan_started: listing.scan_started,
+        scan_duration_secs: listing.scan_duration.as_secs_f64(),
+        registry: listing.stamps.registry,
+        models_dir: listing.stamps.models_dir,
+        downloads_dir: listing.stamps.downloads_dir,
+        problems: listing.problems.clone(),
+        strings: strings.list,
+        capability_lists: strings.capability_lists,
+        chunks: chunks.iter().map(|c| c.len() as u64).collect(),
+    };
+    let mut payload = postcard::to_stdvec(&head).unwrap_or_default();
+    for chunk in chunks {
+        payload.extend_from_slice(&chunk);
+    }
+    cache_file::framed(MAGIC, VERSION, &payload)
+}
+
+fn row_of<'a>(
+    m: &'a ModelInfo,
+    root: &Path,
+    models_dir: &Path,
+    strings: &mut Strings<'a>,
+) -> Row<'a> {
+    let in_place = m.path.parent() == Some(models_dir) && m.path.file_name() == Some(m.id.as_ref());
+    let path = if in_place {
+        None
+    } else {
+        let rel = m.path.strip_prefix(root).unwrap_or(&m.path);
+        // A library row's path is under the root, and UTF-8 like every valid id.
+        Some(rel.to_str().unwrap_or_default())
+    };
+    Row {
+        id: &m.id,
+        name: &m.name,
+        provider: strings.of(&m.provider),
+        status: m.status,
+        capabilities: strings.capabilities(&m.capabilities),
+        format: m.format.as_deref().map(|f| strings.of(f)),
+        description: m.description.as_deref(),
+        license: m.license.as_deref().map(|l| strings.of(l)),
+        registered: m.registered,
+        path,
+        size_bytes: m.size_bytes,
+        file_count: m.file_count,
+        expected_size_bytes: m.expected_size_bytes,
+        modified: m.modified,
+        error: m.error.as_deref(),
+        metadata: m.metadata.as_deref().cloned(),
+        main_file: m.main_file.as_deref().and_then(Path::to_str),
+        note: m.note.as_deref(),
+        partial_bytes: m.partial_bytes,
+    }
+}
+
+/// The listing in `bytes` (from [`encode`]), its paths joined to this instance's library
+/// root; `None` when the bytes are not such a listing (another version, damaged).
+pub fn decode(library: &Library, bytes: &[u8]) -> Option<Listing> {
+    let payload = cache_file::unframed(bytes, MAGIC, VERSION, "shared listing").ok()?;
+    let (head, mut rest): (Head, &[u8]) = postcard::take_from_bytes(payload).ok()?;
+    let mut chunks = Vec::with_capacity(head.chunks.len());
+    for &len in &head.chunks {
+        let len = usize::try_from(len).ok().filter(|&l| l <= rest.len())?;
+        let (chunk, after) = rest.split_at(len);
+        chunks.push(chunk);
+        rest = after;
+    }
+    let table = Table::of(&head);
+    let root = library.root();
+    let models_dir = library.models_dir();
+    let decoded: Option<Vec<Vec<Arc<ModelInfo>>>> = chunks
+        .par_iter()
+        .map(|chunk| decode_chunk(chunk, &table, root, &models_dir))
+        .collect();
+    let models = decoded?.concat();
+    Some(Listing {
+        kind: ListKind::Full,
+        models,
+        problems: head.problems,
+        scan_started: head.scan_started,
+        timestamp: head.timestamp,
+        scan_duration: Duration::from_secs_f64(head.scan_duration_secs.max(0.0)),
+        stamps: Stamps {
+            registry: head.registry,
+            models_dir: head.models_dir,
+            downloads_dir: head.downloads_dir,
+        },
+    })
+}
+
+/// The head's strings made the values rows hold, once each.
+struct Table {
+    syms: Vec<Sym>,
+    capability_lists: Vec<Vec<Sym>>,
+    source: Sym,
+}
+
+impl Table {
+    fn of(head: &Head) -> Table {
+        let syms: Vec<Sym> = head.strings.iter().map(|s| Sym::new(s)).collect();
+        let capability_lists = head
+            .capability_lists
+            .iter()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|&i| syms.get(i as usize).cloned())
+                    .collect()
+            })
+            .collect();
+        Table {
+            syms,
+            capability_lists,
+            source: Sym::new(LIBRARY_SOURCE),
+        }
+    }
+
+    fn sym(&self, i: u32) -> Option<Sym> {
+        self.syms.get(i as usize).cloned()
+    }
+}
+
+fn decode_chunk(
+    chunk: &[u8],
+    table: &Table,
+    root: &Path,
+    models_dir: &Path,
+) -> Option<Vec<Arc<ModelInfo>>> {
+    let rows: Vec<Row> = postcard::from_bytes(chunk).ok()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(Arc::new(model_of(r, table, root, models_dir)?));
+    }
+    Some(out)
+}
+
+fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<ModelInfo> {
+    let path = match r.path {
+        Some(rel) => root.join(rel),
+        None => joined(models_dir, r.id),
+    };
+    Some(ModelInfo {
+        id: r.id.to_string(),
+        name: r.name.into(),
+        provider: table.sym(r.provider)?,
+        status: r.status,
+        capabilities: table
+            .capability_lists
+            .get(r.capabilities as usize)?
+            .as_slice()
+            .into(),
+        format: match r.format {
+            Some(f) => Some(table.sym(f)?),
+            None => None,
+        },
+        description: r.description.map(Into::into),
+        license: match r.license {
+            Some(l) => Some(table.syms.get(l as usize)?.as_str().into()),
+            None => None,
+        },
+        registered: r.registered,
+        path,
+        size_bytes: r.size_bytes,
+        file_count: r.file_count,
+        expected_size_bytes: r.expected_size_bytes,
+        modified: r.modified,
+        error: r.error.map(Into::into),
+        partial_bytes: r.partial_bytes,
+        note: r.note.map(Into::into),
+        source: table.source.clone(),
+        metadata: r.metadata.map(Box::new),
+        main_file: r.main_file.map(|f| Path::new(f).into()),
+    })
+}
+
+/// `dir/name` in one allocation of the right size.
+fn joined(dir: &Path, name: &str) -> PathBuf {
+    let mut s = OsString::with_capacity(dir.as_os_str().len() + 1 + name.len());
+    s.push(dir.as_os_str());
+    s.push(std::path::MAIN_SEPARATOR_STR);
+    s.push(name);
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, path: PathBuf, source: &str) -> ModelInfo {
+        ModelInfo {
+            id: id.to_string(),
+            name: format!("Name of {id}").into(),
+            provider: Sym::new("huggingface"),
+            status: ModelStatus::Downloaded,
+            capabilities: vec![Sym::new("chat"), Sym::new("text-generation")].into(),
+            format: Some(Sym::new("gguf")),
+            description: Some("a model".into()),
+            license: Some("apache-2.0".into()),
+            registered: true,
+            path,
+            size_bytes: Some(123),
+            file_count: Some(2),
+            expected_size_bytes: None,
+            modified: Some(1_700_000_000.123_456),
+            error: None,
+            partial_bytes: None,
+            note: None,
+            source: Sym::new(source),
+            metadata: None,
+            main_file: Some(Path::new("model.gguf").into()),
+        }
+    }
+
+    fn listing(models: Vec<ModelInfo>) -> Listing {
+        Listing {
+            kind: ListKind::Full,
+            models: models.into_iter().map(Arc::new).collect(),
+            problems: vec!["entry 3: no id".into()],
+            scan_started: 10.5,
+            timestamp: 11.25,
+            scan_duration: Duration::from_millis(750),
+            stamps: Stamps {
+                registry: Some(1.5),
+                models_dir: None,
+                downloads_dir: Some(2.5),
+            },
+        }
+    }
+
+    /// Every field of every kind of row comes back, on another mount's paths; the other
+    /// stores' rows are not shared; enough rows for several chunks keep their order.
+    #[test]
+    fn round_trip_on_another_mount() {
+        let (a, b) = (Library::new("/mnt/a/lib"), Library::new("/srv/b"));
+        let mut odd = row("odd", a.root().join("elsewhere/odd"), LIBRARY_SOURCE);
+        odd.status = ModelStatus::Error;
+        odd.error = Some("model.gguf: sha256 mismatch".into());
+        odd.note = Some("being imported".into());
+        odd.partial_bytes = Some(7);
+        odd.license = None;
+        odd.format = None;
+        odd.capabilities = Box::new([]);
+        odd.main_file = None;
+        odd.metadata = Some(Box::new(ModelMetadata {
+            architecture: Some("llama".into()),
+            parameter_count: Some(8_000_000_000),
+            quantization: Some("Q4_K_M".into()),
+            context_length: Some(8192),
+            dtypes: vec!["F16".into(), "Q4_K".into()],
+            kv_bytes_per_token: Some(131_072),
+        }));
+        let mut models: Vec<ModelInfo> = (0..CHUNK_ROWS * 2 + 5)
+            .map(|i| {
+                let id = format!("m-{i:05}");
+                row(&id, a.models_dir().join(&id), LIBRARY_SOURCE)
+            })
+            .collect();
+        models.insert(3, odd);
+        let store = row("hf/x", PathBuf::from("/home/u/.cache/hf/x"), "huggingface");
+        models.push(store);
+        let sent = listing(models);
+
+        let got = decode(&b, &encode(&a, &sent)).expect("decodes");
+        assert_eq!(
+            got.models.len(),
+            sent.models.len() - 1,
+            "the store row stays home"
+        );
+        for (g, s) in got.models.iter().zip(&sent.models) {
+            let mut expected = ModelInfo::clone(s);
+            let rel = s.path.strip_prefix(a.root()).unwrap();
+            expected.path = b.root().join(rel);
+            assert_eq!(**g, expected);
+        }
+        assert_eq!(got.models[3].path, Path::new("/srv/b/elsewhere/odd"));
+        assert_eq!(got.problems, sent.problems);
+        assert_eq!(got.stamps, sent.stamps);
+        assert_eq!(
+            (got.scan_started, got.timestamp, got.scan_duration),
+            (10.5, 11.25, Duration::from_millis(750))
+        );
+    }
+
+    /// Damaged bytes, another version, an index past the table: no listing, no panic.
+    #[test]
+    fn damaged_bytes_are_refused() {
+        let lib = Library::new("/lib");
+        let good = encode(
+            &lib,
+            &listing(vec![row("m", lib.models_dir().join("m"), LIBRARY_SOURCE)]),
+        );
+        assert!(decode(&lib, &good).is_some());
+        assert!(decode(&lib, &good[..good.len() - 1]).is_none(), "truncated");
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(decode(&lib, &flipped).is_none(), "checksum");
+        let mut other_version = good.clone();
+        other_version[8] = other_version[8].wrapping_add(1);
+        assert!(decode(&lib, &other_version).is_none(), "version");
+        assert!(decode(&lib, b"not a listing").is_none());
+
+        // Well framed, but a row names a string the table lacks.
+        let payload = cache_file::unframed(&good, MAGIC, VERSION, "t").unwrap();
+        let (mut head, rest): (Head, &[u8]) = postcard::take_from_bytes(payload).unwrap();
+        head.strings.clear();
+        let mut bad = postcard::to_stdvec(&head).unwrap();
+        bad.extend_from_slice(rest);
+        assert!(decode(&lib, &cache_file::framed(MAGIC, VERSION, &bad)).is_none());
+    }
+}
