@@ -414,3 +414,180 @@ fn two_servers_share_one_cache_over_http() {
             .is_some_and(|n| n >= 1)
     );
 }
+
+/// An instance on `lib` that watches with file events, its clock `offset` seconds ahead
+/// (scans of different instances then never share a start time).
+fn watching_instance(lib: &TestLib, url: &str, offset: f64) -> ModelLibraryService {
+    ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + offset)),
+            persist: false,
+            redis: Some(url.to_string()),
+            watch: model_library::library::watch::WatchOption::Events,
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Ticks `svcs` (as shells do) until `done` holds for the last one, bounded.
+fn tick_until(
+    svcs: &mut [&mut ModelLibraryService],
+    what: &str,
+    done: impl Fn(&ModelLibraryService) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for s in svcs.iter_mut() {
+            s.catch_up();
+        }
+        let last = svcs.last().expect("an instance");
+        if done(last) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened: {:?}",
+            shared(last)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two watching instances (as `serve` and the window are): A's scan began with its watches
+/// up, so its listing is vouched for by its watch session; B takes it, and once its own
+/// watches are up and A's session is seen alive after that, B trusts it — no scan of its
+/// own, ever (one scan for the two).
+#[test]
+fn a_watching_instance_trusts_a_listing_a_live_watcher_vouches_for() {
+    let redis = Redis::start();
+    let lib = sample();
+    let mut a = watching_instance(&lib, &redis.url(), 100.0);
+    ready(&mut a);
+    a.start_watching();
+    let first = a.list(ListKind::Full, false).unwrap();
+    assert!(
+        shared(&a).watching && shared(&a).vouched,
+        "{:?}",
+        shared(&a)
+    );
+
+    let mut b = watching_instance(&lib, &redis.url(), 200.0);
+    ready(&mut b);
+    let taken = b.list(ListKind::Full, false).unwrap();
+    assert_eq!(taken.scan_started, first.scan_started, "a shared hit");
+    tick_until(&mut [&mut a, &mut b], "B trusting A's listing", |b| {
+        shared(b).scans_spared == 1
+    });
+    let info = shared(&b);
+    assert!(info.watching && info.vouched, "{info:?}");
+    let held = b.cached(ListKind::Full).unwrap();
+    assert_eq!(held.scan_started, first.scan_started, "B never scanned");
+    assert_eq!(
+        b.watch_mode(),
+        model_library::library::watch::WatchMode::Events
+    );
+}
+
+/// The watcher that vouched for a listing is gone (or there never was one): a watching
+/// instance that took the listing scans for itself once its watches are up — a change made
+/// while nobody watched is not trusted away.
+#[test]
+fn a_listing_nobody_alive_vouches_for_is_scanned_again() {
+    let redis = Redis::start();
+    let lib = sample();
+    for a_watches in [true, false] {
+        let mut a = if a_watches {
+            let mut a = watching_instance(&lib, &redis.url(), 100.0);
+            ready(&mut a);
+            a.start_watching();
+            a
+        } else {
+            let mut a = instance(&lib, &redis.url());
+            ready(&mut a);
+            a
+        };
+        let first = a.list(ListKind::Full, true).unwrap();
+        assert_eq!(shared(&a).vouched, a_watches);
+        drop(a);
+        // Unseen by anyone: nobody watches now.
+        lib.file("models/beta/more.bin", 1000);
+
+        let mut b = watching_instance(&lib, &redis.url(), 200.0);
+        ready(&mut b);
+        let taken = b.list(ListKind::Full, false).unwrap();
+        assert_eq!(taken.scan_started, first.scan_started, "a shared hit");
+        tick_until(&mut [&mut b], "B's own scan", |b| {
+            b.cached(ListKind::Full)
+                .is_some_and(|l| l.scan_started != first.scan_started)
+        });
+        let beta = b.cached(ListKind::Full).unwrap();
+        let beta = beta.models.iter().find(|m| m.id == "beta").unwrap();
+        assert_eq!(beta.size_bytes, Some(1004), "B's scan saw the change");
+        assert_eq!(shared(&b).scans_spared, 0);
+        std::fs::remove_file(lib.path("models/beta/more.bin")).unwrap();
+    }
+}
+
+/// Four watching instances started together, their watch set-ups slower than their first
+/// listings: one scans for the first listing and the others take it; once the watches are
+/// up, one of them scans again (its listing now vouched for by its file events) and the
+/// other three take that one instead of scanning — two scans for four instances, not five.
+#[test]
+fn four_watching_instances_make_one_scan_after_their_watches_are_up() {
+    let redis = Redis::start();
+    let lib = sample();
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hook = {
+        let held = Arc::clone(&held);
+        model_library::library::WatchSetupHook(Arc::new(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while held.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }))
+    };
+    let mut all: Vec<ModelLibraryService> = (0..4)
+        .map(|i| {
+            let mut svc = ModelLibraryService::new(
+                lib.library(),
+                ServiceOptions {
+                    clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0 + i as f64)),
+                    persist: false,
+                    redis: Some(redis.url()),
+                    watch: model_library::library::watch::WatchOption::Events,
+                    watch_setup_hook: Some(hook.clone()),
+                    ..ServiceOptions::default()
+                },
+            )
+            .unwrap();
+            ready(&mut svc);
+            svc
+        })
+        .collect();
+    for svc in &mut all {
+        svc.list(ListKind::Full, false).unwrap();
+    }
+    let hits: u64 = all.iter().map(|s| shared(s).shared_hits).sum();
+    assert_eq!(hits, 3);
+    held.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = |all: &[ModelLibraryService]| {
+        all.iter().all(|s| shared(s).vouched)
+            && all.iter().map(|s| shared(s).scans_spared).sum::<u64>() == 3
+    };
+    while !done(&all) {
+        for svc in &mut all {
+            svc.catch_up();
+        }
+        let infos: Vec<_> = all.iter().map(shared).collect();
+        assert!(Instant::now() < deadline, "never all vouched: {infos:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let infos: Vec<_> = all.iter().map(shared).collect();
+    let published: u64 = infos.iter().map(|i| i.listings_published).sum();
+    let spared: u64 = infos.iter().map(|i| i.scans_spared).sum();
+    assert_eq!((published, spared), (2, 3), "{infos:#?}");
+}

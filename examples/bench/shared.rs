@@ -149,12 +149,12 @@ fn decode_breakdown(root: &Path, a: &mut ModelLibraryService, reps: usize) -> Ve
     let mut bytes = Vec::new();
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        bytes = shared_listing::encode(&library, &full);
+        bytes = shared_listing::encode(&library, &full, None);
         encode.push(t.elapsed());
         let t = Instant::now();
         let listing = shared_listing::decode(&library, &bytes).expect("decodes");
         decode.push(t.elapsed());
-        assert_eq!(listing.models.len(), full.models.len());
+        assert_eq!(listing.listing.models.len(), full.models.len());
     }
     let n = full.models.len();
     vec![

@@ -739,6 +739,17 @@ fn cache_info(info: &CacheInfo, json: bool, out: &mut impl Write) -> Result<()> 
             "shared sent/heard:  {} listings, {} changes / {} changes",
             sh.listings_published, sh.invalidations_sent, sh.invalidations_received
         )?;
+        writeln!(
+            out,
+            "shared vouching:    {} (watch session {}), {} scans spared",
+            if sh.vouched {
+                "listing vouched for"
+            } else {
+                "listing not vouched for"
+            },
+            if sh.watching { "on" } else { "off" },
+            sh.scans_spared
+        )?;
         if let Some(e) = &sh.last_error {
             writeln!(out, "shared last error:  {e}")?;
         }

@@ -13,6 +13,14 @@
 //!   have missed events, so it reports [`EventKind::Reconnected`]: the service then trusts
 //!   nothing it took from Redis before.
 //!
+//! - **Watch sessions.** An instance whose file events cover the whole library keeps a key
+//!   `model-library:<id>:watching:<session>` alive (refreshed every [`BEAT_EVERY`] by its
+//!   ticks, after they applied what its watcher saw; it expires [`SESSION_TTL`] after the
+//!   last one). A listing it publishes names the session when its events have covered the
+//!   listing since its scan began, so another watching instance can take it without a scan
+//!   of its own once it has seen the session outlive its own watch set-up (see
+//!   [`COVERAGE_CHECK_AFTER`]).
+//!
 //! Owns the connections and the subscriber thread. Must not touch the library's files
 //! except `.cache/library-id`, and never decides what is valid: the service checks a
 //! shared listing's stamps against the disk as it checks its own.
@@ -34,6 +42,14 @@ pub const ID_FILE: &str = "library-id";
 const IO_TIMEOUT: Duration = Duration::from_millis(300);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often a watching instance refreshes its session key (at most; its ticks do it).
+pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a session key outlives its last refresh.
+pub const SESSION_TTL: Duration = Duration::from_secs(3);
+/// How long after its own watches are set up an instance looks whether the session that
+/// covers the listing it took is still alive: a key found then was refreshed after the
+/// set-up, by ticks that had applied (and announced) every change seen before it.
+pub const COVERAGE_CHECK_AFTER: Duration = Duration::from_millis(3_500);
 
 /// What an instance tells the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +108,15 @@ pub struct SharedCacheInfo {
     /// Whether the subscriber is subscribed to the other instances' events (until it is,
     /// no listing is taken from Redis: its changes could go unheard).
     pub listening: bool,
+    /// Whether this instance's file events cover the library, its watch session kept alive
+    /// in Redis (its published listings vouch for themselves then).
+    pub watching: bool,
+    /// Whether a live watch session (this instance's or another's) vouches for the full
+    /// listing held now: its events have covered it since its scan began.
+    pub vouched: bool,
+    /// Scans after a watch set-up this instance did not need: the listing it took was
+    /// vouched for by another instance's session, seen alive after the set-up.
+    pub scans_spared: u64,
     /// The last error talking to Redis.
     pub last_error: Option<String>,
 }
@@ -114,6 +139,10 @@ pub struct SharedTier {
     stop: Arc<AtomicBool>,
     /// Set by the subscriber while it is subscribed.
     listening: Arc<AtomicBool>,
+    /// This instance's watch session, while its file events cover the library, and when
+    /// its key was last refreshed (`None`: due now).
+    session: Option<String>,
+    beat_at: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -128,6 +157,8 @@ struct Counters {
 impl Drop for SharedTier {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // A session that ends is gone at once, not after its expiry (best effort).
+        self.watching(false);
     }
 }
 
@@ -181,7 +212,62 @@ impl SharedTier {
             events,
             stop,
             listening,
+            session: None,
+            beat_at: None,
         })
+    }
+
+    /// Starts (`true`) or ends this instance's watch session: its file events now cover
+    /// the whole library, or no longer do. Starting one that runs keeps it.
+    pub fn watching(&mut self, on: bool) {
+        match (on, self.session.take()) {
+            (true, Some(s)) => self.session = Some(s),
+            (true, None) => {
+                self.session = Some(format!("{}-{}", self.instance, random_hex(4)));
+                self.beat_at = None;
+                self.beat();
+            }
+            (false, Some(s)) => {
+                let key = redis_key(&self.library_id, &format!("watching:{s}"));
+                let _ = self.run(|c| redis::cmd("DEL").arg(&key).query::<i64>(c));
+            }
+            (false, None) => {}
+        }
+    }
+
+    /// The running watch session, if any.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// Refreshes the session's key when [`BEAT_EVERY`] has passed. Call it after the
+    /// watcher's changes were applied: a refresh vouches for them.
+    pub fn beat(&mut self) {
+        let Some(session) = self.session.clone() else {
+            return;
+        };
+        if self.beat_at.is_some_and(|t| t.elapsed() < BEAT_EVERY) {
+            return;
+        }
+        let key = redis_key(&self.library_id, &format!("watching:{session}"));
+        let ttl_ms = SESSION_TTL.as_millis() as u64;
+        let done = self.run(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query::<()>(c)
+        });
+        if done.is_some() {
+            self.beat_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether `session`'s key is alive now (`None`: Redis cannot be reached).
+    pub fn session_alive(&mut self, session: &str) -> Option<bool> {
+        let key = redis_key(&self.library_id, &format!("watching:{session}"));
+        self.run(|c| redis::cmd("EXISTS").arg(&key).query::<bool>(c))
     }
 
     /// Whether the other instances' events are being heard.
@@ -376,6 +462,9 @@ impl SharedTier {
             invalidations_sent: self.counters.sent,
             invalidations_received: self.counters.received,
             listening: self.listening(),
+            watching: self.session.is_some(),
+            vouched: false,
+            scans_spared: 0,
             last_error: self.last_error.clone(),
         }
     }

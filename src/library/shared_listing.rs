@@ -40,6 +40,9 @@ struct Head<'a> {
     models_dir: Option<f64>,
     downloads_dir: Option<f64>,
     problems: Vec<String>,
+    /// The publisher's watch session when its file events have covered the listing since
+    /// its scan began (see [`crate::library::shared`]).
+    covered_by: Option<String>,
     /// The repeated strings the rows refer to by index.
     #[serde(borrow)]
     strings: Vec<&'a str>,
@@ -110,8 +113,17 @@ impl<'a> Strings<'a> {
     }
 }
 
-/// The bytes the shared tier keeps for `listing` of `library` (its library rows).
-pub fn encode(library: &Library, listing: &Listing) -> Vec<u8> {
+/// A listing taken from the shared tier, and the watch session that vouches for it.
+#[derive(Debug)]
+pub struct SharedListing {
+    pub listing: Listing,
+    /// The session whose file events have covered it since its scan began, if any.
+    pub covered_by: Option<String>,
+}
+
+/// The bytes the shared tier keeps for `listing` of `library` (its library rows), vouched
+/// for by the watch session `covered_by`, if any.
+pub fn encode(library: &Library, listing: &Listing, covered_by: Option<&str>) -> Vec<u8> {
     let root = library.root();
     let models_dir = library.models_dir();
     let rows: Vec<&ModelInfo> = listing
@@ -138,6 +150,7 @@ pub fn encode(library: &Library, listing: &Listing) -> Vec<u8> {
         models_dir: listing.stamps.models_dir,
         downloads_dir: listing.stamps.downloads_dir,
         problems: listing.problems.clone(),
+        covered_by: covered_by.map(str::to_string),
         strings: strings.list,
         capability_lists: strings.capability_lists,
         chunks: chunks.iter().map(|c| c.len() as u64).collect(),
@@ -188,7 +201,7 @@ fn row_of<'a>(
 
 /// The listing in `bytes` (from [`encode`]), its paths joined to this instance's library
 /// root; `None` when the bytes are not such a listing (another version, damaged).
-pub fn decode(library: &Library, bytes: &[u8]) -> Option<Listing> {
+pub fn decode(library: &Library, bytes: &[u8]) -> Option<SharedListing> {
     let payload = cache_file::unframed(bytes, MAGIC, VERSION, "shared listing").ok()?;
     let (head, mut rest): (Head, &[u8]) = postcard::take_from_bytes(payload).ok()?;
     let mut chunks = Vec::with_capacity(head.chunks.len());
@@ -206,7 +219,7 @@ pub fn decode(library: &Library, bytes: &[u8]) -> Option<Listing> {
         .map(|chunk| decode_chunk(chunk, &table, root, &models_dir))
         .collect();
     let models = decoded?.concat();
-    Some(Listing {
+    let listing = Listing {
         kind: ListKind::Full,
         models,
         problems: head.problems,
@@ -218,6 +231,10 @@ pub fn decode(library: &Library, bytes: &[u8]) -> Option<Listing> {
             models_dir: head.models_dir,
             downloads_dir: head.downloads_dir,
         },
+    };
+    Some(SharedListing {
+        listing,
+        covered_by: head.covered_by,
     })
 }
 
@@ -392,7 +409,9 @@ mod tests {
         models.push(store);
         let sent = listing(models);
 
-        let got = decode(&b, &encode(&a, &sent)).expect("decodes");
+        let got = decode(&b, &encode(&a, &sent, Some("ab12-cd"))).expect("decodes");
+        assert_eq!(got.covered_by.as_deref(), Some("ab12-cd"));
+        let got = got.listing;
         assert_eq!(
             got.models.len(),
             sent.models.len() - 1,
@@ -420,8 +439,9 @@ mod tests {
         let good = encode(
             &lib,
             &listing(vec![row("m", lib.models_dir().join("m"), LIBRARY_SOURCE)]),
+            None,
         );
-        assert!(decode(&lib, &good).is_some());
+        assert!(decode(&lib, &good).is_some_and(|l| l.covered_by.is_none()));
         assert!(decode(&lib, &good[..good.len() - 1]).is_none(), "truncated");
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;

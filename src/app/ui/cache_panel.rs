@@ -236,6 +236,7 @@ pub fn cache_panel_ui(
                         shared.invalidations_received
                     ),
                 );
+                row(ui, "Listing vouched for", vouched_text(shared));
             }
         });
     // Entries the registry has but the listing could not show (SPEC §1: said by name).
@@ -268,6 +269,17 @@ pub fn cache_panel_ui(
         s.cache_ttl_seconds as f64,
     );
     action
+}
+
+/// Who vouches for the listing shown: a watch session, or nobody (then a watching window
+/// makes its own scan after its watches are set up).
+fn vouched_text(shared: &crate::library::shared::SharedCacheInfo) -> String {
+    let who = match (shared.vouched, shared.watching) {
+        (true, true) => "yes (file events here and in Redis)",
+        (true, false) => "yes (another instance's file events)",
+        (false, _) => "no",
+    };
+    format!("{who} · scans spared {}", shared.scans_spared)
 }
 
 #[cfg(test)]

@@ -92,9 +92,12 @@ impl ModelLibraryService {
     /// Scans and caches `kind`. Stamps are read before the registry and the folders, so a
     /// change during the scan leaves the new listing already stale rather than wrong.
     pub(super) fn rescan(&mut self, kind: ListKind) -> Result<Arc<Listing>> {
+        // Watches set up before the scan began: this instance's events cover its result.
+        let session = self.own_session();
         let mut result = self.scan_now(kind);
         match &mut result {
             Ok(listing) if kind == ListKind::Full => {
+                self.note_coverage(session);
                 *listing = self.install_full(Arc::clone(listing), Installed::Scanned);
             }
             Ok(listing) => {

@@ -342,6 +342,8 @@ impl ModelLibraryService {
         } else {
             Installed::Confirmed
         };
+        // A file replaced in place deep inside a folder is not seen here: nobody vouches.
+        self.note_coverage(None);
         let listing = self.install_full(listing, how);
         self.persist_note = Some(format!(
             "revalidated the saved listing: {rescanned} of {total} models rescanned"

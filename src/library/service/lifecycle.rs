@@ -51,6 +51,8 @@ pub(super) struct BackgroundScan {
     all_touched: bool,
     /// The service's epoch when the scan started.
     epoch: u64,
+    /// This instance's watch session when the scan started (it vouches for the result).
+    session: Option<String>,
 }
 
 impl ModelLibraryService {
@@ -194,8 +196,15 @@ impl ModelLibraryService {
             self.watch_mode(),
             WatchMode::Events | WatchMode::Hybrid { .. }
         );
+        self.shared_watching(self.watch_mode() == WatchMode::Events);
+        // A listing taken from another instance whose events cover it needs no scan here
+        // once that instance is seen alive after this set-up.
         if events && self.listings.contains_key(&ListKind::Full) {
-            self.start_background_scan();
+            if self.own_session().is_some() {
+                self.verify_after_watch();
+            } else {
+                self.start_background_scan();
+            }
         }
         true
     }
@@ -213,6 +222,10 @@ impl ModelLibraryService {
         let deduplicated = self.finish_duplicates();
         let findings = self.notice_verify_findings();
         let shared = self.apply_shared_events();
+        // After this instance's changes were applied: its session's refresh vouches for them.
+        self.shared_beat();
+        self.check_coverage_due();
+        self.await_vouched_listing();
         ended || setup || changed || scanned || verified || deduplicated || findings || shared
     }
 
@@ -327,7 +340,7 @@ impl ModelLibraryService {
 impl ModelLibraryService {
     /// Starts a full scan of the library on a thread of its own (stores are added when it
     /// is installed). Requests are answered from the cache meanwhile.
-    fn start_background_scan(&mut self) {
+    pub(super) fn start_background_scan(&mut self) {
         let (tx, rx) = mpsc::channel();
         let library = self.library.clone();
         let persist = self.persist;
@@ -380,6 +393,7 @@ impl ModelLibraryService {
                 touched: BTreeSet::new(),
                 all_touched: false,
                 epoch: self.epoch,
+                session: self.own_session(),
             });
         }
     }
@@ -396,6 +410,17 @@ impl ModelLibraryService {
     /// a download started meanwhile (the next listing scans anyway) — and then rescans the
     /// models the watcher reported while it ran. Returns whether the listing changed.
     fn poll_background_scan(&mut self) -> bool {
+        let running = self.background.is_some();
+        let changed = self.finish_background_scan();
+        if running && self.background.is_none() {
+            // Installed (and published) or failed: instances waiting for it may go on.
+            self.release_scan_lock();
+        }
+        changed
+    }
+
+    /// [`Self::poll_background_scan`] but for the scan lock.
+    fn finish_background_scan(&mut self) -> bool {
         let Some(bg) = &self.background else {
             return false;
         };
@@ -427,6 +452,7 @@ impl ModelLibraryService {
             crate::library::cache::reuse_unchanged_rows(&mut listing.models, full);
         }
         self.registry_cache = Some((listing.stamps.registry, registry));
+        self.note_coverage(bg.session.clone());
         self.install_full(Arc::new(listing), Installed::Scanned);
         self.listings.remove(&ListKind::Fast);
         // What changed while it ran: the models the watcher reported, and whatever the

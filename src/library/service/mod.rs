@@ -451,6 +451,7 @@ impl ModelLibraryService {
     /// Drops both cache levels; `by` is shown as the reason until the next scan.
     pub fn invalidate(&mut self, by: &str) {
         self.epoch += 1;
+        self.forget_coverage();
         self.listings.clear();
         self.views.clear();
         self.invalidated = Some(by.to_string());

@@ -19,6 +19,19 @@ pub(super) struct SharedState {
     problem: Option<String>,
     /// This instance holds the library's scan lock (released after its scan).
     holds_scan_lock: bool,
+    /// The watch session (this instance's or another's) whose file events have covered the
+    /// full listing held now since its scan began; `None`: nobody vouches for it, and a
+    /// watching instance scans for itself once its watches are set up.
+    coverage: Option<String>,
+    /// Another instance's session to look at when the time comes, before this instance
+    /// trusts the listing it took without a scan of its own (see
+    /// [`crate::library::shared::COVERAGE_CHECK_AFTER`]).
+    pending_check: Option<(String, Instant)>,
+    /// Scans after a watch set-up that were not needed (a live session vouched).
+    scans_spared: u64,
+    /// Waiting, until then, for the scan another instance holds the lock for (see
+    /// [`ModelLibraryService::await_vouched_listing`]).
+    awaiting_vouched: Option<Instant>,
 }
 
 impl std::fmt::Debug for SharedState {
@@ -48,6 +61,10 @@ impl SharedState {
             tier: None,
             problem: None,
             holds_scan_lock: false,
+            coverage: None,
+            pending_check: None,
+            scans_spared: 0,
+            awaiting_vouched: None,
         })
     }
 }
@@ -75,7 +92,11 @@ impl ModelLibraryService {
         let state = &self.shared;
         let url = state.url.as_ref()?;
         Some(match &state.tier {
-            Some(t) => t.info(),
+            Some(t) => SharedCacheInfo {
+                vouched: state.coverage.is_some(),
+                scans_spared: state.scans_spared,
+                ..t.info()
+            },
             None => SharedCacheInfo {
                 state: if state.problem.is_some() {
                     "off"
@@ -90,6 +111,9 @@ impl ModelLibraryService {
                 invalidations_sent: 0,
                 invalidations_received: 0,
                 listening: false,
+                watching: false,
+                vouched: false,
+                scans_spared: 0,
                 last_error: state.problem.clone(),
             },
         })
@@ -99,11 +123,16 @@ impl ModelLibraryService {
     /// checks (TTL, stamps, racy timestamps) — then no scan is needed. The other stores
     /// are each machine's own: they are listed here and added.
     pub(super) fn take_shared(&mut self) -> Option<Arc<Listing>> {
-        self.take_shared_counting(true)
+        self.take_shared_counting(true, false)
     }
 
-    /// [`Self::take_shared`]; a look in vain counted as a miss only when `count_miss`.
-    fn take_shared_counting(&mut self, count_miss: bool) -> Option<Arc<Listing>> {
+    /// [`Self::take_shared`]; a look in vain counted as a miss only when `count_miss`; only
+    /// a listing a watch session vouches for when `vouched_only`.
+    fn take_shared_counting(
+        &mut self,
+        count_miss: bool,
+        vouched_only: bool,
+    ) -> Option<Arc<Listing>> {
         let tier = self.shared_tier()?;
         // Taken before the others' events are heard, its changes could go unheard.
         if !tier.listening() {
@@ -111,7 +140,19 @@ impl ModelLibraryService {
         }
         let bytes = tier.fetch_listing();
         let library = self.library.clone();
-        let listing = bytes.and_then(|b| shared_listing::decode(&library, &b));
+        let taken = bytes.and_then(|b| shared_listing::decode(&library, &b));
+        let (listing, covered_by) = match taken {
+            Some(t) if !vouched_only => (Some(t.listing), t.covered_by),
+            // Only while its session lives (it is looked at again later).
+            Some(t)
+                if t.covered_by
+                    .as_deref()
+                    .is_some_and(|s| self.session_alive(s)) =>
+            {
+                (Some(t.listing), t.covered_by)
+            }
+            _ => (None, None),
+        };
         let racy_check = self.racy_check();
         let valid = listing.filter(|l| {
             l.check(
@@ -131,6 +172,12 @@ impl ModelLibraryService {
         let stores = self.scan_stores();
         listing.models.extend(stores);
         let installed = self.install_full(Arc::new(listing), commit::Installed::Shared);
+        self.note_coverage(covered_by);
+        // Watching already, this instance's own events cover what comes next; what came
+        // before, the session named must vouch for, or a scan here must.
+        if self.own_session().is_some() {
+            self.verify_after_watch();
+        }
         if let Some(t) = self.shared.tier.as_mut() {
             t.record(true);
         }
@@ -157,7 +204,7 @@ impl ModelLibraryService {
         let deadline = Instant::now() + WAIT_FOR_OTHERS;
         while Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(25));
-            if let Some(listing) = self.take_shared_counting(false) {
+            if let Some(listing) = self.take_shared_counting(false, false) {
                 return Some(listing);
             }
             let tier = self.shared.tier.as_mut()?;
@@ -188,7 +235,7 @@ impl ModelLibraryService {
         if self.shared.url.is_none() {
             return;
         }
-        let bytes = shared_listing::encode(&self.library, listing);
+        let bytes = shared_listing::encode(&self.library, listing, self.shared.coverage.as_deref());
         let ttl = self.ttl_secs;
         if let Some(t) = self.shared_tier() {
             t.publish_listing(&bytes, ttl);
@@ -208,6 +255,163 @@ impl ModelLibraryService {
             self.publish_shared(&listing);
         }
         self.send_shared(EventKind::Deleted, ids, &stamps);
+    }
+
+    /// This instance's watch session, while its file events cover the library.
+    pub(super) fn own_session(&self) -> Option<String> {
+        self.shared.tier.as_ref()?.session().map(str::to_string)
+    }
+
+    /// The full listing about to be installed (or just installed) is vouched for by
+    /// `session`, or by nobody.
+    pub(super) fn note_coverage(&mut self, session: Option<String>) {
+        self.shared.coverage = session;
+        self.shared.pending_check = None;
+    }
+
+    /// The full listing is gone: nobody vouches for what comes next until it says so.
+    pub(super) fn forget_coverage(&mut self) {
+        self.note_coverage(None);
+    }
+
+    /// Starts or ends this instance's watch session as its file events now cover the whole
+    /// library or not (called when a watch set-up ends).
+    pub(super) fn shared_watching(&mut self, covers: bool) {
+        if self.shared.url.is_none() {
+            return;
+        }
+        if let Some(t) = self.shared_tier() {
+            t.watching(covers);
+        }
+    }
+
+    /// Refreshes this instance's session (after its watched changes were applied), or ends
+    /// it when its file events no longer cover the library (then its listings vouch for
+    /// nothing).
+    pub(super) fn shared_beat(&mut self) {
+        let Some(own) = self.own_session() else {
+            return;
+        };
+        let covers = self.watch_mode() == WatchMode::Events;
+        let Some(tier) = self.shared.tier.as_mut() else {
+            return;
+        };
+        if covers {
+            tier.beat();
+        } else {
+            tier.watching(false);
+            if self.shared.coverage.as_deref() == Some(own.as_str()) {
+                self.forget_coverage();
+            }
+        }
+    }
+
+    /// Whether `session`'s key is alive now (Redis unreachable: no).
+    fn session_alive(&mut self, session: &str) -> bool {
+        let tier = self.shared.tier.as_mut();
+        tier.and_then(|t| t.session_alive(session)) == Some(true)
+    }
+
+    /// A watching instance's full listing that its own events have not covered since its
+    /// scan began (its watches were just set up, or it was taken while watching): a
+    /// listing another live session vouches for is looked at later
+    /// ([`Self::check_coverage_later`]); else one instance at a time scans in the
+    /// background (the scan lock) while the others wait for the listing it will publish,
+    /// which its session vouches for ([`Self::await_vouched_listing`]).
+    pub(super) fn verify_after_watch(&mut self) {
+        if self.check_coverage_later() {
+            return;
+        }
+        if let Some(tier) = self.shared.tier.as_mut().filter(|t| t.listening()) {
+            match tier.try_scan_lock(SCAN_LOCK_MS) {
+                Some(false) => {
+                    self.shared.awaiting_vouched = Some(Instant::now() + WAIT_FOR_OTHERS);
+                    return;
+                }
+                Some(true) => {
+                    self.shared.holds_scan_lock = true;
+                    // One published meanwhile, by an instance whose watches came up first.
+                    if self.take_shared_counting(false, true).is_some() {
+                        self.release_scan_lock();
+                        return;
+                    }
+                }
+                None => {}
+            }
+        }
+        if self.background.is_none() {
+            self.start_background_scan();
+        }
+    }
+
+    /// While another instance holds the scan lock for the scan this one needs: once the
+    /// lock is free, takes the listing published if a watch session vouches for it, else
+    /// scans (holding the lock); after [`WAIT_FOR_OTHERS`], scans regardless.
+    pub(super) fn await_vouched_listing(&mut self) {
+        let Some(deadline) = self.shared.awaiting_vouched else {
+            return;
+        };
+        if !self.listings.contains_key(&ListKind::Full) {
+            // Invalidated meanwhile: the next listing decides afresh.
+            self.shared.awaiting_vouched = None;
+            return;
+        }
+        let free = match self.shared.tier.as_mut() {
+            Some(t) => t.try_scan_lock(SCAN_LOCK_MS),
+            None => None,
+        };
+        if free == Some(false) && Instant::now() < deadline {
+            return;
+        }
+        self.shared.awaiting_vouched = None;
+        self.shared.holds_scan_lock = free == Some(true);
+        if self.take_shared_counting(false, true).is_some() {
+            // Taken (and its session to be looked at): the lock is not needed.
+            self.release_scan_lock();
+            return;
+        }
+        if self.background.is_none() {
+            self.start_background_scan();
+        }
+    }
+
+    /// With the full listing vouched for by another instance's session, and this one's
+    /// watches up: schedules the look at that session and returns `true` (no scan now);
+    /// otherwise `false` (the caller scans).
+    pub(super) fn check_coverage_later(&mut self) -> bool {
+        let (Some(covering), Some(own)) = (self.shared.coverage.clone(), self.own_session()) else {
+            return false;
+        };
+        if covering == own {
+            return true;
+        }
+        let due = Instant::now() + crate::library::shared::COVERAGE_CHECK_AFTER;
+        self.shared.pending_check = Some((covering, due));
+        true
+    }
+
+    /// When the scheduled look is due: the session that vouches for the listing taken, seen
+    /// alive now, was refreshed after this instance's watches were set up, by ticks that
+    /// had applied and announced every change seen before — so this instance's own events
+    /// take over, and no scan is needed. Anything else (gone, Redis unreachable, the
+    /// listing replaced meanwhile by one nobody vouches for) means a scan in the background.
+    pub(super) fn check_coverage_due(&mut self) {
+        let due = matches!(&self.shared.pending_check, Some((_, at)) if Instant::now() >= *at);
+        if !due {
+            return;
+        }
+        let Some((session, _)) = self.shared.pending_check.take() else {
+            return;
+        };
+        let still = self.shared.coverage.as_deref() == Some(session.as_str());
+        let alive = still && self.session_alive(&session);
+        if alive && let Some(own) = self.own_session() {
+            self.shared.coverage = Some(own);
+            self.shared.scans_spared += 1;
+        } else if self.listings.contains_key(&ListKind::Full) {
+            self.shared.coverage = None;
+            self.verify_after_watch();
+        }
     }
 
     /// Tells the other instances the TTL set here.
