@@ -591,3 +591,33 @@ fn four_watching_instances_make_one_scan_after_their_watches_are_up() {
     let spared: u64 = infos.iter().map(|i| i.scans_spared).sum();
     assert_eq!((published, spared), (2, 3), "{infos:#?}");
 }
+
+/// The fast listing is shared too: B's first quick listing after A's is A's (no read of
+/// the models folder on B); a change of the folder (a new model) makes B list for itself.
+#[test]
+fn the_fast_listing_is_shared_too() {
+    let redis = Redis::start();
+    let lib = sample();
+    let mut a = instance(&lib, &redis.url());
+    ready(&mut a);
+    let first = a.list(ListKind::Fast, false).unwrap();
+    let mut b = instance(&lib, &redis.url());
+    ready(&mut b);
+    let taken = b.list(ListKind::Fast, false).unwrap();
+    assert_eq!(taken.kind, ListKind::Fast);
+    assert_eq!(taken.scan_started, first.scan_started, "B did not list");
+    assert_eq!(ids(&taken), ids(&first));
+    assert_eq!(taken.models[0].size_bytes, None, "a quick row");
+    assert_eq!(shared(&b).shared_hits, 1);
+
+    lib.file("models/gamma/w.bin", 4);
+    let mut c = instance(&lib, &redis.url());
+    ready(&mut c);
+    let own = c.list(ListKind::Fast, false).unwrap();
+    assert!(ids(&own).contains(&"gamma".to_string()), "{:?}", ids(&own));
+    assert_ne!(
+        own.scan_started, first.scan_started,
+        "the stale one was not taken"
+    );
+    assert_eq!(shared(&c).shared_misses, 1);
+}

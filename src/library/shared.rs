@@ -4,7 +4,8 @@
 //!
 //! - **Identity.** A library carries its id in `.cache/library-id` (made once, by the
 //!   first instance that needs it), so instances that mount it at different paths agree;
-//!   every key and channel names it: `model-library:<id>:listing` (the last full listing,
+//!   every key and channel names it: `model-library:<id>:listing` (the last full listing;
+//!   `listing-fast` the last fast one,
 //!   [`crate::library::shared_listing::encode`], with a TTL no longer than the cache's) and
 //!   `model-library:<id>:events` (what an instance changed, [`Event`]).
 //! - **Failure is not fatal.** Every command has a short timeout; an error drops the
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::Library;
+use crate::library::model::ListKind;
 
 /// Name of the library's id file under `.cache/`.
 pub const ID_FILE: &str = "library-id";
@@ -181,6 +183,14 @@ pub fn client_for(url: &str) -> Result<redis::Client> {
 /// The name of a library's key or channel `what` (`listing`, `scanning`, `events`).
 fn redis_key(library_id: &str, what: &str) -> String {
     format!("model-library:{library_id}:{what}")
+}
+
+/// The key of the last published listing of `kind`.
+fn listing_key(library_id: &str, kind: ListKind) -> String {
+    match kind {
+        ListKind::Full => redis_key(library_id, "listing"),
+        ListKind::Fast => redis_key(library_id, "listing-fast"),
+    }
 }
 
 impl SharedTier {
@@ -330,9 +340,9 @@ impl SharedTier {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
-    /// The last full listing another instance (or this one) published, as bytes.
-    pub fn fetch_listing(&mut self) -> Option<Vec<u8>> {
-        let key = redis_key(&self.library_id, "listing");
+    /// The last listing of `kind` another instance (or this one) published, as bytes.
+    pub fn fetch_listing(&mut self, kind: ListKind) -> Option<Vec<u8>> {
+        let key = listing_key(&self.library_id, kind);
         self.run(|c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c))
             .flatten()
     }
@@ -378,9 +388,9 @@ impl SharedTier {
         }
     }
 
-    /// Publishes a full listing's bytes for `ttl_secs` (at least one second).
-    pub fn publish_listing(&mut self, bytes: &[u8], ttl_secs: u64) {
-        let key = redis_key(&self.library_id, "listing");
+    /// Publishes a listing's bytes for `ttl_secs` (at least one second).
+    pub fn publish_listing(&mut self, kind: ListKind, bytes: &[u8], ttl_secs: u64) {
+        let key = listing_key(&self.library_id, kind);
         let done = self.run(|c| {
             redis::cmd("SET")
                 .arg(&key)

@@ -1,4 +1,4 @@
-//! A full listing as the shared tier keeps it in Redis: the library's rows only (the other
+//! A listing (full or fast) as the shared tier keeps it in Redis: the library's rows only (the other
 //! stores are each machine's own), paths relative to the library root (another instance may
 //! mount the library elsewhere), framed, versioned and checksummed like the cache files.
 //!
@@ -26,13 +26,14 @@ use crate::library::sym::Sym;
 
 const MAGIC: &[u8; 8] = b"MLSHARE\0";
 /// Version of this encoding; bump on any change to [`Head`] or [`Row`].
-const VERSION: u32 = 7;
+const VERSION: u32 = 8;
 /// Rows per chunk: enough that a chunk's decoding outweighs handing it to a thread.
 const CHUNK_ROWS: usize = 2_048;
 
 /// Everything but the rows, then the rows' chunks follow (their lengths here).
 #[derive(Serialize, Deserialize)]
 struct Head<'a> {
+    kind: ListKind,
     timestamp: f64,
     scan_started: f64,
     scan_duration_secs: f64,
@@ -143,6 +144,7 @@ pub fn encode(library: &Library, listing: &Listing, covered_by: Option<&str>) ->
         chunks.push(postcard::to_stdvec(&wire).unwrap_or_default());
     }
     let head = Head {
+        kind: listing.kind,
         timestamp: listing.timestamp,
         scan_started: listing.scan_started,
         scan_duration_secs: listing.scan_duration.as_secs_f64(),
@@ -220,7 +222,7 @@ pub fn decode(library: &Library, bytes: &[u8]) -> Option<SharedListing> {
         .collect();
     let models = decoded?.concat();
     let listing = Listing {
-        kind: ListKind::Full,
+        kind: head.kind,
         models,
         problems: head.problems,
         scan_started: head.scan_started,
@@ -424,6 +426,13 @@ mod tests {
             assert_eq!(**g, expected);
         }
         assert_eq!(got.models[3].path, Path::new("/srv/b/elsewhere/odd"));
+        assert_eq!(got.kind, ListKind::Full);
+        let fast = Listing {
+            kind: ListKind::Fast,
+            ..sent.clone()
+        };
+        let got_fast = decode(&b, &encode(&a, &fast, None)).expect("decodes");
+        assert_eq!(got_fast.listing.kind, ListKind::Fast);
         assert_eq!(got.problems, sent.problems);
         assert_eq!(got.stamps, sent.stamps);
         assert_eq!(

@@ -105,6 +105,7 @@ impl ModelLibraryService {
                 self.invalidated = None;
                 self.listings.insert(kind, Arc::clone(listing));
                 self.drop_stale_views();
+                self.publish_shared(listing);
             }
             Err(err) => self.last_error = Some(err.to_string()),
         }

@@ -382,9 +382,11 @@ impl ModelLibraryService {
         self.service_counters.record(false);
         // Another instance's listing, when it passes this one's checks: no scan; or the
         // one another instance is scanning right now, waited for (bounded).
-        if kind == ListKind::Full
-            && !force_refresh
-            && let Some(listing) = self.take_shared().or_else(|| self.wait_for_shared_scan())
+        if !force_refresh
+            && let Some(listing) = self.take_shared(kind).or_else(|| match kind {
+                ListKind::Full => self.wait_for_shared_scan(),
+                ListKind::Fast => None, // one read of a folder: no lock worth taking
+            })
         {
             return Ok(listing);
         }

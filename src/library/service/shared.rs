@@ -69,6 +69,24 @@ impl SharedState {
     }
 }
 
+/// What a look at the shared tier's listing wants.
+#[derive(Debug, Clone, Copy)]
+struct Take {
+    kind: ListKind,
+    /// A look in vain counts as a shared miss (not while waiting for another's scan).
+    count_miss: bool,
+    /// Only a listing a live watch session vouches for.
+    vouched_only: bool,
+}
+
+impl Take {
+    const VOUCHED_FULL: Take = Take {
+        kind: ListKind::Full,
+        count_miss: false,
+        vouched_only: true,
+    };
+}
+
 impl ModelLibraryService {
     /// The tier, set up at its first use (the library id file, the subscriber thread).
     fn shared_tier(&mut self) -> Option<&mut SharedTier> {
@@ -119,30 +137,31 @@ impl ModelLibraryService {
         })
     }
 
-    /// Another instance's full listing, installed, when it passes this instance's own
+    /// Another instance's listing of `kind`, installed, when it passes this instance's own
     /// checks (TTL, stamps, racy timestamps) — then no scan is needed. The other stores
     /// are each machine's own: they are listed here and added.
-    pub(super) fn take_shared(&mut self) -> Option<Arc<Listing>> {
-        self.take_shared_counting(true, false)
+    pub(super) fn take_shared(&mut self, kind: ListKind) -> Option<Arc<Listing>> {
+        self.take_shared_as(Take {
+            kind,
+            count_miss: true,
+            vouched_only: false,
+        })
     }
 
-    /// [`Self::take_shared`]; a look in vain counted as a miss only when `count_miss`; only
-    /// a listing a watch session vouches for when `vouched_only`.
-    fn take_shared_counting(
-        &mut self,
-        count_miss: bool,
-        vouched_only: bool,
-    ) -> Option<Arc<Listing>> {
+    /// [`Self::take_shared`] as `want` says.
+    fn take_shared_as(&mut self, want: Take) -> Option<Arc<Listing>> {
         let tier = self.shared_tier()?;
         // Taken before the others' events are heard, its changes could go unheard.
         if !tier.listening() {
             return None;
         }
-        let bytes = tier.fetch_listing();
+        let bytes = tier.fetch_listing(want.kind);
         let library = self.library.clone();
-        let taken = bytes.and_then(|b| shared_listing::decode(&library, &b));
+        let taken = bytes
+            .and_then(|b| shared_listing::decode(&library, &b))
+            .filter(|t| t.listing.kind == want.kind);
         let (listing, covered_by) = match taken {
-            Some(t) if !vouched_only => (Some(t.listing), t.covered_by),
+            Some(t) if !want.vouched_only => (Some(t.listing), t.covered_by),
             // Only while its session lives (it is looked at again later).
             Some(t)
                 if t.covered_by
@@ -164,11 +183,21 @@ impl ModelLibraryService {
             .is_ok()
         });
         let Some(mut listing) = valid else {
-            if let Some(t) = self.shared.tier.as_mut().filter(|_| count_miss) {
+            if let Some(t) = self.shared.tier.as_mut().filter(|_| want.count_miss) {
                 t.record(false);
             }
             return None;
         };
+        if want.kind == ListKind::Fast {
+            listing.models.extend(self.scan_stores());
+            let listing = Arc::new(listing);
+            self.listings.insert(ListKind::Fast, Arc::clone(&listing));
+            self.drop_stale_views();
+            if let Some(t) = self.shared.tier.as_mut() {
+                t.record(true);
+            }
+            return Some(listing);
+        }
         let stores = self.scan_stores();
         listing.models.extend(stores);
         let installed = self.install_full(Arc::new(listing), commit::Installed::Shared);
@@ -204,7 +233,12 @@ impl ModelLibraryService {
         let deadline = Instant::now() + WAIT_FOR_OTHERS;
         while Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(25));
-            if let Some(listing) = self.take_shared_counting(false, false) {
+            let want = Take {
+                kind: ListKind::Full,
+                count_miss: false,
+                vouched_only: false,
+            };
+            if let Some(listing) = self.take_shared_as(want) {
                 return Some(listing);
             }
             let tier = self.shared.tier.as_mut()?;
@@ -230,7 +264,7 @@ impl ModelLibraryService {
         }
     }
 
-    /// Publishes a full listing this instance built (its library rows).
+    /// Publishes a listing this instance built (its library rows).
     pub(super) fn publish_shared(&mut self, listing: &Listing) {
         if self.shared.url.is_none() {
             return;
@@ -238,7 +272,7 @@ impl ModelLibraryService {
         let bytes = shared_listing::encode(&self.library, listing, self.shared.coverage.as_deref());
         let ttl = self.ttl_secs;
         if let Some(t) = self.shared_tier() {
-            t.publish_listing(&bytes, ttl);
+            t.publish_listing(listing.kind, &bytes, ttl);
         }
     }
 
@@ -331,7 +365,7 @@ impl ModelLibraryService {
                 Some(true) => {
                     self.shared.holds_scan_lock = true;
                     // One published meanwhile, by an instance whose watches came up first.
-                    if self.take_shared_counting(false, true).is_some() {
+                    if self.take_shared_as(Take::VOUCHED_FULL).is_some() {
                         self.release_scan_lock();
                         return;
                     }
@@ -365,7 +399,7 @@ impl ModelLibraryService {
         }
         self.shared.awaiting_vouched = None;
         self.shared.holds_scan_lock = free == Some(true);
-        if self.take_shared_counting(false, true).is_some() {
+        if self.take_shared_as(Take::VOUCHED_FULL).is_some() {
             // Taken (and its session to be looked at): the lock is not needed.
             self.release_scan_lock();
             return;
