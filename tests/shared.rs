@@ -621,3 +621,53 @@ fn the_fast_listing_is_shared_too() {
     );
     assert_eq!(shared(&c).shared_misses, 1);
 }
+
+/// An instance without file events (polling, a network share) does not trust stamps in the
+/// second its listing's scan began (the racy rule) — unless a live watch session vouches
+/// for the listing: that watcher announces a change made in that second. Without one, it
+/// lists for itself.
+#[test]
+fn a_racy_listing_is_taken_only_when_a_live_watcher_vouches_for_it() {
+    let redis = Redis::start();
+    let lib = sample();
+    // Every clock at the models folder's own time: the stamps fall in the scans' second.
+    let mtime = std::fs::metadata(lib.path("models"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let at_mtime = |watch| {
+        ModelLibraryService::new(
+            lib.library(),
+            ServiceOptions {
+                clock: Arc::new(ManualClock::new(mtime)),
+                persist: false,
+                redis: Some(redis.url()),
+                watch,
+                ..ServiceOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    use model_library::library::watch::WatchOption;
+    let mut a = at_mtime(WatchOption::Events);
+    ready(&mut a);
+    a.start_watching();
+    let first = a.list(ListKind::Full, false).unwrap();
+    assert!(shared(&a).vouched);
+
+    let mut b = at_mtime(WatchOption::Off);
+    ready(&mut b);
+    let taken = b.list(ListKind::Full, false).unwrap();
+    assert_eq!(taken.scan_started, first.scan_started, "taken: A vouches");
+    assert_eq!(shared(&b).shared_hits, 1);
+
+    drop(a);
+    let mut c = at_mtime(WatchOption::Off);
+    ready(&mut c);
+    c.list(ListKind::Full, false).unwrap();
+    let info = shared(&c);
+    assert_eq!((info.shared_hits, info.shared_misses), (0, 1), "{info:?}");
+}

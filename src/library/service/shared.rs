@@ -173,15 +173,21 @@ impl ModelLibraryService {
             _ => (None, None),
         };
         let racy_check = self.racy_check();
-        let valid = listing.filter(|l| {
-            l.check(
-                self.clock.now(),
-                self.ttl_secs,
-                &Stamps::read(&self.library),
-                racy_check,
-            )
-            .is_ok()
-        });
+        let (now, ttl, stamps) = (self.clock.now(), self.ttl_secs, Stamps::read(&self.library));
+        let valid = match listing
+            .as_ref()
+            .map(|l| l.check(now, ttl, &stamps, racy_check))
+        {
+            Some(Ok(())) => listing,
+            // Stamps in the scan's own second: a change in that second is not in its
+            // stamps, but a live watch session vouching for the listing announces it.
+            Some(Err(Staleness::RacyTimestamp))
+                if covered_by.as_deref().is_some_and(|s| self.session_alive(s)) =>
+            {
+                listing
+            }
+            _ => None,
+        };
         let Some(mut listing) = valid else {
             if let Some(t) = self.shared.tier.as_mut().filter(|_| want.count_miss) {
                 t.record(false);
