@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "metadata",
         "fit",
     ],
-    &["scan", "sources", "cache"],
+    &["scan", "sources", "cache", "listing_bytes"],
     &[
         "persist",
         "watch",
@@ -40,7 +40,6 @@ const LAYERS: &[&[&str]] = &[
         "duplicates",
         "reclaim",
         "shared",
-        "shared_listing",
     ],
     &["service"],
 ];

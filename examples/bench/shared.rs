@@ -143,7 +143,7 @@ pub fn run(root: &Path, n: usize, reps: usize) -> Vec<String> {
 /// Where a shared hit's time goes, in-process: the listing's size as published, encoding
 /// it, and decoding it into rows (no Redis).
 fn decode_breakdown(root: &Path, a: &mut ModelLibraryService, reps: usize) -> Vec<String> {
-    use model_library::library::shared_listing;
+    use model_library::library::listing_bytes::{self, Purpose};
     let library = Library::new(root);
     let full = a.list(ListKind::Full, false).unwrap();
     let mut encode = Vec::new();
@@ -151,10 +151,10 @@ fn decode_breakdown(root: &Path, a: &mut ModelLibraryService, reps: usize) -> Ve
     let mut bytes = Vec::new();
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        bytes = shared_listing::encode(&library, &full, None);
+        bytes = listing_bytes::encode(&library, &full, Purpose::Shared, None);
         encode.push(t.elapsed());
         let t = Instant::now();
-        let listing = shared_listing::decode(&library, &bytes).expect("decodes");
+        let listing = listing_bytes::decode(&library, &bytes, Purpose::Shared).expect("decodes");
         decode.push(t.elapsed());
         assert_eq!(listing.listing.models.len(), full.models.len());
     }

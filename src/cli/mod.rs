@@ -3,6 +3,7 @@
 //! the service once, and prints. Exit status: 0 done, 1 failed, 2 bad usage (clap).
 
 mod duplicates;
+mod json;
 mod progress;
 mod reclaim;
 mod verify;
@@ -468,7 +469,7 @@ fn list(service: &mut ModelLibraryService, args: &ListArgs, out: &mut impl Write
         .filter(|m| machine.is_none_or(|mc| crate::library::fit::fits(m, &mc) == Some(true)))
         .collect();
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &models).map_err(io::Error::from)?;
+        json::write_pretty_array(out, &models)?;
         writeln!(out)?;
     } else {
         write_table(models.into_iter(), out)?;

@@ -5,19 +5,15 @@
 //! Touches only that file, never through a symbolic link (a link there is refused when
 //! saving and ignored when loading).
 
-use crate::library::sym::Sym;
 use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::library::cache::{Listing, Stamps};
+use crate::library::cache::Listing;
 use crate::library::cache_file;
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::Library;
+use crate::library::listing_bytes::{self, Purpose};
 use crate::library::model::ListKind;
-use crate::library::model::ModelInfo;
 use crate::library::registry_copy;
 use crate::library::registry_pack::PackedRegistry;
 use std::sync::{Arc, Condvar, Mutex};
@@ -25,105 +21,8 @@ use std::thread::JoinHandle;
 
 /// File name of the persisted listing under `.cache/`.
 pub const FILE_NAME: &str = "listing.bin";
-const MAGIC: &[u8; 8] = b"MLCACHE\0";
-/// Version of the on-disk format; bump on any change to [`Persisted`].
-pub const FORMAT_VERSION: u32 = 6;
-
-#[derive(Serialize, Deserialize)]
-struct Persisted {
-    library_root: String,
-    timestamp: f64,
-    scan_started: f64,
-    scan_duration_secs: f64,
-    registry_mtime: Option<f64>,
-    models_dir_mtime: Option<f64>,
-    downloads_dir_mtime: Option<f64>,
-    problems: Vec<String>,
-    models: Vec<StoredModel>,
-}
-
-/// `ModelInfo` as stored (the JSON shape writes paths lossily; this keeps them exact
-/// where they are UTF-8, which every valid id is).
-#[derive(Serialize, Deserialize)]
-struct StoredModel {
-    id: String,
-    name: Box<str>,
-    provider: Sym,
-    status: crate::library::ModelStatus,
-    capabilities: Box<[Sym]>,
-    format: Option<Sym>,
-    description: Option<Box<str>>,
-    license: Option<Box<str>>,
-    registered: bool,
-    path: String,
-    size_bytes: Option<u64>,
-    file_count: Option<u64>,
-    expected_size_bytes: Option<u64>,
-    modified: Option<f64>,
-    error: Option<Box<str>>,
-    source: Sym,
-    metadata: Option<crate::library::model::ModelMetadata>,
-    main_file: Option<String>,
-    note: Option<Box<str>>,
-    partial_bytes: Option<u64>,
-}
-
-impl From<&ModelInfo> for StoredModel {
-    fn from(m: &ModelInfo) -> Self {
-        StoredModel {
-            id: m.id.clone(),
-            name: m.name.clone(),
-            provider: m.provider.clone(),
-            status: m.status,
-            capabilities: m.capabilities.clone(),
-            format: m.format.clone(),
-            description: m.description.clone(),
-            license: m.license.clone(),
-            registered: m.registered,
-            path: m.path.to_string_lossy().into_owned(),
-            size_bytes: m.size_bytes,
-            file_count: m.file_count,
-            expected_size_bytes: m.expected_size_bytes,
-            modified: m.modified,
-            error: m.error.clone(),
-            source: m.source.clone(),
-            metadata: m.metadata.as_deref().cloned(),
-            main_file: m
-                .main_file
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned()),
-            note: m.note.clone(),
-            partial_bytes: m.partial_bytes,
-        }
-    }
-}
-
-impl From<StoredModel> for ModelInfo {
-    fn from(m: StoredModel) -> Self {
-        ModelInfo {
-            id: m.id,
-            name: m.name,
-            provider: m.provider,
-            status: m.status,
-            capabilities: m.capabilities,
-            format: m.format,
-            description: m.description,
-            license: m.license,
-            registered: m.registered,
-            path: PathBuf::from(m.path),
-            size_bytes: m.size_bytes,
-            file_count: m.file_count,
-            expected_size_bytes: m.expected_size_bytes,
-            modified: m.modified,
-            error: m.error,
-            source: m.source,
-            metadata: m.metadata.map(Box::new),
-            main_file: m.main_file.map(|f| PathBuf::from(f).into_boxed_path()),
-            note: m.note,
-            partial_bytes: m.partial_bytes,
-        }
-    }
-}
+/// Version of the on-disk format (that of [`listing_bytes`]).
+pub const FORMAT_VERSION: u32 = listing_bytes::VERSION;
 
 /// Path of the persisted listing of `library`.
 pub fn path(library: &Library) -> PathBuf {
@@ -133,19 +32,7 @@ pub fn path(library: &Library) -> PathBuf {
 /// Saves a full listing (atomic write; the previous file stays whole if this fails).
 pub fn save(library: &Library, listing: &Listing) -> Result<()> {
     debug_assert_eq!(listing.kind, ListKind::Full);
-    let models = listing
-        .models
-        .iter()
-        .map(|m| StoredModel::from(&**m))
-        .collect();
-    let persisted = persisted_of(
-        listing,
-        library.root().to_string_lossy().into_owned(),
-        models,
-    );
-    let payload = postcard::to_stdvec(&persisted)
-        .map_err(|e| LibraryError::io(path(library), io::Error::other(e)))?;
-    let bytes = cache_file::framed(MAGIC, FORMAT_VERSION, &payload);
+    let bytes = listing_bytes::encode(library, listing, Purpose::Persisted, None);
     library
         .open_writes()?
         .cache()?
@@ -336,48 +223,13 @@ pub fn load(library: &Library) -> Result<Listing, LoadProblem> {
         Err(e) => return Err(LoadProblem::Ignored(format!("{}: {e}", file.display()))),
     };
     let bad = |why: &str| LoadProblem::Ignored(format!("{}: {why}", file.display()));
-    let payload = cache_file::unframed(&bytes, MAGIC, FORMAT_VERSION, "listing cache")
-        .map_err(|why| bad(&why))?;
-    let p: Persisted =
-        postcard::from_bytes(payload).map_err(|e| bad(&format!("unreadable: {e}")))?;
-    if p.library_root != library.root().to_string_lossy() {
+    let decoded =
+        listing_bytes::decode(library, &bytes, Purpose::Persisted).map_err(|why| bad(&why))?;
+    if decoded.library_root != library.root().to_string_lossy() {
         return Err(bad("written for another library folder"));
     }
-    Ok(listing_of(p, |m| m))
-}
-
-/// `listing` as stored, with `models` (its rows as they are to be kept) and the library
-/// root it is written for (empty for the shared tier, whose paths are relative).
-fn persisted_of(listing: &Listing, library_root: String, models: Vec<StoredModel>) -> Persisted {
-    Persisted {
-        library_root,
-        timestamp: listing.timestamp,
-        scan_started: listing.scan_started,
-        scan_duration_secs: listing.scan_duration.as_secs_f64(),
-        registry_mtime: listing.stamps.registry,
-        models_dir_mtime: listing.stamps.models_dir,
-        downloads_dir_mtime: listing.stamps.downloads_dir,
-        problems: listing.problems.clone(),
-        models,
+    if decoded.listing.kind != ListKind::Full {
+        return Err(bad("not a full listing"));
     }
-}
-
-/// The full listing `p` holds, each row passed through `row` (paths made whole).
-fn listing_of(mut p: Persisted, row: impl Fn(ModelInfo) -> ModelInfo) -> Listing {
-    let models = std::mem::take(&mut p.models);
-    Listing {
-        kind: ListKind::Full,
-        models: crate::library::cache::shared_rows(
-            models.into_iter().map(|m| row(ModelInfo::from(m))),
-        ),
-        problems: p.problems,
-        scan_started: p.scan_started,
-        timestamp: p.timestamp,
-        scan_duration: Duration::from_secs_f64(p.scan_duration_secs.max(0.0)),
-        stamps: Stamps {
-            registry: p.registry_mtime,
-            models_dir: p.models_dir_mtime,
-            downloads_dir: p.downloads_dir_mtime,
-        },
-    }
+    Ok(decoded.listing)
 }

@@ -6,7 +6,7 @@
 //!   first instance that needs it), so instances that mount it at different paths agree;
 //!   every key and channel names it: `model-library:<id>:listing` (the last full listing;
 //!   `listing-fast` the last fast one,
-//!   [`crate::library::shared_listing::encode`], with a TTL no longer than the cache's) and
+//!   [`crate::library::listing_bytes::encode`], with a TTL no longer than the cache's) and
 //!   `model-library:<id>:events` (what an instance changed, [`Event`]).
 //! - **Failure is not fatal.** Every command has a short timeout; an error drops the
 //!   connection and retries later with a doubling backoff (0.2 s to 10 s), and meanwhile

@@ -4,8 +4,8 @@
 //! changed and applying what they changed. Redis failing only ever means scanning here.
 
 use super::*;
+use crate::library::listing_bytes::{self, Purpose};
 use crate::library::shared::{EventKind, SharedCacheInfo, SharedTier};
-use crate::library::shared_listing;
 
 /// How long an instance waits for the scan another one is making before scanning itself.
 const WAIT_FOR_OTHERS: std::time::Duration = std::time::Duration::from_secs(20);
@@ -158,7 +158,7 @@ impl ModelLibraryService {
         let bytes = tier.fetch_listing(want.kind);
         let library = self.library.clone();
         let taken = bytes
-            .and_then(|b| shared_listing::decode(&library, &b))
+            .and_then(|b| listing_bytes::decode(&library, &b, Purpose::Shared).ok())
             .filter(|t| t.listing.kind == want.kind);
         let (listing, covered_by) = match taken {
             Some(t) if !want.vouched_only => (Some(t.listing), t.covered_by),
@@ -275,7 +275,8 @@ impl ModelLibraryService {
         if self.shared.url.is_none() {
             return;
         }
-        let bytes = shared_listing::encode(&self.library, listing, self.shared.coverage.as_deref());
+        let covered_by = self.shared.coverage.as_deref();
+        let bytes = listing_bytes::encode(&self.library, listing, Purpose::Shared, covered_by);
         let ttl = self.ttl_secs;
         if let Some(t) = self.shared_tier() {
             t.publish_listing(listing.kind, &bytes, ttl);

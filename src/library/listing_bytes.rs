@@ -1,14 +1,19 @@
-//! A listing (full or fast) as the shared tier keeps it in Redis: the library's rows only (the other
-//! stores are each machine's own), paths relative to the library root (another instance may
-//! mount the library elsewhere), framed, versioned and checksummed like the cache files.
+//! A listing as bytes, the one encoding of the two places that keep listings outside the
+//! process: the persisted full listing (`.cache/listing.bin`, every row, for a window's warm
+//! start) and the shared tier (Redis: the library's rows only, since the other stores are
+//! each machine's own). Paths under the library root are kept relative to it (another
+//! instance may mount the library elsewhere); framed, versioned and checksummed
+//! ([`cache_file`]), each use with its own magic.
 //!
-//! Made for the reader: a shared hit must cost a small fraction of a scan, so the repeated
-//! strings (providers, capabilities, formats, licenses) are kept once in a table the rows
-//! refer to by index, whole capability lists too; a model's folder is not stored when it is
-//! `models/<id>`, as it almost always is; the rows borrow their text from the received bytes
-//! while they are decoded (one allocation per string kept); and the rows come in chunks
-//! decoded on all cores. Owns this encoding and nothing else: no I/O, no Redis.
+//! Made for the reader: a shared hit must cost a small fraction of a scan, and a one-shot
+//! command waits for its save. The repeated strings (providers, sources, capabilities,
+//! formats, licenses) are kept once in a table the rows refer to by index, whole capability
+//! lists too; a model's folder is not stored when it is `models/<id>`, as it almost always
+//! is; rows are encoded from borrowed fields and borrow their text from the bytes while
+//! decoded (one allocation per string kept); and the rows come in chunks decoded on all
+//! cores. Owns this encoding and nothing else: no I/O, no Redis.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -24,15 +29,16 @@ use crate::library::layout::Library;
 use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelMetadata, ModelStatus};
 use crate::library::sym::Sym;
 
-const MAGIC: &[u8; 8] = b"MLSHARE\0";
 /// Version of this encoding; bump on any change to [`Head`] or [`Row`].
-const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 /// Rows per chunk: enough that a chunk's decoding outweighs handing it to a thread.
 const CHUNK_ROWS: usize = 2_048;
 
 /// Everything but the rows, then the rows' chunks follow (their lengths here).
 #[derive(Serialize, Deserialize)]
 struct Head<'a> {
+    /// The library root the rows were read under (persisted listings; empty when shared).
+    library_root: Cow<'a, str>,
     kind: ListKind,
     timestamp: f64,
     scan_started: f64,
@@ -67,9 +73,10 @@ struct Row<'a> {
     description: Option<&'a str>,
     license: Option<u32>,
     registered: bool,
-    /// Relative to the library root; `None` when it is `models/<id>`.
+    /// Relative to the library root when under it, else whole; `None` when it is
+    /// `models/<id>`.
     #[serde(borrow)]
-    path: Option<&'a str>,
+    path: Option<Cow<'a, str>>,
     size_bytes: Option<u64>,
     file_count: Option<u64>,
     expected_size_bytes: Option<u64>,
@@ -78,10 +85,11 @@ struct Row<'a> {
     error: Option<&'a str>,
     metadata: Option<ModelMetadata>,
     #[serde(borrow)]
-    main_file: Option<&'a str>,
+    main_file: Option<Cow<'a, str>>,
     #[serde(borrow)]
     note: Option<&'a str>,
     partial_bytes: Option<u64>,
+    source: u32,
 }
 
 /// The table of repeated strings being built, each kept once.
@@ -114,24 +122,58 @@ impl<'a> Strings<'a> {
     }
 }
 
-/// A listing taken from the shared tier, and the watch session that vouches for it.
-#[derive(Debug)]
-pub struct SharedListing {
-    pub listing: Listing,
-    /// The session whose file events have covered it since its scan began, if any.
-    pub covered_by: Option<String>,
+/// What the bytes are for, which decides what they keep and how they are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The persisted listing: every row, the library root named (a file copied to another
+    /// library is refused).
+    Persisted,
+    /// The shared tier: the library's rows only, no root (each instance its own mount).
+    Shared,
 }
 
-/// The bytes the shared tier keeps for `listing` of `library` (its library rows), vouched
-/// for by the watch session `covered_by`, if any.
-pub fn encode(library: &Library, listing: &Listing, covered_by: Option<&str>) -> Vec<u8> {
+impl Purpose {
+    fn magic(self) -> &'static [u8; 8] {
+        match self {
+            Purpose::Persisted => b"MLCACHE\0",
+            Purpose::Shared => b"MLSHARE\0",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Purpose::Persisted => "listing cache",
+            Purpose::Shared => "shared listing",
+        }
+    }
+}
+
+/// A listing read back, with what its bytes said about it.
+#[derive(Debug)]
+pub struct Decoded {
+    pub listing: Listing,
+    /// The watch session whose file events have covered it since its scan began, if any
+    /// (shared listings; see [`crate::library::shared`]).
+    pub covered_by: Option<String>,
+    /// The library root it was read under (persisted listings; empty when shared).
+    pub library_root: String,
+}
+
+/// The bytes that keep `listing` of `library` for `purpose`, vouched for by the watch
+/// session `covered_by`, if any.
+pub fn encode(
+    library: &Library,
+    listing: &Listing,
+    purpose: Purpose,
+    covered_by: Option<&str>,
+) -> Vec<u8> {
     let root = library.root();
     let models_dir = library.models_dir();
     let rows: Vec<&ModelInfo> = listing
         .models
         .iter()
         .map(|m| &**m)
-        .filter(|m| m.source == LIBRARY_SOURCE)
+        .filter(|m| purpose == Purpose::Persisted || m.source == LIBRARY_SOURCE)
         .collect();
     let mut strings = Strings::default();
     let mut chunks = Vec::new();
@@ -144,6 +186,10 @@ pub fn encode(library: &Library, listing: &Listing, covered_by: Option<&str>) ->
         chunks.push(postcard::to_stdvec(&wire).unwrap_or_default());
     }
     let head = Head {
+        library_root: match purpose {
+            Purpose::Persisted => root.to_string_lossy(),
+            Purpose::Shared => Cow::Borrowed(""),
+        },
         kind: listing.kind,
         timestamp: listing.timestamp,
         scan_started: listing.scan_started,
@@ -161,7 +207,7 @@ pub fn encode(library: &Library, listing: &Listing, covered_by: Option<&str>) ->
     for chunk in chunks {
         payload.extend_from_slice(&chunk);
     }
-    cache_file::framed(MAGIC, VERSION, &payload)
+    cache_file::framed(purpose.magic(), VERSION, &payload)
 }
 
 fn row_of<'a>(
@@ -174,9 +220,12 @@ fn row_of<'a>(
     let path = if in_place {
         None
     } else {
-        let rel = m.path.strip_prefix(root).unwrap_or(&m.path);
-        // A library row's path is under the root, and UTF-8 like every valid id.
-        Some(rel.to_str().unwrap_or_default())
+        Some(
+            m.path
+                .strip_prefix(root)
+                .unwrap_or(&m.path)
+                .to_string_lossy(),
+        )
     };
     Row {
         id: &m.id,
@@ -195,20 +244,27 @@ fn row_of<'a>(
         modified: m.modified,
         error: m.error.as_deref(),
         metadata: m.metadata.as_deref().cloned(),
-        main_file: m.main_file.as_deref().and_then(Path::to_str),
+        main_file: m.main_file.as_deref().map(Path::to_string_lossy),
         note: m.note.as_deref(),
         partial_bytes: m.partial_bytes,
+        source: strings.of(&m.source),
     }
 }
 
-/// The listing in `bytes` (from [`encode`]), its paths joined to this instance's library
-/// root; `None` when the bytes are not such a listing (another version, damaged).
-pub fn decode(library: &Library, bytes: &[u8]) -> Option<SharedListing> {
-    let payload = cache_file::unframed(bytes, MAGIC, VERSION, "shared listing").ok()?;
-    let (head, mut rest): (Head, &[u8]) = postcard::take_from_bytes(payload).ok()?;
+/// The listing in `bytes` (from [`encode`] for `purpose`), its paths joined to this
+/// instance's library root; or why the bytes are not such a listing ("not a … file",
+/// another version, truncated, damaged).
+pub fn decode(library: &Library, bytes: &[u8], purpose: Purpose) -> Result<Decoded, String> {
+    let payload = cache_file::unframed(bytes, purpose.magic(), VERSION, purpose.what())?;
+    let unreadable = || "unreadable".to_string();
+    let (head, mut rest): (Head, &[u8]) =
+        postcard::take_from_bytes(payload).map_err(|_| unreadable())?;
     let mut chunks = Vec::with_capacity(head.chunks.len());
     for &len in &head.chunks {
-        let len = usize::try_from(len).ok().filter(|&l| l <= rest.len())?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= rest.len())
+            .ok_or_else(unreadable)?;
         let (chunk, after) = rest.split_at(len);
         chunks.push(chunk);
         rest = after;
@@ -220,7 +276,7 @@ pub fn decode(library: &Library, bytes: &[u8]) -> Option<SharedListing> {
         .par_iter()
         .map(|chunk| decode_chunk(chunk, &table, root, &models_dir))
         .collect();
-    let models = decoded?.concat();
+    let models = decoded.ok_or_else(unreadable)?.concat();
     let listing = Listing {
         kind: head.kind,
         models,
@@ -234,9 +290,10 @@ pub fn decode(library: &Library, bytes: &[u8]) -> Option<SharedListing> {
             downloads_dir: head.downloads_dir,
         },
     };
-    Some(SharedListing {
+    Ok(Decoded {
         listing,
         covered_by: head.covered_by,
+        library_root: head.library_root.into_owned(),
     })
 }
 
@@ -244,7 +301,6 @@ pub fn decode(library: &Library, bytes: &[u8]) -> Option<SharedListing> {
 struct Table {
     syms: Vec<Sym>,
     capability_lists: Vec<Vec<Sym>>,
-    source: Sym,
 }
 
 impl Table {
@@ -262,7 +318,6 @@ impl Table {
         Table {
             syms,
             capability_lists,
-            source: Sym::new(LIBRARY_SOURCE),
         }
     }
 
@@ -287,7 +342,7 @@ fn decode_chunk(
 
 fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<ModelInfo> {
     let path = match r.path {
-        Some(rel) => root.join(rel),
+        Some(rel) => root.join(&*rel),
         None => joined(models_dir, r.id),
     };
     Some(ModelInfo {
@@ -318,9 +373,9 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
         error: r.error.map(Into::into),
         partial_bytes: r.partial_bytes,
         note: r.note.map(Into::into),
-        source: table.source.clone(),
+        source: table.sym(r.source)?,
         metadata: r.metadata.map(Box::new),
-        main_file: r.main_file.map(|f| Path::new(f).into()),
+        main_file: r.main_file.map(|f| Path::new(&*f).into()),
     })
 }
 
@@ -411,7 +466,8 @@ mod tests {
         models.push(store);
         let sent = listing(models);
 
-        let got = decode(&b, &encode(&a, &sent, Some("ab12-cd"))).expect("decodes");
+        let bytes = encode(&a, &sent, Purpose::Shared, Some("ab12-cd"));
+        let got = decode(&b, &bytes, Purpose::Shared).expect("decodes");
         assert_eq!(got.covered_by.as_deref(), Some("ab12-cd"));
         let got = got.listing;
         assert_eq!(
@@ -427,11 +483,22 @@ mod tests {
         }
         assert_eq!(got.models[3].path, Path::new("/srv/b/elsewhere/odd"));
         assert_eq!(got.kind, ListKind::Full);
+
+        // Persisted: every row (the store's with its own path), the root named.
+        let bytes = encode(&a, &sent, Purpose::Persisted, None);
+        let kept = decode(&a, &bytes, Purpose::Persisted).expect("decodes");
+        assert_eq!(kept.library_root, "/mnt/a/lib");
+        assert_eq!(kept.listing.models, sent.models);
+        assert!(
+            decode(&a, &bytes, Purpose::Shared).is_err(),
+            "not a shared listing"
+        );
         let fast = Listing {
             kind: ListKind::Fast,
             ..sent.clone()
         };
-        let got_fast = decode(&b, &encode(&a, &fast, None)).expect("decodes");
+        let bytes = encode(&a, &fast, Purpose::Shared, None);
+        let got_fast = decode(&b, &bytes, Purpose::Shared).expect("decodes");
         assert_eq!(got_fast.listing.kind, ListKind::Fast);
         assert_eq!(got.problems, sent.problems);
         assert_eq!(got.stamps, sent.stamps);
@@ -448,24 +515,27 @@ mod tests {
         let good = encode(
             &lib,
             &listing(vec![row("m", lib.models_dir().join("m"), LIBRARY_SOURCE)]),
+            Purpose::Shared,
             None,
         );
-        assert!(decode(&lib, &good).is_some_and(|l| l.covered_by.is_none()));
-        assert!(decode(&lib, &good[..good.len() - 1]).is_none(), "truncated");
+        let decode = |bytes: &[u8]| decode(&lib, bytes, Purpose::Shared).ok();
+        assert!(decode(&good).is_some_and(|l| l.covered_by.is_none()));
+        assert!(decode(&good[..good.len() - 1]).is_none(), "truncated");
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(decode(&lib, &flipped).is_none(), "checksum");
+        assert!(decode(&flipped).is_none(), "checksum");
         let mut other_version = good.clone();
         other_version[8] = other_version[8].wrapping_add(1);
-        assert!(decode(&lib, &other_version).is_none(), "version");
-        assert!(decode(&lib, b"not a listing").is_none());
+        assert!(decode(&other_version).is_none(), "version");
+        assert!(decode(b"not a listing").is_none());
 
         // Well framed, but a row names a string the table lacks.
-        let payload = cache_file::unframed(&good, MAGIC, VERSION, "t").unwrap();
+        let magic = Purpose::Shared.magic();
+        let payload = cache_file::unframed(&good, magic, VERSION, "t").unwrap();
         let (mut head, rest): (Head, &[u8]) = postcard::take_from_bytes(payload).unwrap();
         head.strings.clear();
         let mut bad = postcard::to_stdvec(&head).unwrap();
         bad.extend_from_slice(rest);
-        assert!(decode(&lib, &cache_file::framed(MAGIC, VERSION, &bad)).is_none());
+        assert!(decode(&cache_file::framed(magic, VERSION, &bad)).is_none());
     }
 }
