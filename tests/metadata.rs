@@ -741,7 +741,7 @@ fn memory_to_run_from_a_gguf_header() {
         name: "l3".into(),
         provider: Sym::new("library"),
         status: model_library::library::ModelStatus::Downloaded,
-        capabilities: Box::new([]),
+        capabilities: Default::default(),
         format: None,
         description: None,
         license: None,

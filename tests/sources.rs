@@ -883,7 +883,7 @@ fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
         name: id.into(),
         provider: "local".into(),
         status: ModelStatus::Downloaded,
-        capabilities: Box::default(),
+        capabilities: Default::default(),
         format: None,
         description: None,
         license: None,

@@ -27,7 +27,7 @@ use crate::library::cache::{Listing, Stamps};
 use crate::library::cache_file;
 use crate::library::layout::Library;
 use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelMetadata, ModelStatus};
-use crate::library::sym::Sym;
+use crate::library::sym::{Sym, Syms};
 
 /// Version of this encoding; bump on any change to [`Head`] or [`Row`].
 pub const VERSION: u32 = 9;
@@ -300,7 +300,7 @@ pub fn decode(library: &Library, bytes: &[u8], purpose: Purpose) -> Result<Decod
 /// The head's strings made the values rows hold, once each.
 struct Table {
     syms: Vec<Sym>,
-    capability_lists: Vec<Vec<Sym>>,
+    capability_lists: Vec<Syms>,
 }
 
 impl Table {
@@ -350,18 +350,14 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
         name: r.name.into(),
         provider: table.sym(r.provider)?,
         status: r.status,
-        capabilities: table
-            .capability_lists
-            .get(r.capabilities as usize)?
-            .as_slice()
-            .into(),
+        capabilities: table.capability_lists.get(r.capabilities as usize)?.clone(),
         format: match r.format {
             Some(f) => Some(table.sym(f)?),
             None => None,
         },
         description: r.description.map(Into::into),
         license: match r.license {
-            Some(l) => Some(table.syms.get(l as usize)?.as_str().into()),
+            Some(l) => Some(table.sym(l)?),
             None => None,
         },
         registered: r.registered,
@@ -401,7 +397,7 @@ mod tests {
             capabilities: vec![Sym::new("chat"), Sym::new("text-generation")].into(),
             format: Some(Sym::new("gguf")),
             description: Some("a model".into()),
-            license: Some("apache-2.0".into()),
+            license: Some(Sym::new("apache-2.0")),
             registered: true,
             path,
             size_bytes: Some(123),
@@ -445,7 +441,7 @@ mod tests {
         odd.partial_bytes = Some(7);
         odd.license = None;
         odd.format = None;
-        odd.capabilities = Box::new([]);
+        odd.capabilities = Syms::default();
         odd.main_file = None;
         odd.metadata = Some(Box::new(ModelMetadata {
             architecture: Some("llama".into()),

@@ -60,4 +60,4 @@ pub use service::{
     CacheInfo, DuplicatesState, ModelLibraryService, RefreshInfo, ServiceCacheInfo, ServiceOptions,
     VerifyReport, VerifyState, ViewCacheInfo, ViewResult, WatchSetupHook,
 };
-pub use sym::Sym;
+pub use sym::{Sym, Syms};

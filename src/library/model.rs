@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::library::error::LibraryError;
-use crate::library::sym::Sym;
+use crate::library::sym::{Sym, Syms};
 
 /// The status of a model (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -77,13 +77,13 @@ pub struct ModelInfo {
     /// Status per SPEC §3.
     pub status: ModelStatus,
     /// What it can do (`text-generation`, `chat`, `embedding`, …).
-    pub capabilities: Box<[Sym]>,
+    pub capabilities: Syms,
     /// File format (`gguf`, `safetensors`, …) when known.
     pub format: Option<Sym>,
     /// Free text from the registry.
     pub description: Option<Box<str>>,
     /// License identifier from the registry.
-    pub license: Option<Box<str>>,
+    pub license: Option<Sym>,
     /// Whether the registry has an entry for it.
     pub registered: bool,
     /// Absolute model folder (`LIBRARY/models/<id>`), whether or not it exists.

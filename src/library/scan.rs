@@ -634,7 +634,7 @@ fn model_info(
             .into(),
         format,
         description: entry.and_then(|e| e.description.as_deref().map(Box::from)),
-        license: entry.and_then(|e| e.license.as_deref().map(Box::from)),
+        license: entry.and_then(|e| e.license.as_deref().map(Sym::new)),
         registered: entry.is_some(),
         path,
         size_bytes: full.then(|| walked.as_ref().map_or(0, |w| w.size)),

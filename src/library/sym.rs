@@ -1,7 +1,8 @@
 //! [`Sym`]: a short string that many rows repeat — a provider, a format, a source, a
 //! capability — kept once per distinct value (interned) and shared by every row, view and
 //! registry entry that names it, so 100 000 rows hold a handful of copies instead of
-//! 100 000. Plain data; owns the process-wide table of interned values and nothing else.
+//! 100 000; and [`Syms`], a list of them (a model's capabilities) kept the same way. Plain
+//! data; owns the process-wide tables of interned values and nothing else.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -152,6 +153,91 @@ impl<'de> Deserialize<'de> for Sym {
     }
 }
 
+/// A short list of [`Sym`]s that many rows repeat — a model's capabilities — kept once per
+/// distinct list (interned, like [`Sym`]) and shared by every row that has it: a row holds
+/// a pointer, not a list of its own.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Syms(Arc<[Sym]>);
+
+fn list_table() -> &'static Mutex<HashSet<Arc<[Sym]>>> {
+    static TABLE: OnceLock<Mutex<HashSet<Arc<[Sym]>>>> = OnceLock::new();
+    TABLE.get_or_init(Mutex::default)
+}
+
+impl Syms {
+    /// The shared copy of `list`.
+    pub fn new(list: &[Sym]) -> Syms {
+        let mut table = list_table().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = table.get(list) {
+            return Syms(Arc::clone(shared));
+        }
+        let fresh: Arc<[Sym]> = Arc::from(list);
+        if table.len() < TABLE_LIMIT {
+            table.insert(Arc::clone(&fresh));
+        }
+        Syms(fresh)
+    }
+}
+
+impl Deref for Syms {
+    type Target = [Sym];
+
+    fn deref(&self) -> &[Sym] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Syms {
+    type Item = &'a Sym;
+    type IntoIter = std::slice::Iter<'a, Sym>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Default for Syms {
+    fn default() -> Syms {
+        Syms::new(&[])
+    }
+}
+
+impl fmt::Debug for Syms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&[Sym]> for Syms {
+    fn from(list: &[Sym]) -> Syms {
+        Syms::new(list)
+    }
+}
+
+impl From<Vec<Sym>> for Syms {
+    fn from(list: Vec<Sym>) -> Syms {
+        Syms::new(&list)
+    }
+}
+
+impl FromIterator<Sym> for Syms {
+    fn from_iter<I: IntoIterator<Item = Sym>>(iter: I) -> Syms {
+        Syms::new(&iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl Serialize for Syms {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Syms {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Syms, D::Error> {
+        Ok(Syms::from(Vec::<Sym>::deserialize(d)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +256,22 @@ mod tests {
             bytes,
             postcard::to_allocvec(&"text-generation".to_string()).unwrap()
         );
+    }
+
+    #[test]
+    fn equal_lists_share_one_copy_and_read_as_lists() {
+        let a = Syms::from(vec![Sym::new("chat"), Sym::new("text-generation")]);
+        let b: Syms = ["chat", "text-generation"]
+            .into_iter()
+            .map(Sym::new)
+            .collect();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a.len(), 2);
+        assert_eq!(&*a, &[Sym::new("chat"), Sym::new("text-generation")][..]);
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"["chat","text-generation"]"#);
+        let back: Syms = serde_json::from_str(&json).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &back.0));
+        assert!(Syms::default().is_empty());
     }
 }

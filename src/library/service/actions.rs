@@ -52,7 +52,7 @@ impl ModelLibraryService {
             capabilities: entry.capabilities.clone().into(),
             format: entry.format.clone(),
             description: entry.description.as_deref().map(Box::from),
-            license: entry.license.as_deref().map(Box::from),
+            license: entry.license.as_deref().map(crate::library::sym::Sym::new),
             registered: true,
             path: self.library.models_dir().join(id),
             size_bytes: None,
