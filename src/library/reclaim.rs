@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::library::layout::Library;
-use crate::library::registry::Registry;
+use crate::library::registry_pack::PackedRegistry;
 use crate::library::sources::{SourceConfig, SourceKind, parse_ollama_blob_name};
 
 /// One thing no model needs.
@@ -46,8 +46,9 @@ pub struct Item {
 pub const QUIET_SECS: u64 = 60;
 
 /// Everything reclaimable in `library` and the enabled `stores`, largest first. `registry`
-/// is the library's (for its `.downloads/`).
-pub fn find(library: &Library, registry: &Registry, stores: &[SourceConfig]) -> Vec<Item> {
+/// is the library's (for its `.downloads/`): the packed one a service keeps, so looking
+/// costs no parse of the registry file.
+pub fn find(library: &Library, registry: &PackedRegistry, stores: &[SourceConfig]) -> Vec<Item> {
     let mut items = library_items(library, registry);
     for store in stores.iter().filter(|s| s.enabled) {
         match store.kind {
@@ -143,12 +144,12 @@ fn item(path: PathBuf, source: &str, why: String) -> Item {
     }
 }
 
-fn library_items(library: &Library, registry: &Registry) -> Vec<Item> {
+fn library_items(library: &Library, registry: &PackedRegistry) -> Vec<Item> {
     let mut out = Vec::new();
     if let Ok(entries) = fs::read_dir(library.downloads_dir()) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().is_ok_and(|t| t.is_dir()) && registry.get(&name).is_none() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) && registry.position(&name).is_none() {
                 out.push(item(
                     e.path(),
                     "library",

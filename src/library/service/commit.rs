@@ -41,6 +41,7 @@ impl ModelLibraryService {
             Installed::MetadataAdded | Installed::Restamped => listing,
         };
         let old = self.listings.insert(ListKind::Full, Arc::clone(&listing));
+        self.memory_to_release = true;
         match how {
             Installed::Restamped => {
                 if let Some(old) = old {

@@ -212,6 +212,9 @@ pub struct ModelLibraryService {
     /// A full scan running on its own thread (the one after the watches were set up),
     /// with what changed while it ran.
     background: Option<lifecycle::BackgroundScan>,
+    /// Work since the allocator last gave free memory back (a listing replaced, a
+    /// reclaimable or verify look): the next idle tick gives it back, once.
+    memory_to_release: bool,
     /// Bumped by everything that makes a scan's result outdated as a whole (invalidation,
     /// a download starting): a background scan started under another epoch is discarded.
     epoch: u64,
@@ -276,6 +279,7 @@ impl ModelLibraryService {
             watch_budget: options.watch_budget,
             watch_hook: options.watch_setup_hook,
             background: None,
+            memory_to_release: false,
             epoch: 0,
             last_full_scan: None,
             verify_failures: None,

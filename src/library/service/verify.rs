@@ -14,6 +14,7 @@ impl ModelLibraryService {
     pub fn verify_targets(&mut self, only: &[String]) -> Result<Vec<Target>> {
         self.library.check_reachable()?;
         let registry = Registry::load(&self.library)?;
+        self.memory_to_release = true;
         let scans = self.store_scans();
         for id in only {
             let known = registry.get(id).is_some()
@@ -45,7 +46,8 @@ impl ModelLibraryService {
     /// [`crate::library::reclaim::find`]), largest first.
     pub fn reclaimable(&mut self) -> Result<Vec<crate::library::reclaim::Item>> {
         self.library.check_reachable()?;
-        let registry = Registry::load(&self.library)?;
+        let registry = self.registry_for(Stamps::read(&self.library).registry)?;
+        self.memory_to_release = true;
         Ok(crate::library::reclaim::find(
             &self.library,
             &registry,
