@@ -150,73 +150,65 @@ impl ModelLibraryService {
 
     /// [`Self::take_shared`] as `want` says.
     fn take_shared_as(&mut self, want: Take) -> Option<Arc<Listing>> {
-        let tier = self.shared_tier()?;
-        // Taken before the others' events are heard, its changes could go unheard.
-        if !tier.listening() {
-            return None;
-        }
-        let bytes = tier.fetch_listing(want.kind);
-        let library = self.library.clone();
-        let taken = bytes
-            .and_then(|b| listing_bytes::decode(&library, &b, Purpose::Shared).ok())
-            .filter(|t| t.listing.kind == want.kind);
-        let (listing, covered_by) = match taken {
-            Some(t) if !want.vouched_only => (Some(t.listing), t.covered_by),
-            // Only while its session lives (it is looked at again later).
-            Some(t)
-                if t.covered_by
-                    .as_deref()
-                    .is_some_and(|s| self.session_alive(s)) =>
-            {
-                (Some(t.listing), t.covered_by)
-            }
-            _ => (None, None),
-        };
-        let racy_check = self.racy_check();
-        let (now, ttl, stamps) = (self.clock.now(), self.ttl_secs, Stamps::read(&self.library));
-        let valid = match listing
-            .as_ref()
-            .map(|l| l.check(now, ttl, &stamps, racy_check))
-        {
-            Some(Ok(())) => listing,
-            // Stamps in the scan's own second: a change in that second is not in its
-            // stamps, but a live watch session vouching for the listing announces it.
-            Some(Err(Staleness::RacyTimestamp))
-                if covered_by.as_deref().is_some_and(|s| self.session_alive(s)) =>
-            {
-                listing
-            }
-            _ => None,
-        };
-        let Some(mut listing) = valid else {
+        let Some(found) = self.usable_shared(want) else {
             if let Some(t) = self.shared.tier.as_mut().filter(|_| want.count_miss) {
                 t.record(false);
             }
             return None;
         };
+        let mut listing = found.listing;
+        listing.models.extend(self.scan_stores());
+        if let Some(t) = self.shared.tier.as_mut() {
+            t.record(true);
+        }
+        let listing = Arc::new(listing);
         if want.kind == ListKind::Fast {
-            listing.models.extend(self.scan_stores());
-            let listing = Arc::new(listing);
             self.listings.insert(ListKind::Fast, Arc::clone(&listing));
             self.drop_stale_views();
-            if let Some(t) = self.shared.tier.as_mut() {
-                t.record(true);
-            }
             return Some(listing);
         }
-        let stores = self.scan_stores();
-        listing.models.extend(stores);
-        let installed = self.install_full(Arc::new(listing), commit::Installed::Shared);
-        self.note_coverage(covered_by);
+        let installed = self.install_full(listing, commit::Installed::Shared);
+        self.note_coverage(found.covered_by);
         // Watching already, this instance's own events cover what comes next; what came
         // before, the session named must vouch for, or a scan here must.
         if self.own_session().is_some() {
             self.verify_after_watch();
         }
-        if let Some(t) = self.shared.tier.as_mut() {
-            t.record(true);
-        }
         Some(installed)
+    }
+
+    /// The listing of `want.kind` published in Redis, if this instance may use it: heard
+    /// events since before it looks (else the listing's later changes could go unheard),
+    /// its own checks pass (TTL, stamps, racy timestamps — a racy one only while a live
+    /// watch session vouches for it) and, when `want.vouched_only`, a live session vouches.
+    fn usable_shared(&mut self, want: Take) -> Option<listing_bytes::Decoded> {
+        let tier = self.shared_tier()?;
+        if !tier.listening() {
+            return None;
+        }
+        let bytes = tier.fetch_listing(want.kind)?;
+        let found = listing_bytes::decode(&self.library, &bytes, Purpose::Shared)
+            .ok()
+            .filter(|t| t.listing.kind == want.kind)?;
+        if want.vouched_only && !self.vouched(&found) {
+            return None;
+        }
+        let (now, ttl, stamps) = (self.clock.now(), self.ttl_secs, Stamps::read(&self.library));
+        match found.listing.check(now, ttl, &stamps, self.racy_check()) {
+            Ok(()) => Some(found),
+            // Stamps in the scan's own second: a change in that second is not in its
+            // stamps, but a live watch session vouching for the listing announces it.
+            Err(Staleness::RacyTimestamp) if self.vouched(&found) => Some(found),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether a live watch session vouches for `found`.
+    fn vouched(&mut self, found: &listing_bytes::Decoded) -> bool {
+        found
+            .covered_by
+            .as_deref()
+            .is_some_and(|s| self.session_alive(s))
     }
 
     /// Before scanning: takes the library's scan lock (then `None`: scan, and publish), or,
