@@ -671,3 +671,114 @@ fn a_racy_listing_is_taken_only_when_a_live_watcher_vouches_for_it() {
     let info = shared(&c);
     assert_eq!((info.shared_hits, info.shared_misses), (0, 1), "{info:?}");
 }
+
+/// The library's scan lock as Redis has it now (its holder's name).
+fn scan_lock_holder(url: &str, library_id: &str) -> Option<String> {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd("GET")
+        .arg(format!("model-library:{library_id}:scanning"))
+        .query(&mut c)
+        .unwrap()
+}
+
+/// The lock is this instance's own: taking it again renews it (it is not "another
+/// instance scanning"); another instance cannot take it until it is released.
+#[test]
+fn the_scan_lock_knows_its_holder() {
+    use model_library::library::shared::SharedTier;
+    let redis = Redis::start();
+    let lib = sample();
+    let mut a = SharedTier::new(&redis.url(), &lib.library()).unwrap();
+    let mut b = SharedTier::new(&redis.url(), &lib.library()).unwrap();
+    assert_eq!(a.try_scan_lock(30_000), Some(true));
+    assert_eq!(a.try_scan_lock(30_000), Some(true), "its own, renewed");
+    assert_eq!(b.try_scan_lock(30_000), Some(false), "another's");
+    b.release_scan_lock();
+    assert_eq!(
+        b.try_scan_lock(30_000),
+        Some(false),
+        "not released by another"
+    );
+    a.release_scan_lock();
+    assert_eq!(b.try_scan_lock(30_000), Some(true));
+}
+
+/// An instance whose own background scan (the one after its watch set-up) holds the scan
+/// lock does not wait for itself when a request needs a scan meanwhile, and that request
+/// does not release the lock its background scan holds; the background scan releases it
+/// when it is installed.
+#[test]
+fn an_instance_never_waits_for_its_own_scan_lock() {
+    let redis = Redis::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // Enough models that the background scan outlasts the tick that starts it.
+    let spec = model_library::fixtures::GenSpec {
+        models: 3_000,
+        files_per_model: 3,
+        file_size: 1 << 20,
+    };
+    model_library::fixtures::generate_library(tmp.path(), &spec).unwrap();
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hook = {
+        let held = Arc::clone(&held);
+        model_library::library::WatchSetupHook(Arc::new(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while held.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }))
+    };
+    let mut a = ModelLibraryService::new(
+        model_library::library::Library::new(tmp.path()),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            redis: Some(redis.url()),
+            watch: model_library::library::watch::WatchOption::Events,
+            watch_setup_hook: Some(hook),
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    ready(&mut a);
+    a.list(ListKind::Full, false).unwrap(); // before the watches: vouched for by nobody
+    let id = shared(&a).library_id;
+    assert_eq!(
+        scan_lock_holder(&redis.url(), &id),
+        None,
+        "released after it"
+    );
+
+    // The watches come up: A scans again in the background, holding the lock.
+    held.store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while scan_lock_holder(&redis.url(), &id).is_none() {
+        a.catch_up();
+        assert!(
+            Instant::now() < deadline,
+            "no background scan took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // A request needing a scan now (the registry changed) neither waits for A's own lock
+    // nor releases it (only a tick collects the background scan).
+    let registry = tmp.path().join("model_registry.json");
+    let text = std::fs::read_to_string(&registry).unwrap();
+    std::fs::write(&registry, format!("{text}\n")).unwrap();
+    let t = Instant::now();
+    a.list(ListKind::Full, false).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "waited {:?}",
+        t.elapsed()
+    );
+    assert!(
+        scan_lock_holder(&redis.url(), &id).is_some(),
+        "still the background scan's"
+    );
+    tick_until(
+        &mut [&mut a],
+        "the background scan's end releasing the lock",
+        |_| scan_lock_holder(&redis.url(), &id).is_none(),
+    );
+}

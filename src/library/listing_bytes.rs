@@ -269,7 +269,12 @@ pub fn decode(library: &Library, bytes: &[u8], purpose: Purpose) -> Result<Decod
         chunks.push(chunk);
         rest = after;
     }
-    let table = Table::of(&head);
+    // Times that are not times (damaged or hostile bytes) would pass or break the checks.
+    let times = [head.timestamp, head.scan_started, head.scan_duration_secs];
+    if times.iter().any(|t| !t.is_finite()) {
+        return Err(unreadable());
+    }
+    let table = Table::of(&head).ok_or_else(unreadable)?;
     let root = library.root();
     let models_dir = library.models_dir();
     let decoded: Option<Vec<Vec<Arc<ModelInfo>>>> = chunks
@@ -283,7 +288,8 @@ pub fn decode(library: &Library, bytes: &[u8], purpose: Purpose) -> Result<Decod
         problems: head.problems,
         scan_started: head.scan_started,
         timestamp: head.timestamp,
-        scan_duration: Duration::from_secs_f64(head.scan_duration_secs.max(0.0)),
+        scan_duration: Duration::try_from_secs_f64(head.scan_duration_secs.max(0.0))
+            .unwrap_or_default(),
         stamps: Stamps {
             registry: head.registry,
             models_dir: head.models_dir,
@@ -304,21 +310,22 @@ struct Table {
 }
 
 impl Table {
-    fn of(head: &Head) -> Table {
+    /// The table, or `None` when a capability list names a string the head lacks.
+    fn of(head: &Head) -> Option<Table> {
         let syms: Vec<Sym> = head.strings.iter().map(|s| Sym::new(s)).collect();
         let capability_lists = head
             .capability_lists
             .iter()
             .map(|l| {
                 l.iter()
-                    .filter_map(|&i| syms.get(i as usize).cloned())
-                    .collect()
+                    .map(|&i| syms.get(i as usize).cloned())
+                    .collect::<Option<Syms>>()
             })
-            .collect();
-        Table {
+            .collect::<Option<Vec<Syms>>>()?;
+        Some(Table {
             syms,
             capability_lists,
-        }
+        })
     }
 
     fn sym(&self, i: u32) -> Option<Sym> {
@@ -529,9 +536,32 @@ mod tests {
         let magic = Purpose::Shared.magic();
         let payload = cache_file::unframed(&good, magic, VERSION, "t").unwrap();
         let (mut head, rest): (Head, &[u8]) = postcard::take_from_bytes(payload).unwrap();
-        head.strings.clear();
-        let mut bad = postcard::to_stdvec(&head).unwrap();
-        bad.extend_from_slice(rest);
-        assert!(decode(&cache_file::framed(magic, VERSION, &bad)).is_none());
+        let reframed = |head: &Head| {
+            let mut bad = postcard::to_stdvec(head).unwrap();
+            bad.extend_from_slice(rest);
+            cache_file::framed(magic, VERSION, &bad)
+        };
+        let strings = std::mem::take(&mut head.strings);
+        assert!(decode(&reframed(&head)).is_none(), "a row's string missing");
+        head.strings = strings;
+        head.capability_lists[0].push(999);
+        assert!(decode(&reframed(&head)).is_none(), "a capability missing");
+        head.capability_lists[0].pop();
+        assert!(decode(&reframed(&head)).is_some());
+        for bad_time in [f64::INFINITY, f64::NAN, 1e300] {
+            head.scan_duration_secs = bad_time;
+            let got = decode(&reframed(&head));
+            assert!(
+                got.as_ref()
+                    .is_none_or(|l| l.listing.scan_duration == Duration::ZERO),
+                "{bad_time}"
+            );
+            head.scan_duration_secs = 0.5;
+            head.timestamp = bad_time;
+            if !bad_time.is_finite() {
+                assert!(decode(&reframed(&head)).is_none(), "timestamp {bad_time}");
+            }
+            head.timestamp = 11.25;
+        }
     }
 }

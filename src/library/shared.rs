@@ -113,8 +113,9 @@ pub struct SharedCacheInfo {
     /// Whether this instance's file events cover the library, its watch session kept alive
     /// in Redis (its published listings vouch for themselves then).
     pub watching: bool,
-    /// Whether a live watch session (this instance's or another's) vouches for the full
-    /// listing held now: its events have covered it since its scan began.
+    /// Whether the full listing held now names a watch session (this instance's or
+    /// another's) whose events have covered it since its scan began; another's is seen
+    /// alive before it is relied on, and until then this says what the listing claims.
     pub vouched: bool,
     /// Scans after a watch set-up this instance did not need: the listing it took was
     /// vouched for by another instance's session, seen alive after the set-up.
@@ -348,20 +349,32 @@ impl SharedTier {
     }
 
     /// Takes the library's scan lock for `ttl_ms` (set if absent, with expiry): `Some(true)`
-    /// taken, `Some(false)` another instance holds it, `None` Redis cannot be reached.
+    /// taken (or this instance held it already: its expiry is renewed), `Some(false)`
+    /// another instance holds it, `None` Redis cannot be reached.
     pub fn try_scan_lock(&mut self, ttl_ms: u64) -> Option<bool> {
         let key = redis_key(&self.library_id, "scanning");
         let me = self.instance.clone();
         self.run(|c| {
-            redis::cmd("SET")
+            let set: Option<String> = redis::cmd("SET")
                 .arg(&key)
                 .arg(&me)
                 .arg("NX")
                 .arg("PX")
                 .arg(ttl_ms)
-                .query::<Option<String>>(c)
+                .query(c)?;
+            if set.is_some() {
+                return Ok(true);
+            }
+            let holder: Option<String> = redis::cmd("GET").arg(&key).query(c)?;
+            if holder.as_deref() != Some(me.as_str()) {
+                return Ok(false);
+            }
+            redis::cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl_ms)
+                .query::<i64>(c)?;
+            Ok(true)
         })
-        .map(|set| set.is_some())
     }
 
     /// Releases the scan lock if this instance still holds it (a lock that expired and

@@ -421,7 +421,7 @@ impl ModelLibraryService {
         let changed = self.finish_background_scan();
         if running && self.background.is_none() {
             // Installed (and published) or failed: instances waiting for it may go on.
-            self.release_scan_lock();
+            self.release_scan_lock(super::shared::LockFor::Background);
         }
         changed
     }
@@ -459,7 +459,13 @@ impl ModelLibraryService {
             crate::library::cache::reuse_unchanged_rows(&mut listing.models, full);
         }
         self.registry_cache = Some((listing.stamps.registry, registry));
-        self.note_coverage(bg.session.clone());
+        // Vouched for by this instance's session only if it still runs (it may have ended
+        // while the scan ran).
+        let session = bg
+            .session
+            .clone()
+            .filter(|s| self.own_session().as_ref() == Some(s));
+        self.note_coverage(session);
         self.install_full(Arc::new(listing), Installed::Scanned);
         self.listings.remove(&ListKind::Fast);
         // What changed while it ran: the models the watcher reported, and whatever the

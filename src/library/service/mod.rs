@@ -402,7 +402,7 @@ impl ModelLibraryService {
         } else {
             self.rescan(kind)
         };
-        self.release_scan_lock();
+        self.release_scan_lock(shared::LockFor::Foreground);
         result
     }
 

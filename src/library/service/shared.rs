@@ -17,8 +17,9 @@ pub(super) struct SharedState {
     url: Option<String>,
     tier: Option<SharedTier>,
     problem: Option<String>,
-    /// This instance holds the library's scan lock (released after its scan).
-    holds_scan_lock: bool,
+    /// What this instance holds the library's scan lock for, if it does (released when
+    /// that scan is over, and only by it).
+    scan_lock: Option<LockFor>,
     /// The watch session (this instance's or another's) whose file events have covered the
     /// full listing held now since its scan began; `None`: nobody vouches for it, and a
     /// watching instance scans for itself once its watches are set up.
@@ -60,13 +61,22 @@ impl SharedState {
             url,
             tier: None,
             problem: None,
-            holds_scan_lock: false,
+            scan_lock: None,
             coverage: None,
             pending_check: None,
             scans_spared: 0,
             awaiting_vouched: None,
         })
     }
+}
+
+/// The scan this instance holds the library's scan lock for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LockFor {
+    /// A scan a request is waiting for (released when `list` returns).
+    Foreground,
+    /// The scan running on its own thread (released when it is installed or fails).
+    Background,
 }
 
 /// What a look at the shared tier's listing wants.
@@ -216,6 +226,9 @@ impl ModelLibraryService {
     /// until the lock is gone (its holder finished or died) or [`WAIT_FOR_OTHERS`] passed;
     /// then `None`: scan here.
     pub(super) fn wait_for_shared_scan(&mut self) -> Option<Arc<Listing>> {
+        if self.shared.scan_lock.is_some() {
+            return None; // this instance's own background scan holds it: scan here too
+        }
         let tier = self.shared_tier()?;
         if !tier.listening() {
             return None;
@@ -223,7 +236,7 @@ impl ModelLibraryService {
         match tier.try_scan_lock(SCAN_LOCK_MS) {
             None => return None, // unreachable: scan
             Some(true) => {
-                self.shared.holds_scan_lock = true;
+                self.shared.scan_lock = Some(LockFor::Foreground);
                 return None;
             }
             Some(false) => {}
@@ -243,7 +256,7 @@ impl ModelLibraryService {
             match tier.try_scan_lock(SCAN_LOCK_MS) {
                 Some(true) => {
                     // The holder is gone without publishing: this one scans.
-                    self.shared.holds_scan_lock = true;
+                    self.shared.scan_lock = Some(LockFor::Foreground);
                     return None;
                 }
                 Some(false) => {}
@@ -253,12 +266,14 @@ impl ModelLibraryService {
         None
     }
 
-    /// Releases the scan lock this instance took, if it did.
-    pub(super) fn release_scan_lock(&mut self) {
-        if std::mem::take(&mut self.shared.holds_scan_lock)
-            && let Some(t) = self.shared.tier.as_mut()
-        {
-            t.release_scan_lock();
+    /// Releases the scan lock this instance took for `scan`, if it did (a lock taken for
+    /// another scan of its own stays).
+    pub(super) fn release_scan_lock(&mut self, scan: LockFor) {
+        if self.shared.scan_lock == Some(scan) {
+            self.shared.scan_lock = None;
+            if let Some(t) = self.shared.tier.as_mut() {
+                t.release_scan_lock();
+            }
         }
     }
 
@@ -267,7 +282,12 @@ impl ModelLibraryService {
         if self.shared.url.is_none() {
             return;
         }
-        let covered_by = self.shared.coverage.as_deref();
+        // Vouching is for full listings (what watched changes patch); a quick one names
+        // no session.
+        let covered_by = match listing.kind {
+            ListKind::Full => self.shared.coverage.as_deref(),
+            ListKind::Fast => None,
+        };
         let bytes = listing_bytes::encode(&self.library, listing, Purpose::Shared, covered_by);
         let ttl = self.ttl_secs;
         if let Some(t) = self.shared_tier() {
@@ -352,29 +372,29 @@ impl ModelLibraryService {
     /// background (the scan lock) while the others wait for the listing it will publish,
     /// which its session vouches for ([`Self::await_vouched_listing`]).
     pub(super) fn verify_after_watch(&mut self) {
-        if self.check_coverage_later() {
-            return;
+        if self.check_coverage_later() || self.background.is_some() {
+            return; // looked at later, or this instance's own scan is under way
         }
-        if let Some(tier) = self.shared.tier.as_mut().filter(|t| t.listening()) {
+        if let Some(tier) = self.shared.tier.as_mut().filter(|t| t.listening())
+            && self.shared.scan_lock.is_none()
+        {
             match tier.try_scan_lock(SCAN_LOCK_MS) {
                 Some(false) => {
                     self.shared.awaiting_vouched = Some(Instant::now() + WAIT_FOR_OTHERS);
                     return;
                 }
                 Some(true) => {
-                    self.shared.holds_scan_lock = true;
+                    self.shared.scan_lock = Some(LockFor::Background);
                     // One published meanwhile, by an instance whose watches came up first.
                     if self.take_shared_as(Take::VOUCHED_FULL).is_some() {
-                        self.release_scan_lock();
+                        self.release_scan_lock(LockFor::Background);
                         return;
                     }
                 }
                 None => {}
             }
         }
-        if self.background.is_none() {
-            self.start_background_scan();
-        }
+        self.start_background_scan();
     }
 
     /// While another instance holds the scan lock for the scan this one needs: once the
@@ -384,28 +404,29 @@ impl ModelLibraryService {
         let Some(deadline) = self.shared.awaiting_vouched else {
             return;
         };
-        if !self.listings.contains_key(&ListKind::Full) {
-            // Invalidated meanwhile: the next listing decides afresh.
+        if !self.listings.contains_key(&ListKind::Full) || self.background.is_some() {
+            // Invalidated meanwhile (the next listing decides afresh), or this instance
+            // scans already.
             self.shared.awaiting_vouched = None;
             return;
         }
         let free = match self.shared.tier.as_mut() {
-            Some(t) => t.try_scan_lock(SCAN_LOCK_MS),
-            None => None,
+            Some(t) if self.shared.scan_lock.is_none() => t.try_scan_lock(SCAN_LOCK_MS),
+            _ => None,
         };
         if free == Some(false) && Instant::now() < deadline {
             return;
         }
         self.shared.awaiting_vouched = None;
-        self.shared.holds_scan_lock = free == Some(true);
+        if free == Some(true) {
+            self.shared.scan_lock = Some(LockFor::Background);
+        }
         if self.take_shared_as(Take::VOUCHED_FULL).is_some() {
             // Taken (and its session to be looked at): the lock is not needed.
-            self.release_scan_lock();
+            self.release_scan_lock(LockFor::Background);
             return;
         }
-        if self.background.is_none() {
-            self.start_background_scan();
-        }
+        self.start_background_scan();
     }
 
     /// With the full listing vouched for by another instance's session, and this one's

@@ -70,6 +70,7 @@ impl Nodes {
         self.names.extend_from_slice(bytes);
         if let Some(old) = self.by_wd.insert(wd, node) {
             self.garbage += old.len as usize;
+            self.compact_if_due();
         }
     }
 
@@ -79,10 +80,15 @@ impl Nodes {
             return false;
         };
         self.garbage += old.len as usize;
+        self.compact_if_due();
+        true
+    }
+
+    /// Compacts once names no node uses are half of the buffer (and worth it).
+    fn compact_if_due(&mut self) {
         if self.garbage > 64 * 1024 && self.garbage * 2 > self.names.len() {
             self.compact();
         }
-        true
     }
 
     /// Copies the names still in use into a new buffer.
