@@ -11,6 +11,8 @@ use crate::library::shared::{EventKind, SharedCacheInfo, SharedTier};
 const WAIT_FOR_OTHERS: std::time::Duration = std::time::Duration::from_secs(20);
 /// How long a scan lock lives without its holder (a crashed holder's lock expires).
 const SCAN_LOCK_MS: u64 = 30_000;
+/// How often ticks renew the lock a background scan holds.
+const LOCK_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The tier's URL, the tier once set up, and why it could not be.
 pub(super) struct SharedState {
@@ -33,6 +35,8 @@ pub(super) struct SharedState {
     /// Waiting, until then, for the scan another instance holds the lock for (see
     /// [`ModelLibraryService::await_vouched_listing`]).
     awaiting_vouched: Option<Instant>,
+    /// When ticks last renewed the lock a background scan holds.
+    lock_renewed_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for SharedState {
@@ -66,6 +70,7 @@ impl SharedState {
             pending_check: None,
             scans_spared: 0,
             awaiting_vouched: None,
+            lock_renewed_at: None,
         })
     }
 }
@@ -342,6 +347,7 @@ impl ModelLibraryService {
     /// it when its file events no longer cover the library (then its listings vouch for
     /// nothing).
     pub(super) fn shared_beat(&mut self) {
+        self.renew_scan_lock();
         let Some(own) = self.own_session() else {
             return;
         };
@@ -355,6 +361,21 @@ impl ModelLibraryService {
             tier.watching(false);
             if self.shared.coverage.as_deref() == Some(own.as_str()) {
                 self.forget_coverage();
+            }
+        }
+    }
+
+    /// Renews the scan lock a background scan of this instance holds (every
+    /// [`LOCK_RENEW_EVERY`]), so a scan longer than the lock's life is not made twice.
+    fn renew_scan_lock(&mut self) {
+        let due = self
+            .shared
+            .lock_renewed_at
+            .is_none_or(|t| t.elapsed() >= LOCK_RENEW_EVERY);
+        if self.shared.scan_lock == Some(LockFor::Background) && due {
+            self.shared.lock_renewed_at = Some(Instant::now());
+            if let Some(t) = self.shared.tier.as_mut() {
+                t.try_scan_lock(SCAN_LOCK_MS);
             }
         }
     }
