@@ -235,12 +235,21 @@ fn process_main(args: &Args, base: &Path) {
     let empty = base.join("lib-empty");
     let _ = std::fs::remove_dir_all(&empty);
     std::fs::create_dir_all(empty.join("models")).expect("empty library");
+    let screen = fresh_library(base, process::SCREEN_MODELS, args.files);
     for &n in &args.sizes {
         let root = fresh_library(base, n, args.files);
         // Let the generated tree reach the disk first: writeback during the runs would
         // weigh on whichever command happens to run then.
         let _ = Command::new("sync").status();
-        process::report(&bin, &root, &empty, n, args.reps.max(7), !args.no_list);
+        process::report(
+            &bin,
+            &root,
+            &empty,
+            &screen,
+            n,
+            args.reps.max(7),
+            !args.no_list,
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -18,6 +18,9 @@ pub(super) enum Installed {
     /// Some rows changed (watched changes, a store rescanned): the fast listing, one read
     /// of the top folders, is dropped rather than patched.
     RowsChanged,
+    /// Rows another instance changed (its event named them), rescanned here: like
+    /// `RowsChanged`, but not published again (the instance that changed them did).
+    RowsChangedElsewhere,
     /// Header metadata was added to rows: nothing the fast listing shows.
     MetadataAdded,
     /// Only the stamps moved, every row is as it was: the views follow the new listing and
@@ -37,6 +40,7 @@ impl ModelLibraryService {
             Installed::Scanned
             | Installed::Confirmed
             | Installed::RowsChanged
+            | Installed::RowsChangedElsewhere
             | Installed::Shared => self.with_verify_marks(listing),
             Installed::MetadataAdded | Installed::Restamped => listing,
         };
@@ -53,7 +57,7 @@ impl ModelLibraryService {
                 }
                 return listing;
             }
-            Installed::RowsChanged => {
+            Installed::RowsChanged | Installed::RowsChangedElsewhere => {
                 self.listings.remove(&ListKind::Fast);
             }
             Installed::Scanned

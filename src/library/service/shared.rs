@@ -519,9 +519,11 @@ impl ModelLibraryService {
 
     /// Applies the other instances' changes: a delete empties its rows (a registered model
     /// stays, `available`, as a scan would show it; an unregistered one goes) and takes the
-    /// stamps the sender read after it (no disk read here); anything else, or a
-    /// reconnection (events may have been missed), drops the caches. Returns whether
-    /// anything changed.
+    /// stamps the sender read after it (no disk read here); a change naming its models
+    /// (an import, a finished download, a watched change) rescans those models here and
+    /// keeps every other row (selective, as this instance's own watched changes are);
+    /// anything else, or a reconnection (events may have been missed), drops the caches.
+    /// Returns whether anything changed.
     pub(super) fn apply_shared_events(&mut self) -> bool {
         // Set up early (a shell's first tick), so the events are heard by the first listing.
         self.shared_tier();
@@ -543,6 +545,23 @@ impl ModelLibraryService {
                     let listing = without_deleted(&full, &event.ids, stamps);
                     self.install_full(Arc::new(listing), commit::Installed::Shared);
                     self.listings.remove(&ListKind::Fast);
+                }
+                // Models another instance changed, named: rescanned here, as this
+                // instance's own watched changes are (the rest of the listing stays).
+                (EventKind::Changed, _, Some(full)) if !event.ids.is_empty() => {
+                    let stamps = Stamps::read(&self.library);
+                    match self.rescan_some(&full, &event.ids, stamps) {
+                        Ok(None) => {}
+                        Ok(Some((listing, rows_changed))) => {
+                            let how = if rows_changed {
+                                commit::Installed::RowsChangedElsewhere
+                            } else {
+                                commit::Installed::Restamped
+                            };
+                            self.install_full(Arc::new(listing), how);
+                        }
+                        Err(_) => self.invalidate("a change made by another instance"),
+                    }
                 }
                 (EventKind::Ttl, _, _) => {
                     // Checked as one set here would be; a bad value is ignored.
