@@ -548,7 +548,11 @@ impl ModelLibraryService {
                 }
                 // Models another instance changed, named: rescanned here, as this
                 // instance's own watched changes are (the rest of the listing stays).
-                (EventKind::Changed, _, Some(full)) if !event.ids.is_empty() => {
+                // (Only library ids: another store's rows are each machine's own.)
+                (EventKind::Changed, _, Some(full))
+                    if !event.ids.is_empty()
+                        && event.ids.iter().all(|i| validate_id(i).is_ok()) =>
+                {
                     let stamps = Stamps::read(&self.library);
                     match self.rescan_some(&full, &event.ids, stamps) {
                         Ok(None) => {}
