@@ -794,3 +794,57 @@ fn an_instance_never_waits_for_its_own_scan_lock() {
         |_| scan_lock_holder(&redis.url(), &id).is_none(),
     );
 }
+
+/// An event naming something that is not a library model (another store's row, here a
+/// folder of one's own, whose rows are each machine's own) never removes that row: the
+/// receiver drops its caches and lists again instead of rescanning the names.
+#[test]
+fn an_event_naming_another_stores_model_leaves_its_row() {
+    use model_library::library::sources::{SourceConfig, SourceKind};
+    let redis = Redis::start();
+    let lib = sample();
+    let own = tempfile::tempdir().unwrap();
+    std::fs::write(own.path().join("mine.gguf"), b"GGUF not really").unwrap();
+    let mut b = ModelLibraryService::new(
+        lib.library(),
+        ServiceOptions {
+            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
+            persist: false,
+            redis: Some(redis.url()),
+            sources: vec![SourceConfig::new(SourceKind::Folder, own.path())],
+            ..ServiceOptions::default()
+        },
+    )
+    .unwrap();
+    ready(&mut b);
+    let first = b.list(ListKind::Full, false).unwrap();
+    let theirs = first
+        .models
+        .iter()
+        .find(|m| m.source != "library")
+        .map(|m| m.id.clone())
+        .expect("the folder's model");
+
+    let event = serde_json::json!({
+        "from": "someone-else", "kind": "changed", "ids": [theirs], "stamps": null,
+    });
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let channel = format!("model-library:{}:events", shared(&b).library_id);
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(event.to_string())
+        .query(&mut c)
+        .unwrap();
+    tick_until(&mut [&mut b], "the event heard", |b| {
+        shared(b).invalidations_received == 1
+    });
+    let after = b.list(ListKind::Full, false).unwrap();
+    assert!(
+        after.models.iter().any(|m| m.id == theirs),
+        "{:?}",
+        ids(&after)
+    );
+}
