@@ -6,10 +6,13 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TestLib, registry_json};
 use model_library::fixtures::RedisServer;
+use model_library::library::WatchSetupHook;
+use model_library::library::watch::WatchOption;
 use model_library::library::{
     Clock, DeleteMode, ListKind, ManualClock, ModelLibraryService, ServiceOptions, SystemClock,
 };
@@ -62,19 +65,26 @@ fn sample() -> TestLib {
     lib
 }
 
-/// An instance on `lib` with the shared tier at `url` (a clock well after the files'
-/// mtimes, so nothing is racy).
+/// Options of an instance with the shared tier at `url`, nothing persisted, its clock at
+/// `clock` (seconds since the epoch).
+fn options_at(url: &str, clock: f64) -> ServiceOptions {
+    ServiceOptions {
+        clock: Arc::new(ManualClock::new(clock)),
+        persist: false,
+        redis: Some(url.to_string()),
+        ..ServiceOptions::default()
+    }
+}
+
+/// [`options_at`] with a clock `offset` seconds ahead of now: well after the files' mtimes,
+/// so nothing is racy (instances with other offsets never share a scan's start time).
+fn options(url: &str, offset: f64) -> ServiceOptions {
+    options_at(url, SystemClock.now() + offset)
+}
+
+/// An instance on `lib` with the shared tier at `url`.
 fn instance(lib: &TestLib, url: &str) -> ModelLibraryService {
-    ModelLibraryService::new(
-        lib.library(),
-        ServiceOptions {
-            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
-            persist: false,
-            redis: Some(url.to_string()),
-            ..ServiceOptions::default()
-        },
-    )
-    .unwrap()
+    ModelLibraryService::new(lib.library(), options(url, 100.0)).unwrap()
 }
 
 /// Waits (bounded) until `svc` hears the other instances' events: only then does it take
@@ -310,17 +320,7 @@ fn four_instances_started_together_scan_once() {
 fn a_watched_change_on_one_instance_reaches_the_other() {
     let redis = Redis::start();
     let lib = sample();
-    let mut a = ModelLibraryService::new(
-        lib.library(),
-        ServiceOptions {
-            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
-            persist: false,
-            redis: Some(redis.url()),
-            watch: model_library::library::watch::WatchOption::Events,
-            ..ServiceOptions::default()
-        },
-    )
-    .unwrap();
+    let mut a = watching_instance(&lib, &redis.url(), 100.0);
     ready(&mut a);
     a.start_watching();
     a.list(ListKind::Full, false).unwrap();
@@ -430,17 +430,25 @@ fn two_servers_share_one_cache_over_http() {
 /// An instance on `lib` that watches with file events, its clock `offset` seconds ahead
 /// (scans of different instances then never share a start time).
 fn watching_instance(lib: &TestLib, url: &str, offset: f64) -> ModelLibraryService {
-    ModelLibraryService::new(
-        lib.library(),
-        ServiceOptions {
-            clock: Arc::new(ManualClock::new(SystemClock.now() + offset)),
-            persist: false,
-            redis: Some(url.to_string()),
-            watch: model_library::library::watch::WatchOption::Events,
-            ..ServiceOptions::default()
-        },
-    )
-    .unwrap()
+    let options = ServiceOptions {
+        watch: WatchOption::Events,
+        ..options(url, offset)
+    };
+    ModelLibraryService::new(lib.library(), options).unwrap()
+}
+
+/// A watch set-up hook that holds every set-up until the flag returned is cleared (at most
+/// 20 s), so instances list before their watches are up.
+fn held_watch_setups() -> (Arc<AtomicBool>, WatchSetupHook) {
+    let held = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&held);
+    let hook = WatchSetupHook(Arc::new(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }));
+    (held, hook)
 }
 
 /// Ticks `svcs` (as shells do) until `done` holds for the last one, bounded.
@@ -550,30 +558,15 @@ fn a_listing_nobody_alive_vouches_for_is_scanned_again() {
 fn four_watching_instances_make_one_scan_after_their_watches_are_up() {
     let redis = Redis::start();
     let lib = sample();
-    let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let hook = {
-        let held = Arc::clone(&held);
-        model_library::library::WatchSetupHook(Arc::new(move || {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while held.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }))
-    };
+    let (held, hook) = held_watch_setups();
     let mut all: Vec<ModelLibraryService> = (0..4)
         .map(|i| {
-            let mut svc = ModelLibraryService::new(
-                lib.library(),
-                ServiceOptions {
-                    clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0 + i as f64)),
-                    persist: false,
-                    redis: Some(redis.url()),
-                    watch: model_library::library::watch::WatchOption::Events,
-                    watch_setup_hook: Some(hook.clone()),
-                    ..ServiceOptions::default()
-                },
-            )
-            .unwrap();
+            let options = ServiceOptions {
+                watch: WatchOption::Events,
+                watch_setup_hook: Some(hook.clone()),
+                ..options(&redis.url(), 100.0 + i as f64)
+            };
+            let mut svc = ModelLibraryService::new(lib.library(), options).unwrap();
             ready(&mut svc);
             svc
         })
@@ -583,7 +576,7 @@ fn four_watching_instances_make_one_scan_after_their_watches_are_up() {
     }
     let hits: u64 = all.iter().map(|s| shared(s).shared_hits).sum();
     assert_eq!(hits, 3);
-    held.store(false, std::sync::atomic::Ordering::SeqCst);
+    held.store(false, Ordering::SeqCst);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let done = |all: &[ModelLibraryService]| {
@@ -651,19 +644,12 @@ fn a_racy_listing_is_taken_only_when_a_live_watcher_vouches_for_it() {
         .unwrap()
         .as_secs_f64();
     let at_mtime = |watch| {
-        ModelLibraryService::new(
-            lib.library(),
-            ServiceOptions {
-                clock: Arc::new(ManualClock::new(mtime)),
-                persist: false,
-                redis: Some(redis.url()),
-                watch,
-                ..ServiceOptions::default()
-            },
-        )
-        .unwrap()
+        let options = ServiceOptions {
+            watch,
+            ..options_at(&redis.url(), mtime)
+        };
+        ModelLibraryService::new(lib.library(), options).unwrap()
     };
-    use model_library::library::watch::WatchOption;
     let mut a = at_mtime(WatchOption::Events);
     ready(&mut a);
     a.start_watching();
@@ -730,28 +716,14 @@ fn an_instance_never_waits_for_its_own_scan_lock() {
         file_size: 1 << 20,
     };
     model_library::fixtures::generate_library(tmp.path(), &spec).unwrap();
-    let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let hook = {
-        let held = Arc::clone(&held);
-        model_library::library::WatchSetupHook(Arc::new(move || {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while held.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }))
+    let (held, hook) = held_watch_setups();
+    let options = ServiceOptions {
+        watch: WatchOption::Events,
+        watch_setup_hook: Some(hook),
+        ..options(&redis.url(), 100.0)
     };
-    let mut a = ModelLibraryService::new(
-        model_library::library::Library::new(tmp.path()),
-        ServiceOptions {
-            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
-            persist: false,
-            redis: Some(redis.url()),
-            watch: model_library::library::watch::WatchOption::Events,
-            watch_setup_hook: Some(hook),
-            ..ServiceOptions::default()
-        },
-    )
-    .unwrap();
+    let mut a = ModelLibraryService::new(model_library::library::Library::new(tmp.path()), options)
+        .unwrap();
     ready(&mut a);
     a.list(ListKind::Full, false).unwrap(); // before the watches: vouched for by nobody
     let id = shared(&a).library_id;
@@ -762,7 +734,7 @@ fn an_instance_never_waits_for_its_own_scan_lock() {
     );
 
     // The watches come up: A scans again in the background, holding the lock.
-    held.store(false, std::sync::atomic::Ordering::SeqCst);
+    held.store(false, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(20);
     while scan_lock_holder(&redis.url(), &id).is_none() {
         a.catch_up();
@@ -805,17 +777,11 @@ fn an_event_naming_another_stores_model_leaves_its_row() {
     let lib = sample();
     let own = tempfile::tempdir().unwrap();
     std::fs::write(own.path().join("mine.gguf"), b"GGUF not really").unwrap();
-    let mut b = ModelLibraryService::new(
-        lib.library(),
-        ServiceOptions {
-            clock: Arc::new(ManualClock::new(SystemClock.now() + 100.0)),
-            persist: false,
-            redis: Some(redis.url()),
-            sources: vec![SourceConfig::new(SourceKind::Folder, own.path())],
-            ..ServiceOptions::default()
-        },
-    )
-    .unwrap();
+    let options = ServiceOptions {
+        sources: vec![SourceConfig::new(SourceKind::Folder, own.path())],
+        ..options(&redis.url(), 100.0)
+    };
+    let mut b = ModelLibraryService::new(lib.library(), options).unwrap();
     ready(&mut b);
     let first = b.list(ListKind::Full, false).unwrap();
     let theirs = first
