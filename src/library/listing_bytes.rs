@@ -111,14 +111,13 @@ impl<'a> Strings<'a> {
 
     fn capabilities(&mut self, caps: &'a [Sym]) -> u32 {
         let list: Vec<u32> = caps.iter().map(|c| self.of(c)).collect();
-        let lists = &mut self.capability_lists;
-        *self
-            .capability_index
-            .entry(list.clone())
-            .or_insert_with(|| {
-                lists.push(list);
-                (lists.len() - 1) as u32
-            })
+        if let Some(&i) = self.capability_index.get(&list) {
+            return i; // the common case: a list seen before, no copy made
+        }
+        let i = self.capability_lists.len() as u32;
+        self.capability_lists.push(list.clone());
+        self.capability_index.insert(list, i);
+        i
     }
 }
 

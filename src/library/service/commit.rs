@@ -94,6 +94,14 @@ impl ModelLibraryService {
         listing
     }
 
+    /// Installs `listing` as the fast listing (built here or taken from another instance).
+    pub(super) fn install_fast(&mut self, listing: Arc<Listing>) {
+        self.last_error = None;
+        self.invalidated = None;
+        self.listings.insert(ListKind::Fast, listing);
+        self.drop_stale_views();
+    }
+
     /// Scans and caches `kind`. Stamps are read before the registry and the folders, so a
     /// change during the scan leaves the new listing already stale rather than wrong.
     pub(super) fn rescan(&mut self, kind: ListKind) -> Result<Arc<Listing>> {
@@ -106,10 +114,7 @@ impl ModelLibraryService {
                 *listing = self.install_full(Arc::clone(listing), Installed::Scanned);
             }
             Ok(listing) => {
-                self.last_error = None;
-                self.invalidated = None;
-                self.listings.insert(kind, Arc::clone(listing));
-                self.drop_stale_views();
+                self.install_fast(Arc::clone(listing));
                 self.publish_shared(listing);
             }
             Err(err) => self.last_error = Some(err.to_string()),

@@ -178,8 +178,7 @@ impl ModelLibraryService {
         }
         let listing = Arc::new(listing);
         if want.kind == ListKind::Fast {
-            self.listings.insert(ListKind::Fast, Arc::clone(&listing));
-            self.drop_stale_views();
+            self.install_fast(Arc::clone(&listing));
             return Some(listing);
         }
         let installed = self.install_full(listing, commit::Installed::Shared);
@@ -396,24 +395,35 @@ impl ModelLibraryService {
         if self.check_coverage_later() || self.background.is_some() {
             return; // looked at later, or this instance's own scan is under way
         }
-        if let Some(tier) = self.shared.tier.as_mut().filter(|t| t.listening())
-            && self.shared.scan_lock.is_none()
-        {
-            match tier.try_scan_lock(SCAN_LOCK_MS) {
-                Some(false) => {
-                    self.shared.awaiting_vouched = Some(Instant::now() + WAIT_FOR_OTHERS);
-                    return;
-                }
-                Some(true) => {
-                    self.shared.scan_lock = Some(LockFor::Background);
-                    // One published meanwhile, by an instance whose watches came up first.
-                    if self.take_shared_as(Take::VOUCHED_FULL).is_some() {
-                        self.release_scan_lock(LockFor::Background);
-                        return;
-                    }
-                }
-                None => {}
+        let lockable = self.shared.scan_lock.is_none();
+        let lock = self
+            .shared
+            .tier
+            .as_mut()
+            .filter(|t| lockable && t.listening())
+            .and_then(|t| t.try_scan_lock(SCAN_LOCK_MS));
+        match lock {
+            Some(false) => {
+                self.shared.awaiting_vouched = Some(Instant::now() + WAIT_FOR_OTHERS);
             }
+            // One may have been published meanwhile, by an instance whose watches came up
+            // first.
+            Some(true) => self.take_vouched_or_scan(true),
+            None => self.start_background_scan(),
+        }
+    }
+
+    /// Takes the full listing published if a live watch session vouches for it (then the
+    /// scan lock is not needed), else scans in the background — holding the scan lock for
+    /// that scan when `locked` (this instance took it).
+    fn take_vouched_or_scan(&mut self, locked: bool) {
+        if locked {
+            self.shared.scan_lock = Some(LockFor::Background);
+        }
+        if self.take_shared_as(Take::VOUCHED_FULL).is_some() {
+            // Taken (and its session to be looked at).
+            self.release_scan_lock(LockFor::Background);
+            return;
         }
         self.start_background_scan();
     }
@@ -439,15 +449,7 @@ impl ModelLibraryService {
             return;
         }
         self.shared.awaiting_vouched = None;
-        if free == Some(true) {
-            self.shared.scan_lock = Some(LockFor::Background);
-        }
-        if self.take_shared_as(Take::VOUCHED_FULL).is_some() {
-            // Taken (and its session to be looked at): the lock is not needed.
-            self.release_scan_lock(LockFor::Background);
-            return;
-        }
-        self.start_background_scan();
+        self.take_vouched_or_scan(free == Some(true));
     }
 
     /// With the full listing vouched for by another instance's session, and this one's
