@@ -90,16 +90,6 @@ pub struct Listing {
     pub stamps: Stamps,
 }
 
-/// Rows for a [`Listing`]: each model in an `Arc` of its own. (A plain
-/// `into_iter().map(Arc::new).collect()` would reuse the models' buffer in place and keep
-/// all of it — hundreds of bytes per row — for the 8-byte pointers.)
-pub fn shared_rows(models: impl IntoIterator<Item = ModelInfo>) -> Vec<Arc<ModelInfo>> {
-    let models = models.into_iter();
-    let mut rows = Vec::with_capacity(models.size_hint().0);
-    rows.extend(models.map(Arc::new));
-    rows
-}
-
 /// Makes `rows` (a new scan's, not yet shared) share every row of `old` they equal: a scan
 /// that finds a model as it was keeps the row the caches, views and other threads already
 /// hold instead of a second copy of it. A new row without header metadata equals an old

@@ -26,7 +26,7 @@ use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelStatus};
 use crate::library::registry::RegistryEntry;
 use crate::library::registry_pack::PackedRegistry;
 use crate::library::sym::Sym;
-use crate::library::walk::{EntryKind, WalkOptions};
+use crate::library::walk::{EntryKind, RelPath, WalkOptions};
 
 /// Progress of the running scan, readable from any thread without locking.
 #[derive(Debug, Default)]
@@ -97,15 +97,15 @@ enum Folder {
 }
 
 /// One model to scan: a registry entry, a folder, leftovers, or several of these.
-struct Candidate {
-    name: OsString,
+struct Candidate<'a> {
+    name: &'a OsStr,
     /// Where its registry entry is in the registry, if it has one.
     position: Option<usize>,
     folder: Folder,
     leftovers: bool,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// Its registry entry, decoded.
     fn entry(&self, registry: &PackedRegistry) -> Option<RegistryEntry> {
         self.position.map(|i| registry.entry(i))
@@ -114,19 +114,43 @@ impl Candidate {
 
 /// Scans the library. Fails only when the library itself cannot be read (missing library
 /// folder, unreadable `models/`); everything else is recorded on the model concerned.
-pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
-    let library = input.library;
-    library.check_reachable()?;
-    let folders = read_top(&library.models_dir())?;
-    let leftovers: HashSet<OsString> = read_top(&library.downloads_dir())?
-        .into_iter()
-        .filter(|(_, ft)| ft.is_dir())
-        .map(|(name, _)| name)
-        .collect();
+pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<Arc<ModelInfo>>> {
+    scan_top(input, Top::read(input.library)?, kind)
+}
 
-    let mut folder_kinds: HashMap<OsString, Folder> = HashMap::with_capacity(folders.len());
-    let mut unregistered: Vec<OsString> = Vec::new();
-    for (name, ft) in folders {
+/// The top level of `models/` and `downloads/`: what a scan starts from. Read apart from
+/// [`scan_top`] so that the read can overlap the registry's load.
+#[derive(Debug)]
+pub struct Top {
+    /// Entries of `models/` (hidden ones left out) and their types.
+    folders: Vec<(OsString, fs::FileType)>,
+    /// Folders of `downloads/`.
+    leftovers: HashSet<OsString>,
+}
+
+impl Top {
+    /// Reads the library's top level. Fails when the library cannot be read.
+    pub fn read(library: &Library) -> Result<Top> {
+        library.check_reachable()?;
+        let folders = read_top(&library.models_dir())?;
+        let leftovers = read_top(&library.downloads_dir())?
+            .into_iter()
+            .filter(|(_, ft)| ft.is_dir())
+            .map(|(name, _)| name)
+            .collect();
+        Ok(Top { folders, leftovers })
+    }
+}
+
+/// [`scan`] from a top level read just before.
+pub fn scan_top(input: &ScanInput<'_>, top: Top, kind: ListKind) -> Result<Vec<Arc<ModelInfo>>> {
+    let library = input.library;
+    let Top { folders, leftovers } = top;
+    // Each model folder's kind: by its registry position when it has an entry (no map
+    // keyed by name), else in `unregistered`, sorted by name.
+    let mut registered: Vec<Folder> = vec![Folder::Missing; input.registry.len()];
+    let mut unregistered: Vec<(&OsStr, Folder)> = Vec::new();
+    for (name, ft) in &folders {
         let kind = if ft.is_dir() {
             Folder::Dir
         } else if ft.is_symlink() {
@@ -134,44 +158,52 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
         } else {
             continue; // stray files beside the model folders are not models
         };
-        let registered = name
-            .to_str()
-            .is_some_and(|n| input.registry.position(n).is_some());
-        if !registered {
-            unregistered.push(name.clone());
+        match name.to_str().and_then(|n| input.registry.position(n)) {
+            Some(position) => registered[position] = kind,
+            None => unregistered.push((name, kind)),
         }
-        folder_kinds.insert(name, kind);
     }
-    unregistered.sort();
-    let mut downloads_only: Vec<OsString> = leftovers
+    unregistered.sort_unstable_by_key(|&(name, _)| name);
+    let has_folder = |name: &OsStr| {
+        unregistered
+            .binary_search_by_key(&name, |&(n, _)| n)
+            .is_ok()
+    };
+    // Partial downloads and imports with neither a folder nor an entry.
+    let mut downloads_only: Vec<&OsStr> = leftovers
         .iter()
-        .cloned()
-        .chain(input.importing.keys().map(OsString::from))
+        .map(OsString::as_os_str)
+        .chain(input.importing.keys().map(OsStr::new))
         .collect::<HashSet<_>>()
         .into_iter()
-        .filter(|n| !folder_kinds.contains_key(n))
         .filter(|n| {
             n.to_str()
                 .is_none_or(|s| input.registry.position(s).is_none())
+                && !has_folder(n)
         })
         .collect();
-    downloads_only.sort();
+    downloads_only.sort_unstable();
 
-    let mut candidates: Vec<Candidate> =
+    let has_leftovers = |name: &OsStr| !leftovers.is_empty() && leftovers.contains(name);
+    let mut candidates: Vec<Candidate<'_>> =
         Vec::with_capacity(input.registry.len() + unregistered.len() + downloads_only.len());
-    for (position, id) in input.registry.ids().enumerate() {
-        let name = OsString::from(id);
+    for ((position, id), &folder) in input.registry.ids().enumerate().zip(&registered) {
+        let name = OsStr::new(id);
         candidates.push(Candidate {
-            folder: folder_kinds.get(&name).copied().unwrap_or(Folder::Missing),
-            leftovers: leftovers.contains(&name),
+            folder,
+            leftovers: has_leftovers(name),
             position: Some(position),
             name,
         });
     }
-    for name in unregistered.into_iter().chain(downloads_only) {
+    let others = unregistered
+        .iter()
+        .copied()
+        .chain(downloads_only.into_iter().map(|n| (n, Folder::Missing)));
+    for (name, folder) in others {
         candidates.push(Candidate {
-            folder: folder_kinds.get(&name).copied().unwrap_or(Folder::Missing),
-            leftovers: leftovers.contains(&name),
+            folder,
+            leftovers: has_leftovers(name),
             position: None,
             name,
         });
@@ -182,13 +214,13 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
         ListKind::Fast => Ok(candidates
             .iter()
             .map(|c| {
-                model_info(
+                Arc::new(model_info(
                     c,
                     c.entry(input.registry).as_ref(),
                     &models_dir,
                     input,
                     None,
-                )
+                ))
             })
             .collect()),
         ListKind::Full => {
@@ -203,13 +235,14 @@ pub fn scan(input: &ScanInput<'_>, kind: ListKind) -> Result<Vec<ModelInfo>> {
                     .map(|c| {
                         let entry = c.entry(input.registry);
                         let walked = (c.folder == Folder::Dir).then(|| {
-                            let root = models_dir.join(&c.name);
-                            let at = at.map(|fd| (fd, c.name.as_os_str()));
+                            let root = models_dir.join(c.name);
+                            let at = at.map(|fd| (fd, c.name));
                             walk_model(&root, at, entry.as_ref())
                         });
                         let info = model_info(c, entry.as_ref(), &models_dir, input, Some(walked));
                         input.progress.tick();
-                        info
+                        // Each row in an `Arc` of its own, made here on the scan threads.
+                        Arc::new(info)
                     })
                     .collect()
             });
@@ -252,7 +285,7 @@ pub fn scan_some(
                 return (name.clone(), None);
             }
             let c = Candidate {
-                name: OsString::from(name),
+                name: OsStr::new(name),
                 position,
                 folder,
                 leftovers,
@@ -424,10 +457,12 @@ fn walk_declared_with(
         declared: vec![None; declared.len()],
         ..WalkSummary::default()
     };
+    // Each declared path as its folder and name, split once (not once per entry met).
+    let split: Vec<RelPath<'_>> = declared.iter().map(|d| RelPath::new(d)).collect();
     let mut visit = |e: &crate::library::walk::Entry<'_>| {
         also(e);
         sum.newest = Some(sum.newest.map_or(e.mtime, |n| n.max(e.mtime)));
-        if let Some(i) = declared.iter().position(|d| e.is(d)) {
+        if let Some(i) = split.iter().position(|d| e.is(d)) {
             sum.declared[i] = Some((e.kind, e.size));
         }
         if e.kind == EntryKind::Dir {
@@ -482,7 +517,7 @@ fn walk_model(
 
 /// The status of a model with no download or import running and nothing wrong found
 /// (SPEC §3).
-fn settled_status(c: &Candidate, has_content: bool, declared_missing: usize) -> ModelStatus {
+fn settled_status(c: &Candidate<'_>, has_content: bool, declared_missing: usize) -> ModelStatus {
     if c.position.is_none() {
         if c.folder == Folder::Dir && declared_missing == 0 {
             ModelStatus::Downloaded
@@ -539,7 +574,7 @@ fn check_declared(
 /// Builds one model's info (`entry` is the candidate's, decoded). `walked` is `None` for the
 /// fast listing, `Some(None)` for a full listing of a model with no folder to walk.
 fn model_info(
-    c: &Candidate,
+    c: &Candidate<'_>,
     entry: Option<&RegistryEntry>,
     models_dir: &Path,
     input: &ScanInput<'_>,
@@ -548,7 +583,7 @@ fn model_info(
     let full = walked.is_some();
     let walked = walked.flatten();
     let display = c.name.to_string_lossy().into_owned();
-    let path = models_dir.join(&c.name);
+    let path = models_dir.join(c.name);
     let mut errors: Vec<String> = Vec::new();
 
     match c.name.to_str() {
@@ -642,7 +677,7 @@ fn model_info(
         expected_size_bytes,
         modified: walked.as_ref().and_then(|w| w.newest),
         partial_bytes: (full && c.leftovers)
-            .then(|| walk(&input.library.downloads_dir().join(&c.name)).size)
+            .then(|| walk(&input.library.downloads_dir().join(c.name)).size)
             .filter(|b| *b > 0),
         note: match status {
             ModelStatus::Partial => importing.cloned().or_else(|| {
@@ -651,7 +686,7 @@ fn model_info(
                         format!(
                             "a download was interrupted; downloading it again resumes from the \
                              data kept in {}",
-                            input.library.downloads_dir().join(&c.name).display()
+                            input.library.downloads_dir().join(c.name).display()
                         )
                     })
                     .or(shards_missing)
@@ -729,6 +764,9 @@ mod tests {
             kind,
         )
         .unwrap()
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect()
     }
 
     #[test]

@@ -3,18 +3,20 @@
 //! state between walks and knows nothing of models.
 //!
 //! Each folder is opened relative to its parent's handle (`openat` with `O_NOFOLLOW`, so a
-//! folder swapped for a link is not entered), read once, and each entry is stat-ed once
+//! folder swapped for a link is not entered), read once (into one buffer for the whole walk:
+//! no allocation per folder or per name), and each entry is stat-ed once
 //! relative to that handle (`fstatat`, no path built, links not followed). A link is
 //! stat-ed a second time through it only to measure a link to a regular file (a symlink
 //! import) as that file; folders behind links are never descended. Entries that vanish
 //! mid-walk are skipped; whatever else cannot be read is reported in [`WalkReport::errors`]
 //! and the walk goes on.
 
-use std::ffi::OsStr;
+use std::ffi::{CStr, OsStr};
+use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -57,8 +59,26 @@ impl Entry<'_> {
     }
 
     /// Whether this entry is `rel` (a path relative to the root), without allocating.
-    pub fn is(&self, rel: &Path) -> bool {
-        rel.file_name() == Some(self.name) && rel.parent().unwrap_or(Path::new("")) == self.dir
+    pub fn is(&self, rel: &RelPath<'_>) -> bool {
+        rel.name == Some(self.name) && rel.dir == self.dir
+    }
+}
+
+/// A path relative to a walk's root, split once into its folder and name so that entries
+/// are matched against it without parsing it again ([`Entry::is`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RelPath<'a> {
+    dir: &'a Path,
+    name: Option<&'a OsStr>,
+}
+
+impl<'a> RelPath<'a> {
+    /// `rel` split (a path without a last name, such as `..`, matches no entry).
+    pub fn new(rel: &'a Path) -> Self {
+        RelPath {
+            dir: rel.parent().unwrap_or(Path::new("")),
+            name: rel.file_name(),
+        }
     }
 }
 
@@ -174,6 +194,8 @@ fn walk_opened(
         Err(e) => report.errors.push(cannot_read(root, e)),
     }
     let mut stack: Vec<(OwnedFd, PathBuf, usize)> = vec![(fd, PathBuf::new(), 0)];
+    // One buffer of directory entries for every folder of the walk (read one at a time).
+    let mut buf = [MaybeUninit::<u8>::uninit(); NAMES_BUFFER];
     while let Some((dir, rel, depth)) = stack.pop() {
         let folder = Folder {
             root,
@@ -181,10 +203,13 @@ fn walk_opened(
             depth,
             options,
         };
-        folder.read(dir, visit, &mut report, &mut stack);
+        folder.read(dir.as_fd(), &mut buf, visit, &mut report, &mut stack);
     }
     report
 }
+
+/// Bytes of directory entries read at once (glibc's `readdir` reads as many).
+const NAMES_BUFFER: usize = 32 * 1024;
 
 /// One folder of a walk being read.
 struct Folder<'a> {
@@ -199,7 +224,28 @@ impl Folder<'_> {
     /// (relative to `dir`) and pushed on `stack`.
     fn read(
         &self,
-        dir: OwnedFd,
+        dir: BorrowedFd<'_>,
+        buf: &mut [MaybeUninit<u8>],
+        visit: &mut dyn FnMut(&Entry<'_>),
+        report: &mut WalkReport,
+        stack: &mut Vec<(OwnedFd, PathBuf, usize)>,
+    ) {
+        let read = for_each_name(dir, buf, &mut |name| {
+            self.entry(dir, name, visit, report, stack)
+        });
+        if let Err(e) = read {
+            report
+                .errors
+                .push(cannot_read(&self.root.join(self.rel), e));
+        }
+    }
+
+    /// The entry `c_name` of the folder open as `dir`: stat-ed, visited and, if a folder,
+    /// opened and pushed on `stack`.
+    fn entry(
+        &self,
+        dir: BorrowedFd<'_>,
+        c_name: &CStr,
         visit: &mut dyn FnMut(&Entry<'_>),
         report: &mut WalkReport,
         stack: &mut Vec<(OwnedFd, PathBuf, usize)>,
@@ -207,66 +253,82 @@ impl Folder<'_> {
         let Folder {
             root, rel, depth, ..
         } = *self;
-        // `Dir::new` reads through this very handle (`read_from` would open it again).
-        let mut entries = match rustix::fs::Dir::new(dir) {
-            Ok(d) => d,
+        let name = OsStr::from_bytes(c_name.to_bytes());
+        let here = || root.join(rel).join(name);
+        let st = match faults::stat(&here, || {
+            rustix::fs::statat(dir, c_name, AtFlags::SYMLINK_NOFOLLOW)
+        }) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return, // vanished since the folder was read
             Err(e) => {
-                report.errors.push(cannot_read(&root.join(rel), e));
+                report.errors.push(cannot_read(&here(), e));
                 return;
             }
         };
-        while let Some(entry) = entries.read() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    report.errors.push(cannot_read(&root.join(rel), e));
-                    break;
-                }
-            };
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
-            }
-            let Ok(dir) = entries.fd() else { break };
-            let here = || root.join(rel).join(name);
-            let st = match faults::stat(&here, || {
-                rustix::fs::statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
-            }) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue, // vanished since the folder was read
-                Err(e) => {
-                    report.errors.push(cannot_read(&here(), e));
-                    continue;
-                }
-            };
-            let (kind, size) = classify(dir, entry.file_name(), &st);
-            visit(&Entry {
-                dir: rel,
-                name,
-                kind,
-                size,
-                mtime: mtime(&st),
-            });
-            if kind != EntryKind::Dir {
-                continue;
-            }
-            if depth + 1 >= self.options.max_depth {
-                report.errors.push(format!(
-                    "{} is nested too deeply; not scanned",
-                    here().display()
-                ));
-                continue;
-            }
-            let opened = faults::open_dir(&here(), || {
-                rustix::fs::openat(dir, entry.file_name(), DIR_FLAGS, Mode::empty())
-            });
-            match opened {
-                Ok(fd) => stack.push((fd, rel.join(name), depth + 1)),
-                Err(Errno::NOENT) => {} // vanished
-                Err(e) => report.errors.push(cannot_read(&here(), e)),
-            }
+        let (kind, size) = classify(dir, c_name, &st);
+        visit(&Entry {
+            dir: rel,
+            name,
+            kind,
+            size,
+            mtime: mtime(&st),
+        });
+        if kind != EntryKind::Dir {
+            return;
+        }
+        if depth + 1 >= self.options.max_depth {
+            report.errors.push(format!(
+                "{} is nested too deeply; not scanned",
+                here().display()
+            ));
+            return;
+        }
+        let opened = faults::open_dir(&here(), || {
+            rustix::fs::openat(dir, c_name, DIR_FLAGS, Mode::empty())
+        });
+        match opened {
+            Ok(fd) => stack.push((fd, rel.join(name), depth + 1)),
+            Err(Errno::NOENT) => {} // vanished
+            Err(e) => report.errors.push(cannot_read(&here(), e)),
         }
     }
+}
+
+/// Calls `each` with the name of every entry of the open folder `dir` but `.` and `..`,
+/// reading the entries into `buf` (no allocation per folder or per name).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn for_each_name(
+    dir: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+    each: &mut dyn FnMut(&CStr),
+) -> Result<(), Errno> {
+    let mut names = rustix::fs::RawDir::new(dir, buf);
+    while let Some(entry) = names.next() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            each(name);
+        }
+    }
+    Ok(())
+}
+
+/// Calls `each` with the name of every entry of the open folder `dir` but `.` and `..`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn for_each_name(
+    dir: BorrowedFd<'_>,
+    _: &mut [MaybeUninit<u8>],
+    each: &mut dyn FnMut(&CStr),
+) -> Result<(), Errno> {
+    let mut names = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = names.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            each(name);
+        }
+    }
+    Ok(())
 }
 
 /// What an entry is, from its own `stat` (links not followed), and its measured size: a
@@ -395,6 +457,33 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_of_more_entries_than_one_read_holds_is_walked_whole() {
+        // ~96 bytes of directory entry each: several reads of the entries buffer, with a
+        // subfolder among them whose own entries are read into the same buffer.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        let count = 3 * NAMES_BUFFER / 96;
+        for i in 0..count {
+            fs::write(root.join(format!("{i:0>64}.bin")), b"12").unwrap();
+        }
+        fs::write(root.join("sub/inner"), b"123").unwrap();
+        let (seen, report) = collect(&root);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            seen.len(),
+            count + 2,
+            "every file, the subfolder and its file"
+        );
+        let files: u64 = seen
+            .iter()
+            .filter(|s| s.1 == EntryKind::File)
+            .map(|s| s.2)
+            .sum();
+        assert_eq!(files, 2 * count as u64 + 3);
+    }
+
+    #[test]
     fn entries_are_stat_ed_without_following_links() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("m");
@@ -472,13 +561,16 @@ mod tests {
             size: 1,
             mtime: 0.0,
         };
-        assert!(e.is(Path::new("shards/part-001.bin")));
-        assert!(!e.is(Path::new("part-001.bin")));
-        assert!(!e.is(Path::new("other/part-001.bin")));
+        let is = |e: &Entry<'_>, rel: &str| e.is(&RelPath::new(Path::new(rel)));
+        assert!(is(&e, "shards/part-001.bin"));
+        assert!(!is(&e, "part-001.bin"));
+        assert!(!is(&e, "other/part-001.bin"));
+        assert!(!is(&e, "shards/.."));
         let top = Entry {
             dir: Path::new(""),
             ..e
         };
-        assert!(top.is(Path::new("part-001.bin")));
+        assert!(is(&top, "part-001.bin"));
+        assert!(!is(&top, ""));
     }
 }

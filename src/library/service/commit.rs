@@ -127,10 +127,26 @@ impl ModelLibraryService {
         let scan_started = self.clock.now();
         self.library.check_reachable()?;
         let stamps = Stamps::read(&self.library);
-        let registry = self.load_registry()?;
+        // The top level is read while the registry loads (neither needs the other).
+        let now = self.clock.now();
+        let library = &self.library;
+        let (top, loaded) = std::thread::scope(|s| {
+            let top = std::thread::Builder::new().spawn_scoped(s, || scan::Top::read(library));
+            let loaded = registry_copy::load_for_listing(library, now);
+            let top = match top {
+                Ok(reading) => reading
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => scan::Top::read(library), // no thread to be had: one after the other
+            };
+            (top, loaded)
+        });
+        let (registry, pending) = loaded?;
+        let registry = self.keep_registry(registry, pending);
+        let top = top?;
         self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
         let importing = importing_now(&self.library);
-        let models = scan::scan(
+        let mut models = scan::scan_top(
             &ScanInput {
                 library: &self.library,
                 registry: &registry,
@@ -138,9 +154,9 @@ impl ModelLibraryService {
                 progress: &self.progress,
                 importing: &importing,
             },
+            top,
             kind,
         )?;
-        let mut models = crate::library::cache::shared_rows(models);
         if kind == ListKind::Fast
             && let Some(full) = self.listings.get(&ListKind::Full)
         {

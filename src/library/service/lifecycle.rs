@@ -382,7 +382,7 @@ impl ModelLibraryService {
                     Ok((
                         Listing {
                             kind: ListKind::Full,
-                            models: crate::library::cache::shared_rows(models),
+                            models,
                             problems: registry.problems.iter().map(|p| p.to_string()).collect(),
                             scan_started,
                             timestamp: clock.now(),
