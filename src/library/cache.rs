@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn rows_found_unchanged_are_shared_and_keep_their_metadata() {
         let mut with_meta = row("a", 1);
-        Arc::make_mut(&mut with_meta).metadata = Some(Box::new(ModelMetadata {
+        Arc::make_mut(&mut with_meta).metadata = Some(Arc::new(ModelMetadata {
             architecture: Some("llama".into()),
             ..ModelMetadata::default()
         }));

@@ -376,7 +376,7 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
         partial_bytes: r.partial_bytes,
         note: r.note.map(Into::into),
         source: table.sym(r.source)?,
-        metadata: r.metadata.map(Box::new),
+        metadata: r.metadata.map(Arc::new),
         main_file: r.main_file.map(|f| Path::new(&*f).into()),
     })
 }
@@ -449,7 +449,7 @@ mod tests {
         odd.format = None;
         odd.capabilities = Syms::default();
         odd.main_file = None;
-        odd.metadata = Some(Box::new(ModelMetadata {
+        odd.metadata = Some(Arc::new(ModelMetadata {
             architecture: Some("llama".into()),
             parameter_count: Some(8_000_000_000),
             quantization: Some("Q4_K_M".into()),

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -114,10 +115,11 @@ pub struct ModelInfo {
     /// `ollama`, `lmstudio`).
     #[serde(default = "library_source")]
     pub source: Sym,
-    /// What the model's file headers say, when they were read (boxed: most rows of a large
-    /// listing carry none, and inline it would cost every row 104 bytes).
-    #[serde(default)]
-    pub metadata: Option<Box<ModelMetadata>>,
+    /// What the model's file headers say, when they were read (behind a pointer: most rows
+    /// of a large listing carry none, and inline it would cost every row 104 bytes; shared
+    /// with the header cache it was read through, not copied).
+    #[serde(default, with = "shared_metadata")]
+    pub metadata: Option<Arc<ModelMetadata>>,
     /// The model's main file (its largest), whose header the metadata comes from, relative
     /// to `path` (an absolute one, as saved by earlier versions, also joins correctly); not
     /// part of the JSON shape.
@@ -150,6 +152,29 @@ pub struct ModelMetadata {
     /// context, from a GGUF header's layer count, KV heads and head sizes (see
     /// [`crate::library::fit`]); `None` when the header does not say.
     pub kv_bytes_per_token: Option<u64>,
+}
+
+/// (De)serializes a row's shared metadata as the metadata itself (the JSON shape has no
+/// notion of sharing).
+mod shared_metadata {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ModelMetadata;
+
+    pub fn serialize<S: Serializer>(
+        m: &Option<Arc<ModelMetadata>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        m.as_deref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<ModelMetadata>>, D::Error> {
+        Ok(Option::<ModelMetadata>::deserialize(d)?.map(Arc::new))
+    }
 }
 
 fn serialize_path_lossy<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {

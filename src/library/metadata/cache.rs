@@ -1,12 +1,12 @@
-//! [`MetadataCache`]: header metadata keyed by (path, size, mtime), so a rescan reads no
-//! header twice. Owns only its map; reads files through the readers of [`super`].
+//! [`MetadataCache`]: header metadata keyed by file (path, size, mtime), so a rescan reads
+//! no header twice. Owns only its map; reads files through the readers of [`super`].
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
-
-use serde::{Deserialize, Serialize};
 
 use super::{HeaderKind, detect_header, read_gguf, read_ollama_config, read_safetensors};
 use crate::library::model::ModelMetadata;
@@ -16,26 +16,9 @@ struct Entry {
     size: u64,
     mtime: Option<SystemTime>,
     kind: Option<HeaderKind>,
-    /// Boxed: most files of a large library have none (or a header that cannot be read),
-    /// and inline it would cost every entry 104 bytes.
-    metadata: Option<Box<ModelMetadata>>,
-}
-
-/// One cache entry, for persisting the cache ([`MetadataCache::entries`],
-/// [`MetadataCache::insert`]). Serializable; a path that is not UTF-8 cannot be serialized
-/// to JSON or postcard, so skip such entries when saving.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CachedHeader {
-    /// The file.
-    pub path: PathBuf,
-    /// Its size when read.
-    pub size: u64,
-    /// Its mtime when read.
-    pub mtime: Option<SystemTime>,
-    /// Which reader its first bytes called for (`None`: no reader knows it).
-    pub kind: Option<HeaderKind>,
-    /// What the header said (`None`: it could not be read).
-    pub metadata: Option<ModelMetadata>,
+    /// Shared with the rows that show it (most files of a large library have none, or a
+    /// header that cannot be read).
+    metadata: Option<Arc<ModelMetadata>>,
 }
 
 /// Header metadata by file, valid while the file's size and mtime are unchanged. A failed
@@ -45,7 +28,13 @@ pub struct CachedHeader {
 /// `None` without reading. Plain data: `Send` and `Sync`; share it behind a lock.
 #[derive(Debug, Clone, Default)]
 pub struct MetadataCache {
-    entries: HashMap<PathBuf, Entry>,
+    /// Entries by their file's key ([`MetadataCache::key`]): no copy of the path is kept
+    /// (a library of 100 000 models has as many main files). Already uniformly spread, the
+    /// keys are not hashed again.
+    entries: HashMap<u128, Entry, BuildHasherDefault<KeyHasher>>,
+    /// Two independently (and randomly) keyed hashers: a path's key is its two 64-bit
+    /// hashes, so two paths share a key with a chance of about 2^-128 per pair.
+    hashers: (RandomState, RandomState),
     reads: u64,
 }
 
@@ -55,24 +44,33 @@ impl MetadataCache {
         Self::default()
     }
 
+    /// The key of `path` in this cache.
+    fn key(&self, path: &Path) -> u128 {
+        let bytes = path.as_os_str().as_encoded_bytes();
+        let (a, b) = (&self.hashers.0, &self.hashers.1);
+        (u128::from(a.hash_one(bytes)) << 64) | u128::from(b.hash_one(bytes))
+    }
+
     /// The metadata of `path`: from the cache when its size and mtime match the cached ones,
     /// else read from its header with the reader [`detect_header`] picks (and cached). `None`
-    /// when the file is absent, not a regular file, or has no readable header.
-    pub fn get_or_read(&mut self, path: &Path) -> Option<ModelMetadata> {
+    /// when the file is absent, not a regular file, or has no readable header. The metadata
+    /// is shared with the cache, not copied.
+    pub fn get_or_read(&mut self, path: &Path) -> Option<Arc<ModelMetadata>> {
+        let key = self.key(path);
         let meta = match fs::symlink_metadata(path) {
             Ok(m) if m.is_file() => m,
             _ => {
-                self.entries.remove(path);
+                self.entries.remove(&key);
                 return None;
             }
         };
         let size = meta.len();
         let mtime = meta.modified().ok();
-        if let Some(e) = self.entries.get(path)
+        if let Some(e) = self.entries.get(&key)
             && e.size == size
             && e.mtime == mtime
         {
-            return e.metadata.as_deref().cloned();
+            return e.metadata.clone();
         }
         self.reads += 1;
         let kind = detect_header(path);
@@ -81,14 +79,15 @@ impl MetadataCache {
             Some(HeaderKind::Safetensors) => read_safetensors(path).ok(),
             Some(HeaderKind::OllamaConfig) => read_ollama_config(path).ok(),
             None => None,
-        };
+        }
+        .map(Arc::new);
         self.entries.insert(
-            path.to_path_buf(),
+            key,
             Entry {
                 size,
                 mtime,
                 kind,
-                metadata: metadata.clone().map(Box::new),
+                metadata: metadata.clone(),
             },
         );
         metadata
@@ -97,7 +96,7 @@ impl MetadataCache {
     /// Which reader the cached entry of `path` used, without touching the file. `None` when
     /// `path` is not cached or no reader knew it. Call after [`MetadataCache::get_or_read`].
     pub fn header_kind(&self, path: &Path) -> Option<HeaderKind> {
-        self.entries.get(path).and_then(|e| e.kind)
+        self.entries.get(&self.key(path)).and_then(|e| e.kind)
     }
 
     /// How many headers were actually read since the cache was made.
@@ -119,35 +118,27 @@ impl MetadataCache {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
+}
 
-    /// Keeps only the files for which `keep` is true (e.g. those a scan still saw).
-    pub fn retain(&mut self, mut keep: impl FnMut(&Path) -> bool) {
-        self.entries.retain(|p, _| keep(p));
+/// The hasher of [`MetadataCache`]'s map: its keys are hashes already, so it keeps their
+/// low 64 bits.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
 
-    /// Every cached entry, for persisting the cache.
-    pub fn entries(&self) -> impl Iterator<Item = CachedHeader> + '_ {
-        self.entries.iter().map(|(p, e)| CachedHeader {
-            path: p.clone(),
-            size: e.size,
-            mtime: e.mtime,
-            kind: e.kind,
-            metadata: e.metadata.as_deref().cloned(),
-        })
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed here; anything else is folded in byte by byte.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
     }
 
-    /// Puts an entry back (e.g. loaded from a persisted cache). It is used only while the
-    /// file's size and mtime still match.
-    pub fn insert(&mut self, h: CachedHeader) {
-        self.entries.insert(
-            h.path,
-            Entry {
-                size: h.size,
-                mtime: h.mtime,
-                kind: h.kind,
-                metadata: h.metadata.map(Box::new),
-            },
-        );
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
     }
 }
 
@@ -160,5 +151,18 @@ mod tests {
     #[test]
     fn cache_is_send_and_sync() {
         assert_send_sync::<MetadataCache>();
+    }
+
+    #[test]
+    fn paths_have_distinct_keys_and_the_same_key_each_time() {
+        let cache = MetadataCache::new();
+        let a = cache.key(Path::new("/lib/models/a/model.gguf"));
+        assert_eq!(a, cache.key(Path::new("/lib/models/a/model.gguf")));
+        assert_ne!(a, cache.key(Path::new("/lib/models/b/model.gguf")));
+        assert_ne!(
+            a >> 64,
+            a & u128::from(u64::MAX),
+            "two hashers, not one twice"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-pub use cache::{CachedHeader, MetadataCache};
+pub use cache::MetadataCache;
 pub use gguf::{ftype_name, ggml_type_name, read_gguf};
 pub use ollama::{parse_parameter_label, read_ollama_config};
 pub use safetensors::read_safetensors;

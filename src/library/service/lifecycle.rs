@@ -21,14 +21,17 @@ pub(super) struct MetadataJob {
     listing: Arc<Listing>,
     /// Where the cursor goes once this batch is applied.
     next: usize,
-    result: Receiver<Vec<(usize, ModelMetadata)>>,
+    result: Receiver<Vec<(usize, Arc<ModelMetadata>)>>,
 }
 
 /// Rows of a listing and the main file of each, whose headers are to be read.
 type HeaderBatch = Vec<(usize, PathBuf)>;
 
 /// Reads the headers of `batch` through the shared header cache (locked per file).
-fn read_headers(cache: &Mutex<MetadataCache>, batch: HeaderBatch) -> Vec<(usize, ModelMetadata)> {
+fn read_headers(
+    cache: &Mutex<MetadataCache>,
+    batch: HeaderBatch,
+) -> Vec<(usize, Arc<ModelMetadata>)> {
     batch
         .into_iter()
         .filter_map(|(i, file)| {
@@ -291,7 +294,7 @@ impl ModelLibraryService {
     fn apply_metadata(
         &mut self,
         listing: &Arc<Listing>,
-        found: Vec<(usize, ModelMetadata)>,
+        found: Vec<(usize, Arc<ModelMetadata>)>,
         next: usize,
     ) -> bool {
         let current = self.listings.get(&ListKind::Full);
@@ -304,7 +307,7 @@ impl ModelLibraryService {
         }
         let mut enriched = Listing::clone(listing);
         for (i, meta) in found {
-            Arc::make_mut(&mut enriched.models[i]).metadata = Some(Box::new(meta));
+            Arc::make_mut(&mut enriched.models[i]).metadata = Some(meta);
         }
         let enriched = self.install_full(Arc::new(enriched), Installed::MetadataAdded);
         self.enrich_cursor = (enriched, next);

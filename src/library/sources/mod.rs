@@ -42,6 +42,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -806,9 +807,9 @@ fn main_weight_set(files: &[WeightFile]) -> Vec<&WeightFile> {
 /// The metadata of a weight set, each file's header read through `cache`. `None` when no
 /// header could be read; when only some could, the parameter count is left out.
 fn weight_set_metadata(files: &[&WeightFile], cache: &mut MetadataCache) -> Option<ModelMetadata> {
-    let parts: Vec<Option<ModelMetadata>> =
+    let parts: Vec<Option<Arc<ModelMetadata>>> =
         files.iter().map(|f| cache.get_or_read(&f.real)).collect();
-    let ok: Vec<&ModelMetadata> = parts.iter().flatten().collect();
+    let ok: Vec<&ModelMetadata> = parts.iter().flatten().map(|m| &**m).collect();
     if ok.is_empty() {
         return None;
     }
@@ -973,7 +974,7 @@ impl Draft {
             partial_bytes: None,
             error: (!errors.is_empty()).then(|| errors.join("; ").into()),
             source: Sym::new(kind.as_str()),
-            metadata: self.metadata.map(Box::new),
+            metadata: self.metadata.map(Arc::new),
             main_file: None,
             note: shards_missing
                 .filter(|_| status == ModelStatus::Partial)

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -335,7 +336,7 @@ fn manifest_model(
     }
 
     if let Some(mb) = &model_blob {
-        d.metadata = cache.get_or_read(mb);
+        d.metadata = cache.get_or_read(mb).map(Arc::unwrap_or_clone);
         d.format = match cache.header_kind(mb) {
             Some(HeaderKind::Gguf) => Some("gguf".into()),
             Some(HeaderKind::Safetensors) => Some("safetensors".into()),
@@ -347,7 +348,7 @@ fn manifest_model(
     {
         match &mut d.metadata {
             Some(m) => fill_missing(m, &extra),
-            None => d.metadata = Some(extra),
+            None => d.metadata = Some(Arc::unwrap_or_clone(extra)),
         }
     }
     if model_blob.is_none() && layers.iter().any(|l| l.tensor.is_some()) {
