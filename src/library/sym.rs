@@ -16,12 +16,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// providers) new values are still shared by their clones, just not looked up.
 const TABLE_LIMIT: usize = 4_096;
 
-/// An interned string; compares, hashes, orders, prints and serializes as its text.
+/// An interned string; compares, hashes, orders, prints and serializes as its text. One
+/// pointer wide (the text's own pointer and length are behind it, once per distinct value),
+/// so a row's several symbols cost 8 bytes each.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sym(Arc<str>);
+pub struct Sym(Arc<Box<str>>);
 
-fn table() -> &'static Mutex<HashSet<Arc<str>>> {
-    static TABLE: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+fn table() -> &'static Mutex<HashSet<Sym>> {
+    static TABLE: OnceLock<Mutex<HashSet<Sym>>> = OnceLock::new();
     TABLE.get_or_init(Mutex::default)
 }
 
@@ -30,13 +32,13 @@ impl Sym {
     pub fn new(s: &str) -> Sym {
         let mut table = table().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = table.get(s) {
-            return Sym(Arc::clone(shared));
+            return shared.clone();
         }
-        let fresh: Arc<str> = Arc::from(s);
+        let fresh = Sym(Arc::new(Box::from(s)));
         if table.len() < TABLE_LIMIT {
-            table.insert(Arc::clone(&fresh));
+            table.insert(fresh.clone());
         }
-        Sym(fresh)
+        fresh
     }
 
     /// The text.
@@ -73,7 +75,7 @@ impl Default for Sym {
 
 impl fmt::Debug for Sym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -103,37 +105,37 @@ impl From<&String> for Sym {
 
 impl PartialEq<str> for Sym {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Sym {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl PartialEq<String> for Sym {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        self.as_str() == other.as_str()
     }
 }
 
 impl PartialEq<Sym> for str {
     fn eq(&self, other: &Sym) -> bool {
-        self == &*other.0
+        self == other.as_str()
     }
 }
 
 impl PartialEq<Sym> for &str {
     fn eq(&self, other: &Sym) -> bool {
-        *self == &*other.0
+        *self == other.as_str()
     }
 }
 
 impl Serialize for Sym {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -156,11 +158,12 @@ impl<'de> Deserialize<'de> for Sym {
 /// A short list of [`Sym`]s that many rows repeat — a model's capabilities — kept once per
 /// distinct list (interned, like [`Sym`]) and shared by every row that has it: a row holds
 /// a pointer, not a list of its own.
+/// One pointer wide, as [`Sym`] is.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Syms(Arc<[Sym]>);
+pub struct Syms(Arc<Box<[Sym]>>);
 
-fn list_table() -> &'static Mutex<HashSet<Arc<[Sym]>>> {
-    static TABLE: OnceLock<Mutex<HashSet<Arc<[Sym]>>>> = OnceLock::new();
+fn list_table() -> &'static Mutex<HashSet<Syms>> {
+    static TABLE: OnceLock<Mutex<HashSet<Syms>>> = OnceLock::new();
     TABLE.get_or_init(Mutex::default)
 }
 
@@ -169,13 +172,19 @@ impl Syms {
     pub fn new(list: &[Sym]) -> Syms {
         let mut table = list_table().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = table.get(list) {
-            return Syms(Arc::clone(shared));
+            return shared.clone();
         }
-        let fresh: Arc<[Sym]> = Arc::from(list);
+        let fresh = Syms(Arc::new(Box::from(list)));
         if table.len() < TABLE_LIMIT {
-            table.insert(Arc::clone(&fresh));
+            table.insert(fresh.clone());
         }
-        Syms(fresh)
+        fresh
+    }
+}
+
+impl Borrow<[Sym]> for Syms {
+    fn borrow(&self) -> &[Sym] {
+        &self.0
     }
 }
 
@@ -204,7 +213,7 @@ impl Default for Syms {
 
 impl fmt::Debug for Syms {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -228,7 +237,7 @@ impl FromIterator<Sym> for Syms {
 
 impl Serialize for Syms {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        (**self).serialize(s)
     }
 }
 
@@ -241,6 +250,13 @@ impl<'de> Deserialize<'de> for Syms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symbol_and_a_list_are_one_pointer_wide() {
+        assert_eq!(size_of::<Sym>(), size_of::<usize>());
+        assert_eq!(size_of::<Option<Sym>>(), size_of::<usize>());
+        assert_eq!(size_of::<Syms>(), size_of::<usize>());
+    }
 
     #[test]
     fn equal_values_share_one_copy_and_read_as_text() {
