@@ -744,7 +744,7 @@ fn memory_to_run_from_a_gguf_header() {
         description: None,
         license: None,
         registered: false,
-        path: PathBuf::from("/x"),
+        path: PathBuf::from("/x").into(),
         size_bytes: Some(weights),
         file_count: Some(1),
         expected_size_bytes: None,

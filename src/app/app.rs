@@ -1072,7 +1072,7 @@ impl ModelLibraryApp {
             .view
             .as_ref()
             .and_then(|v| v.iter().find(|m| m.id == id))
-            .map(|m| (m.path.clone(), m.source.to_string()));
+            .map(|m| (m.path.to_path_buf(), m.source.to_string()));
         if let Some((path, source)) = path
             && self.files.as_ref().is_none_or(|f| f.id != id)
         {

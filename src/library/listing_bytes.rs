@@ -243,7 +243,7 @@ fn row_of<'a>(
         modified: m.modified,
         error: m.error.as_deref(),
         metadata: m.metadata.as_deref().cloned(),
-        main_file: m.main_file.as_deref().map(Path::to_string_lossy),
+        main_file: m.main_file.as_deref().map(Cow::Borrowed),
         note: m.note.as_deref(),
         partial_bytes: m.partial_bytes,
         source: strings.of(&m.source),
@@ -367,7 +367,7 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
             None => None,
         },
         registered: r.registered,
-        path,
+        path: path.into_boxed_path(),
         size_bytes: r.size_bytes,
         file_count: r.file_count,
         expected_size_bytes: r.expected_size_bytes,
@@ -377,7 +377,7 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
         note: r.note.map(Into::into),
         source: table.sym(r.source)?,
         metadata: r.metadata.map(Arc::new),
-        main_file: r.main_file.map(|f| Path::new(&*f).into()),
+        main_file: r.main_file.map(|f| Sym::new(&f)),
     })
 }
 
@@ -405,7 +405,7 @@ mod tests {
             description: Some("a model".into()),
             license: Some(Sym::new("apache-2.0")),
             registered: true,
-            path,
+            path: path.into(),
             size_bytes: Some(123),
             file_count: Some(2),
             expected_size_bytes: None,
@@ -415,7 +415,7 @@ mod tests {
             note: None,
             source: Sym::new(source),
             metadata: None,
-            main_file: Some(Path::new("model.gguf").into()),
+            main_file: Some(Sym::new("model.gguf")),
         }
     }
 
@@ -480,10 +480,10 @@ mod tests {
         for (g, s) in got.models.iter().zip(&sent.models) {
             let mut expected = ModelInfo::clone(s);
             let rel = s.path.strip_prefix(a.root()).unwrap();
-            expected.path = b.root().join(rel);
+            expected.path = b.root().join(rel).into();
             assert_eq!(**g, expected);
         }
-        assert_eq!(got.models[3].path, Path::new("/srv/b/elsewhere/odd"));
+        assert_eq!(&*got.models[3].path, Path::new("/srv/b/elsewhere/odd"));
         assert_eq!(got.kind, ListKind::Full);
 
         // Persisted: every row (the store's with its own path), the root named.

@@ -2,7 +2,7 @@
 //! filters a view applies. Plain data; no I/O.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -89,7 +89,7 @@ pub struct ModelInfo {
     pub registered: bool,
     /// Absolute model folder (`LIBRARY/models/<id>`), whether or not it exists.
     #[serde(serialize_with = "serialize_path_lossy")]
-    pub path: PathBuf,
+    pub path: Box<Path>,
     /// Bytes on disk (apparent sizes of regular files and symlinks, not followed);
     /// `None` in quick listings.
     pub size_bytes: Option<u64>,
@@ -122,9 +122,11 @@ pub struct ModelInfo {
     pub metadata: Option<Arc<ModelMetadata>>,
     /// The model's main file (its largest), whose header the metadata comes from, relative
     /// to `path` (an absolute one, as saved by earlier versions, also joins correctly); not
-    /// part of the JSON shape.
+    /// part of the JSON shape. Interned: rows of a library mostly name the same few files
+    /// (`model.gguf`, `weights-00.bin`). A name that is not UTF-8 is not kept (no header is
+    /// read for it).
     #[serde(skip)]
-    pub main_file: Option<Box<Path>>,
+    pub main_file: Option<Sym>,
 }
 
 /// The source name of models in the library folder itself.

@@ -671,7 +671,7 @@ fn model_info(
         description: entry.and_then(|e| e.description.as_deref().map(Box::from)),
         license: entry.and_then(|e| e.license.as_deref().map(Sym::new)),
         registered: entry.is_some(),
-        path,
+        path: path.into_boxed_path(),
         size_bytes: full.then(|| walked.as_ref().map_or(0, |w| w.size)),
         file_count: full.then(|| walked.as_ref().map_or(0, |w| w.files)),
         expected_size_bytes,
@@ -699,7 +699,7 @@ fn model_info(
         metadata: None,
         main_file: walked
             .and_then(|w| w.largest)
-            .map(|(_, p)| p.into_boxed_path()),
+            .and_then(|(_, p)| p.to_str().map(Sym::new)),
     }
 }
 
@@ -767,6 +767,38 @@ mod tests {
         .into_iter()
         .map(Arc::unwrap_or_clone)
         .collect()
+    }
+
+    #[test]
+    fn main_files_are_shared_and_one_not_named_in_utf8_is_not_kept() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        for m in ["a", "b"] {
+            fs::create_dir_all(dir.path().join("models").join(m)).unwrap();
+            fs::write(
+                dir.path().join("models").join(m).join("model.gguf"),
+                b"1234",
+            )
+            .unwrap();
+        }
+        let c = dir.path().join("models/c");
+        fs::create_dir_all(&c).unwrap();
+        fs::write(c.join(OsStr::from_bytes(b"w\xff.gguf")), b"12345").unwrap();
+        let models = scan_dir(dir.path(), ListKind::Full);
+        let main = |id: &str| {
+            models
+                .iter()
+                .find(|m| m.id == id)
+                .unwrap()
+                .main_file
+                .clone()
+        };
+        let (a, b) = (main("a").unwrap(), main("b").unwrap());
+        assert_eq!(a, "model.gguf");
+        assert!(std::ptr::eq(a.as_str(), b.as_str()), "one copy of the name");
+        let c = models.iter().find(|m| m.id == "c").unwrap();
+        assert_eq!(c.main_file, None);
+        assert_eq!(c.size_bytes, Some(5), "the file still counts");
     }
 
     #[test]

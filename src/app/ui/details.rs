@@ -156,7 +156,7 @@ pub fn details_ui(
             .add_enabled(exists, egui::Button::new("Open folder"))
             .clicked()
         {
-            action = Some(DetailsAction::OpenFolder(m.path.clone()));
+            action = Some(DetailsAction::OpenFolder(m.path.to_path_buf()));
         }
         if m.source != crate::library::LIBRARY_SOURCE {
             ui.weak(format!("Read-only: managed by {}", m.source));

@@ -77,7 +77,11 @@ fn row_menu_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<TableAction> {
             ui.close();
         }
     };
-    item(ui, "Open folder", TableAction::OpenFolder(m.path.clone()));
+    item(
+        ui,
+        "Open folder",
+        TableAction::OpenFolder(m.path.to_path_buf()),
+    );
     item(
         ui,
         "Copy path",

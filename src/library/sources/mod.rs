@@ -966,7 +966,7 @@ impl Draft {
             description: None,
             license: None,
             registered: false,
-            path: self.path,
+            path: self.path.into(),
             size_bytes: Some(self.files.values().sum()),
             file_count: Some(self.files.len() as u64),
             expected_size_bytes: None,
