@@ -11,14 +11,37 @@ use std::time::SystemTime;
 use super::{HeaderKind, detect_header, read_gguf, read_ollama_config, read_safetensors};
 use crate::library::model::ModelMetadata;
 
+/// 32 bytes: with its key, a slot of the map is 48 (a library of 100 000 models has as many
+/// entries).
 #[derive(Debug, Clone)]
 struct Entry {
     size: u64,
-    mtime: Option<SystemTime>,
-    kind: Option<HeaderKind>,
+    /// The file's mtime in nanoseconds since the epoch ([`mtime_ns`]).
+    mtime_ns: i64,
     /// Shared with the rows that show it (most files of a large library have none, or a
     /// header that cannot be read).
     metadata: Option<Arc<ModelMetadata>>,
+    kind: Option<HeaderKind>,
+}
+
+/// A file's key in the cache: two independent 64-bit hashes of its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key(u64, u64);
+
+impl std::hash::Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0); // a hash already
+    }
+}
+
+/// `t` in nanoseconds since the epoch (negative before it, saturating); `i64::MIN` for no
+/// time at all. Equal times give equal figures, which is all the cache asks of them.
+fn mtime_ns(t: Option<SystemTime>) -> i64 {
+    let Some(t) = t else { return i64::MIN };
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN + 1, |n| -n),
+    }
 }
 
 /// Header metadata by file, valid while the file's size and mtime are unchanged. A failed
@@ -31,7 +54,7 @@ pub struct MetadataCache {
     /// Entries by their file's key ([`MetadataCache::key`]): no copy of the path is kept
     /// (a library of 100 000 models has as many main files). Already uniformly spread, the
     /// keys are not hashed again.
-    entries: HashMap<u128, Entry, BuildHasherDefault<KeyHasher>>,
+    entries: HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
     /// Two independently (and randomly) keyed hashers: a path's key is its two 64-bit
     /// hashes, so two paths share a key with a chance of about 2^-128 per pair.
     hashers: (RandomState, RandomState),
@@ -45,10 +68,12 @@ impl MetadataCache {
     }
 
     /// The key of `path` in this cache.
-    fn key(&self, path: &Path) -> u128 {
+    fn key(&self, path: &Path) -> Key {
         let bytes = path.as_os_str().as_encoded_bytes();
-        let (a, b) = (&self.hashers.0, &self.hashers.1);
-        (u128::from(a.hash_one(bytes)) << 64) | u128::from(b.hash_one(bytes))
+        Key(
+            self.hashers.0.hash_one(bytes),
+            self.hashers.1.hash_one(bytes),
+        )
     }
 
     /// The metadata of `path`: from the cache when its size and mtime match the cached ones,
@@ -65,10 +90,10 @@ impl MetadataCache {
             }
         };
         let size = meta.len();
-        let mtime = meta.modified().ok();
+        let mtime_ns = mtime_ns(meta.modified().ok());
         if let Some(e) = self.entries.get(&key)
             && e.size == size
-            && e.mtime == mtime
+            && e.mtime_ns == mtime_ns
         {
             return e.metadata.clone();
         }
@@ -85,9 +110,9 @@ impl MetadataCache {
             key,
             Entry {
                 size,
-                mtime,
-                kind,
+                mtime_ns,
                 metadata: metadata.clone(),
+                kind,
             },
         );
         metadata
@@ -120,8 +145,8 @@ impl MetadataCache {
     }
 }
 
-/// The hasher of [`MetadataCache`]'s map: its keys are hashes already, so it keeps their
-/// low 64 bits.
+/// The hasher of [`MetadataCache`]'s map: its keys are hashes already, so it keeps the
+/// first half.
 #[derive(Debug, Default)]
 struct KeyHasher(u64);
 
@@ -131,14 +156,14 @@ impl Hasher for KeyHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `u128` keys are hashed here; anything else is folded in byte by byte.
+        // Only `Key`s are hashed here; anything else is folded in byte by byte.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
 
-    fn write_u128(&mut self, key: u128) {
-        self.0 = key as u64;
+    fn write_u64(&mut self, half: u64) {
+        self.0 = half;
     }
 }
 
@@ -159,10 +184,22 @@ mod tests {
         let a = cache.key(Path::new("/lib/models/a/model.gguf"));
         assert_eq!(a, cache.key(Path::new("/lib/models/a/model.gguf")));
         assert_ne!(a, cache.key(Path::new("/lib/models/b/model.gguf")));
-        assert_ne!(
-            a >> 64,
-            a & u128::from(u64::MAX),
-            "two hashers, not one twice"
+        assert_ne!(a.0, a.1, "two hashers, not one twice");
+        assert_eq!(size_of::<(Key, Entry)>(), 48);
+    }
+
+    #[test]
+    fn times_compare_as_times() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let t = |ns: u64| Some(epoch + std::time::Duration::from_nanos(ns));
+        assert_eq!(
+            mtime_ns(t(1_700_000_000_123_456_789)),
+            1_700_000_000_123_456_789
         );
+        assert_ne!(mtime_ns(t(1)), mtime_ns(t(2)));
+        let before = Some(epoch - std::time::Duration::from_secs(1));
+        assert_eq!(mtime_ns(before), -1_000_000_000);
+        assert_ne!(mtime_ns(None), mtime_ns(before));
+        assert_ne!(mtime_ns(None), mtime_ns(t(0)));
     }
 }
