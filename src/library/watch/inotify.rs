@@ -39,10 +39,93 @@ struct Node {
     len: u32,
 }
 
+/// Nodes by descriptor, in a vector sorted by descriptor: the kernel hands descriptors out
+/// in increasing order, so a new watch is pushed at the end (a hash map's slots — a power of
+/// two of them, at most 7/8 full — took up to twice the room). A removed node leaves a
+/// tombstone (its parent [`GONE`]) until tombstones are half of the vector. Grows by an
+/// eighth at a time.
+#[derive(Debug, Default)]
+struct WdMap {
+    /// Sorted by descriptor, tombstones included.
+    slots: Vec<(i32, Node)>,
+    /// Tombstones in `slots`.
+    gone: usize,
+}
+
+/// The parent of a removed node (descriptors are positive, [`TOP`] is -1).
+const GONE: i32 = i32::MIN;
+
+impl WdMap {
+    fn find(&self, wd: i32) -> Result<usize, usize> {
+        self.slots.binary_search_by_key(&wd, |s| s.0)
+    }
+
+    fn get(&self, wd: i32) -> Option<&Node> {
+        let i = self.find(wd).ok()?;
+        Some(&self.slots[i].1).filter(|n| n.parent != GONE)
+    }
+
+    fn contains_key(&self, wd: i32) -> bool {
+        self.get(wd).is_some()
+    }
+
+    /// Records `node` as `wd`, giving back the node it replaces.
+    fn insert(&mut self, wd: i32, node: Node) -> Option<Node> {
+        match self.find(wd) {
+            Ok(i) => {
+                let old = std::mem::replace(&mut self.slots[i].1, node);
+                if old.parent == GONE {
+                    self.gone -= 1;
+                    return None;
+                }
+                Some(old)
+            }
+            Err(i) => {
+                if self.slots.len() == self.slots.capacity() {
+                    self.slots.reserve_exact(self.slots.len() / 8 + 64);
+                }
+                self.slots.insert(i, (wd, node));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, wd: i32) -> Option<Node> {
+        let i = self.find(wd).ok()?;
+        if self.slots[i].1.parent == GONE {
+            return None;
+        }
+        let old = self.slots[i].1;
+        self.slots[i].1.parent = GONE;
+        self.gone += 1;
+        if self.gone * 2 > self.slots.len() {
+            self.slots.retain(|s| s.1.parent != GONE);
+            self.slots
+                .shrink_to(self.slots.len() + self.slots.len() / 8);
+            self.gone = 0;
+        }
+        Some(old)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i32, &Node)> {
+        self.slots
+            .iter()
+            .filter(|s| s.1.parent != GONE)
+            .map(|(wd, n)| (*wd, n))
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.slots
+            .iter_mut()
+            .filter(|s| s.1.parent != GONE)
+            .map(|s| &mut s.1)
+    }
+}
+
 /// Watched folders by descriptor, shared by the notifier and its reader.
 #[derive(Debug, Default)]
 struct Nodes {
-    by_wd: HashMap<i32, Node>,
+    by_wd: WdMap,
     /// Every node's name, end to end (one allocation for all, not one per folder).
     /// Invariant: each node of `by_wd` names a slice of it; `garbage` counts the bytes no
     /// node names any more, compacted away once they are half of it.
@@ -67,6 +150,10 @@ impl Nodes {
             start: self.names.len() as u32,
             len: bytes.len() as u32,
         };
+        if self.names.capacity() - self.names.len() < bytes.len() {
+            self.names
+                .reserve_exact(self.names.len() / 8 + bytes.len() + 4096);
+        }
         self.names.extend_from_slice(bytes);
         if let Some(old) = self.by_wd.insert(wd, node) {
             self.garbage += old.len as usize;
@@ -76,7 +163,7 @@ impl Nodes {
 
     /// Forgets the folder watched as `wd`; whether it was known.
     fn remove(&mut self, wd: i32) -> bool {
-        let Some(old) = self.by_wd.remove(&wd) else {
+        let Some(old) = self.by_wd.remove(wd) else {
             return false;
         };
         self.garbage += old.len as usize;
@@ -109,7 +196,7 @@ impl Nodes {
         let mut names: Vec<&OsStr> = Vec::new();
         let mut at = wd;
         loop {
-            let node = self.by_wd.get(&at)?;
+            let node = self.by_wd.get(at)?;
             names.push(self.name(node));
             if node.parent == TOP {
                 break;
@@ -131,7 +218,7 @@ impl Nodes {
         self.by_wd
             .iter()
             .find(|(_, n)| n.parent == parent && self.name(n) == name)
-            .map(|(wd, _)| *wd)
+            .map(|(wd, _)| wd)
     }
 
     /// `wd` and every node below it.
@@ -144,7 +231,7 @@ impl Nodes {
                 self.by_wd
                     .iter()
                     .filter(|(_, n)| n.parent == p)
-                    .map(|(w, _)| *w),
+                    .map(|(w, _)| w),
             );
             i += 1;
         }
@@ -274,7 +361,7 @@ impl Notifier {
     pub fn descriptor(&mut self, path: &Path) -> Option<i32> {
         let handle = self.watches.add(path, mask() | WatchMask::MASK_ADD).ok()?;
         let wd = handle.get_watch_descriptor_id();
-        if self.lock().by_wd.contains_key(&wd) {
+        if self.lock().by_wd.contains_key(wd) {
             Some(wd)
         } else {
             let _ = self.watches.remove(handle); // it was not watched: leave it so
@@ -307,8 +394,8 @@ impl Notifier {
         let nodes = self.lock();
         nodes
             .by_wd
-            .keys()
-            .filter_map(|wd| nodes.path(*wd))
+            .iter()
+            .filter_map(|(wd, _)| nodes.path(wd))
             .collect()
     }
 }
@@ -431,6 +518,44 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_descriptor_map_keeps_order_tombstones_and_reuse() {
+        let node = |parent: i32| Node {
+            parent,
+            start: 0,
+            len: 0,
+        };
+        let mut map = WdMap::default();
+        for wd in [1, 2, 3, 5, 4] {
+            assert!(map.insert(wd, node(wd * 10)).is_none());
+        }
+        let wds: Vec<i32> = map.iter().map(|(wd, _)| wd).collect();
+        assert_eq!(
+            wds,
+            [1, 2, 3, 4, 5],
+            "a late lower descriptor goes in its place"
+        );
+        assert_eq!(map.insert(2, node(99)).map(|n| n.parent), Some(20));
+        assert_eq!(map.get(2).map(|n| n.parent), Some(99));
+        assert_eq!(map.remove(3).map(|n| n.parent), Some(30));
+        assert!(map.get(3).is_none() && !map.contains_key(3));
+        assert!(map.remove(3).is_none(), "gone once");
+        assert!(map.insert(3, node(31)).is_none(), "a tombstone is no node");
+        assert_eq!(map.get(3).map(|n| n.parent), Some(31));
+        // Removing most of them compacts the tombstones away; the rest stay found.
+        for wd in [1, 2, 3] {
+            map.remove(wd);
+        }
+        assert_eq!(map.slots.len(), 2, "compacted");
+        assert_eq!(map.gone, 0);
+        assert_eq!(map.get(4).map(|n| n.parent), Some(40));
+        assert_eq!(map.get(5).map(|n| n.parent), Some(50));
+        for n in map.values_mut() {
+            n.start = 7;
+        }
+        assert!(map.iter().all(|(_, n)| n.start == 7));
+    }
 
     /// A folder inside a watched one is a node of it (kept by name, rebuilt as a path), and
     /// unwatching a folder removes every watch below it.
