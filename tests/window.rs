@@ -324,6 +324,42 @@ fn a_corrupt_registry_shows_an_error_and_the_rows_stay() {
 }
 
 #[test]
+fn with_nothing_watched_a_failed_refresh_is_over_once_a_listing_succeeds() {
+    let lib = sample();
+    let options = AppOptions {
+        library: Some(lib.root().to_path_buf()),
+        settings: Some(Settings::default()),
+        stores: false,
+        watch: model_library::library::watch::WatchOption::Off,
+        store_overrides: Vec::new(),
+        redis: None,
+    };
+    let mut h = start_with(options, egui::vec2(1400.0, 900.0), 1.0);
+    lib.registry("{\n \"version\": 1,\n \"models\": [ oops ]\n}");
+    h.key_press(egui::Key::F5);
+    settle(&mut h);
+    assert!(h.state().rows_are_stale());
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.text.contains("model_registry.json"))
+    );
+    lib.registry(&registry_json(&[]));
+    h.key_press(egui::Key::F5);
+    settle(&mut h);
+    assert!(!h.state().rows_are_stale(), "{:?}", h.state().notices());
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .all(|n| !n.text.contains("model_registry.json")),
+        "the refresh's error stays: {:?}",
+        h.state().notices()
+    );
+}
+
+#[test]
 fn the_window_survives_a_worker_panic() {
     let lib = sample();
     let mut h = open(&lib);

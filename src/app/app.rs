@@ -63,6 +63,8 @@ enum Op {
     SetTtl,
     PlanDelete,
     Delete,
+    /// A raw request sent by a test ([`ModelLibraryApp::send_for_test`]).
+    Raw,
 }
 
 /// The files of the selected model, as the worker listed them.
@@ -329,7 +331,7 @@ impl ModelLibraryApp {
     /// the window survives a failing worker).
     #[doc(hidden)]
     pub fn send_for_test(&mut self, request: Request) {
-        self.op_req = Some((Op::Refresh, self.worker.request(request)));
+        self.op_req = Some((Op::Raw, self.worker.request(request)));
     }
 
     fn query(&self) -> ListQuery {
@@ -903,10 +905,13 @@ impl ModelLibraryApp {
                     self.ttl_slider = self.settings.ttl_secs as f64;
                 }
                 if op == Op::Refresh {
-                    // The rows on screen are the last good listing now.
+                    // The rows on screen are the last good listing now; a refresh that
+                    // failed is a listing that failed, over once one succeeds.
                     self.stale_rows = self.view.is_some();
+                    self.notify_about(Level::Error, About::Listing, e);
+                } else {
+                    self.notify(Level::Error, e);
                 }
-                self.notify(Level::Error, e);
             }
             (_, Ok(Reply::Refreshed { cache, .. })) => {
                 self.set_cache_info(*cache);
