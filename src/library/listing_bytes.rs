@@ -243,7 +243,7 @@ fn row_of<'a>(
         modified: m.modified,
         error: m.error.as_deref(),
         metadata: m.metadata.as_deref().cloned(),
-        main_file: m.main_file.as_deref().map(Cow::Borrowed),
+        main_file: m.main_file.as_deref().map(Path::to_string_lossy),
         note: m.note.as_deref(),
         partial_bytes: m.partial_bytes,
         source: strings.of(&m.source),
@@ -377,7 +377,7 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
         note: r.note.map(Into::into),
         source: table.sym(r.source)?,
         metadata: r.metadata.map(Arc::new),
-        main_file: r.main_file.map(|f| Sym::new(&f)),
+        main_file: r.main_file.map(|f| Path::new(&*f).into()),
     })
 }
 
@@ -415,7 +415,7 @@ mod tests {
             note: None,
             source: Sym::new(source),
             metadata: None,
-            main_file: Some(Sym::new("model.gguf")),
+            main_file: Some(Path::new("model.gguf").into()),
         }
     }
 

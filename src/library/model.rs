@@ -122,11 +122,10 @@ pub struct ModelInfo {
     pub metadata: Option<Arc<ModelMetadata>>,
     /// The model's main file (its largest), whose header the metadata comes from, relative
     /// to `path` (an absolute one, as saved by earlier versions, also joins correctly); not
-    /// part of the JSON shape. Interned: rows of a library mostly name the same few files
-    /// (`model.gguf`, `weights-00.bin`). A name that is not UTF-8 is not kept (no header is
-    /// read for it).
+    /// part of the JSON shape. Not interned: real libraries mostly name each file apart
+    /// (`Meta-Llama-3-8B-Instruct.Q4_K_M.gguf`), and would fill the table of shared values.
     #[serde(skip)]
-    pub main_file: Option<Sym>,
+    pub main_file: Option<Box<Path>>,
 }
 
 /// The source name of models in the library folder itself.

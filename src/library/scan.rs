@@ -699,7 +699,7 @@ fn model_info(
         metadata: None,
         main_file: walked
             .and_then(|w| w.largest)
-            .and_then(|(_, p)| p.to_str().map(Sym::new)),
+            .map(|(_, p)| p.into_boxed_path()),
     }
 }
 
@@ -770,20 +770,17 @@ mod tests {
     }
 
     #[test]
-    fn main_files_are_shared_and_one_not_named_in_utf8_is_not_kept() {
+    fn the_main_file_is_the_largest_kept_exactly_even_not_in_utf8() {
         use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();
-        for m in ["a", "b"] {
-            fs::create_dir_all(dir.path().join("models").join(m)).unwrap();
-            fs::write(
-                dir.path().join("models").join(m).join("model.gguf"),
-                b"1234",
-            )
-            .unwrap();
-        }
+        let a = dir.path().join("models/a");
+        fs::create_dir_all(&a).unwrap();
+        fs::write(a.join("model.gguf"), b"1234").unwrap();
+        fs::write(a.join("notes.txt"), b"1").unwrap();
         let c = dir.path().join("models/c");
         fs::create_dir_all(&c).unwrap();
-        fs::write(c.join(OsStr::from_bytes(b"w\xff.gguf")), b"12345").unwrap();
+        let odd = OsStr::from_bytes(b"w\xff.gguf");
+        fs::write(c.join(odd), b"12345").unwrap();
         let models = scan_dir(dir.path(), ListKind::Full);
         let main = |id: &str| {
             models
@@ -793,12 +790,8 @@ mod tests {
                 .main_file
                 .clone()
         };
-        let (a, b) = (main("a").unwrap(), main("b").unwrap());
-        assert_eq!(a, "model.gguf");
-        assert!(std::ptr::eq(a.as_str(), b.as_str()), "one copy of the name");
-        let c = models.iter().find(|m| m.id == "c").unwrap();
-        assert_eq!(c.main_file, None);
-        assert_eq!(c.size_bytes, Some(5), "the file still counts");
+        assert_eq!(main("a").as_deref(), Some(Path::new("model.gguf")));
+        assert_eq!(main("c").as_deref(), Some(Path::new(odd)));
     }
 
     #[test]

@@ -295,7 +295,9 @@ impl Folder<'_> {
 }
 
 /// Calls `each` with the name of every entry of the open folder `dir` but `.` and `..`,
-/// reading the entries into `buf` (no allocation per folder or per name).
+/// reading the entries into `buf` (no allocation per folder or per name). A folder removed
+/// since it was opened has no entries left (`getdents` says `ENOENT`; `readdir` calls that
+/// the end too); an interrupted read is read again.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn for_each_name(
     dir: BorrowedFd<'_>,
@@ -304,7 +306,13 @@ fn for_each_name(
 ) -> Result<(), Errno> {
     let mut names = rustix::fs::RawDir::new(dir, buf);
     while let Some(entry) = names.next() {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Nothing was taken from the buffer: the next call reads again.
+            Err(Errno::INTR) => continue,
+            Err(Errno::NOENT) => break,
+            Err(e) => return Err(e),
+        };
         let name = entry.file_name();
         if name != c"." && name != c".." {
             each(name);
@@ -454,6 +462,20 @@ mod tests {
         });
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         (seen, report)
+    }
+
+    #[test]
+    fn a_folder_removed_after_it_was_opened_has_no_entries_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        fs::create_dir(&gone).unwrap();
+        let fd = open_dir(&gone).unwrap();
+        fs::remove_dir(&gone).unwrap();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
+        let mut names = Vec::new();
+        let read = for_each_name(fd.as_fd(), &mut buf, &mut |n| names.push(n.to_owned()));
+        assert_eq!(read, Ok(()));
+        assert!(names.is_empty(), "{names:?}");
     }
 
     #[test]

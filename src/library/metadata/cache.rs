@@ -16,8 +16,10 @@ use crate::library::model::ModelMetadata;
 #[derive(Debug, Clone)]
 struct Entry {
     size: u64,
-    /// The file's mtime in nanoseconds since the epoch ([`mtime_ns`]).
-    mtime_ns: i64,
+    /// The file's mtime ([`mtime_key`]), in two fields so that `kind` fits beside the
+    /// nanoseconds.
+    mtime_secs: i64,
+    mtime_nanos: u32,
     /// Shared with the rows that show it (most files of a large library have none, or a
     /// header that cannot be read).
     metadata: Option<Arc<ModelMetadata>>,
@@ -34,13 +36,25 @@ impl std::hash::Hash for Key {
     }
 }
 
-/// `t` in nanoseconds since the epoch (negative before it, saturating); `i64::MIN` for no
-/// time at all. Equal times give equal figures, which is all the cache asks of them.
-fn mtime_ns(t: Option<SystemTime>) -> i64 {
-    let Some(t) = t else { return i64::MIN };
+/// `t` exactly, as seconds since the epoch (floored) and nanoseconds past them; no time
+/// at all is `(i64::MIN, u32::MAX)`, which no time gives (nanoseconds stay below 10^9).
+fn mtime_key(t: Option<SystemTime>) -> (i64, u32) {
+    let Some(t) = t else {
+        return (i64::MIN, u32::MAX);
+    };
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN + 1, |n| -n),
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(before) => {
+            let d = before.duration();
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            match d.subsec_nanos() {
+                0 => (-secs, 0),
+                n => (-secs - 1, 1_000_000_000 - n),
+            }
+        }
     }
 }
 
@@ -90,10 +104,10 @@ impl MetadataCache {
             }
         };
         let size = meta.len();
-        let mtime_ns = mtime_ns(meta.modified().ok());
+        let mtime = mtime_key(meta.modified().ok());
         if let Some(e) = self.entries.get(&key)
             && e.size == size
-            && e.mtime_ns == mtime_ns
+            && (e.mtime_secs, e.mtime_nanos) == mtime
         {
             return e.metadata.clone();
         }
@@ -110,7 +124,8 @@ impl MetadataCache {
             key,
             Entry {
                 size,
-                mtime_ns,
+                mtime_secs: mtime.0,
+                mtime_nanos: mtime.1,
                 metadata: metadata.clone(),
                 kind,
             },
@@ -189,17 +204,25 @@ mod tests {
     }
 
     #[test]
-    fn times_compare_as_times() {
+    fn times_are_kept_exactly() {
+        use std::time::Duration;
         let epoch = SystemTime::UNIX_EPOCH;
-        let t = |ns: u64| Some(epoch + std::time::Duration::from_nanos(ns));
+        let after = |ns: u64| mtime_key(Some(epoch + Duration::from_nanos(ns)));
         assert_eq!(
-            mtime_ns(t(1_700_000_000_123_456_789)),
-            1_700_000_000_123_456_789
+            after(1_700_000_000_123_456_789),
+            (1_700_000_000, 123_456_789)
         );
-        assert_ne!(mtime_ns(t(1)), mtime_ns(t(2)));
-        let before = Some(epoch - std::time::Duration::from_secs(1));
-        assert_eq!(mtime_ns(before), -1_000_000_000);
-        assert_ne!(mtime_ns(None), mtime_ns(before));
-        assert_ne!(mtime_ns(None), mtime_ns(t(0)));
+        assert_ne!(after(1), after(2));
+        let before = |d: Duration| mtime_key(Some(epoch - d));
+        assert_eq!(before(Duration::from_secs(1)), (-1, 0));
+        assert_eq!(before(Duration::from_millis(1500)), (-2, 500_000_000));
+        assert_ne!(mtime_key(None), before(Duration::from_secs(1)));
+        assert_ne!(mtime_key(None), after(0));
+        // Far times stay apart (nanoseconds in an i64 would run out in 2262).
+        let far = Duration::from_secs(400 * 365 * 24 * 3600);
+        assert_ne!(
+            mtime_key(Some(epoch + far)),
+            mtime_key(Some(epoch + far + Duration::from_secs(1)))
+        );
     }
 }

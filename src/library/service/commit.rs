@@ -143,8 +143,8 @@ impl ModelLibraryService {
         });
         let (registry, pending) = loaded?;
         let registry = self.keep_registry(registry, pending);
-        let top = top?;
         self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
+        let top = top?;
         let importing = importing_now(&self.library);
         let mut models = scan::scan_top(
             &ScanInput {
