@@ -128,21 +128,19 @@ impl ModelLibraryService {
         self.library.check_reachable()?;
         let stamps = Stamps::read(&self.library);
         // The top level is read while the registry loads (neither needs the other).
-        let now = self.clock.now();
-        let library = &self.library;
+        let library = self.library.clone();
         let (top, loaded) = std::thread::scope(|s| {
-            let top = std::thread::Builder::new().spawn_scoped(s, || scan::Top::read(library));
-            let loaded = registry_copy::load_for_listing(library, now);
+            let top = std::thread::Builder::new().spawn_scoped(s, || scan::Top::read(&library));
+            let loaded = self.load_registry();
             let top = match top {
                 Ok(reading) => reading
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => scan::Top::read(library), // no thread to be had: one after the other
+                Err(_) => scan::Top::read(&library), // no thread to be had: one after the other
             };
             (top, loaded)
         });
-        let (registry, pending) = loaded?;
-        let registry = self.keep_registry(registry, pending);
+        let registry = loaded?;
         self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
         let top = top?;
         let importing = importing_now(&self.library);
