@@ -7,6 +7,7 @@
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -27,18 +28,28 @@ fn table() -> &'static Mutex<HashSet<Sym>> {
     TABLE.get_or_init(Mutex::default)
 }
 
+/// The copy of `key` kept in `table`, or a new one made by `make` (kept there too while the
+/// table holds fewer than [`TABLE_LIMIT`] values).
+fn intern<T, K>(table: &Mutex<HashSet<T>>, key: &K, make: impl FnOnce() -> T) -> T
+where
+    T: Clone + Eq + Hash + Borrow<K>,
+    K: Eq + Hash + ?Sized,
+{
+    let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = table.get(key) {
+        return shared.clone();
+    }
+    let fresh = make();
+    if table.len() < TABLE_LIMIT {
+        table.insert(fresh.clone());
+    }
+    fresh
+}
+
 impl Sym {
     /// The shared copy of `s`.
     pub fn new(s: &str) -> Sym {
-        let mut table = table().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = table.get(s) {
-            return shared.clone();
-        }
-        let fresh = Sym(Arc::new(Box::from(s)));
-        if table.len() < TABLE_LIMIT {
-            table.insert(fresh.clone());
-        }
-        fresh
+        intern(table(), s, || Sym(Arc::new(Box::from(s))))
     }
 
     /// The text.
@@ -170,15 +181,7 @@ fn list_table() -> &'static Mutex<HashSet<Syms>> {
 impl Syms {
     /// The shared copy of `list`.
     pub fn new(list: &[Sym]) -> Syms {
-        let mut table = list_table().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = table.get(list) {
-            return shared.clone();
-        }
-        let fresh = Syms(Arc::new(Box::from(list)));
-        if table.len() < TABLE_LIMIT {
-            table.insert(fresh.clone());
-        }
-        fresh
+        intern(list_table(), list, || Syms(Arc::new(Box::from(list))))
     }
 }
 
