@@ -217,7 +217,7 @@ pub fn scan_top(input: &ScanInput<'_>, top: Top, kind: ListKind) -> Result<Vec<A
                 Arc::new(model_info(
                     c,
                     c.entry(input.registry).as_ref(),
-                    &models_dir,
+                    models_dir.join(c.name),
                     input,
                     None,
                 ))
@@ -234,12 +234,12 @@ pub fn scan_top(input: &ScanInput<'_>, top: Top, kind: ListKind) -> Result<Vec<A
                     .par_iter()
                     .map(|c| {
                         let entry = c.entry(input.registry);
+                        let path = models_dir.join(c.name);
                         let walked = (c.folder == Folder::Dir).then(|| {
-                            let root = models_dir.join(c.name);
                             let at = at.map(|fd| (fd, c.name));
-                            walk_model(&root, at, entry.as_ref())
+                            walk_model(&path, at, entry.as_ref())
                         });
-                        let info = model_info(c, entry.as_ref(), &models_dir, input, Some(walked));
+                        let info = model_info(c, entry.as_ref(), path, input, Some(walked));
                         input.progress.tick();
                         // Each row in an `Arc` of its own, made here on the scan threads.
                         Arc::new(info)
@@ -269,7 +269,8 @@ pub fn scan_some(
             if name.starts_with('.') || name.contains('/') || name.is_empty() {
                 return (name.clone(), None);
             }
-            let folder = match fs::symlink_metadata(models_dir.join(name)) {
+            let path = models_dir.join(name);
+            let folder = match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => Folder::Dir,
                 Ok(m) if m.file_type().is_symlink() => Folder::Symlink,
                 _ => Folder::Missing,
@@ -291,9 +292,8 @@ pub fn scan_some(
                 leftovers,
             };
             let entry = c.entry(input.registry);
-            let walked = (folder == Folder::Dir)
-                .then(|| walk_model(&models_dir.join(name), None, entry.as_ref()));
-            let info = model_info(&c, entry.as_ref(), &models_dir, input, Some(walked));
+            let walked = (folder == Folder::Dir).then(|| walk_model(&path, None, entry.as_ref()));
+            let info = model_info(&c, entry.as_ref(), path, input, Some(walked));
             (name.clone(), Some(info))
         })
         .collect())
@@ -571,19 +571,19 @@ fn check_declared(
     missing
 }
 
-/// Builds one model's info (`entry` is the candidate's, decoded). `walked` is `None` for the
-/// fast listing, `Some(None)` for a full listing of a model with no folder to walk.
+/// Builds one model's info (`entry` is the candidate's, decoded; `path` its folder,
+/// `models/<name>`). `walked` is `None` for the fast listing, `Some(None)` for a full
+/// listing of a model with no folder to walk.
 fn model_info(
     c: &Candidate<'_>,
     entry: Option<&RegistryEntry>,
-    models_dir: &Path,
+    path: PathBuf,
     input: &ScanInput<'_>,
     walked: Option<Option<WalkSummary>>,
 ) -> ModelInfo {
     let full = walked.is_some();
     let walked = walked.flatten();
     let display = c.name.to_string_lossy().into_owned();
-    let path = models_dir.join(c.name);
     let mut errors: Vec<String> = Vec::new();
 
     match c.name.to_str() {
