@@ -735,26 +735,11 @@ fn memory_to_run_from_a_gguf_header() {
     // The estimate: weights + cache at the context + 256 MiB + 5 % of the weights.
     let weights: u64 = 4_920_000_000; // a Q4_K_M 8B file
     let mut m = ModelInfo {
-        id: "l3".into(),
-        name: "l3".into(),
         provider: Sym::new("library"),
-        status: model_library::library::ModelStatus::Downloaded,
-        capabilities: Default::default(),
-        format: None,
-        description: None,
-        license: None,
-        registered: false,
-        path: PathBuf::from("/x").into(),
         size_bytes: Some(weights),
         file_count: Some(1),
-        expected_size_bytes: None,
-        modified: None,
-        partial_bytes: None,
-        error: None,
-        source: Sym::new("library"),
         metadata: Some(std::sync::Arc::new(md)),
-        main_file: None,
-        note: None,
+        ..ModelInfo::new("l3", &PathBuf::from("/x"))
     };
     assert_eq!(default_context(m.metadata.as_ref().unwrap()), 4096);
     let at_4k = weights + 131_072 * 4096 + (256 << 20) + 246_000_000;

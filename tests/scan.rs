@@ -70,7 +70,7 @@ fn statuses_follow_the_spec() {
     assert_eq!(complete.file_count, Some(2));
     assert_eq!(complete.expected_size_bytes, Some(10));
     assert!(complete.modified.is_some());
-    assert!(complete.path.ends_with("models/complete"));
+    assert!(complete.path().ends_with("models/complete"));
     let unregistered = get(&models, "unregistered");
     assert!(!unregistered.registered);
     assert_eq!(unregistered.provider, "local");

@@ -133,7 +133,7 @@ fn a_second_instance_takes_the_first_ones_listing_without_scanning() {
     assert_eq!(ids(&taken), ids(&first));
     assert_eq!(taken.scan_started, first.scan_started, "B did not scan");
     let alpha = taken.models.iter().find(|m| m.id == "alpha").unwrap();
-    assert_eq!(*alpha.path, *lib.path("models/alpha"));
+    assert_eq!(alpha.path(), lib.path("models/alpha"));
     assert_eq!(alpha.size_bytes, Some(4));
     let info = shared(&b);
     assert_eq!((info.shared_hits, info.shared_misses), (1, 0), "{info:?}");

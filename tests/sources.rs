@@ -165,7 +165,7 @@ fn hf_revisions_sharing_a_blob_count_it_once() {
         ("org/name", "huggingface", "huggingface")
     );
     assert!(!m.registered);
-    assert_eq!(*m.path, *hub.join("models--org--name"));
+    assert_eq!(m.path(), hub.join("models--org--name"));
     assert_eq!(m.format.as_deref(), Some("safetensors"));
     assert_eq!(*m.capabilities, ["text-generation"]);
     assert!(m.modified.is_some());
@@ -448,8 +448,8 @@ fn ollama_models_sharing_a_layer_count_it_once() {
     assert_eq!(m.format.as_deref(), Some("gguf"));
     assert_eq!(*m.capabilities, ["text-generation", "chat"]);
     assert_eq!(
-        *m.path,
-        *o.root
+        m.path(),
+        o.root
             .join("manifests/registry.ollama.ai/library/llama3/8b")
     );
     let md = m.metadata.as_ref().unwrap();
@@ -879,26 +879,10 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 
 fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
     ModelInfo {
-        id: id.into(),
-        name: id.into(),
-        provider: "local".into(),
-        status: ModelStatus::Downloaded,
-        capabilities: Default::default(),
-        format: None,
-        description: None,
-        license: None,
-        registered: false,
-        path: PathBuf::from("/lib/models").join(id).into(),
         size_bytes: Some(size),
         file_count: Some(1),
-        expected_size_bytes: None,
         modified: Some(modified),
-        partial_bytes: None,
-        error: None,
-        source: "library".into(),
-        metadata: None,
-        main_file: None,
-        note: None,
+        ..ModelInfo::new(id, &PathBuf::from("/lib/models").join(id))
     }
 }
 

@@ -141,7 +141,7 @@ fn victims(library: &Library, count: usize) -> Vec<(String, PathBuf, u64)> {
     candidates
         .into_iter()
         .filter_map(|m| {
-            let file = std::fs::read_dir(&m.path)
+            let file = std::fs::read_dir(m.path())
                 .ok()?
                 .flatten()
                 .map(|e| e.path())

@@ -418,7 +418,7 @@ fn main() {
                 .iter()
                 .find(|m| m.status == ModelStatus::Downloaded)
                 .expect("a downloaded model");
-            let target = model.path.join("landed.bin");
+            let target = model.path().join("landed.bin");
             std::fs::write(&target, b"new weights").expect("write");
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut took = None;

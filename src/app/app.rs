@@ -1077,7 +1077,7 @@ impl ModelLibraryApp {
             .view
             .as_ref()
             .and_then(|v| v.iter().find(|m| m.id == id))
-            .map(|m| (m.path.to_path_buf(), m.source.to_string()));
+            .map(|m| (m.path(), m.source.to_string()));
         if let Some((path, source)) = path
             && self.files.as_ref().is_none_or(|f| f.id != id)
         {
@@ -1301,7 +1301,7 @@ impl ModelLibraryApp {
             && !ctx.egui_wants_keyboard_input()
             && let Some(m) = self.selected_model()
         {
-            ctx.copy_text(m.path.display().to_string());
+            ctx.copy_text(m.path().display().to_string());
         }
         if delete
             && self.delete.is_none()

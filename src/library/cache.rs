@@ -307,12 +307,12 @@ mod tests {
     use crate::library::model::ModelMetadata;
 
     fn row(id: &str, size: u64) -> Arc<ModelInfo> {
-        let value = serde_json::json!({
-            "id": id, "name": id, "provider": "local", "status": "downloaded",
-            "capabilities": [], "registered": false, "path": format!("/lib/models/{id}"),
-            "size_bytes": size, "file_count": 1,
-        });
-        Arc::new(serde_json::from_value(value).unwrap())
+        let path = std::path::PathBuf::from(format!("/lib/models/{id}"));
+        Arc::new(ModelInfo {
+            size_bytes: Some(size),
+            file_count: Some(1),
+            ..ModelInfo::new(id, &path)
+        })
     }
 
     fn listing(models: Vec<Arc<ModelInfo>>) -> Listing {

@@ -15,8 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::library::cache::{Listing, Stamps};
 use crate::library::cache_file;
 use crate::library::layout::Library;
-use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelMetadata, ModelStatus};
+use crate::library::model::{
+    LIBRARY_SOURCE, ListKind, Location, ModelInfo, ModelMetadata, ModelStatus,
+};
 use crate::library::sym::{Sym, Syms};
 
 /// Version of this encoding; bump on any change to [`Head`] or [`Row`].
@@ -215,16 +216,13 @@ fn row_of<'a>(
     models_dir: &Path,
     strings: &mut Strings<'a>,
 ) -> Row<'a> {
-    let in_place = m.path.parent() == Some(models_dir) && m.path.file_name() == Some(m.id.as_ref());
+    let in_place = m.folder_in(models_dir) == Some(m.id.as_ref());
     let path = if in_place {
         None
     } else {
-        Some(
-            m.path
-                .strip_prefix(root)
-                .unwrap_or(&m.path)
-                .to_string_lossy(),
-        )
+        let path = m.path();
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+        Some(Cow::Owned(rel.into_owned()))
     };
     Row {
         id: &m.id,
@@ -347,9 +345,9 @@ fn decode_chunk(
 }
 
 fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<ModelInfo> {
-    let path = match r.path {
-        Some(rel) => root.join(&*rel),
-        None => joined(models_dir, r.id),
+    let location = match r.path {
+        Some(rel) => Location::of(&root.join(&*rel), r.id),
+        None => Location::in_folder(models_dir, r.id),
     };
     Some(ModelInfo {
         id: r.id.to_string(),
@@ -367,7 +365,7 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
             None => None,
         },
         registered: r.registered,
-        path: path.into_boxed_path(),
+        location,
         size_bytes: r.size_bytes,
         file_count: r.file_count,
         expected_size_bytes: r.expected_size_bytes,
@@ -382,17 +380,10 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
 }
 
 /// `dir/name` in one allocation of the right size.
-fn joined(dir: &Path, name: &str) -> PathBuf {
-    let mut s = OsString::with_capacity(dir.as_os_str().len() + 1 + name.len());
-    s.push(dir.as_os_str());
-    s.push(std::path::MAIN_SEPARATOR_STR);
-    s.push(name);
-    PathBuf::from(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn row(id: &str, path: PathBuf, source: &str) -> ModelInfo {
         ModelInfo {
@@ -405,7 +396,7 @@ mod tests {
             description: Some("a model".into()),
             license: Some(Sym::new("apache-2.0")),
             registered: true,
-            path: path.into(),
+            location: Location::of(&path, id),
             size_bytes: Some(123),
             file_count: Some(2),
             expected_size_bytes: None,
@@ -479,11 +470,12 @@ mod tests {
         );
         for (g, s) in got.models.iter().zip(&sent.models) {
             let mut expected = ModelInfo::clone(s);
-            let rel = s.path.strip_prefix(a.root()).unwrap();
-            expected.path = b.root().join(rel).into();
+            let path = s.path();
+            let rel = path.strip_prefix(a.root()).unwrap();
+            expected.location = Location::of(&b.root().join(rel), &s.id);
             assert_eq!(**g, expected);
         }
-        assert_eq!(&*got.models[3].path, Path::new("/srv/b/elsewhere/odd"));
+        assert_eq!(got.models[3].path(), Path::new("/srv/b/elsewhere/odd"));
         assert_eq!(got.kind, ListKind::Full);
 
         // Persisted: every row (the store's with its own path), the root named.

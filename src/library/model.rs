@@ -2,7 +2,7 @@
 //! filters a view applies. Plain data; no I/O.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -66,8 +66,9 @@ impl FromStr for ModelStatus {
     }
 }
 
-/// One model of a listing (SPEC §4).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One model of a listing (SPEC §4). Serialized field by field (its `path` is made from its
+/// [`Location`] and id), in the order SPEC §4 lists them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     /// The model id (its folder name under `models/`).
     pub id: String,
@@ -87,9 +88,9 @@ pub struct ModelInfo {
     pub license: Option<Sym>,
     /// Whether the registry has an entry for it.
     pub registered: bool,
-    /// Absolute model folder (`LIBRARY/models/<id>`), whether or not it exists.
-    #[serde(serialize_with = "serialize_path_lossy")]
-    pub path: Box<Path>,
+    /// Where the model's folder is (`LIBRARY/models/<id>`, whether or not it exists): see
+    /// [`ModelInfo::path`].
+    pub location: Location,
     /// Bytes on disk (apparent sizes of regular files and symlinks, not followed);
     /// `None` in quick listings.
     pub size_bytes: Option<u64>,
@@ -105,35 +106,26 @@ pub struct ModelInfo {
     /// Bytes an interrupted download keeps in `.downloads/<id>/` (which a new download
     /// resumes from), in full listings; `None` when there are none. Not part of
     /// `size_bytes`, which is the model folder's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_bytes: Option<u64>,
     /// Why a status that is not an error is what it is, when that needs saying: a model
     /// being imported, an interrupted download that a new download resumes.
-    #[serde(default)]
     pub note: Option<Box<str>>,
     /// Where the model was found: `library`, or a read-only store (`huggingface`,
     /// `ollama`, `lmstudio`).
-    #[serde(default = "library_source")]
     pub source: Sym,
     /// What the model's file headers say, when they were read (behind a pointer: most rows
     /// of a large listing carry none, and inline it would cost every row 104 bytes; shared
     /// with the header cache it was read through, not copied).
-    #[serde(default, with = "shared_metadata")]
     pub metadata: Option<Arc<ModelMetadata>>,
     /// The model's main file (its largest), whose header the metadata comes from, relative
     /// to `path` (an absolute one, as saved by earlier versions, also joins correctly); not
     /// part of the JSON shape. Not interned: real libraries mostly name each file apart
     /// (`Meta-Llama-3-8B-Instruct.Q4_K_M.gguf`), and would fill the table of shared values.
-    #[serde(skip)]
     pub main_file: Option<Box<Path>>,
 }
 
 /// The source name of models in the library folder itself.
 pub const LIBRARY_SOURCE: &str = "library";
-
-fn library_source() -> Sym {
-    Sym::new(LIBRARY_SOURCE)
-}
 
 /// Facts read from a model's file headers (GGUF, safetensors, Ollama config).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -155,31 +147,134 @@ pub struct ModelMetadata {
     pub kv_bytes_per_token: Option<u64>,
 }
 
-/// (De)serializes a row's shared metadata as the metadata itself (the JSON shape has no
-/// notion of sharing).
-mod shared_metadata {
-    use std::sync::Arc;
+/// Where a model's folder is. Almost every row's folder is `<parent>/<id>` — the
+/// library's `models/<id>` — and keeps only the parent, shared by every such row (100 000
+/// rows of a library share one); any other folder (a store's, a non-UTF-8 parent) is kept
+/// whole. Always made by [`Location::of`] or [`Location::under`], so one folder has one
+/// form and rows compare equal exactly when their folders do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The folder named as the id inside this parent.
+    Under(Sym),
+    /// A folder of its own.
+    At(Box<Path>),
+}
 
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::ModelMetadata;
-
-    pub fn serialize<S: Serializer>(
-        m: &Option<Arc<ModelMetadata>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        m.as_deref().serialize(s)
+impl Location {
+    /// The location of `path` for the model `id`.
+    pub fn of(path: &Path, id: &str) -> Location {
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if name == id => Location::in_folder(parent, id),
+            _ => Location::At(path.into()),
+        }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Arc<ModelMetadata>>, D::Error> {
-        Ok(Option::<ModelMetadata>::deserialize(d)?.map(Arc::new))
+    /// The location of `parent/id` for the model `id` (without making that path when it is
+    /// not kept).
+    pub fn in_folder(parent: &Path, id: &str) -> Location {
+        let one_name = Path::new(id).file_name() == Some(std::ffi::OsStr::new(id));
+        match parent.to_str() {
+            Some(p) if one_name && !p.is_empty() => Location::Under(shared_parent(p)),
+            _ => Location::At(parent.join(id).into()),
+        }
+    }
+
+    /// The folder of the model `id`.
+    pub fn path(&self, id: &str) -> PathBuf {
+        match self {
+            Location::Under(parent) => Path::new(parent.as_str()).join(id),
+            Location::At(path) => path.to_path_buf(),
+        }
     }
 }
 
-fn serialize_path_lossy<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&path.to_string_lossy())
+/// The shared copy of `parent`: the one this thread made last when it is the same (a
+/// scan makes 100 000 rows under one parent, on a few threads, without taking the lock of
+/// the table of shared values for each).
+fn shared_parent(parent: &str) -> Sym {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<Sym>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some(sym) if sym.as_str() == parent => sym.clone(),
+        _ => last.insert(Sym::new(parent)).clone(),
+    })
+}
+
+impl ModelInfo {
+    /// A row for the folder `path` of the model `id` with nothing else known: an
+    /// unregistered library model, downloaded, with no sizes, times or notes. Rows made by
+    /// hand (tests, benches) start from it and set what they need.
+    pub fn new(id: &str, path: &Path) -> ModelInfo {
+        ModelInfo {
+            id: id.to_string(),
+            name: id.into(),
+            provider: Sym::new("local"),
+            status: ModelStatus::Downloaded,
+            capabilities: Syms::default(),
+            format: None,
+            description: None,
+            license: None,
+            registered: false,
+            location: Location::of(path, id),
+            size_bytes: None,
+            file_count: None,
+            expected_size_bytes: None,
+            modified: None,
+            error: None,
+            partial_bytes: None,
+            note: None,
+            source: Sym::new(LIBRARY_SOURCE),
+            metadata: None,
+            main_file: None,
+        }
+    }
+
+    /// The model's folder, absolute (made from its [`Location`]: one allocation per call).
+    pub fn path(&self) -> PathBuf {
+        self.location.path(&self.id)
+    }
+
+    /// The name of the model's folder when that folder is directly in `parent`.
+    pub fn folder_in(&self, parent: &Path) -> Option<&std::ffi::OsStr> {
+        match &self.location {
+            Location::Under(p) => (Path::new(p.as_str()) == parent).then(|| self.id.as_ref()),
+            Location::At(path) => (path.parent() == Some(parent))
+                .then(|| path.file_name())
+                .flatten(),
+        }
+    }
+}
+
+impl Serialize for ModelInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ModelInfo", 19)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("provider", &self.provider)?;
+        st.serialize_field("status", &self.status)?;
+        st.serialize_field("capabilities", &self.capabilities)?;
+        st.serialize_field("format", &self.format)?;
+        st.serialize_field("description", &self.description)?;
+        st.serialize_field("license", &self.license)?;
+        st.serialize_field("registered", &self.registered)?;
+        st.serialize_field("path", &*self.path().to_string_lossy())?;
+        st.serialize_field("size_bytes", &self.size_bytes)?;
+        st.serialize_field("file_count", &self.file_count)?;
+        st.serialize_field("expected_size_bytes", &self.expected_size_bytes)?;
+        st.serialize_field("modified", &self.modified)?;
+        st.serialize_field("error", &self.error)?;
+        match self.partial_bytes {
+            Some(bytes) => st.serialize_field("partial_bytes", &bytes)?,
+            None => st.skip_field("partial_bytes")?,
+        }
+        st.serialize_field("note", &self.note)?;
+        st.serialize_field("source", &self.source)?;
+        // The JSON shape has no notion of sharing: the metadata itself.
+        st.serialize_field("metadata", &self.metadata.as_deref())?;
+        st.end()
+    }
 }
 
 /// Which filters a view applies. Empty fields match everything.
@@ -282,5 +377,71 @@ mod tests {
             err.contains("broken") && err.contains("downloaded"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_folder_named_as_its_id_keeps_only_its_shared_parent() {
+        let a = Location::of(Path::new("/lib/models/llama"), "llama");
+        let b = Location::in_folder(Path::new("/lib/models"), "qwen");
+        match (&a, &b) {
+            (Location::Under(pa), Location::Under(pb)) => {
+                assert_eq!(pa.as_str(), "/lib/models");
+                assert!(std::ptr::eq(pa.as_str(), pb.as_str()), "one parent, shared");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.path("llama"), Path::new("/lib/models/llama"));
+        // One folder has one form, whichever way it was made.
+        assert_eq!(a, Location::in_folder(Path::new("/lib/models"), "llama"));
+    }
+
+    #[test]
+    fn any_other_folder_is_kept_whole() {
+        use std::os::unix::ffi::OsStrExt;
+        let store = Path::new("/hub/models--org--name");
+        assert_eq!(Location::of(store, "org/name"), Location::At(store.into()));
+        // An id of more than one name is not a folder name.
+        let nested = Location::in_folder(Path::new("/lib/models"), "a/b");
+        assert_eq!(nested, Location::At(Path::new("/lib/models/a/b").into()));
+        assert_eq!(nested.path("a/b"), Path::new("/lib/models/a/b"));
+        // A parent that is not UTF-8 cannot be a shared value.
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/lib/\xff/models"));
+        let at = Location::in_folder(odd, "m");
+        assert_eq!(at, Location::At(odd.join("m").into()));
+        assert_eq!(at.path("m"), odd.join("m"));
+        // A relative folder with no parent named.
+        assert_eq!(
+            Location::of(Path::new("m"), "m"),
+            Location::At(Path::new("m").into())
+        );
+    }
+
+    #[test]
+    fn a_row_serializes_its_path_in_place_and_no_location() {
+        let mut row = ModelInfo::new("llama", Path::new("/lib/models/llama"));
+        let json = serde_json::to_value(&row).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(json["path"], "/lib/models/llama");
+        assert!(
+            !keys.contains(&"location") && !keys.contains(&"partial_bytes"),
+            "{keys:?}"
+        );
+        row.partial_bytes = Some(5);
+        let text = serde_json::to_string(&row).unwrap();
+        let order = [
+            "\"id\"",
+            "\"registered\"",
+            "\"path\"",
+            "\"size_bytes\"",
+            "\"partial_bytes\"",
+            "\"metadata\"",
+        ];
+        let at: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
     }
 }

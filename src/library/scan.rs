@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
-use crate::library::model::{LIBRARY_SOURCE, ListKind, ModelInfo, ModelStatus};
+use crate::library::model::{LIBRARY_SOURCE, ListKind, Location, ModelInfo, ModelStatus};
 use crate::library::registry::RegistryEntry;
 use crate::library::registry_pack::PackedRegistry;
 use crate::library::sym::Sym;
@@ -409,11 +409,9 @@ pub fn rows_to_reread(library: &Library, models: &[Arc<ModelInfo>]) -> Vec<Strin
 /// Whether a row's folder changed since its scan (file-system times on both sides, so no
 /// clock is involved).
 fn folder_changed(m: &ModelInfo, models_dir: &Path, at: Option<BorrowedFd<'_>>) -> bool {
-    let now = match (at, m.path.file_name()) {
-        (Some(fd), Some(name)) if m.path.parent() == Some(models_dir) => {
-            crate::library::walk::mtime_at(fd, name)
-        }
-        _ => crate::library::walk::mtime_of(&m.path),
+    let now = match (at, m.folder_in(models_dir)) {
+        (Some(fd), Some(name)) => crate::library::walk::mtime_at(fd, name),
+        _ => crate::library::walk::mtime_of(&m.path()),
     };
     match now {
         Ok(now) => m.modified.is_none_or(|then| now > then),
@@ -671,7 +669,7 @@ fn model_info(
         description: entry.and_then(|e| e.description.as_deref().map(Box::from)),
         license: entry.and_then(|e| e.license.as_deref().map(Sym::new)),
         registered: entry.is_some(),
-        path: path.into_boxed_path(),
+        location: Location::of(&path, &display),
         size_bytes: full.then(|| walked.as_ref().map_or(0, |w| w.size)),
         file_count: full.then(|| walked.as_ref().map_or(0, |w| w.files)),
         expected_size_bytes,

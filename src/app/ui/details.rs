@@ -123,7 +123,7 @@ pub fn details_ui(
             }
             row("Provider", m.provider.to_string());
             row("Registered", if m.registered { "yes" } else { "no" }.into());
-            row("Path", m.path.display().to_string());
+            row("Path", m.path().display().to_string());
             row("Format", m.format.as_deref().unwrap_or("-").to_string());
             row(
                 "Capabilities",
@@ -156,7 +156,7 @@ pub fn details_ui(
             .add_enabled(exists, egui::Button::new("Open folder"))
             .clicked()
         {
-            action = Some(DetailsAction::OpenFolder(m.path.to_path_buf()));
+            action = Some(DetailsAction::OpenFolder(m.path()));
         }
         if m.source != crate::library::LIBRARY_SOURCE {
             ui.weak(format!("Read-only: managed by {}", m.source));

@@ -77,15 +77,11 @@ fn row_menu_ui(ui: &mut egui::Ui, m: &ModelInfo) -> Option<TableAction> {
             ui.close();
         }
     };
-    item(
-        ui,
-        "Open folder",
-        TableAction::OpenFolder(m.path.to_path_buf()),
-    );
+    item(ui, "Open folder", TableAction::OpenFolder(m.path()));
     item(
         ui,
         "Copy path",
-        TableAction::Copy(m.path.display().to_string()),
+        TableAction::Copy(m.path().display().to_string()),
     );
     item(ui, "Copy id", TableAction::Copy(m.id.clone()));
     if m.status != ModelStatus::Available {

@@ -54,7 +54,7 @@ impl ModelLibraryService {
             description: entry.description.as_deref().map(Box::from),
             license: entry.license.as_deref().map(crate::library::sym::Sym::new),
             registered: true,
-            path: self.library.models_dir().join(id).into(),
+            location: crate::library::model::Location::of(&self.library.models_dir().join(id), id),
             size_bytes: None,
             file_count: None,
             expected_size_bytes: entry.files.iter().map(|f| f.size).sum(),

@@ -275,7 +275,7 @@ impl ModelLibraryService {
         while i < full.models.len() && batch.len() < budget {
             let m = &full.models[i];
             i += 1;
-            let Some(file) = m.main_file.as_deref().map(|f| m.path.join(f)) else {
+            let Some(file) = m.main_file.as_deref().map(|f| m.path().join(f)) else {
                 continue;
             };
             let header_kind = file.extension().and_then(|e| e.to_str()).is_some_and(|e| {

@@ -52,7 +52,7 @@ pub use usage::{
 
 use crate::library::error::LibraryError;
 use crate::library::metadata::{MetadataCache, fill_missing, merge_parts};
-use crate::library::model::{ModelInfo, ModelMetadata, ModelStatus};
+use crate::library::model::{Location, ModelInfo, ModelMetadata, ModelStatus};
 use crate::library::sym::Sym;
 use crate::library::walk::{EntryKind, WalkOptions};
 
@@ -956,6 +956,7 @@ impl Draft {
         } else {
             ModelStatus::Downloaded
         };
+        let location = Location::of(&self.path, &self.id);
         let info = ModelInfo {
             id: self.id,
             name: self.name.into(),
@@ -966,7 +967,7 @@ impl Draft {
             description: None,
             license: None,
             registered: false,
-            path: self.path.into(),
+            location,
             size_bytes: Some(self.files.values().sum()),
             file_count: Some(self.files.len() as u64),
             expected_size_bytes: None,

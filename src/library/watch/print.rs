@@ -13,7 +13,7 @@
 use std::ffi::{CStr, OsStr};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::library::model::ModelInfo;
 use crate::library::walk::{Entry, EntryKind, entry_at};
@@ -161,26 +161,22 @@ impl Print {
     }
 }
 
-/// The name of the model folder a row's path points at directly in `models`, if it does.
-pub(super) fn folder_in<'p>(m: &'p ModelInfo, models: &Path) -> Option<&'p OsStr> {
-    (m.path.parent() == Some(models))
-        .then(|| m.path.file_name())
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::path::Path;
 
     fn row(path: &Path) -> ModelInfo {
-        serde_json::from_value(serde_json::json!({
-            "id": "m", "name": "m", "provider": "p", "description": "",
-            "capabilities": [], "format": "gguf", "status": "downloaded",
-            "path": path, "size_bytes": 1, "file_count": 1, "modified": 1.0,
-            "registered": false, "source": "library"
-        }))
-        .unwrap()
+        ModelInfo {
+            provider: "p".into(),
+            description: Some("".into()),
+            format: Some("gguf".into()),
+            size_bytes: Some(1),
+            file_count: Some(1),
+            modified: Some(1.0),
+            ..ModelInfo::new("m", path)
+        }
     }
 
     #[test]

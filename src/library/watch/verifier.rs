@@ -343,7 +343,7 @@ impl Prints {
     /// matches gets a new print. A folder that is a link is never walked: it only has to
     /// still be a link.
     fn differs(&mut self, m: &ModelInfo, models: Option<(BorrowedFd<'_>, &Path)>) -> bool {
-        let at = models.and_then(|(fd, dir)| print::folder_in(m, dir).map(|name| (fd, name)));
+        let at = models.and_then(|(fd, dir)| m.folder_in(dir).map(|name| (fd, name)));
         if let Some((fd, _)) = at
             && let Some(print) = self.map.get(&m.id)
             && print.is_for(m)
@@ -352,19 +352,20 @@ impl Prints {
             return false;
         }
         self.map.remove(&m.id);
+        let path = m.path();
         let (w, taker) = match at {
             Some((fd, name)) => {
                 let mut taker = print::Taker::new(name);
-                let w = walk_at(fd, name, &m.path, &mut |e| taker.note(e));
+                let w = walk_at(fd, name, &path, &mut |e| taker.note(e));
                 (w, Some(taker))
             }
-            None => (walk(&m.path), None),
+            None => (walk(&path), None),
         };
         if w.missing {
             return m.modified.is_some();
         }
         if !w.errors.is_empty() {
-            return match fs::symlink_metadata(&m.path) {
+            return match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.file_type().is_symlink() => {
                     m.size_bytes != Some(0) || m.file_count != Some(0)
                 }
