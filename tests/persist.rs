@@ -205,6 +205,43 @@ fn the_saved_listing_is_revalidated_model_by_model() {
 }
 
 #[test]
+fn a_registry_changed_since_the_save_names_the_rescanned_models_anew() {
+    // The saved rows carry the old registry's names (and a service keeps its registry
+    // without names between scans): the listing must show the registry's names as it is now.
+    let lib = TestLib::new();
+    let registry = |name: &str| {
+        format!(
+            r#"{{"version": 1, "models": [
+                {{"id": "a", "name": "{name}", "description": "{name}, described",
+                  "files": [{{"path": "w.bin", "size": 3}}]}}]}}"#
+        )
+    };
+    lib.registry(&registry("Old name"))
+        .file("models/a/w.bin", 3);
+    service(&lib).list(ListKind::Full, false).unwrap();
+    lib.registry(&registry("New name"))
+        .file("models/a/extra.bin", 2);
+    let stamp = fs::metadata(lib.path("model_registry.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let later = stamp + std::time::Duration::from_secs(5);
+    fs::File::options()
+        .write(true)
+        .open(lib.path("model_registry.json"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let mut svc = service(&lib);
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let a = listing.models.iter().find(|m| m.id == "a").unwrap();
+    assert_eq!((&*a.name, a.size_bytes), ("New name", Some(5)));
+    assert_eq!(a.description.as_deref(), Some("New name, described"));
+    let fresh = service(&lib).list(ListKind::Full, true).unwrap();
+    assert_eq!(listing.models, fresh.models);
+}
+
+#[test]
 fn a_revalidation_that_finds_nothing_new_does_not_rewrite_the_saved_listing() {
     let lib = TestLib::new();
     for i in 0..5 {

@@ -138,6 +138,36 @@ fn a_file_added_deep_in_a_model_is_picked_up_without_a_full_rescan() {
 }
 
 #[test]
+fn a_rescanned_model_keeps_its_registry_name_and_description() {
+    // The registry kept between scans has no names and descriptions (the rows carry them):
+    // a selective rescan must still give the registry's.
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version": 1, "models": [
+            {"id": "a", "name": "Alpha Model", "description": "The first one.",
+             "files": [{"path": "w.bin", "size": 10}]},
+            {"id": "b", "name": "Beta", "files": [{"path": "w.bin", "size": 20}]}
+        ]}"#,
+    )
+    .file("models/a/w.bin", 10)
+    .file("models/b/w.bin", 20);
+    let mut svc = watched(&lib);
+    let misses = svc.cache_info().service_cache.misses;
+    lib.file("models/a/extra.bin", 5);
+    settles_to_fresh(&mut svc, &lib).unwrap();
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let a = listing.models.iter().find(|m| m.id == "a").unwrap();
+    assert_eq!(a.size_bytes, Some(15), "rescanned");
+    assert_eq!(&*a.name, "Alpha Model");
+    assert_eq!(a.description.as_deref(), Some("The first one."));
+    assert_eq!(
+        svc.cache_info().service_cache.misses,
+        misses,
+        "a selective rescan, not a full one"
+    );
+}
+
+#[test]
 fn folders_added_removed_and_renamed_show_up() {
     let lib = TestLib::new();
     lib.file("models/a/w", 1).file("models/b/w", 2);

@@ -32,6 +32,9 @@ pub struct PackedRegistry {
     syms: Box<[Sym]>,
     /// Entries that were skipped when the registry was parsed, with the reason.
     pub problems: Vec<EntryProblem>,
+    /// Whether every entry's name and description were left out ([`Self::without_texts`]):
+    /// they decode as `None`, and this registry must not be saved as the copy.
+    slim: bool,
 }
 
 /// What [`PackedRegistry::parts`] gives and [`PackedRegistry::from_parts`] takes: the
@@ -107,8 +110,44 @@ impl PackedRegistry {
         packed
     }
 
-    /// The table of interned values and the encoded entries, to save.
+    /// The same registry without any entry's name and description (they decode as `None`):
+    /// what a service keeps between scans, whose rows carry those texts already (at 100 000
+    /// entries, about half of what the entries hold). Ids, positions, files and every other
+    /// field are kept as they are.
+    pub fn without_texts(&self) -> PackedRegistry {
+        let mut data = Vec::with_capacity(self.data.len() / 2);
+        let mut starts = Vec::with_capacity(self.len());
+        for &start in &self.starts {
+            starts.push(data.len());
+            let mut r = Reader {
+                bytes: &self.data,
+                at: start,
+            };
+            // Every entry decoded when this registry was made.
+            let Some(()) = r.copy_without_texts(self.syms.len(), &mut data) else {
+                return self.clone();
+            };
+        }
+        PackedRegistry {
+            data: data.into_boxed_slice(),
+            starts: starts.into_boxed_slice(),
+            hashes: self.hashes.clone(),
+            positions: self.positions.clone(),
+            syms: self.syms.clone(),
+            problems: self.problems.clone(),
+            slim: true,
+        }
+    }
+
+    /// Whether names and descriptions were left out ([`Self::without_texts`]).
+    pub fn is_slim(&self) -> bool {
+        self.slim
+    }
+
+    /// The table of interned values and the encoded entries, to save (never of a slim
+    /// registry, whose entries lack their texts).
     pub fn parts(&self) -> Parts<'_> {
+        debug_assert!(!self.slim, "a slim registry is not saved");
         Parts {
             syms: self.syms.iter().map(|s| s.as_str()).collect(),
             data: &self.data,
@@ -356,22 +395,50 @@ impl<'a> Reader<'a> {
 
     /// Checks one entry without making anything of it (values of `syms` are counted only).
     fn skip_entry(&mut self, syms: usize) -> Option<()> {
-        let sym = |r: &mut Self| r.varint().filter(|&i| i < syms as u64).map(drop);
-        let opt_sym = |r: &mut Self| if r.flag()? { sym(r) } else { Some(()) };
         self.str()?;
         self.opt_str()?;
+        self.skip_symbols(syms)?;
+        self.opt_str()?;
+        self.skip_rest()
+    }
+
+    /// Provider, capabilities and format.
+    fn skip_symbols(&mut self, syms: usize) -> Option<()> {
+        let sym = |r: &mut Self| r.varint().filter(|&i| i < syms as u64).map(drop);
+        let opt_sym = |r: &mut Self| if r.flag()? { sym(r) } else { Some(()) };
         opt_sym(self)?;
         for _ in 0..self.count()? {
             sym(self)?;
         }
-        opt_sym(self)?;
-        self.opt_str()?;
+        opt_sym(self)
+    }
+
+    /// License, files and problem: what follows the description.
+    fn skip_rest(&mut self) -> Option<()> {
         self.opt_str()?;
         for _ in 0..self.count()? {
             self.str()?;
             self.size()?;
         }
         self.opt_str()?;
+        Some(())
+    }
+
+    /// Appends one entry to `out` as it is, but with no name and no description.
+    fn copy_without_texts(&mut self, syms: usize, out: &mut Vec<u8>) -> Option<()> {
+        let from = self.at;
+        self.str()?;
+        out.extend_from_slice(&self.bytes[from..self.at]);
+        self.opt_str()?;
+        out.push(0); // no name
+        let from = self.at;
+        self.skip_symbols(syms)?;
+        out.extend_from_slice(&self.bytes[from..self.at]);
+        self.opt_str()?;
+        out.push(0); // no description
+        let from = self.at;
+        self.skip_rest()?;
+        out.extend_from_slice(&self.bytes[from..self.at]);
         Some(())
     }
 }
@@ -449,5 +516,25 @@ mod tests {
             )
             .is_some()
         );
+    }
+
+    #[test]
+    fn a_slim_registry_keeps_everything_but_names_and_descriptions() {
+        let packed = PackedRegistry::pack(&registry());
+        let slim = packed.without_texts();
+        assert!(slim.is_slim() && !packed.is_slim());
+        assert!(slim.data.len() < packed.data.len());
+        assert_eq!(slim.len(), packed.len());
+        for (i, full) in packed.iter().enumerate() {
+            let expected = RegistryEntry {
+                name: None,
+                description: None,
+                ..full.clone()
+            };
+            assert_eq!(slim.entry(i), expected);
+            assert_eq!(slim.position(&full.id), Some(i));
+        }
+        assert_eq!(slim.problems, packed.problems);
+        assert_eq!(slim.without_texts(), slim, "slimming twice changes nothing");
     }
 }

@@ -141,7 +141,7 @@ impl ModelLibraryService {
             (top, loaded)
         });
         let registry = loaded?;
-        self.registry_cache = Some((stamps.registry, Arc::clone(&registry)));
+        self.remember_registry(stamps.registry, &registry);
         let top = top?;
         let importing = importing_now(&self.library);
         let mut models = scan::scan_top(
@@ -239,7 +239,9 @@ impl ModelLibraryService {
         }
     }
 
-    /// The registry as of `mtime`: the parse of the last scan when the file is unchanged.
+    /// The registry as of `mtime`: the one the last scan read, kept slim (no names and
+    /// descriptions: see [`Self::remember_registry`]) when the file is unchanged, else the
+    /// file read again, whole.
     pub(super) fn registry_for(&mut self, mtime: Option<f64>) -> Result<Arc<PackedRegistry>> {
         if let Some((cached_mtime, registry)) = &self.registry_cache
             && *cached_mtime == mtime
@@ -247,8 +249,21 @@ impl ModelLibraryService {
             return Ok(Arc::clone(registry));
         }
         let registry = self.load_registry()?;
-        self.registry_cache = Some((mtime, Arc::clone(&registry)));
+        self.remember_registry(mtime, &registry);
         Ok(registry)
+    }
+
+    /// Keeps `registry` (the file as of `mtime`) for what needs it between scans —
+    /// selective rescans, reclaiming — without entries' names and descriptions: the rows
+    /// of the listing made from it carry those already (at 100 000 entries, about half of
+    /// what the kept registry held). Full scans read the file, or its copy, again.
+    pub(super) fn remember_registry(&mut self, mtime: Option<f64>, registry: &PackedRegistry) {
+        let slim = if registry.is_slim() {
+            registry.clone()
+        } else {
+            registry.without_texts()
+        };
+        self.registry_cache = Some((mtime, Arc::new(slim)));
     }
 
     /// The registry as listings need it; a copy of it to make goes to the saver thread.

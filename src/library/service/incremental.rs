@@ -178,6 +178,25 @@ impl ModelLibraryService {
         }
     }
 
+    /// [`scan::scan_some`] of `names` with `registry`.
+    fn scan_names(
+        &self,
+        registry: &PackedRegistry,
+        importing: &HashMap<String, String>,
+        names: &[String],
+    ) -> Result<Vec<(String, Option<ModelInfo>)>> {
+        scan::scan_some(
+            &ScanInput {
+                library: &self.library,
+                registry,
+                downloading: &self.downloading,
+                progress: &self.progress,
+                importing,
+            },
+            names,
+        )
+    }
+
     /// A copy of `full` with the models `names` rescanned (added, updated or removed).
     /// `None` when no row changed and the stamps are the same (nothing to replace);
     /// otherwise the new listing and whether any row changed (or only the stamps).
@@ -189,21 +208,12 @@ impl ModelLibraryService {
     ) -> Result<Option<(Listing, bool)>> {
         let started_wall = Instant::now();
         let scan_started = self.clock.now();
-        let registry = self.registry_for(stamps.registry)?;
+        let mut registry = self.registry_for(stamps.registry)?;
         let importing = importing_now(&self.library);
-        let updates = scan::scan_some(
-            &ScanInput {
-                library: &self.library,
-                registry: &registry,
-                downloading: &self.downloading,
-                progress: &self.progress,
-                importing: &importing,
-            },
-            names,
-        )?;
+        let mut updates = self.scan_names(&registry, &importing, names)?;
         // Where each rescanned name sits: a linear search for a few names, an index for many
         // (building one for 100 000 rows costs more than the rescan itself).
-        let index: Option<HashMap<&str, usize>> = (updates.len() > 8).then(|| {
+        let index: Option<HashMap<&str, usize>> = (names.len() > 8).then(|| {
             full.models
                 .iter()
                 .enumerate()
@@ -214,6 +224,31 @@ impl ModelLibraryService {
             Some(index) => index.get(name).copied(),
             None => full.models.iter().position(|m| m.id == name),
         };
+        if registry.is_slim() {
+            // The kept registry has no names and descriptions: the rows `full` has for these
+            // models carry them, when `full` was made from the same registry file; where it
+            // was not, or has no registered row for one of them, the file is read again.
+            let same_file = full.stamps.registry == stamps.registry;
+            let old_row = |name: &str| position(name).map(|i| &full.models[i]);
+            let from_rows = same_file
+                && updates.iter().all(|(name, info)| match info {
+                    Some(m) if m.registered => old_row(name).is_some_and(|o| o.registered),
+                    _ => true,
+                });
+            if from_rows {
+                for (name, info) in &mut updates {
+                    if let Some(m) = info.as_mut().filter(|m| m.registered)
+                        && let Some(old) = old_row(name)
+                    {
+                        m.name = old.name.clone();
+                        m.description = old.description.clone();
+                    }
+                }
+            } else {
+                registry = self.load_registry()?;
+                updates = self.scan_names(&registry, &importing, names)?;
+            }
+        }
         let located: Vec<(Option<usize>, Option<ModelInfo>)> = updates
             .into_iter()
             .map(|(name, info)| (position(&name), info))
@@ -303,7 +338,7 @@ impl ModelLibraryService {
         );
         let (registry, pending) = registry?;
         let registry = self.keep_registry(registry, pending);
-        self.registry_cache = Some((stamps.registry, registry));
+        self.remember_registry(stamps.registry, &registry);
         changes.models.extend(rows);
         // Folders that appeared, and the registry's view of them, need the same reading
         // (compared against the saved listing, held as the full one while this runs).
@@ -349,5 +384,60 @@ impl ModelLibraryService {
             "revalidated the saved listing: {rescanned} of {total} models rescanned"
         ));
         Ok(listing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::watch::WatchOption;
+
+    /// A selective rescan against a listing made from another registry file than the one
+    /// kept (a shared tier's listing, say) cannot take names from its rows: it reads the
+    /// registry again. (Reached only in such races; the service's own listings are made
+    /// from the registry it keeps.)
+    #[test]
+    fn rows_from_another_registry_lend_no_names_to_a_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("models/a")).unwrap();
+        std::fs::write(root.join("models/a/w.bin"), b"abc").unwrap();
+        std::fs::write(
+            root.join("model_registry.json"),
+            r#"{"version": 1, "models": [{"id": "a", "name": "Alpha", "description": "A.",
+                "files": [{"path": "w.bin", "size": 3}]}]}"#,
+        )
+        .unwrap();
+        let options = ServiceOptions {
+            persist: false,
+            watch: WatchOption::Off,
+            ..ServiceOptions::default()
+        };
+        let mut svc = ModelLibraryService::new(Library::new(root), options).unwrap();
+        let listing = svc.list(ListKind::Full, true).unwrap();
+        let stamps = listing.stamps;
+        assert!(svc.registry_for(stamps.registry).unwrap().is_slim());
+        // The same listing, as if made from an older registry that named the model otherwise.
+        let mut other = Listing::clone(&listing);
+        other.stamps.registry = stamps.registry.map(|t| t - 60.0);
+        let row = Arc::make_mut(&mut other.models[0]);
+        row.name = "Old".into();
+        row.description = Some("Old.".into());
+        std::fs::write(root.join("models/a/more.bin"), b"de").unwrap();
+        let (rescanned, _) = svc
+            .rescan_some(&other, &["a".to_string()], stamps)
+            .unwrap()
+            .expect("a row changed");
+        let a = &rescanned.models[0];
+        assert_eq!((&*a.name, a.size_bytes), ("Alpha", Some(5)));
+        assert_eq!(a.description.as_deref(), Some("A."));
+        // From a listing of the same registry, the names come from its rows.
+        let mut same = Listing::clone(&listing);
+        Arc::make_mut(&mut same.models[0]).name = "From the row".into();
+        let (rescanned, _) = svc
+            .rescan_some(&same, &["a".to_string()], stamps)
+            .unwrap()
+            .expect("a row changed");
+        assert_eq!(&*rescanned.models[0].name, "From the row");
     }
 }

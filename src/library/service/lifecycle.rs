@@ -461,7 +461,7 @@ impl ModelLibraryService {
         if let Some(full) = self.listings.get(&ListKind::Full) {
             crate::library::cache::reuse_unchanged_rows(&mut listing.models, full);
         }
-        self.registry_cache = Some((listing.stamps.registry, registry));
+        self.remember_registry(listing.stamps.registry, &registry);
         // Vouched for by this instance's session only if it still runs (it may have ended
         // while the scan ran).
         let session = bg
