@@ -221,12 +221,7 @@ fn racy_timestamp_is_treated_as_changed() {
     // that second could keep the same mtime on a coarse file system.
     let now = clock.now();
     let racy = UNIX_EPOCH + Duration::from_secs_f64(now.floor() + 0.25);
-    fs::File::options()
-        .write(true)
-        .open(lib.path("model_registry.json"))
-        .unwrap()
-        .set_modified(racy)
-        .unwrap();
+    lib.set_mtime("model_registry.json", racy);
     let first = svc.list(ListKind::Full, false).unwrap();
     let info = svc.cache_info().service_cache;
     assert!(!info.cache_valid);
@@ -252,12 +247,7 @@ fn old_timestamp_is_not_racy() {
     let lib = lib_with_two_models();
     let (mut svc, clock) = lib.service();
     let old = UNIX_EPOCH + Duration::from_secs_f64(clock.now().floor() - 1.0);
-    fs::File::options()
-        .write(true)
-        .open(lib.path("model_registry.json"))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    lib.set_mtime("model_registry.json", old);
     let first = svc.list(ListKind::Full, false).unwrap();
     assert!(Arc::ptr_eq(
         &first,
@@ -440,10 +430,7 @@ fn quick_listings_keep_what_the_full_listing_found_wrong() {
 
     // The folder changed since the full listing looked: the quick listing cannot know.
     let later = std::time::SystemTime::now() + Duration::from_secs(10);
-    fs::File::open(lib.path("models/short"))
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
+    lib.set_mtime("models/short", later);
     assert_eq!(quick(&mut svc).0, ModelStatus::Downloaded);
 }
 

@@ -138,12 +138,10 @@ fn an_unreachable_library_overwrites_nothing() {
 fn persistence_can_be_switched_off() {
     let lib = sample();
     // A settled registry, of which a persisting service would make a copy.
-    fs::File::options()
-        .write(true)
-        .open(lib.path("model_registry.json"))
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
-        .unwrap();
+    lib.set_mtime(
+        "model_registry.json",
+        std::time::SystemTime::now() - std::time::Duration::from_secs(60),
+    );
     let mut svc = ModelLibraryService::new(
         lib.library(),
         ServiceOptions {
@@ -225,13 +223,10 @@ fn a_registry_changed_since_the_save_names_the_rescanned_models_anew() {
         .unwrap()
         .modified()
         .unwrap();
-    let later = stamp + std::time::Duration::from_secs(5);
-    fs::File::options()
-        .write(true)
-        .open(lib.path("model_registry.json"))
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
+    lib.set_mtime(
+        "model_registry.json",
+        stamp + std::time::Duration::from_secs(5),
+    );
     let mut svc = service(&lib);
     let listing = svc.list(ListKind::Full, false).unwrap();
     let a = listing.models.iter().find(|m| m.id == "a").unwrap();

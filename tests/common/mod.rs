@@ -63,6 +63,13 @@ impl TestLib {
         self
     }
 
+    /// Sets the modification time of `rel` (a file or a folder).
+    pub fn set_mtime(&self, rel: &str, when: std::time::SystemTime) -> &Self {
+        let file = fs::File::open(self.path(rel)).unwrap();
+        file.set_modified(when).unwrap();
+        self
+    }
+
     pub fn registry(&self, json: &str) -> &Self {
         fs::write(self.path("model_registry.json"), json).unwrap();
         self
