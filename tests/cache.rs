@@ -306,7 +306,7 @@ fn view_keys_counters_and_filters() {
     let r = svc.list_view(&chat_avail, false).unwrap();
     assert_eq!(ids(&r), vec!["c"]);
     let r = svc.list_view(&quick, false).unwrap();
-    assert!(r.view.iter().all(|m| m.size_bytes.is_none()));
+    assert!(r.view.iter().all(|m| m.size_bytes().is_none()));
     let r = svc.list_view(&hf, false).unwrap();
     assert!(r.cache_hit);
 
@@ -380,7 +380,8 @@ fn two_threads_list_while_a_third_refreshes() {
                     for _ in 0..50 {
                         let listing = svc.lock().unwrap().list(ListKind::Full, false).unwrap();
                         assert_eq!(listing.models.len(), 200);
-                        let total: u64 = listing.models.iter().map(|m| m.size_bytes.unwrap()).sum();
+                        let total: u64 =
+                            listing.models.iter().map(|m| m.size_bytes().unwrap()).sum();
                         assert_eq!(total, expected_total);
                         if let Some(latest) = handle.latest() {
                             assert_eq!(latest.models.len(), 200, "published snapshots are whole");
@@ -454,7 +455,7 @@ fn a_rescan_keeps_the_rows_it_finds_unchanged_and_replaces_the_others() {
         "an unchanged model keeps its row (one copy for both listings)"
     );
     assert!(!Arc::ptr_eq(&find(&first, "beta"), &find(&second, "beta")));
-    assert_eq!(find(&second, "beta").size_bytes, Some(7));
+    assert_eq!(find(&second, "beta").size_bytes(), Some(7));
     // A new model folder: the others still share their rows, the new one is listed.
     lib.file("models/gamma/y.bin", 3);
     let third = svc.list(ListKind::Full, true).unwrap();

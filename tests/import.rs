@@ -64,7 +64,7 @@ fn copy_a_file_detects_its_format_and_registers_it() {
         .unwrap();
     assert!(m.registered);
     assert_eq!(m.status, ModelStatus::Downloaded);
-    assert_eq!(m.expected_size_bytes, Some(5000));
+    assert_eq!(m.expected_size_bytes(), Some(5000));
     let doc: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(lib.path("model_registry.json")).unwrap())
             .unwrap();
@@ -264,7 +264,7 @@ fn symlink_import_links_the_files_and_delete_leaves_the_source() {
     let listing = svc.list(ListKind::Full, false).unwrap();
     let m = listing.models.iter().find(|m| m.id == "big-model").unwrap();
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
-    assert_eq!(m.size_bytes, Some(4098));
+    assert_eq!(m.size_bytes(), Some(4098));
 
     svc.delete_model("big-model", model_library::library::DeleteMode::Permanent)
         .unwrap();

@@ -7,11 +7,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use model_library::library::ModelMetadata;
 use model_library::library::metadata::{
     HeaderKind, MetadataCache, MetadataError, parse_parameter_label, read_gguf, read_header,
     read_metadata, read_ollama_config, read_safetensors,
 };
+use model_library::library::{Figures, ModelMetadata};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------
@@ -736,8 +736,9 @@ fn memory_to_run_from_a_gguf_header() {
     let weights: u64 = 4_920_000_000; // a Q4_K_M 8B file
     let mut m = ModelInfo {
         provider: Sym::new("library"),
-        size_bytes: Some(weights),
-        file_count: Some(1),
+        figures: Figures::default()
+            .with_size(Some(weights))
+            .with_files(Some(1)),
         metadata: Some(std::sync::Arc::new(md)),
         ..ModelInfo::new("l3", &PathBuf::from("/x"))
     };

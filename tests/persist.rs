@@ -192,7 +192,7 @@ fn the_saved_listing_is_revalidated_model_by_model() {
     assert!(svc.warm_start().is_some());
     let listing = svc.list(ListKind::Full, false).unwrap();
     let m07 = listing.models.iter().find(|m| m.id == "m07").unwrap();
-    assert_eq!(m07.size_bytes, Some(15));
+    assert_eq!(m07.size_bytes(), Some(15));
     assert_eq!(listing.models.len(), 20);
     let note = svc.cache_info().service_cache.persisted.unwrap();
     assert!(note.contains("1 of 20 models rescanned"), "{note}");
@@ -230,7 +230,7 @@ fn a_registry_changed_since_the_save_names_the_rescanned_models_anew() {
     let mut svc = service(&lib);
     let listing = svc.list(ListKind::Full, false).unwrap();
     let a = listing.models.iter().find(|m| m.id == "a").unwrap();
-    assert_eq!((&*a.name, a.size_bytes), ("New name", Some(5)));
+    assert_eq!((&*a.name, a.size_bytes()), ("New name", Some(5)));
     assert_eq!(a.description.as_deref(), Some("New name, described"));
     let fresh = service(&lib).list(ListKind::Full, true).unwrap();
     assert_eq!(listing.models, fresh.models);
@@ -268,7 +268,7 @@ fn a_revalidation_that_finds_nothing_new_does_not_rewrite_the_saved_listing() {
     assert!(svc.warm_start().is_some());
     let listing = svc.list(ListKind::Full, false).unwrap();
     let m3 = listing.models.iter().find(|m| m.id == "m3").unwrap();
-    assert_eq!(m3.size_bytes, Some(15));
+    assert_eq!(m3.size_bytes(), Some(15));
     svc.flush_saves();
     let note = svc.cache_info().service_cache.persisted.unwrap();
     assert!(

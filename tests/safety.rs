@@ -363,7 +363,7 @@ fn staging_folders_of_the_earlier_layout_are_listed_after_a_restart() {
         .iter()
         .find(|m| m.id == "imp")
         .expect("listed");
-    assert_eq!(m.size_bytes, Some(1000));
+    assert_eq!(m.size_bytes(), Some(1000));
     assert!(!lib.path(".cache/import-imp-999999999").exists());
     let notes = service.recovery_notes().join("\n");
     assert!(notes.contains("models/imp"), "{notes}");

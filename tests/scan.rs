@@ -66,25 +66,25 @@ fn statuses_follow_the_spec() {
         Some("size mismatch: a.bin is 5 bytes, expected 4")
     );
     let complete = get(&models, "complete");
-    assert_eq!(complete.size_bytes, Some(10));
-    assert_eq!(complete.file_count, Some(2));
-    assert_eq!(complete.expected_size_bytes, Some(10));
-    assert!(complete.modified.is_some());
+    assert_eq!(complete.size_bytes(), Some(10));
+    assert_eq!(complete.file_count(), Some(2));
+    assert_eq!(complete.expected_size_bytes(), Some(10));
+    assert!(complete.modified().is_some());
     assert!(complete.path().ends_with("models/complete"));
     let unregistered = get(&models, "unregistered");
     assert!(!unregistered.registered);
     assert_eq!(unregistered.provider, "local");
     assert_eq!(unregistered.format.as_deref(), Some("safetensors"));
-    assert_eq!(get(&models, "nothing").modified, None);
+    assert_eq!(get(&models, "nothing").modified(), None);
 
     // What an interrupted download kept is told apart from the folder's size.
-    assert_eq!(get(&models, "leftovers").partial_bytes, Some(2));
-    assert_eq!(get(&models, "leftovers").size_bytes, Some(0));
+    assert_eq!(get(&models, "leftovers").partial_bytes(), Some(2));
+    assert_eq!(get(&models, "leftovers").size_bytes(), Some(0));
     assert_eq!(
-        get(&models, "complete-but-leftovers").partial_bytes,
+        get(&models, "complete-but-leftovers").partial_bytes(),
         Some(1)
     );
-    assert_eq!(get(&models, "complete").partial_bytes, None);
+    assert_eq!(get(&models, "complete").partial_bytes(), None);
     let json = serde_json::to_value(get(&models, "complete")).unwrap();
     assert!(
         json.get("partial_bytes").is_none(),
@@ -105,7 +105,7 @@ fn fast_listing_does_not_recurse() {
     assert!(
         models
             .iter()
-            .all(|m| m.size_bytes.is_none() && m.file_count.is_none())
+            .all(|m| m.size_bytes().is_none() && m.file_count().is_none())
     );
     assert_eq!(get(models, "a").status, ModelStatus::Downloaded);
     assert_eq!(get(models, "b").status, ModelStatus::Available);
@@ -134,15 +134,23 @@ fn linked_folders_are_never_descended_linked_files_are_measured() {
     let models = full(&lib);
     let inside = get(&models, "inside");
     assert_eq!(inside.status, ModelStatus::Downloaded);
-    assert_eq!(inside.file_count, Some(2));
-    assert!(inside.size_bytes.unwrap() < 1000, "{:?}", inside.size_bytes);
+    assert_eq!(inside.file_count(), Some(2));
+    assert!(
+        inside.size_bytes().unwrap() < 1000,
+        "{:?}",
+        inside.size_bytes()
+    );
     let folder = get(&models, "linked-folder");
     assert_eq!(folder.status, ModelStatus::Error);
     assert!(folder.error.as_deref().unwrap().contains("symbolic link"));
-    assert!(folder.size_bytes.unwrap() < 1000);
+    assert!(folder.size_bytes().unwrap() < 1000);
     let file = get(&models, "linked-file");
     assert_eq!(file.status, ModelStatus::Downloaded, "{:?}", file.error);
-    assert_eq!(file.size_bytes, Some(100_000), "measured through the link");
+    assert_eq!(
+        file.size_bytes(),
+        Some(100_000),
+        "measured through the link"
+    );
 
     // A declared file linked to a folder is an error, and the folder is not descended.
     fs::remove_file(lib.path("models/linked-file/w.bin")).unwrap();
@@ -156,7 +164,7 @@ fn linked_folders_are_never_descended_linked_files_are_measured() {
             .unwrap()
             .contains("w.bin is a symbolic link to something that is not a readable file")
     );
-    assert!(file.size_bytes.unwrap() < 1000);
+    assert!(file.size_bytes().unwrap() < 1000);
 }
 
 #[test]
@@ -170,7 +178,7 @@ fn symlink_loops_are_harmless() {
     let models = full(&lib);
     let loopy = get(&models, "loopy");
     assert_eq!(loopy.status, ModelStatus::Downloaded);
-    assert_eq!(loopy.file_count, Some(4));
+    assert_eq!(loopy.file_count(), Some(4));
 }
 
 #[test]
@@ -194,7 +202,7 @@ fn odd_folder_names_are_recorded_on_that_model() {
             .unwrap()
             .contains("not valid UTF-8")
     );
-    assert_eq!(nonutf8.size_bytes, Some(2), "still measured");
+    assert_eq!(nonutf8.size_bytes(), Some(2), "still measured");
     let spaced = get(&models, "has space");
     assert_eq!(spaced.status, ModelStatus::Error);
     assert!(
@@ -294,7 +302,7 @@ fn many_models_in_parallel_match_a_sequential_count() {
     let models = full(&lib);
     assert_eq!(models.len(), 300);
     assert_eq!(
-        models.iter().map(|m| m.size_bytes.unwrap()).sum::<u64>(),
+        models.iter().map(|m| m.size_bytes().unwrap()).sum::<u64>(),
         expected
     );
     let ids: Vec<_> = models.iter().map(|m| m.id.clone()).collect();
@@ -367,7 +375,7 @@ fn a_split_model_with_a_missing_part_is_partial_and_says_which() {
     let models = full(&lib);
     let whole = get(&models, "whole");
     assert_eq!(
-        (whole.status, whole.size_bytes),
+        (whole.status, whole.size_bytes()),
         (ModelStatus::Downloaded, Some(17))
     );
     let holed = get(&models, "holed");

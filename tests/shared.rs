@@ -134,7 +134,7 @@ fn a_second_instance_takes_the_first_ones_listing_without_scanning() {
     assert_eq!(taken.scan_started, first.scan_started, "B did not scan");
     let alpha = taken.models.iter().find(|m| m.id == "alpha").unwrap();
     assert_eq!(alpha.path(), lib.path("models/alpha"));
-    assert_eq!(alpha.size_bytes, Some(4));
+    assert_eq!(alpha.size_bytes(), Some(4));
     let info = shared(&b);
     assert_eq!((info.shared_hits, info.shared_misses), (1, 0), "{info:?}");
     assert_eq!(info.library_id, shared(&a).library_id);
@@ -168,7 +168,7 @@ fn a_delete_through_one_instance_disappears_from_the_other() {
     // Registered, it stays, with nothing on disk — as A's own scan shows it.
     let alpha = after.models.iter().find(|m| m.id == "alpha").unwrap();
     assert_eq!(
-        (alpha.status, alpha.size_bytes),
+        (alpha.status, alpha.size_bytes()),
         (model_library::library::ModelStatus::Available, Some(0))
     );
     let scanned = a.list(ListKind::Full, false).unwrap();
@@ -176,9 +176,9 @@ fn a_delete_through_one_instance_disappears_from_the_other() {
     let row = |m: &model_library::library::ModelInfo| {
         (
             m.status,
-            m.size_bytes,
-            m.file_count,
-            m.modified,
+            m.size_bytes(),
+            m.file_count(),
+            m.modified(),
             m.registered,
         )
     };
@@ -341,7 +341,7 @@ fn a_watched_change_on_one_instance_reaches_the_other() {
             .models
             .iter()
             .find(|m| m.id == "beta")
-            .and_then(|m| m.size_bytes);
+            .and_then(|m| m.size_bytes());
         if beta == Some(1004) {
             break;
         }
@@ -544,7 +544,7 @@ fn a_listing_nobody_alive_vouches_for_is_scanned_again() {
         });
         let beta = b.cached(ListKind::Full).unwrap();
         let beta = beta.models.iter().find(|m| m.id == "beta").unwrap();
-        assert_eq!(beta.size_bytes, Some(1004), "B's scan saw the change");
+        assert_eq!(beta.size_bytes(), Some(1004), "B's scan saw the change");
         assert_eq!(shared(&b).scans_spared, 0);
         std::fs::remove_file(lib.path("models/beta/more.bin")).unwrap();
     }
@@ -612,7 +612,7 @@ fn the_fast_listing_is_shared_too() {
     assert_eq!(taken.kind, ListKind::Fast);
     assert_eq!(taken.scan_started, first.scan_started, "B did not list");
     assert_eq!(ids(&taken), ids(&first));
-    assert_eq!(taken.models[0].size_bytes, None, "a quick row");
+    assert_eq!(taken.models[0].size_bytes(), None, "a quick row");
     assert_eq!(shared(&b).shared_hits, 1);
 
     lib.file("models/gamma/w.bin", 4);

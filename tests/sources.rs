@@ -14,7 +14,7 @@ use model_library::library::sources::{
     SourceConfig, SourceKind, SourceScan, bytes_freed_by_deleting, default_sources_in, disk_usage,
     largest_models, least_recently_used, scan_source, scan_source_detailed,
 };
-use model_library::library::{LibraryError, ModelInfo, ModelStatus};
+use model_library::library::{Figures, LibraryError, ModelInfo, ModelStatus};
 
 // ---------------------------------------------------------------------------------------
 // Fixture helpers
@@ -156,8 +156,8 @@ fn hf_revisions_sharing_a_blob_count_it_once() {
     assert_eq!(ids(&s), ["huggingface/org/name"]);
     let m = &s.models[0];
     let total = weights.len() + config.len() + 10 + 11;
-    assert_eq!(m.size_bytes, Some(total as u64), "each blob once");
-    assert_eq!(m.file_count, Some(4));
+    assert_eq!(m.size_bytes(), Some(total as u64), "each blob once");
+    assert_eq!(m.file_count(), Some(4));
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
     assert_eq!(m.error, None);
     assert_eq!(
@@ -168,7 +168,7 @@ fn hf_revisions_sharing_a_blob_count_it_once() {
     assert_eq!(m.path(), hub.join("models--org--name"));
     assert_eq!(m.format.as_deref(), Some("safetensors"));
     assert_eq!(*m.capabilities, ["text-generation"]);
-    assert!(m.modified.is_some());
+    assert!(m.modified().is_some());
     let md = m.metadata.as_ref().unwrap();
     assert_eq!(md.parameter_count, Some(1000));
     assert_eq!(md.dtypes, ["F16"]);
@@ -257,12 +257,12 @@ fn hf_incomplete_blob_is_partial() {
     let m = model(&s, "huggingface/org/downloading");
     assert_eq!(m.status, ModelStatus::Partial, "{:?}", m.error);
     assert_eq!(
-        m.size_bytes,
+        m.size_bytes(),
         Some(302),
         "the bytes on disk, incomplete ones included"
     );
     let m = model(&s, "huggingface/org/started");
-    assert_eq!((m.status, m.size_bytes), (ModelStatus::Partial, Some(5)));
+    assert_eq!((m.status, m.size_bytes()), (ModelStatus::Partial, Some(5)));
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn hf_links_out_of_the_store_are_not_followed_or_counted() {
     let s = scan(SourceKind::HuggingFace, &hub);
     let m = model(&s, "huggingface/org/evil");
     assert_eq!(m.status, ModelStatus::Error);
-    assert_eq!(m.size_bytes, Some(4), "only its own blob counts");
+    assert_eq!(m.size_bytes(), Some(4), "only its own blob counts");
     assert_eq!(m.metadata, None, "the outside file's header was not read");
     let err = m.error.as_deref().unwrap();
     for name in ["abs.safetensors", "rel.safetensors", "sibling", "loop"] {
@@ -443,8 +443,8 @@ fn ollama_models_sharing_a_layer_count_it_once() {
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
     assert_eq!(&*m.name, "llama3:8b");
     assert_eq!(m.provider, "ollama");
-    assert_eq!(m.size_bytes, Some(w + c1 + 13), "its own layers");
-    assert_eq!(m.file_count, Some(3));
+    assert_eq!(m.size_bytes(), Some(w + c1 + 13), "its own layers");
+    assert_eq!(m.file_count(), Some(3));
     assert_eq!(m.format.as_deref(), Some("gguf"));
     assert_eq!(*m.capabilities, ["text-generation", "chat"]);
     assert_eq!(
@@ -462,7 +462,7 @@ fn ollama_models_sharing_a_layer_count_it_once() {
         "the header is ground truth"
     );
     let custom = model(&s, "ollama/library/llama3:custom");
-    assert_eq!(custom.size_bytes, Some(w + c2 + 14));
+    assert_eq!(custom.size_bytes(), Some(w + c2 + 14));
     assert_eq!(*custom.capabilities, ["text-generation"]);
     assert_eq!(
         &*model(&s, "ollama/hf.co/bartowski/Some-GGUF:Q4_0").name,
@@ -540,7 +540,7 @@ fn ollama_partial_missing_and_broken_manifests() {
     let s = scan(SourceKind::Ollama, &o.root);
     let m = model(&s, "ollama/library/pulling:latest");
     assert_eq!(m.status, ModelStatus::Partial, "{:?}", m.error);
-    assert_eq!(m.size_bytes, Some(2 + 100 + 2));
+    assert_eq!(m.size_bytes(), Some(2 + 100 + 2));
     let m = model(&s, "ollama/library/missing:latest");
     assert_eq!(m.status, ModelStatus::Error);
     assert!(m.error.as_deref().unwrap().contains("missing"));
@@ -550,14 +550,14 @@ fn ollama_partial_missing_and_broken_manifests() {
     let m = model(&s, "ollama/user/evil:latest");
     assert_eq!(m.status, ModelStatus::Error);
     assert!(m.error.as_deref().unwrap().contains("bad digest"));
-    assert_eq!(m.size_bytes, Some(0));
+    assert_eq!(m.size_bytes(), Some(0));
     let m = model(&s, "ollama/library/garbage:latest");
     assert_eq!(m.status, ModelStatus::Error);
     assert!(m.error.as_deref().unwrap().contains("JSON"));
     // A pull with no manifest yet.
     let orphan = model(&s, &format!("ollama/partial/sha256-{}", hex('9')));
     assert_eq!(
-        (orphan.status, orphan.size_bytes),
+        (orphan.status, orphan.size_bytes()),
         (ModelStatus::Partial, Some(70))
     );
     assert_eq!(s.models.len(), 6, "{:?}", ids(&s));
@@ -623,11 +623,11 @@ fn lmstudio_tree() {
     );
     let deep = model(&s, "lmstudio/deep/er");
     assert_eq!(
-        (deep.status, deep.size_bytes),
+        (deep.status, deep.size_bytes()),
         (ModelStatus::Downloaded, Some(g.len() as u64)),
         "a file at depth 4 counts"
     );
-    assert_eq!(model(&s, "lmstudio/stray.gguf").size_bytes, Some(10));
+    assert_eq!(model(&s, "lmstudio/stray.gguf").size_bytes(), Some(10));
     let m = model(&s, "lmstudio/lmstudio-community/Qwen-GGUF");
     assert_eq!(m.status, ModelStatus::Downloaded, "{:?}", m.error);
     assert_eq!(&*m.name, "lmstudio-community/Qwen-GGUF");
@@ -635,7 +635,7 @@ fn lmstudio_tree() {
         (m.provider.as_str(), m.source.as_str()),
         ("lmstudio", "lmstudio")
     );
-    assert_eq!(m.file_count, Some(3));
+    assert_eq!(m.file_count(), Some(3));
     assert_eq!(m.format.as_deref(), Some("gguf"));
     assert_eq!(*m.capabilities, ["text-generation", "vision"]);
     let md = m.metadata.as_ref().unwrap();
@@ -668,7 +668,7 @@ fn lmstudio_tree() {
         let m = model(&s, id);
         assert_eq!(m.status, ModelStatus::Error, "{id}");
         assert!(m.error.as_deref().unwrap().contains("symbolic link"));
-        assert_eq!(m.size_bytes, Some(0), "{id}: a linked file was counted");
+        assert_eq!(m.size_bytes(), Some(0), "{id}: a linked file was counted");
     }
 }
 
@@ -839,7 +839,7 @@ fn a_symlinked_root_is_scanned() {
         "{:?}",
         s.models[0].error
     );
-    assert_eq!(s.models[0].size_bytes, Some(2));
+    assert_eq!(s.models[0].size_bytes(), Some(2));
 }
 
 #[test]
@@ -879,9 +879,10 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 
 fn lib_model(id: &str, size: u64, modified: f64) -> ModelInfo {
     ModelInfo {
-        size_bytes: Some(size),
-        file_count: Some(1),
-        modified: Some(modified),
+        figures: Figures::default()
+            .with_size(Some(size))
+            .with_files(Some(1))
+            .with_modified(Some(modified)),
         ..ModelInfo::new(id, &PathBuf::from("/lib/models").join(id))
     }
 }
@@ -1003,7 +1004,7 @@ fn gpt4all_models_and_unfinished_downloads() {
     let llama = model(&s, "gpt4all/Llama-3-8B.Q4_0.gguf");
     assert_eq!(llama.status, ModelStatus::Downloaded);
     assert_eq!(
-        llama.size_bytes,
+        llama.size_bytes(),
         Some(g.len() as u64 + 5),
         "its leftover counted with it"
     );
@@ -1013,12 +1014,12 @@ fn gpt4all_models_and_unfinished_downloads() {
     );
     let mistral = model(&s, "gpt4all/Mistral-7B.Q4_0.gguf");
     assert_eq!(
-        (mistral.status, mistral.size_bytes),
+        (mistral.status, mistral.size_bytes()),
         (ModelStatus::Partial, Some(100))
     );
     let linked = model(&s, "gpt4all/linked.gguf");
     assert_eq!(linked.status, ModelStatus::Error);
-    assert_eq!(linked.size_bytes, Some(0), "a link is not followed");
+    assert_eq!(linked.size_bytes(), Some(0), "a link is not followed");
     assert_eq!(
         model(&s, "gpt4all/old-model.bin").status,
         ModelStatus::Downloaded
@@ -1101,23 +1102,23 @@ fn a_folder_of_ones_own_is_searched_at_any_depth() {
     );
     let deep = model(&s, "folder/a/b/c/d/Deep-Q4.gguf");
     assert_eq!(deep.status, ModelStatus::Downloaded);
-    assert_eq!(deep.size_bytes, Some(g.len() as u64));
+    assert_eq!(deep.size_bytes(), Some(g.len() as u64));
     assert_eq!(
         deep.metadata.as_ref().unwrap().architecture.as_deref(),
         Some("llama")
     );
     let split = model(&s, "folder/split/Big.gguf");
     assert_eq!(split.status, ModelStatus::Partial);
-    assert_eq!(split.size_bytes, Some(g.len() as u64 + 10));
+    assert_eq!(split.size_bytes(), Some(g.len() as u64 + 10));
     assert!(
         split.note.as_deref().unwrap().contains("00003"),
         "{split:?}"
     );
     let vision = model(&s, "folder/vision/Llava-Q4.gguf");
-    assert_eq!(vision.size_bytes, Some(g.len() as u64 + 30));
+    assert_eq!(vision.size_bytes(), Some(g.len() as u64 + 30));
     assert!(vision.capabilities.iter().any(|c| &**c == "vision"));
     let qwen = model(&s, "folder/hf/Qwen");
-    assert_eq!(qwen.file_count, Some(3));
+    assert_eq!(qwen.file_count(), Some(3));
     assert_eq!(qwen.format.as_deref(), Some("safetensors"));
     assert_eq!(
         (
@@ -1126,10 +1127,10 @@ fn a_folder_of_ones_own_is_searched_at_any_depth() {
         ),
         (ModelStatus::Partial, ModelStatus::Error)
     );
-    assert_eq!(model(&s, "folder/linked.gguf").size_bytes, Some(0));
+    assert_eq!(model(&s, "folder/linked.gguf").size_bytes(), Some(0));
     let phi = model(&s, "folder/dl/Phi");
     assert_eq!(phi.status, ModelStatus::Partial, "{phi:?}");
-    assert_eq!(phi.size_bytes, Some(safetensors(4).len() as u64 + 3));
+    assert_eq!(phi.size_bytes(), Some(safetensors(4).len() as u64 + 3));
 }
 
 /// llama.cpp's flat cache: a manifest makes one model of its GGUF file and projector (and
@@ -1182,7 +1183,7 @@ fn llamacpp_flat_cache_and_hub_layout() {
     );
     let gemma = model(&s, "llamacpp/ggml-org/gemma-3-4b-it-GGUF:latest");
     assert_eq!(gemma.status, ModelStatus::Downloaded);
-    assert_eq!(gemma.size_bytes, Some(g.len() as u64 + 40));
+    assert_eq!(gemma.size_bytes(), Some(g.len() as u64 + 40));
     assert!(gemma.capabilities.iter().any(|c| &**c == "vision"));
     assert_eq!(
         gemma.metadata.as_ref().unwrap().architecture.as_deref(),
@@ -1190,7 +1191,7 @@ fn llamacpp_flat_cache_and_hub_layout() {
     );
     let qwen = model(&s, "llamacpp/bartowski/Qwen-GGUF:Q8_0");
     assert_eq!(
-        (qwen.status, qwen.size_bytes),
+        (qwen.status, qwen.size_bytes()),
         (ModelStatus::Partial, Some(9))
     );
     let hub = model(&s, "llamacpp/org/Hub-GGUF");
@@ -1198,7 +1199,7 @@ fn llamacpp_flat_cache_and_hub_layout() {
         (hub.status, hub.source.as_str()),
         (ModelStatus::Downloaded, "llamacpp")
     );
-    assert_eq!(hub.size_bytes, Some(g.len() as u64));
+    assert_eq!(hub.size_bytes(), Some(g.len() as u64));
 }
 
 /// Jan: `llamacpp/models/<id>/model.yml` naming its files relative to the data folder (or
@@ -1253,13 +1254,13 @@ fn jan_models_from_their_model_yml() {
     let yml_len = fs::metadata(models.join("Llama-3.2-1B/model.yml"))
         .unwrap()
         .len();
-    assert_eq!(llama.size_bytes, Some(g.len() as u64 + 20 + yml_len));
+    assert_eq!(llama.size_bytes(), Some(g.len() as u64 + 20 + yml_len));
     assert!(llama.capabilities.iter().any(|c| &**c == "vision"));
     let nomic = model(&s, "jan/imported/nomic");
     assert_eq!(nomic.status, ModelStatus::Downloaded);
     assert!(nomic.capabilities.iter().any(|c| &**c == "embedding"));
     assert!(
-        nomic.size_bytes.unwrap() > fs::metadata(&outside).unwrap().len(),
+        nomic.size_bytes().unwrap() > fs::metadata(&outside).unwrap().len(),
         "the imported file counts"
     );
     assert_eq!(model(&s, "jan/Qwen3-4B").status, ModelStatus::Partial);
@@ -1341,11 +1342,11 @@ fn comfyui_folders_and_extra_model_paths() {
     assert!(caps("comfyui/a111/loras/b.safetensors").contains(&"lora".into()));
     assert!(caps("comfyui/models/unet/flux-Q4.gguf").contains(&"diffusion-model".into()));
     assert_eq!(
-        model(&s, "comfyui/models/diffusers/sd15").file_count,
+        model(&s, "comfyui/models/diffusers/sd15").file_count(),
         Some(2)
     );
     assert_eq!(
-        model(&s, "comfyui/a111/checkpoints/v1-5.ckpt").size_bytes,
+        model(&s, "comfyui/a111/checkpoints/v1-5.ckpt").size_bytes(),
         Some(50)
     );
 }
@@ -1380,7 +1381,7 @@ fn hf_shared_blob_store_counts_a_blob_once_across_repos() {
     for id in ids(&s) {
         let m = model(&s, id);
         assert_eq!(m.status, ModelStatus::Downloaded, "{m:?}");
-        assert_eq!(m.size_bytes, Some(g.len() as u64));
+        assert_eq!(m.size_bytes(), Some(g.len() as u64));
         assert_eq!(
             m.metadata.as_ref().unwrap().architecture.as_deref(),
             Some("qwen2")
@@ -1449,14 +1450,14 @@ fn ollama_colon_blobs_and_tensor_by_tensor_models() {
     let s = scan(SourceKind::Ollama, &root);
     let old = model(&s, "ollama/library/old:latest");
     assert_eq!(old.status, ModelStatus::Downloaded, "{old:?}");
-    assert_eq!(old.size_bytes, Some(g.len() as u64 + 2));
+    assert_eq!(old.size_bytes(), Some(g.len() as u64 + 2));
     assert_eq!(
         old.metadata.as_ref().unwrap().architecture.as_deref(),
         Some("llama")
     );
     let flux = model(&s, "ollama/library/flux:mlx");
     assert_eq!(flux.status, ModelStatus::Downloaded, "{flux:?}");
-    assert_eq!(flux.size_bytes, Some((t1.len() + t2.len() + 2) as u64));
+    assert_eq!(flux.size_bytes(), Some((t1.len() + t2.len() + 2) as u64));
     assert_eq!(flux.format.as_deref(), Some("safetensors"));
     let md = flux.metadata.as_ref().unwrap();
     assert_eq!(md.parameter_count, Some(6 + 4));
@@ -1505,7 +1506,7 @@ fn lmstudio_hub_models_name_their_files() {
     );
     let gemma = model(&s, "lmstudio/hub/google/gemma-3");
     assert_eq!(
-        (gemma.status, gemma.size_bytes),
+        (gemma.status, gemma.size_bytes()),
         (ModelStatus::Available, Some(0))
     );
     assert_eq!(&*gemma.name, "google/gemma-3");

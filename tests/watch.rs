@@ -124,7 +124,7 @@ fn a_file_added_deep_in_a_model_is_picked_up_without_a_full_rescan() {
     settles_to_fresh(&mut svc, &lib).unwrap();
     let listing = svc.list(ListKind::Full, false).unwrap();
     let a = listing.models.iter().find(|m| m.id == "a").unwrap();
-    assert_eq!(a.size_bytes, Some(15));
+    assert_eq!(a.size_bytes(), Some(15));
     assert_eq!(
         svc.cache_info().service_cache.misses,
         misses,
@@ -157,7 +157,7 @@ fn a_rescanned_model_keeps_its_registry_name_and_description() {
     settles_to_fresh(&mut svc, &lib).unwrap();
     let listing = svc.list(ListKind::Full, false).unwrap();
     let a = listing.models.iter().find(|m| m.id == "a").unwrap();
-    assert_eq!(a.size_bytes, Some(15), "rescanned");
+    assert_eq!(a.size_bytes(), Some(15), "rescanned");
     assert_eq!(&*a.name, "Alpha Model");
     assert_eq!(a.description.as_deref(), Some("The first one."));
     assert_eq!(
@@ -552,14 +552,14 @@ fn a_file_written_right_after_the_first_answer_shows_without_a_refresh() {
     lib.file("models/m/shards/part-001.bin", 1000);
     let mut svc = self_watching(&lib, WatchOption::Auto);
     let first = svc.list(ListKind::Full, false).unwrap();
-    assert_eq!(first.models[0].size_bytes, Some(1000));
+    assert_eq!(first.models[0].size_bytes(), Some(1000));
     // Written as soon as the first answer is in, deep in the model folder.
     lib.file("models/m/shards/added-later.bin", 12_345);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         svc.tick();
         let listing = svc.list(ListKind::Full, false).unwrap();
-        if listing.models[0].size_bytes == Some(13_345) {
+        if listing.models[0].size_bytes() == Some(13_345) {
             break;
         }
         assert!(Instant::now() < deadline, "the new file never showed");
@@ -642,7 +642,7 @@ fn requests_are_answered_while_watches_are_set_up() {
         svc.tick();
         let listing = svc.list(ListKind::Full, false).unwrap();
         let a = listing.models.iter().find(|m| m.id == "a").unwrap();
-        if a.size_bytes == Some(17) && svc.freshness_bound_secs().is_some() {
+        if a.size_bytes() == Some(17) && svc.freshness_bound_secs().is_some() {
             break;
         }
         assert!(
@@ -698,7 +698,7 @@ fn polling_sees_nested_changes_and_in_place_rewrites_within_the_stated_bound() {
     assert_eq!(m.status, model_library::library::ModelStatus::Error);
     assert!(m.error.as_deref().unwrap().contains("size mismatch"));
     let other = listing.models.iter().find(|m| m.id == "other").unwrap();
-    assert_eq!(other.size_bytes, Some(8));
+    assert_eq!(other.size_bytes(), Some(8));
     assert!(svc.cache_info().service_cache.last_verified.is_some());
 }
 
@@ -773,7 +773,7 @@ fn beyond_the_watch_limit_models_are_polled_beside_the_events() {
             .models
             .iter()
             .find(|m| m.id == id)
-            .and_then(|m| m.size_bytes)
+            .and_then(|m| m.size_bytes())
     };
     assert_eq!(sizes(&svc, "a"), Some(37));
     assert_eq!(sizes(&svc, "d"), Some(12_355));
@@ -886,7 +886,7 @@ fn folders_made_or_moved_later_inside_models_are_watched_too() {
         .models
         .iter()
         .find(|m| m.id == "b")
-        .and_then(|m| m.size_bytes);
+        .and_then(|m| m.size_bytes());
     assert_eq!(b, Some(61));
     assert_eq!(svc.watch_mode(), WatchMode::Events);
 }

@@ -500,7 +500,7 @@ fn files_landing_in_a_model_folder_show_up_without_a_click() {
             .visible_models()
             .iter()
             .find(|m| m.id == "zeta-local")
-            .and_then(|m| m.size_bytes)
+            .and_then(|m| m.size_bytes())
     };
     while size(&h) != Some(1020) {
         assert!(

@@ -89,7 +89,7 @@ pub fn run(root: &Path, n: usize, reps: usize) -> Vec<String> {
         .unwrap()
         .models
         .iter()
-        .find(|m| m.size_bytes.is_some_and(|s| s > 0))
+        .find(|m| m.size_bytes().is_some_and(|s| s > 0))
         .map(|m| m.id.clone())
         .expect("a model on disk");
     let started = Instant::now();
@@ -102,7 +102,7 @@ pub fn run(root: &Path, n: usize, reps: usize) -> Vec<String> {
         if !l
             .models
             .iter()
-            .any(|m| m.id == victim && m.size_bytes.is_some_and(|s| s > 0))
+            .any(|m| m.id == victim && m.size_bytes().is_some_and(|s| s > 0))
         {
             break;
         }

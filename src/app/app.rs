@@ -1047,9 +1047,9 @@ impl ModelLibraryApp {
                 natural_sort(&mut order, |i| (String::new(), get(&i).name.to_string()));
                 order.sort_by_key(|i| get(i).status); // stable: names stay in order
             }
-            SortKey::Size => order.sort_by_key(|i| get(i).size_bytes),
+            SortKey::Size => order.sort_by_key(|i| get(i).size_bytes()),
             SortKey::Modified => order.sort_by(|a, b| {
-                let t = |i: &u32| get(i).modified.unwrap_or(f64::NEG_INFINITY);
+                let t = |i: &u32| get(i).modified().unwrap_or(f64::NEG_INFINITY);
                 t(a).total_cmp(&t(b))
             }),
         }
@@ -1064,7 +1064,7 @@ impl ModelLibraryApp {
                 .iter()
                 .position(|s| *s == m.status)
                 .unwrap_or(4)] += 1;
-            total += m.size_bytes.unwrap_or(0);
+            total += m.size_bytes().unwrap_or(0);
         }
         self.counts = counts;
         self.total_bytes = (!self.settings.quick).then_some(total);

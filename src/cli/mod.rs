@@ -495,14 +495,16 @@ pub fn write_table<'a>(
     let mut total = 0u64;
     let rows: Vec<[String; 7]> = models
         .map(|m| {
-            total += m.size_bytes.unwrap_or(0);
+            total += m.size_bytes().unwrap_or(0);
             [
                 m.id.clone(),
                 m.provider.to_string(),
                 m.status.to_string(),
-                m.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                m.size_bytes()
+                    .map(human_bytes)
+                    .unwrap_or_else(|| "-".into()),
                 m.format.as_deref().unwrap_or("-").to_string(),
-                m.modified.map(format_time).unwrap_or_else(|| "-".into()),
+                m.modified().map(format_time).unwrap_or_else(|| "-".into()),
                 if m.capabilities.is_empty() {
                     "-".into()
                 } else {
@@ -548,19 +550,19 @@ fn usage(service: &mut ModelLibraryService, json: bool, out: &mut impl Write) ->
     let on_disk: Vec<ModelInfo> = listing
         .models
         .iter()
-        .filter(|m| m.size_bytes.is_some_and(|b| b > 0))
+        .filter(|m| m.size_bytes().is_some_and(|b| b > 0))
         .map(|m| ModelInfo::clone(m))
         .collect();
     let frees = |m: &ModelInfo| {
         if m.source == LIBRARY_SOURCE {
-            m.size_bytes
+            m.size_bytes()
         } else {
             bytes_freed_by_deleting(&scans, &m.id)
         }
     };
     let entry = |m: &ModelInfo| {
-        serde_json::json!({"id": m.id, "source": m.source, "size_bytes": m.size_bytes,
-            "modified": m.modified, "frees_bytes": frees(m)})
+        serde_json::json!({"id": m.id, "source": m.source, "size_bytes": m.size_bytes(),
+            "modified": m.modified(), "frees_bytes": frees(m)})
     };
     let largest = largest_models(&on_disk, 10);
     let oldest = least_recently_used(&on_disk, 10);
@@ -592,9 +594,9 @@ fn usage(service: &mut ModelLibraryService, json: bool, out: &mut impl Write) ->
                 out,
                 "  {:<48} {:>12}  frees {:>12}  {}",
                 m.id,
-                m.size_bytes.map(human_bytes).unwrap_or_default(),
+                m.size_bytes().map(human_bytes).unwrap_or_default(),
                 frees(m).map(human_bytes).unwrap_or_else(|| "?".into()),
-                m.modified.map(format_time).unwrap_or_default()
+                m.modified().map(format_time).unwrap_or_default()
             )?;
         }
     }

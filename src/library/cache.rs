@@ -309,8 +309,9 @@ mod tests {
     fn row(id: &str, size: u64) -> Arc<ModelInfo> {
         let path = std::path::PathBuf::from(format!("/lib/models/{id}"));
         Arc::new(ModelInfo {
-            size_bytes: Some(size),
-            file_count: Some(1),
+            figures: crate::library::model::Figures::default()
+                .with_size(Some(size))
+                .with_files(Some(1)),
             ..ModelInfo::new(id, &path)
         })
     }
@@ -337,7 +338,7 @@ mod tests {
         assert!(Arc::ptr_eq(&rows[1], &old.models[0]), "metadata kept");
         assert!(rows[1].metadata.is_some());
         assert!(!Arc::ptr_eq(&rows[2], &old.models[1]));
-        assert_eq!(rows[2].size_bytes, Some(5));
+        assert_eq!(rows[2].size_bytes(), Some(5));
         assert_eq!(rows[3].id, "d");
         // A changed row does not take the old row's metadata.
         let mut changed = vec![row("a", 9)];

@@ -113,7 +113,7 @@ pub fn default_context(meta: &ModelMetadata) -> u64 {
 /// Estimated bytes to run `model` at `context` tokens; `None` when its size or its
 /// per-token cache is unknown.
 pub fn estimate(model: &ModelInfo, context: u64) -> Option<u64> {
-    let weights = model.size_bytes?;
+    let weights = model.size_bytes()?;
     let kv = model.metadata.as_ref()?.kv_bytes_per_token?;
     let overhead = OVERHEAD_BASE.saturating_add(weights / 100 * OVERHEAD_PERCENT);
     Some(

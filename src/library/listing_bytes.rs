@@ -26,7 +26,7 @@ use crate::library::cache::{Listing, Stamps};
 use crate::library::cache_file;
 use crate::library::layout::Library;
 use crate::library::model::{
-    LIBRARY_SOURCE, ListKind, Location, ModelInfo, ModelMetadata, ModelStatus,
+    Figures, LIBRARY_SOURCE, ListKind, Location, ModelInfo, ModelMetadata, ModelStatus,
 };
 use crate::library::sym::{Sym, Syms};
 
@@ -235,15 +235,15 @@ fn row_of<'a>(
         license: m.license.as_deref().map(|l| strings.of(l)),
         registered: m.registered,
         path,
-        size_bytes: m.size_bytes,
-        file_count: m.file_count,
-        expected_size_bytes: m.expected_size_bytes,
-        modified: m.modified,
+        size_bytes: m.size_bytes(),
+        file_count: m.file_count(),
+        expected_size_bytes: m.expected_size_bytes(),
+        modified: m.modified(),
         error: m.error.as_deref(),
         metadata: m.metadata.as_deref().cloned(),
         main_file: m.main_file.as_deref().map(Path::to_string_lossy),
         note: m.note.as_deref(),
-        partial_bytes: m.partial_bytes,
+        partial_bytes: m.partial_bytes(),
         source: strings.of(&m.source),
     }
 }
@@ -366,12 +366,13 @@ fn model_of(r: Row, table: &Table, root: &Path, models_dir: &Path) -> Option<Mod
         },
         registered: r.registered,
         location,
-        size_bytes: r.size_bytes,
-        file_count: r.file_count,
-        expected_size_bytes: r.expected_size_bytes,
-        modified: r.modified,
+        figures: Figures::default()
+            .with_size(r.size_bytes)
+            .with_files(r.file_count)
+            .with_expected(r.expected_size_bytes)
+            .with_modified(r.modified)
+            .with_partial(r.partial_bytes),
         error: r.error.map(Into::into),
-        partial_bytes: r.partial_bytes,
         note: r.note.map(Into::into),
         source: table.sym(r.source)?,
         metadata: r.metadata.map(Arc::new),
@@ -397,12 +398,11 @@ mod tests {
             license: Some(Sym::new("apache-2.0")),
             registered: true,
             location: Location::of(&path, id),
-            size_bytes: Some(123),
-            file_count: Some(2),
-            expected_size_bytes: None,
-            modified: Some(1_700_000_000.123_456),
+            figures: Figures::default()
+                .with_size(Some(123))
+                .with_files(Some(2))
+                .with_modified(Some(1_700_000_000.123_456)),
             error: None,
-            partial_bytes: None,
             note: None,
             source: Sym::new(source),
             metadata: None,
@@ -435,7 +435,7 @@ mod tests {
         odd.status = ModelStatus::Error;
         odd.error = Some("model.gguf: sha256 mismatch".into());
         odd.note = Some("being imported".into());
-        odd.partial_bytes = Some(7);
+        odd.figures.set_partial(Some(7));
         odd.license = None;
         odd.format = None;
         odd.capabilities = Syms::default();

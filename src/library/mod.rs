@@ -51,7 +51,7 @@ pub use error::{LibraryError, Result};
 pub use import::{ImportMode, ImportOutcome, ImportRequest};
 pub use layout::{Library, default_library_dir, validate_id};
 pub use model::{
-    LIBRARY_SOURCE, ListKind, ListQuery, Location, ModelInfo, ModelMetadata, ModelStatus,
+    Figures, LIBRARY_SOURCE, ListKind, ListQuery, Location, ModelInfo, ModelMetadata, ModelStatus,
 };
 pub use registry::{
     Registry, init_default, resolve_library, update_registry, upsert_entry, write_atomic,

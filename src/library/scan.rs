@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::library::error::{LibraryError, Result};
 use crate::library::layout::{Library, validate_id};
-use crate::library::model::{LIBRARY_SOURCE, ListKind, Location, ModelInfo, ModelStatus};
+use crate::library::model::{Figures, LIBRARY_SOURCE, ListKind, Location, ModelInfo, ModelStatus};
 use crate::library::registry::RegistryEntry;
 use crate::library::registry_pack::PackedRegistry;
 use crate::library::sym::Sym;
@@ -414,9 +414,9 @@ fn folder_changed(m: &ModelInfo, models_dir: &Path, at: Option<BorrowedFd<'_>>) 
         _ => crate::library::walk::mtime_of(&m.path()),
     };
     match now {
-        Ok(now) => m.modified.is_none_or(|then| now > then),
+        Ok(now) => m.modified().is_none_or(|then| now > then),
         // Gone: a change only if the scan had seen a folder there.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => m.modified.is_some(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => m.modified().is_some(),
         Err(_) => true,
     }
 }
@@ -670,13 +670,16 @@ fn model_info(
         license: entry.and_then(|e| e.license.as_deref().map(Sym::new)),
         registered: entry.is_some(),
         location: Location::of(&path, &display),
-        size_bytes: full.then(|| walked.as_ref().map_or(0, |w| w.size)),
-        file_count: full.then(|| walked.as_ref().map_or(0, |w| w.files)),
-        expected_size_bytes,
-        modified: walked.as_ref().and_then(|w| w.newest),
-        partial_bytes: (full && c.leftovers)
-            .then(|| walk(&input.library.downloads_dir().join(c.name)).size)
-            .filter(|b| *b > 0),
+        figures: Figures::default()
+            .with_size(full.then(|| walked.as_ref().map_or(0, |w| w.size)))
+            .with_files(full.then(|| walked.as_ref().map_or(0, |w| w.files)))
+            .with_expected(expected_size_bytes)
+            .with_modified(walked.as_ref().and_then(|w| w.newest))
+            .with_partial(
+                (full && c.leftovers)
+                    .then(|| walk(&input.library.downloads_dir().join(c.name)).size)
+                    .filter(|b| *b > 0),
+            ),
         note: match status {
             ModelStatus::Partial => importing.cloned().or_else(|| {
                 c.leftovers
@@ -810,9 +813,16 @@ mod tests {
             err.contains("locked") && err.contains("ermission denied"),
             "{err}"
         );
-        assert_eq!(a.size_bytes, Some(4), "what could be read is still counted");
+        assert_eq!(
+            a.size_bytes(),
+            Some(4),
+            "what could be read is still counted"
+        );
         let b = models.iter().find(|m| m.id == "b").unwrap();
-        assert_eq!((b.status, b.size_bytes), (ModelStatus::Downloaded, Some(2)));
+        assert_eq!(
+            (b.status, b.size_bytes()),
+            (ModelStatus::Downloaded, Some(2))
+        );
     }
 
     #[test]
@@ -829,7 +839,7 @@ mod tests {
         let models = scan_dir(dir.path(), ListKind::Full);
         let a = &models[0];
         assert_eq!(a.status, ModelStatus::Downloaded, "{:?}", a.error);
-        assert_eq!((a.size_bytes, a.file_count), (Some(5), Some(1)));
+        assert_eq!((a.size_bytes(), a.file_count()), (Some(5), Some(1)));
         assert!(!dir.path().join("models/a/gone.bin").exists());
     }
 

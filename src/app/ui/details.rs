@@ -135,14 +135,18 @@ pub fn details_ui(
             );
             row(
                 "Size",
-                m.size_bytes.map_or("- (quick listing)".into(), human_bytes),
+                m.size_bytes()
+                    .map_or("- (quick listing)".into(), human_bytes),
             );
             row(
                 "Expected size",
-                m.expected_size_bytes.map_or("-".into(), human_bytes),
+                m.expected_size_bytes().map_or("-".into(), human_bytes),
             );
-            row("Files", m.file_count.map_or("-".into(), |n| n.to_string()));
-            row("Modified", m.modified.map_or("-".into(), format_time));
+            row(
+                "Files",
+                m.file_count().map_or("-".into(), |n| n.to_string()),
+            );
+            row("Modified", m.modified().map_or("-".into(), format_time));
             row("License", m.license.as_deref().unwrap_or("-").to_string());
         });
     if let Some(desc) = &m.description {

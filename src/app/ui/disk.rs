@@ -110,7 +110,7 @@ fn models_ui(ui: &mut egui::Ui, largest: &[&ModelInfo], least_used: &[&ModelInfo
         for m in largest {
             cols[0].label(format!(
                 "{}  {}",
-                human_bytes(m.size_bytes.unwrap_or(0)),
+                human_bytes(m.size_bytes().unwrap_or(0)),
                 m.name
             ));
         }
@@ -118,7 +118,7 @@ fn models_ui(ui: &mut egui::Ui, largest: &[&ModelInfo], least_used: &[&ModelInfo
         for m in least_used {
             cols[1].label(format!(
                 "{}  {}",
-                m.modified.map(format_time).unwrap_or_default(),
+                m.modified().map(format_time).unwrap_or_default(),
                 m.name
             ));
         }

@@ -58,7 +58,7 @@ pub struct TableInput<'a> {
 pub fn can_download(m: &ModelInfo) -> bool {
     m.source == LIBRARY_SOURCE
         && m.registered
-        && m.expected_size_bytes != Some(0)
+        && m.expected_size_bytes() != Some(0)
         && matches!(m.status, ModelStatus::Available | ModelStatus::Partial)
 }
 
@@ -136,7 +136,7 @@ pub fn status_color(status: ModelStatus) -> Color32 {
 
 /// Size cell text: blank in quick listings and for models with nothing on disk.
 pub fn size_text(m: &ModelInfo) -> String {
-    match m.size_bytes {
+    match m.size_bytes() {
         Some(b) if m.status != ModelStatus::Available => human_bytes(b),
         _ => String::new(),
     }
@@ -440,12 +440,12 @@ fn cell_ui(
                 Some(p) => cell(ui, crate::util::bytes_of(p.bytes_done, p.bytes_total))
                     .on_hover_text(crate::util::progress_summary(p)),
                 // A partial model: its folder and what an interrupted download kept.
-                None => match m.partial_bytes {
+                None => match m.partial_bytes() {
                     Some(kept) => cell(
                         ui,
                         crate::util::bytes_of(
-                            m.size_bytes.unwrap_or(0) + kept,
-                            m.expected_size_bytes,
+                            m.size_bytes().unwrap_or(0) + kept,
+                            m.expected_size_bytes(),
                         ),
                     )
                     .on_hover_text(format!(
@@ -457,7 +457,7 @@ fn cell_ui(
             };
         }
         Col::Modified => {
-            cell(ui, m.modified.map(format_time).unwrap_or_default());
+            cell(ui, m.modified().map(format_time).unwrap_or_default());
         }
         Col::Actions => return actions_cell_ui(ui, m, download),
     }

@@ -55,11 +55,8 @@ impl ModelLibraryService {
             license: entry.license.as_deref().map(crate::library::sym::Sym::new),
             registered: true,
             location: crate::library::model::Location::of(&self.library.models_dir().join(id), id),
-            size_bytes: None,
-            file_count: None,
-            expected_size_bytes: entry.files.iter().map(|f| f.size).sum(),
-            modified: None,
-            partial_bytes: None,
+            figures: crate::library::model::Figures::default()
+                .with_expected(entry.files.iter().map(|f| f.size).sum()),
             error: None,
             source: crate::library::Sym::new(crate::library::model::LIBRARY_SOURCE),
             metadata: None,

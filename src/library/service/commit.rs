@@ -311,7 +311,7 @@ fn carry_known_problems(models: &mut [Arc<ModelInfo>], full: &Listing) {
         };
         // One `stat` of the folder, for these few rows only (quick rows carry no time).
         let folder = crate::library::walk::mtime_of(&row.path()).ok();
-        let unchanged = match (folder, seen.modified) {
+        let unchanged = match (folder, seen.modified()) {
             (Some(folder), Some(newest)) => folder <= newest,
             _ => false,
         };

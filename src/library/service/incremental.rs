@@ -429,7 +429,7 @@ mod tests {
             .unwrap()
             .expect("a row changed");
         let a = &rescanned.models[0];
-        assert_eq!((&*a.name, a.size_bytes), ("Alpha", Some(5)));
+        assert_eq!((&*a.name, a.size_bytes()), ("Alpha", Some(5)));
         assert_eq!(a.description.as_deref(), Some("A."));
         // From a listing of the same registry, the names come from its rows.
         let mut same = Listing::clone(&listing);

@@ -602,10 +602,9 @@ fn without_deleted(full: &Listing, ids: &[String], stamps: Stamps) -> Listing {
     for row in listing.models.iter_mut().filter(|m| gone(m)) {
         let m = Arc::make_mut(row);
         m.status = ModelStatus::Available;
-        m.size_bytes = Some(0);
-        m.file_count = Some(0);
-        m.modified = None;
-        m.partial_bytes = None;
+        m.figures = m.figures.with_size(Some(0)).with_files(Some(0));
+        m.figures.set_modified(None);
+        m.figures.set_partial(None);
         m.note = None;
         m.error = None;
         m.metadata = None;

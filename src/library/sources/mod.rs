@@ -52,7 +52,7 @@ pub use usage::{
 
 use crate::library::error::LibraryError;
 use crate::library::metadata::{MetadataCache, fill_missing, merge_parts};
-use crate::library::model::{Location, ModelInfo, ModelMetadata, ModelStatus};
+use crate::library::model::{Figures, Location, ModelInfo, ModelMetadata, ModelStatus};
 use crate::library::sym::Sym;
 use crate::library::walk::{EntryKind, WalkOptions};
 
@@ -968,11 +968,10 @@ impl Draft {
             license: None,
             registered: false,
             location,
-            size_bytes: Some(self.files.values().sum()),
-            file_count: Some(self.files.len() as u64),
-            expected_size_bytes: None,
-            modified: self.newest,
-            partial_bytes: None,
+            figures: Figures::default()
+                .with_size(Some(self.files.values().sum()))
+                .with_files(Some(self.files.len() as u64))
+                .with_modified(self.newest),
             error: (!errors.is_empty()).then(|| errors.join("; ").into()),
             source: Sym::new(kind.as_str()),
             metadata: self.metadata.map(Arc::new),

@@ -48,7 +48,7 @@ pub fn disk_usage(scans: &[SourceScan], others: &[ModelInfo]) -> DiskUsage {
         if scanned.contains(m.id.as_str()) {
             continue;
         }
-        let size = m.size_bytes.unwrap_or(0);
+        let size = m.size_bytes().unwrap_or(0);
         *usage.per_source.entry(m.source.to_string()).or_default() += size;
         usage.total_unique += size;
     }
@@ -84,11 +84,11 @@ pub fn largest_models<'a>(
 ) -> Vec<&'a ModelInfo> {
     let mut v: Vec<&ModelInfo> = models
         .into_iter()
-        .filter(|m| m.size_bytes.is_some())
+        .filter(|m| m.size_bytes().is_some())
         .collect();
     v.sort_by(|a, b| {
-        b.size_bytes
-            .cmp(&a.size_bytes)
+        b.size_bytes()
+            .cmp(&a.size_bytes())
             .then_with(|| a.id.cmp(&b.id))
     });
     v.truncate(n);
@@ -104,11 +104,11 @@ pub fn least_recently_used<'a>(
 ) -> Vec<&'a ModelInfo> {
     let mut v: Vec<&ModelInfo> = models
         .into_iter()
-        .filter(|m| m.modified.is_some())
+        .filter(|m| m.modified().is_some())
         .collect();
     v.sort_by(|a, b| {
-        a.modified
-            .partial_cmp(&b.modified)
+        a.modified()
+            .partial_cmp(&b.modified())
             .unwrap_or(std::cmp::Ordering::Equal)
             .then_with(|| a.id.cmp(&b.id))
     });

@@ -47,7 +47,7 @@ pub(super) struct Print {
 }
 
 fn facts(m: &ModelInfo) -> RowFacts {
-    (m.size_bytes, m.file_count, m.modified)
+    (m.size_bytes(), m.file_count(), m.modified())
 }
 
 /// Builds a print from the entries of one walk of the model folder `id`.
@@ -172,9 +172,10 @@ mod tests {
             provider: "p".into(),
             description: Some("".into()),
             format: Some("gguf".into()),
-            size_bytes: Some(1),
-            file_count: Some(1),
-            modified: Some(1.0),
+            figures: crate::library::model::Figures::default()
+                .with_size(Some(1))
+                .with_files(Some(1))
+                .with_modified(Some(1.0)),
             ..ModelInfo::new("m", path)
         }
     }

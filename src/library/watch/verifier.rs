@@ -362,19 +362,20 @@ impl Prints {
             None => (walk(&path), None),
         };
         if w.missing {
-            return m.modified.is_some();
+            return m.modified().is_some();
         }
         if !w.errors.is_empty() {
             return match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.file_type().is_symlink() => {
-                    m.size_bytes != Some(0) || m.file_count != Some(0)
+                    m.size_bytes() != Some(0) || m.file_count() != Some(0)
                 }
                 // Something could not be read: let the scanner look (and say what).
                 _ => true,
             };
         }
-        let differs =
-            m.size_bytes != Some(w.size) || m.file_count != Some(w.files) || m.modified != w.newest;
+        let differs = m.size_bytes() != Some(w.size)
+            || m.file_count() != Some(w.files)
+            || m.modified() != w.newest;
         if !differs && let (Some(taker), Some(root_mtime)) = (taker, w.root_mtime) {
             self.map.insert(m.id.clone(), taker.finish(m, root_mtime));
         }
