@@ -26,6 +26,17 @@ pub fn report(root: &Path, n: usize) {
     println!("### live heap of a service over {n} models (bytes per model)\n");
     println!("| step | added | total |");
     println!("|---|---|---|");
+    // The registry on its own, measured first (no other thread is freeing anything yet).
+    let before = heap_bytes();
+    let parsed = model_library::library::Registry::load(&Library::new(root)).expect("registry");
+    let registry = model_library::library::PackedRegistry::pack(&parsed);
+    drop(parsed);
+    let registry_bytes = heap_bytes().saturating_sub(before);
+    let before = heap_bytes();
+    let slim = registry.without_texts();
+    let slim_bytes = heap_bytes().saturating_sub(before);
+    drop(slim);
+    drop(registry);
     let base = heap_bytes();
     let mut before = base;
     let mut service = ModelLibraryService::new(
@@ -105,21 +116,11 @@ pub fn report(root: &Path, n: usize) {
     step("body and view dropped", &mut before, n, base);
     drop(service);
     step("service dropped (all it held)", &mut before, n, base);
-    // The parts on their own: the registry as the service keeps it, one listing.
-    let before = heap_bytes();
-    let parsed = model_library::library::Registry::load(&Library::new(root)).expect("registry");
-    let registry = model_library::library::PackedRegistry::pack(&parsed);
-    drop(parsed);
-    let registry_bytes = heap_bytes().saturating_sub(before);
-    let before = heap_bytes();
-    let slim = registry.without_texts();
-    let slim_bytes = heap_bytes().saturating_sub(before);
-    drop(slim);
-    drop(registry);
     let mut alone = ModelLibraryService::new(
         Library::new(root),
         ServiceOptions {
             persist: false,
+            watch: WatchOption::Off,
             ..ServiceOptions::default()
         },
     )
