@@ -181,8 +181,9 @@ pub struct ModelLibraryService {
     /// it; never served as a cache hit.
     warm: Option<Arc<Listing>>,
     watcher: Option<LibraryWatcher>,
-    /// The registry parsed by the last scan and the registry mtime it was read at; reused
-    /// by selective rescans only while that mtime is unchanged.
+    /// The registry read by the last scan, slim (no names and descriptions: set only
+    /// through `remember_registry`), and the registry mtime it was read at; reused by
+    /// selective rescans only while that mtime is unchanged.
     registry_cache: Option<(Option<f64>, Arc<PackedRegistry>)>,
     /// Bumped whenever a new full listing is installed or the caches are invalidated by a
     /// change on disk; shells list again when it moves.
