@@ -203,9 +203,9 @@ fn the_saved_listing_is_revalidated_model_by_model() {
 }
 
 #[test]
-fn a_registry_changed_since_the_save_names_the_rescanned_models_anew() {
-    // The saved rows carry the old registry's names (and a service keeps its registry
-    // without names between scans): the listing must show the registry's names as it is now.
+fn a_registry_changed_since_the_save_shows_its_new_names() {
+    // The saved rows carry the old registry's names: the listing must show the registry's
+    // names as it is now (and equal a full scan).
     let lib = TestLib::new();
     let registry = |name: &str| {
         format!(
@@ -234,6 +234,29 @@ fn a_registry_changed_since_the_save_names_the_rescanned_models_anew() {
     assert_eq!(a.description.as_deref(), Some("New name, described"));
     let fresh = service(&lib).list(ListKind::Full, true).unwrap();
     assert_eq!(listing.models, fresh.models);
+}
+
+#[test]
+fn a_registered_model_rescanned_at_start_keeps_its_registry_name() {
+    // The registry is unchanged; the model's folder changed since the save, so its row is
+    // made again from the registry (whose names a service does not keep between scans).
+    let lib = TestLib::new();
+    lib.registry(
+        r#"{"version": 1, "models": [{"id": "a", "name": "Alpha", "description": "The first.",
+            "files": [{"path": "w.bin", "size": 3}]}]}"#,
+    )
+    .file("models/a/w.bin", 3)
+    .file("models/b/w.bin", 1);
+    service(&lib).list(ListKind::Full, false).unwrap();
+    lib.file("models/a/extra.bin", 2);
+    let mut svc = service(&lib);
+    assert!(svc.warm_start().is_some());
+    let listing = svc.list(ListKind::Full, false).unwrap();
+    let note = svc.cache_info().service_cache.persisted.unwrap();
+    assert!(note.contains("1 of 2 models rescanned"), "{note}");
+    let a = listing.models.iter().find(|m| m.id == "a").unwrap();
+    assert_eq!((&*a.name, a.size_bytes()), ("Alpha", Some(5)));
+    assert_eq!(a.description.as_deref(), Some("The first."));
 }
 
 #[test]

@@ -200,6 +200,50 @@ fn a_delete_through_one_instance_disappears_from_the_other() {
     assert_eq!(after.scan_started, first.scan_started, "B did not scan");
 }
 
+/// A delete heard from another instance after the registry changed is not patched into the
+/// listing under the new registry's stamp (its rows were made from the old one), nor is
+/// such a listing published: the next listing shows the registry as it is now.
+#[test]
+fn a_delete_after_a_registry_change_leaves_no_old_names_behind() {
+    let redis = Redis::start();
+    let lib = TestLib::new();
+    let registry = |beta: &str| {
+        format!(
+            r#"{{"version": 1, "models": [
+                {{"id": "alpha", "name": "Alpha", "files": [{{"path": "w.bin", "size": 4}}]}},
+                {{"id": "beta", "name": "{beta}", "files": [{{"path": "w.bin", "size": 4}}]}}]}}"#
+        )
+    };
+    lib.registry(&registry("Beta"))
+        .file("models/alpha/w.bin", 4)
+        .file("models/beta/w.bin", 4)
+        .file("models/local-one/x.gguf", 7);
+    let mut a = instance(&lib, &redis.url());
+    ready(&mut a);
+    a.list(ListKind::Full, false).unwrap();
+    let mut b = instance(&lib, &redis.url());
+    ready(&mut b);
+    b.list(ListKind::Full, false).unwrap();
+    // The registry renames beta (a later mtime), then A deletes a model: its event carries
+    // the new registry's stamp.
+    let stamp = std::fs::metadata(lib.path("model_registry.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    lib.registry(&registry("Beta renamed"))
+        .set_mtime("model_registry.json", stamp + Duration::from_secs(5));
+    a.delete_model("local-one", DeleteMode::Permanent).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.catch_up() {
+        assert!(Instant::now() < deadline, "B never heard of the delete");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = b.list(ListKind::Full, false).unwrap();
+    assert_eq!(ids(&after), ["alpha", "beta"]);
+    let beta = after.models.iter().find(|m| m.id == "beta").unwrap();
+    assert_eq!(&*beta.name, "Beta renamed");
+}
+
 /// Redis killed: both instances keep answering from their own scans, `cache-info` says it
 /// is unreachable; restarted, they reconnect (the subscriber says so, and what came from
 /// Redis before is dropped).

@@ -396,6 +396,32 @@ impl ModelInfo {
     }
 }
 
+/// A row's folder as JSON text, written as [`ModelInfo::path`] would be (lossily where it
+/// is not UTF-8) without making that path: 100 000 rows, 100 000 allocations fewer.
+struct PathText<'a>(&'a ModelInfo);
+
+impl fmt::Display for PathText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.location {
+            // What `Path::join` makes of a parent and one name.
+            Location::Under(parent) => {
+                f.write_str(parent)?;
+                if !parent.ends_with('/') {
+                    f.write_str("/")?;
+                }
+                f.write_str(&self.0.id)
+            }
+            Location::At(path) => fmt::Display::fmt(&path.display(), f),
+        }
+    }
+}
+
+impl Serialize for PathText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl Serialize for ModelInfo {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
@@ -409,7 +435,7 @@ impl Serialize for ModelInfo {
         st.serialize_field("description", &self.description)?;
         st.serialize_field("license", &self.license)?;
         st.serialize_field("registered", &self.registered)?;
-        st.serialize_field("path", &*self.path().to_string_lossy())?;
+        st.serialize_field("path", &PathText(self))?;
         st.serialize_field("size_bytes", &self.size_bytes())?;
         st.serialize_field("file_count", &self.file_count())?;
         st.serialize_field("expected_size_bytes", &self.expected_size_bytes())?;
@@ -577,6 +603,18 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(json["path"], "/lib/models/llama");
+        // Written as the path it stands for, whatever the location's form.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/lib/\xff/m"));
+        for (id, path) in [
+            ("m", Path::new("/m")),
+            ("a/b", Path::new("/x/a/b")),
+            ("m", odd),
+        ] {
+            let row = ModelInfo::new(id, path);
+            let text = serde_json::to_value(&row).unwrap()["path"].clone();
+            assert_eq!(text, *row.path().to_string_lossy(), "{path:?}");
+        }
         assert!(
             !keys.contains(&"location") && !keys.contains(&"partial_bytes"),
             "{keys:?}"

@@ -88,8 +88,12 @@ pub fn load_for_listing(library: &Library, now: f64) -> Result<(PackedRegistry, 
 }
 
 /// Makes the copy of `registry` that [`load_for_listing`] asked for. A cache: failing to
-/// write loses nothing, so failures are ignored.
+/// write loses nothing, so failures are ignored. A slim registry (no names and
+/// descriptions) is never written: read back, it would pass for the whole registry.
 pub fn write_pending(library: &Library, pending: Pending, registry: &PackedRegistry) {
+    if registry.is_slim() {
+        return;
+    }
     let _ = write(library, pending.0, registry);
 }
 
@@ -125,4 +129,33 @@ fn write(library: &Library, stamp: Stamp, registry: &PackedRegistry) -> Result<(
         .cache()?
         .write_atomic(FILE_NAME, &bytes)
         .map_err(|e| crate::library::error::LibraryError::io(library.cache_dir(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slim registry (no names and descriptions) is never written as the copy: read back,
+    /// it would pass for the whole registry and every full scan would lose the names.
+    #[test]
+    fn a_slim_registry_is_never_saved_as_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("model_registry.json"),
+            r#"{"version": 1, "models": [{"id": "m", "name": "Alpha"}]}"#,
+        )
+        .unwrap();
+        let library = Library::new(dir.path());
+        // A clock a minute after the registry was written: it has settled.
+        let now = Stamp::read(&library).unwrap().mtime + 60.0;
+        let (registry, pending) = load_for_listing(&library, now).unwrap();
+        let pending = pending.expect("a settled registry without a copy asks for one");
+        let copy = library.cache_dir().join(FILE_NAME);
+        write_pending(&library, pending, &registry.without_texts());
+        assert!(!copy.exists(), "no copy made of a slim registry");
+        write_pending(&library, pending, &registry);
+        assert!(copy.exists());
+        let (again, _) = load_for_listing(&library, now).unwrap();
+        assert_eq!(again.entry(0).name.as_deref(), Some("Alpha"));
+    }
 }

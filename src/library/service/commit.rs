@@ -141,7 +141,6 @@ impl ModelLibraryService {
             (top, loaded)
         });
         let registry = loaded?;
-        self.remember_registry(stamps.registry, &registry);
         let top = top?;
         let importing = importing_now(&self.library);
         let mut models = scan::scan_top(
@@ -155,6 +154,8 @@ impl ModelLibraryService {
             top,
             kind,
         )?;
+        // Kept (slim) once the scan is done: slimming it is no part of the answer.
+        self.remember_registry(stamps.registry, &registry);
         if kind == ListKind::Fast
             && let Some(full) = self.listings.get(&ListKind::Full)
         {

@@ -161,7 +161,7 @@ impl ModelLibraryService {
             self.listings.remove(&ListKind::Fast);
             return true;
         };
-        match self.rescan_some(&full, &names, stamps) {
+        match self.rescan_some(&full, &names, stamps, None) {
             Ok(None) => false,
             Ok(Some((listing, false))) => {
                 self.install_full(Arc::new(listing), Installed::Restamped);
@@ -200,17 +200,31 @@ impl ModelLibraryService {
     /// A copy of `full` with the models `names` rescanned (added, updated or removed).
     /// `None` when no row changed and the stamps are the same (nothing to replace);
     /// otherwise the new listing and whether any row changed (or only the stamps).
+    /// `registry`: the registry as of `stamps`, when the caller has just read it whole.
+    ///
+    /// Refused (an error) when the registry changed since `full` was made: every
+    /// registered row may have changed then, and a listing of rows made from two
+    /// registries must carry neither's stamp (callers scan everything instead).
     pub(super) fn rescan_some(
         &mut self,
         full: &Listing,
         names: &[String],
         stamps: Stamps,
+        registry: Option<Arc<PackedRegistry>>,
     ) -> Result<Option<(Listing, bool)>> {
+        if stamps.registry != full.stamps.registry {
+            return Err(LibraryError::io(
+                self.library.registry_path(),
+                std::io::Error::other("changed since the listing was made: a full scan is needed"),
+            ));
+        }
         let started_wall = Instant::now();
         let scan_started = self.clock.now();
-        let mut registry = self.registry_for(stamps.registry)?;
+        let mut registry = match registry {
+            Some(registry) => registry,
+            None => self.registry_for(stamps.registry)?,
+        };
         let importing = importing_now(&self.library);
-        let mut updates = self.scan_names(&registry, &importing, names)?;
         // Where each rescanned name sits: a linear search for a few names, an index for many
         // (building one for 100 000 rows costs more than the rescan itself).
         let index: Option<HashMap<&str, usize>> = (names.len() > 8).then(|| {
@@ -224,29 +238,26 @@ impl ModelLibraryService {
             Some(index) => index.get(name).copied(),
             None => full.models.iter().position(|m| m.id == name),
         };
+        // A slim registry has no names and descriptions: the rows `full` has for these
+        // models carry them (`full` was made from this same registry file, checked above).
+        // Where it has no registered row for a registered one, the file is read whole.
+        let old_row = |name: &str| position(name).map(|i| &full.models[i]);
+        if registry.is_slim()
+            && names.iter().any(|n| {
+                registry.position(n).is_some() && !old_row(n).is_some_and(|o| o.registered)
+            })
+        {
+            registry = self.load_registry()?;
+        }
+        let mut updates = self.scan_names(&registry, &importing, names)?;
         if registry.is_slim() {
-            // The kept registry has no names and descriptions: the rows `full` has for these
-            // models carry them, when `full` was made from the same registry file; where it
-            // was not, or has no registered row for one of them, the file is read again.
-            let same_file = full.stamps.registry == stamps.registry;
-            let old_row = |name: &str| position(name).map(|i| &full.models[i]);
-            let from_rows = same_file
-                && updates.iter().all(|(name, info)| match info {
-                    Some(m) if m.registered => old_row(name).is_some_and(|o| o.registered),
-                    _ => true,
-                });
-            if from_rows {
-                for (name, info) in &mut updates {
-                    if let Some(m) = info.as_mut().filter(|m| m.registered)
-                        && let Some(old) = old_row(name)
-                    {
-                        m.name = old.name.clone();
-                        m.description = old.description.clone();
-                    }
+            for (name, info) in &mut updates {
+                if let Some(m) = info.as_mut().filter(|m| m.registered)
+                    && let Some(old) = old_row(name)
+                {
+                    m.name = old.name.clone();
+                    m.description = old.description.clone();
                 }
-            } else {
-                registry = self.load_registry()?;
-                updates = self.scan_names(&registry, &importing, names)?;
             }
         }
         let located: Vec<(Option<usize>, Option<ModelInfo>)> = updates
@@ -339,6 +350,7 @@ impl ModelLibraryService {
         let (registry, pending) = registry?;
         let registry = self.keep_registry(registry, pending);
         self.remember_registry(stamps.registry, &registry);
+        let registry = Some(registry);
         changes.models.extend(rows);
         // Folders that appeared, and the registry's view of them, need the same reading
         // (compared against the saved listing, held as the full one while this runs).
@@ -350,7 +362,7 @@ impl ModelLibraryService {
         // The other stores are cheap to list again in full (first, so the listing's
         // problems below name any store that cannot be read).
         let store_models = self.scan_stores();
-        let mut listing = match self.rescan_some(&full, &names, stamps) {
+        let mut listing = match self.rescan_some(&full, &names, stamps, registry) {
             Ok(Some((listing, _))) => listing,
             Ok(None) => Listing::clone(&full),
             Err(e) => {
@@ -392,12 +404,12 @@ mod tests {
     use super::*;
     use crate::library::watch::WatchOption;
 
-    /// A selective rescan against a listing made from another registry file than the one
-    /// kept (a shared tier's listing, say) cannot take names from its rows: it reads the
-    /// registry again. (Reached only in such races; the service's own listings are made
-    /// from the registry it keeps.)
+    /// A selective rescan takes a registered model's name and description from the row it
+    /// replaces (the kept registry has none); it refuses a listing made from another
+    /// registry file (a full scan must follow), and reads the registry whole when the
+    /// listing has no registered row for the model.
     #[test]
-    fn rows_from_another_registry_lend_no_names_to_a_rescan() {
+    fn a_rescan_takes_names_from_rows_of_the_same_registry_only() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("models/a")).unwrap();
@@ -417,27 +429,36 @@ mod tests {
         let listing = svc.list(ListKind::Full, true).unwrap();
         let stamps = listing.stamps;
         assert!(svc.registry_for(stamps.registry).unwrap().is_slim());
-        // The same listing, as if made from an older registry that named the model otherwise.
-        let mut other = Listing::clone(&listing);
-        other.stamps.registry = stamps.registry.map(|t| t - 60.0);
-        let row = Arc::make_mut(&mut other.models[0]);
-        row.name = "Old".into();
-        row.description = Some("Old.".into());
         std::fs::write(root.join("models/a/more.bin"), b"de").unwrap();
-        let (rescanned, _) = svc
-            .rescan_some(&other, &["a".to_string()], stamps)
-            .unwrap()
-            .expect("a row changed");
-        let a = &rescanned.models[0];
-        assert_eq!((&*a.name, a.size_bytes()), ("Alpha", Some(5)));
-        assert_eq!(a.description.as_deref(), Some("A."));
+        let a = ["a".to_string()];
         // From a listing of the same registry, the names come from its rows.
         let mut same = Listing::clone(&listing);
         Arc::make_mut(&mut same.models[0]).name = "From the row".into();
         let (rescanned, _) = svc
-            .rescan_some(&same, &["a".to_string()], stamps)
+            .rescan_some(&same, &a, stamps, None)
             .unwrap()
             .expect("a row changed");
-        assert_eq!(&*rescanned.models[0].name, "From the row");
+        let row = &rescanned.models[0];
+        assert_eq!((&*row.name, row.size_bytes()), ("From the row", Some(5)));
+        assert_eq!(row.description.as_deref(), Some("A."));
+        // A listing made from an older registry file: refused, whatever its rows say.
+        let mut other = Listing::clone(&listing);
+        other.stamps.registry = stamps.registry.map(|t| t - 60.0);
+        assert!(svc.rescan_some(&other, &a, stamps, None).is_err());
+        // No registered row to take the texts from: the registry is read whole.
+        let mut bare = Listing::clone(&listing);
+        let row = Arc::make_mut(&mut bare.models[0]);
+        row.registered = false;
+        row.name = "a".into();
+        row.description = None;
+        let (rescanned, _) = svc
+            .rescan_some(&bare, &a, stamps, None)
+            .unwrap()
+            .expect("a row changed");
+        let row = &rescanned.models[0];
+        assert_eq!(
+            (&*row.name, row.description.as_deref()),
+            ("Alpha", Some("A."))
+        );
     }
 }

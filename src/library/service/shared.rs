@@ -301,13 +301,19 @@ impl ModelLibraryService {
 
     /// A delete made here: the full listing as it is now (see [`without_deleted`]) is
     /// published before the others are told, so one that notices the change by its own
-    /// stamps takes it at once rather than scanning.
+    /// stamps takes it at once rather than scanning — unless the registry changed since
+    /// that listing was made (its rows must not carry the new registry's stamp).
     pub(super) fn share_delete(&mut self, ids: Vec<String>) {
         if self.shared.url.is_none() {
             return;
         }
         let stamps = Stamps::read(&self.library);
-        if let Some(full) = self.listings.get(&ListKind::Full).cloned() {
+        if let Some(full) = self
+            .listings
+            .get(&ListKind::Full)
+            .filter(|full| full.stamps.registry == stamps.registry)
+            .cloned()
+        {
             let listing = without_deleted(&full, &ids, stamps);
             self.publish_shared(&listing);
         }
@@ -544,6 +550,12 @@ impl ModelLibraryService {
                         models_dir: models_dir.map(f64::from_bits),
                         downloads_dir: downloads_dir.map(f64::from_bits),
                     };
+                    if stamps.registry != full.stamps.registry {
+                        // The registry changed too: rows made from the old one must not
+                        // carry the new one's stamp (see `rescan_some`).
+                        self.invalidate("a change made by another instance");
+                        continue;
+                    }
                     let listing = without_deleted(&full, &event.ids, stamps);
                     self.install_full(Arc::new(listing), commit::Installed::Shared);
                     self.listings.remove(&ListKind::Fast);
@@ -556,7 +568,7 @@ impl ModelLibraryService {
                         && event.ids.iter().all(|i| validate_id(i).is_ok()) =>
                 {
                     let stamps = Stamps::read(&self.library);
-                    match self.rescan_some(&full, &event.ids, stamps) {
+                    match self.rescan_some(&full, &event.ids, stamps, None) {
                         Ok(None) => {}
                         Ok(Some((listing, rows_changed))) => {
                             let how = if rows_changed {
