@@ -258,13 +258,13 @@ impl ModelLibraryService {
     /// selective rescans, reclaiming — without entries' names and descriptions: the rows
     /// of the listing made from it carry those already (at 100 000 entries, about half of
     /// what the kept registry held). Full scans read the file, or its copy, again.
-    pub(super) fn remember_registry(&mut self, mtime: Option<f64>, registry: &PackedRegistry) {
+    pub(super) fn remember_registry(&mut self, mtime: Option<f64>, registry: &Arc<PackedRegistry>) {
         let slim = if registry.is_slim() {
-            registry.clone()
+            Arc::clone(registry)
         } else {
-            registry.without_texts()
+            Arc::new(registry.without_texts())
         };
-        self.registry_cache = Some((mtime, Arc::new(slim)));
+        self.registry_cache = Some((mtime, slim));
     }
 
     /// The registry as listings need it; a copy of it to make goes to the saver thread.

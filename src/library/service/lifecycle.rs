@@ -392,7 +392,9 @@ impl ModelLibraryService {
                             scan_duration: started_wall.elapsed(),
                             stamps,
                         },
-                        registry,
+                        // Slimmed here, not while the service is held (see
+                        // `remember_registry`).
+                        Arc::new(registry.without_texts()),
                     ))
                 })();
                 let _ = tx.send(result);
