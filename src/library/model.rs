@@ -140,7 +140,7 @@ pub struct ModelMetadata {
 /// Where a model's folder is. Almost every row's folder is `<parent>/<id>` — the
 /// library's `models/<id>` — and keeps only the parent, shared by every such row (100 000
 /// rows of a library share one); any other folder (a store's, a non-UTF-8 parent) is kept
-/// whole. Always made by [`Location::of`] or [`Location::under`], so one folder has one
+/// whole. Always made by [`Location::of`] or [`Location::in_folder`], so one folder has one
 /// form and rows compare equal exactly when their folders do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {

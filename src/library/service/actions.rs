@@ -54,7 +54,7 @@ impl ModelLibraryService {
             description: entry.description.as_deref().map(Box::from),
             license: entry.license.as_deref().map(crate::library::sym::Sym::new),
             registered: true,
-            location: crate::library::model::Location::of(&self.library.models_dir().join(id), id),
+            location: crate::library::model::Location::in_folder(&self.library.models_dir(), id),
             figures: crate::library::model::Figures::default()
                 .with_expected(entry.files.iter().map(|f| f.size).sum()),
             error: None,

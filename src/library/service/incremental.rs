@@ -178,25 +178,6 @@ impl ModelLibraryService {
         }
     }
 
-    /// [`scan::scan_some`] of `names` with `registry`.
-    fn scan_names(
-        &self,
-        registry: &PackedRegistry,
-        importing: &HashMap<String, String>,
-        names: &[String],
-    ) -> Result<Vec<(String, Option<ModelInfo>)>> {
-        scan::scan_some(
-            &ScanInput {
-                library: &self.library,
-                registry,
-                downloading: &self.downloading,
-                progress: &self.progress,
-                importing,
-            },
-            names,
-        )
-    }
-
     /// A copy of `full` with the models `names` rescanned (added, updated or removed).
     /// `None` when no row changed and the stamps are the same (nothing to replace);
     /// otherwise the new listing and whether any row changed (or only the stamps).
@@ -249,7 +230,16 @@ impl ModelLibraryService {
         {
             registry = self.load_registry()?;
         }
-        let mut updates = self.scan_names(&registry, &importing, names)?;
+        let mut updates = scan::scan_some(
+            &ScanInput {
+                library: &self.library,
+                registry: &registry,
+                downloading: &self.downloading,
+                progress: &self.progress,
+                importing: &importing,
+            },
+            names,
+        )?;
         if registry.is_slim() {
             for (name, info) in &mut updates {
                 if let Some(m) = info.as_mut().filter(|m| m.registered)
