@@ -143,17 +143,7 @@ impl ModelLibraryService {
         let registry = loaded?;
         let top = top?;
         let importing = importing_now(&self.library);
-        let mut models = scan::scan_top(
-            &ScanInput {
-                library: &self.library,
-                registry: &registry,
-                downloading: &self.downloading,
-                progress: &self.progress,
-                importing: &importing,
-            },
-            top,
-            kind,
-        )?;
+        let mut models = scan::scan_top(&self.scan_input(&registry, &importing), top, kind)?;
         // Kept (slim) once the scan is done: slimming it is no part of the answer.
         self.remember_registry(stamps.registry, &registry);
         if kind == ListKind::Fast
@@ -237,6 +227,22 @@ impl ModelLibraryService {
                 Arc::make_mut(&mut patched.models[i]).status = status;
                 *listing = Arc::new(patched);
             }
+        }
+    }
+
+    /// What a scan on this thread needs: this library, `registry`, the models downloading
+    /// and the imports under way (`importing`).
+    pub(super) fn scan_input<'a>(
+        &'a self,
+        registry: &'a PackedRegistry,
+        importing: &'a HashMap<String, String>,
+    ) -> ScanInput<'a> {
+        ScanInput {
+            library: &self.library,
+            registry,
+            downloading: &self.downloading,
+            progress: &self.progress,
+            importing,
         }
     }
 

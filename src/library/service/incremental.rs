@@ -230,16 +230,7 @@ impl ModelLibraryService {
         {
             registry = self.load_registry()?;
         }
-        let mut updates = scan::scan_some(
-            &ScanInput {
-                library: &self.library,
-                registry: &registry,
-                downloading: &self.downloading,
-                progress: &self.progress,
-                importing: &importing,
-            },
-            names,
-        )?;
+        let mut updates = scan::scan_some(&self.scan_input(&registry, &importing), names)?;
         if registry.is_slim() {
             for (name, info) in &mut updates {
                 if let Some(m) = info.as_mut().filter(|m| m.registered)
